@@ -1,0 +1,332 @@
+"""A deterministic product catalogue of any size, generated slot by slot.
+
+A catalogue is a sequence of `size` slots (0-based positions; pages are
+windows over it). Each slot is one of:
+
+    valid      an ordinary record; its id number is `index + 1`
+    defect     a deliberately malformed record (missing id or title, blank
+               title, null or negative price) that a client must dead-letter
+    duplicate  a byte-identical copy of a valid slot on an earlier page
+               (at the default page size), so ids repeat across pages
+
+Every property is a pure function of (seed, index), so nothing is held in
+memory per product: a 1,000,000-product catalogue costs the same as a small
+one until `truth()` is asked for, which scans once and caches the few lists
+whose length grows with the defect and duplicate rates.
+
+Heterogeneity (valid variants a client must normalise) is per product: the
+price, category and title each deviate from the style's native form with
+probability `heterogeneity`. Styles decide what the forms look like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from ._hashing import draw, stream_key, unit
+
+DEFECTS = ("missing_id", "missing_title", "blank_title", "null_price", "negative_price")
+
+# (slug, display name, low price in cents, high price in cents, nouns)
+CATEGORIES: tuple[tuple[str, str, int, int, tuple[str, ...]], ...] = (
+    ("smartphones", "Smartphones", 9_900, 149_900, ("Phone", "Smartphone")),
+    ("laptops", "Laptops", 29_900, 349_900, ("Laptop", "Notebook")),
+    ("tablets", "Tablets", 14_900, 129_900, ("Tablet", "E-Reader")),
+    ("fragrances", "Fragrances", 1_500, 18_000, ("Perfume", "Eau de Parfum")),
+    ("skin-care", "Skin Care", 500, 9_000, ("Serum", "Cream", "Lotion")),
+    ("groceries", "Groceries", 99, 2_500, ("Coffee", "Honey", "Olive Oil")),
+    ("home-decoration", "Home Decoration", 900, 25_000, ("Lamp", "Vase", "Mirror")),
+    ("furniture", "Furniture", 4_900, 199_900, ("Chair", "Table", "Sofa")),
+    ("kitchen-accessories", "Kitchen Accessories", 500, 15_000, ("Knife", "Pan", "Mug")),
+    ("sports-accessories", "Sports Accessories", 900, 30_000, ("Ball", "Racket", "Yoga Mat")),
+    ("mens-shoes", "Mens Shoes", 2_900, 29_900, ("Sneakers", "Boots", "Loafers")),
+    ("womens-bags", "Womens Bags", 2_900, 89_900, ("Handbag", "Tote", "Clutch")),
+    ("sunglasses", "Sunglasses", 1_900, 39_900, ("Sunglasses", "Aviators")),
+    ("motorcycle", "Motorcycle", 199_900, 2_499_900, ("Motorcycle", "Scooter")),
+)
+ADJECTIVES = (
+    "Handmade",
+    "Ergonomic",
+    "Rustic",
+    "Sleek",
+    "Refined",
+    "Practical",
+    "Elegant",
+    "Compact",
+    "Vintage",
+    "Modern",
+    "Classic",
+    "Premium",
+    "Portable",
+    "Durable",
+    "Luxurious",
+    "Smart",
+    "Recycled",
+    "Gorgeous",
+    "Fantastic",
+    "Licensed",
+)
+MATERIALS = (
+    "Steel",
+    "Wooden",
+    "Cotton",
+    "Granite",
+    "Leather",
+    "Bamboo",
+    "Ceramic",
+    "Rubber",
+    "Plastic",
+    "Silk",
+    "Bronze",
+    "Glass",
+    "Marble",
+    "Wool",
+    "Linen",
+    "Carbon",
+)
+# Unicode and stray whitespace that a client must cope with in titles.
+UNICODE_WORDS = ("Café", "Crème", "Größe", "Ñandú", "Æther", "Zürich", "日本", "☕", "naïve")
+WHITESPACE = ("  {}", "{}  ", " \t{}\n", "{}\u00a0", "\u2003{}")
+BRANDS = (
+    "Essence",
+    "Glamour Beauty",
+    "Velvet Touch",
+    "Chic Cosmetics",
+    "Nail Couture",
+    "Calvin Klein",
+    "Chanel",
+    "Dior",
+    "Apple",
+    "Samsung",
+    "Oppo",
+    "Huawei",
+    "Lenovo",
+    "Dell",
+    "Asus",
+    "Annibale Colombo",
+    "Furniture Co.",
+    "Knoll",
+    "Bath Trends",
+)
+WORDS = (
+    "the",
+    "a",
+    "with",
+    "for",
+    "everyday",
+    "use",
+    "designed",
+    "crafted",
+    "quality",
+    "comfort",
+    "style",
+    "light",
+    "strong",
+    "perfect",
+    "gift",
+    "home",
+    "office",
+    "travel",
+    "made",
+    "to",
+    "last",
+    "and",
+    "simple",
+    "care",
+    "fresh",
+    "natural",
+    "bold",
+    "clean",
+)
+
+_EPOCH_DAYS = tuple(f"2024-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    index: int
+    kind: str  # "valid" | "defect" | "duplicate"
+    of: int  # the slot whose record this one repeats; == index unless a duplicate
+    defect: str | None = None
+
+
+class Product:
+    """The stable facts of one product; styles render it in their own schema."""
+
+    __slots__ = (
+        "bits",
+        "category",
+        "category_form",
+        "cents",
+        "defect",
+        "index",
+        "number",
+        "price_form",
+        "title",
+        "title_form",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        number: int,
+        bits: int,
+        form_bits: int,
+        heterogeneity: float,
+        defect: str | None,
+        trend: float,
+    ) -> None:
+        self.index = index
+        self.number = number
+        self.bits = bits
+        self.defect = defect
+        category = CATEGORIES[bits % len(CATEGORIES)]
+        self.category = bits % len(CATEGORIES)
+        low, high = category[2], category[3]
+        # Prices drift upwards along the catalogue (up to +25%), so windowed
+        # price trends have something to find.
+        self.cents = int((low + (bits >> 8) % (high - low)) * (1.0 + 0.25 * trend))
+        nouns = category[4]
+        self.title = (
+            f"{ADJECTIVES[(bits >> 24) % len(ADJECTIVES)]} "
+            f"{MATERIALS[(bits >> 32) % len(MATERIALS)]} {nouns[(bits >> 40) % len(nouns)]}"
+        )
+        # Each of price, category and title deviates independently; the form
+        # number picks which variant (0 = the style's native form).
+        self.price_form = 1 + (form_bits >> 32) % 7 if unit(form_bits) < heterogeneity else 0
+        form2 = (form_bits * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
+        self.category_form = 1 + (form2 >> 32) % 7 if unit(form2) < heterogeneity else 0
+        form3 = (form2 * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
+        self.title_form = 1 + (form3 >> 32) % 7 if unit(form3) < heterogeneity else 0
+        if self.title_form:
+            self.title = self.decorated_title()
+
+    def decorated_title(self) -> str:
+        word = UNICODE_WORDS[(self.bits >> 48) % len(UNICODE_WORDS)]
+        pad = WHITESPACE[(self.bits >> 52) % len(WHITESPACE)]
+        return pad.format(f"{self.title} {word}" if self.title_form % 2 else f"{word} {self.title}")
+
+    @property
+    def slug(self) -> str:
+        return CATEGORIES[self.category][0]
+
+    @property
+    def category_name(self) -> str:
+        return CATEGORIES[self.category][1]
+
+    @property
+    def price(self) -> float:
+        return self.cents / 100
+
+    def words(self, count: int) -> str:
+        bits = self.bits
+        out = [WORDS[(bits >> (5 * i)) % len(WORDS)] for i in range(count)]
+        return " ".join(out).capitalize() + "."
+
+    def timestamp(self, shift: int = 0) -> str:
+        bits = self.bits >> (shift + 3)
+        day = _EPOCH_DAYS[bits % len(_EPOCH_DAYS)]
+        seconds = (bits >> 9) % 86_400
+        return f"{day}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{bits % 1000:03d}Z"
+
+    def brand(self) -> str | None:
+        """Some products have no brand at all (the key is absent upstream)."""
+        return None if (self.bits >> 56) % 5 == 0 else BRANDS[(self.bits >> 44) % len(BRANDS)]
+
+
+class Catalogue:
+    """`size` slots under `seed`; see the module docstring for slot kinds."""
+
+    def __init__(
+        self,
+        size: int,
+        seed: int = 0,
+        *,
+        page_size: int = 20,
+        heterogeneity: float = 0.2,
+        defect_rate: float = 0.03,
+        duplicate_rate: float = 0.02,
+    ) -> None:
+        self.size = size
+        self.seed = seed
+        self.page_size = page_size
+        self.heterogeneity = heterogeneity
+        self.defect_rate = defect_rate
+        self.duplicate_rate = duplicate_rate
+        self._slot_key = stream_key(seed, "slot")
+        self._product_key = stream_key(seed, "product")
+        self._form_key = stream_key(seed, "form")
+
+    def __repr__(self) -> str:
+        return (
+            f"Catalogue(size={self.size}, seed={self.seed}, heterogeneity={self.heterogeneity},"
+            f" defect_rate={self.defect_rate}, duplicate_rate={self.duplicate_rate})"
+        )
+
+    def _base(self, index: int) -> tuple[str, int]:
+        """The slot's own draw: ("duplicate"|"defect"|"valid", bits)."""
+        bits = draw(self._slot_key, index)
+        u = unit(bits)
+        if u < self.duplicate_rate and index >= self.page_size:
+            return "duplicate", bits
+        if u < self.duplicate_rate + self.defect_rate:
+            return "defect", bits
+        return "valid", bits
+
+    def slot(self, index: int) -> Slot:
+        if not 0 <= index < self.size:
+            raise IndexError(index)
+        kind, bits = self._base(index)
+        if kind == "defect":
+            return Slot(index, "defect", index, DEFECTS[(bits >> 8) % len(DEFECTS)])
+        if kind == "duplicate":
+            # Repeat a record from one of the three default pages before this
+            # one, if that slot is itself an ordinary record; otherwise this
+            # slot stays ordinary (no chains, no duplicated defects).
+            page_start = index - index % self.page_size
+            span = min(page_start, 3 * self.page_size)
+            target = page_start - 1 - (bits >> 8) % span
+            if self._base(target)[0] == "valid":
+                return Slot(index, "duplicate", target)
+        return Slot(index, "valid", index)
+
+    def product(self, index: int) -> Product:
+        """The record at `index` (for a duplicate: the repeated product)."""
+        slot = self.slot(index)
+        number = slot.of + 1
+        return Product(
+            index,
+            number,
+            draw(self._product_key, number),
+            draw(self._form_key, number),
+            self.heterogeneity,
+            slot.defect,
+            slot.of / self.size,
+        )
+
+    def products(self, start: int, stop: int) -> list[Product]:
+        return [self.product(i) for i in range(max(0, start), min(stop, self.size))]
+
+    @cached_property
+    def _unusual(self) -> tuple[list[Slot], list[Slot]]:
+        defects, duplicates = [], []
+        for index in range(self.size):
+            slot = self.slot(index)
+            if slot.kind == "defect":
+                defects.append(slot)
+            elif slot.kind == "duplicate":
+                duplicates.append(slot)
+        return defects, duplicates
+
+    def truth(self, id_of: Any = None) -> dict[str, Any]:
+        """Counts and the malformed and duplicate slots of the whole catalogue."""
+        id_of = id_of or (lambda number: number)
+        defects, duplicates = self._unusual
+        return {
+            "total": self.size,
+            "valid": self.size - len(defects) - len(duplicates),
+            "malformed": [{"id": id_of(s.index + 1), "index": s.index, "defect": s.defect} for s in defects],
+            "duplicates": [{"id": id_of(s.of + 1), "index": s.index, "of": s.of} for s in duplicates],
+        }

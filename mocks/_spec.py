@@ -1,0 +1,166 @@
+"""Configuration of one mock server: a frozen, validated struct plus parsers.
+
+`ServerSpec` is what a `mocks:` entry of graph.yaml decodes into and what the
+`python -m mocks` flags build. Text values (durations, ranges, rates) are
+checked in `__post_init__`, so a decode error carries its full path, e.g.
+`$.mocks.shop_b.latency`. The server turns a spec into parsed numbers once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "STYLES",
+    "FaultRates",
+    "ServerSpec",
+    "parse_duration",
+    "parse_range",
+    "parse_rate",
+]
+
+STYLES = ("dummyjson", "platzi", "reqres", "jsonserver", "cursor")
+Style = Literal["dummyjson", "platzi", "reqres", "jsonserver", "cursor"]
+DEFAULT_API_KEY = "reqres-free-v1"  # the public key reqres.in documents
+
+Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Duration = str | float | int
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d*)?\s*(?:ms|s|m|h)?|s|m|h)\s*$")
+
+
+def parse_duration(value: Duration) -> float:
+    """`"250ms"`, `"1.5s"`, `"2m"`, `0.25` (seconds) -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as '250ms' or '2s', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"expected a duration such as '250ms' or '2s', got {value!r}")
+        seconds = float(match[1]) * _UNITS[match[2]]
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be finite and >= 0, got {value!r}")
+    return seconds
+
+
+def parse_range(value: Duration) -> tuple[float, float]:
+    """`"50ms..400ms"` -> (0.05, 0.4); a single duration is a fixed range."""
+    if isinstance(value, str) and ".." in value:
+        low_text, _, high_text = value.partition("..")
+        low, high = parse_duration(low_text), parse_duration(high_text)
+        if low > high:
+            raise ValueError(f"range {value!r} runs backwards; write 'LOW..HIGH'")
+        return low, high
+    fixed = parse_duration(value)
+    return fixed, fixed
+
+
+def parse_rate(value: str) -> tuple[int, float] | None:
+    """`"5/s"` -> (5, 1.0); `"10/2s"` -> (10, 2.0); `"off"` -> None."""
+    if value.strip().lower() in {"off", "none", "0"}:
+        return None
+    match = _RATE.match(value)
+    if match is None:
+        raise ValueError(f"expected a rate such as '5/s', '10/2s' or 'off', got {value!r}")
+    count, per = int(match[1]), match[2].strip()
+    window = _UNITS[per] if per in _UNITS else parse_duration(per)
+    if count < 1 or window <= 0:
+        raise ValueError(f"a rate needs at least 1 request per positive window, got {value!r}")
+    return count, window
+
+
+def _outage(window: str) -> tuple[float, float]:
+    if not isinstance(window, str) or ".." not in window:
+        raise ValueError(f"an outage is 'START..END' after start, e.g. '2s..6s', got {window!r}")
+    return parse_range(window)
+
+
+class FaultRates(msgspec.Struct, frozen=True):
+    """Share of requests answered with each fault; at most one fault per request."""
+
+    error: float = 0.0  # 500 / 502 / 503 with a JSON body
+    hang: float = 0.0  # answer only after `hang` seconds
+    truncate: float = 0.0  # 200 with the JSON body cut short
+    invalid_json: float = 0.0  # 200 with a trailing comma in the JSON
+    html: float = 0.0  # 200 with an HTML error page (a proxy or CDN in the way)
+    reset: float = 0.0  # TCP reset, no response at all
+
+    def total(self) -> float:
+        return sum(msgspec.structs.astuple(self))
+
+
+class ServerSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """One mock server. Every option of `python -m mocks` has a field here."""
+
+    style: Style = "dummyjson"
+    products: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 200
+    seed: int = 0
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    page_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+    max_page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    rate_limit: str = "5/s"
+    latency: Duration = 0
+    error_rate: Rate = 0.0
+    hang_rate: Rate = 0.0
+    hang: Duration = "30s"
+    truncate_rate: Rate = 0.0
+    invalid_json_rate: Rate = 0.0
+    html_rate: Rate = 0.0
+    reset_rate: Rate = 0.0
+    outages: list[str] = []
+    outage_status: Annotated[int, msgspec.Meta(ge=400, le=599)] = 503
+    heterogeneity: Rate = 0.2
+    defect_rate: Rate = 0.03
+    duplicate_rate: Rate = 0.02
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        # ValueErrors raised here reach the user with the server's path; the
+        # message names the field.
+        checks = [
+            ("rate_limit", parse_rate, self.rate_limit),
+            ("latency", parse_range, self.latency),
+            ("hang", parse_duration, self.hang),
+        ]
+        checks += [("outages", _outage, window) for window in self.outages]
+        for field, parse, value in checks:
+            try:
+                parse(value)  # type: ignore[operator]
+            except ValueError as err:
+                raise ValueError(f"{field}: {err}") from None
+        if self.page_size > self.max_page_size:
+            raise ValueError(f"page_size {self.page_size} exceeds max_page_size {self.max_page_size}")
+        if self.faults.total() > 1.0 + 1e-9:
+            raise ValueError(
+                f"fault rates add up to {self.faults.total():.3f}; each request gets at most "
+                "one fault, so their sum must be <= 1"
+            )
+        if self.defect_rate + self.duplicate_rate > 1.0 + 1e-9:
+            raise ValueError("defect_rate + duplicate_rate must be <= 1")
+
+    @property
+    def faults(self) -> FaultRates:
+        return FaultRates(
+            error=self.error_rate,
+            hang=self.hang_rate,
+            truncate=self.truncate_rate,
+            invalid_json=self.invalid_json_rate,
+            html=self.html_rate,
+            reset=self.reset_rate,
+        )
+
+    @property
+    def required_api_key(self) -> str | None:
+        """The key the server demands in `x-api-key`; reqres always wants one."""
+        if self.api_key is not None:
+            return self.api_key or None
+        return DEFAULT_API_KEY if self.style == "reqres" else None

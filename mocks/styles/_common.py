@@ -1,0 +1,151 @@
+"""What every style shares: the request window, value forms, and the base class.
+
+A style knows three things about the API it imitates: how a request names its
+page (`window`), what one record looks like (`render`), and how a page is
+wrapped (`respond`: body plus headers). The server does everything else
+(rate limits, faults, logging, ground truth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .._catalogue import CATEGORIES, Product
+
+MISSING: Any = object()  # a field value meaning "leave the key out"
+
+
+class BadRequest(Exception):
+    """The query cannot name a page; the server answers 400 with `body`."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body)
+        self.body = body
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A request resolved to a window over the catalogue."""
+
+    offset: int
+    limit: int
+    number: int = 0  # 1-based page number, for the styles that count pages
+
+
+@dataclass(slots=True)
+class Reply:
+    body: Any
+    headers: dict[str, str]
+
+
+def int_param(
+    query: Mapping[str, str], name: str, default: int, *, low: int = 0, error: Callable[[str], dict[str, Any]]
+) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(error(f"'{name}' must be an integer, got {raw!r}")) from None
+    if value < low:
+        raise BadRequest(error(f"'{name}' must be >= {low}, got {value}"))
+    return value
+
+
+# --- price forms -------------------------------------------------------------
+def usd(cents: int) -> str:
+    """`"$1,299.00"` (negative: `"-$5.00"`)."""
+    sign = "-" if cents < 0 else ""
+    return f"{sign}${abs(cents) / 100:,.2f}"
+
+
+def eur(cents: int) -> str:
+    """`"1.299,00 €"`: thousands dot, decimal comma, trailing symbol."""
+    text = f"{abs(cents) / 100:,.2f}".replace(",", " ").replace(".", ",").replace(" ", ".")
+    return f"{'-' if cents < 0 else ''}{text} €"
+
+
+PRICE_FORMS: dict[str, Callable[[int], Any]] = {
+    "float": lambda c: c / 100,
+    "int": lambda c: round(c / 100),
+    "usd": usd,
+    "eur": eur,
+    "plain": lambda c: f"{c / 100:.2f}",
+    "cents": lambda c: c,
+    "object": lambda c: {"amount": f"{c / 100:.2f}", "currency": "USD"},
+}
+
+
+def price_of(product: Product, forms: tuple[str, ...]) -> Any:
+    """The price in the style's native form (forms[0]) or a variant of it."""
+    if product.defect == "null_price":
+        return None
+    cents = -product.cents if product.defect == "negative_price" else product.cents
+    form = forms[0] if product.price_form == 0 else forms[1 + (product.price_form - 1) % (len(forms) - 1)]
+    return PRICE_FORMS[form](cents)
+
+
+# --- category forms ----------------------------------------------------------
+def category_value(product: Product, form: str) -> Any:
+    slug, name = CATEGORIES[product.category][:2]
+    if form == "slug":
+        return slug
+    if form == "name":
+        return name
+    if form == "object":
+        return {"id": product.category + 1, "name": name, "slug": slug}
+    if form == "list":
+        return [slug]
+    if form == "missing":
+        return MISSING
+    raise ValueError(form)
+
+
+def category_of(product: Product, forms: tuple[str, ...]) -> Any:
+    if product.category_form == 0:
+        return category_value(product, forms[0])
+    return category_value(product, forms[1 + (product.category_form - 1) % (len(forms) - 1)])
+
+
+def title_of(product: Product) -> Any:
+    if product.defect == "missing_title":
+        return MISSING
+    if product.defect == "blank_title":
+        return "   "
+    return product.title
+
+
+def record(**fields: Any) -> dict[str, Any]:
+    """A record without the fields whose value is MISSING."""
+    return {key: value for key, value in fields.items() if value is not MISSING}
+
+
+class Style:
+    """Base of the five styles; subclasses set the class attributes."""
+
+    name: ClassVar[str]
+    path: ClassVar[str]  # the collection's path, e.g. "/products"
+    id_prefix: ClassVar[str] = ""  # string ids ("prod_0000017") when set
+
+    def id_of(self, number: int) -> int | str:
+        return f"{self.id_prefix}{number:07d}" if self.id_prefix else number
+
+    def record_id(self, product: Product) -> Any:
+        return MISSING if product.defect == "missing_id" else self.id_of(product.number)
+
+    def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
+        raise NotImplementedError
+
+    def render(self, product: Product) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def respond(
+        self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
+    ) -> Reply:
+        raise NotImplementedError
+
+    def error_body(self, message: str) -> dict[str, Any]:
+        return {"message": message}

@@ -1,0 +1,86 @@
+"""A cursor API (Slack/Stripe-like): `GET /items?cursor=&limit=` -> `{"data", "next_cursor"}`.
+
+The next page can only be known from the previous one: `next_cursor` is
+opaque (base64 of the position, signed with the seed so that a made-up
+cursor gets 400) and `null` on the last page. Records carry string ids
+(`prod_0000017`), the price in cents as `unit_amount`, and the category
+inside `metadata`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from .._catalogue import Product
+from ._common import (
+    MISSING,
+    BadRequest,
+    Page,
+    Reply,
+    Style,
+    category_of,
+    int_param,
+    price_of,
+    record,
+    title_of,
+)
+
+_PRICE = ("cents", "float", "usd", "object")
+_CATEGORY = ("slug", "name", "object", "missing")
+
+
+class Cursor(Style):
+    name = "cursor"
+    path = "/items"
+    id_prefix = "prod_"
+
+    def __init__(self, secret: int = 0) -> None:
+        self._secret = str(secret).encode()
+
+    def _sign(self, offset: int) -> str:
+        return hashlib.blake2b(b"%d" % offset, key=self._secret, digest_size=4).hexdigest()
+
+    def encode(self, offset: int) -> str:
+        raw = f"{offset}.{self._sign(offset)}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def decode(self, cursor: str) -> int:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+            offset_text, _, signature = raw.partition(".")
+            offset = int(offset_text)
+        except ValueError:
+            offset, signature = -1, ""
+        if offset < 0 or signature != self._sign(offset):
+            raise BadRequest(self.error_body(f"invalid cursor {cursor!r}"))
+        return offset
+
+    def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
+        limit = min(int_param(query, "limit", default, low=1, error=self.error_body), maximum)
+        cursor = query.get("cursor") or ""
+        return Page(self.decode(cursor) if cursor else 0, limit)
+
+    def render(self, product: Product) -> dict[str, Any]:
+        category = category_of(product, _CATEGORY)
+        return record(
+            id=self.record_id(product),
+            object="product",
+            name=title_of(product),
+            unit_amount=price_of(product, _PRICE),
+            currency="usd",
+            active=product.bits % 17 != 0,
+            metadata=record(category=category) if category is not MISSING else {},
+            created=1_700_000_000 + product.bits % 30_000_000,
+        )
+
+    def respond(
+        self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
+    ) -> Reply:
+        end = page.offset + page.limit
+        return Reply({"data": items, "next_cursor": self.encode(end) if end < total else None}, {})
+
+    def error_body(self, message: str) -> dict[str, Any]:
+        return {"ok": False, "error": message}

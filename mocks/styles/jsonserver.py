@@ -1,0 +1,65 @@
+"""json-server 0.17 / jsonplaceholder: `GET /products?_page=&_limit=` -> a bare array.
+
+The total is in `X-Total-Count` and navigation in a `Link` header with
+first/prev/next/last (absolute URLs keeping the other query parameters).
+Past the end: `[]` and no `Link`. Without `_page` upstream returns the whole
+collection (capped here at the max page size); `_limit` defaults to 10
+upstream and to the server's page size here. Native forms: price a European
+string (`"1.299,00 €"`), categories a list of slugs, fakestore-style rating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from .._catalogue import Product
+from ._common import Page, Reply, Style, category_of, int_param, price_of, record, title_of
+
+_PRICE = ("eur", "plain", "float", "usd", "object")
+_CATEGORY = ("list", "slug", "name", "object", "missing")
+
+
+class JSONServer(Style):
+    name = "jsonserver"
+    path = "/products"
+
+    def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
+        if "_page" not in query:
+            limit = int_param(query, "_limit", maximum, error=self.error_body)
+            return Page(0, min(limit, maximum), 0)
+        page = int_param(query, "_page", 1, low=1, error=self.error_body)
+        limit = min(int_param(query, "_limit", default, low=1, error=self.error_body), maximum)
+        return Page((page - 1) * limit, limit, page)
+
+    def render(self, product: Product) -> dict[str, Any]:
+        bits = product.bits
+        return record(
+            id=self.record_id(product),
+            title=title_of(product),
+            price=price_of(product, _PRICE),
+            categories=category_of(product, _CATEGORY),
+            inStock=(bits >> 20) % 150 != 0,
+            rating={"rate": 1 + (bits >> 12) % 400 / 100, "count": (bits >> 30) % 500},
+            image=f"https://fakestoreapi.com/img/{bits % 16**8:08x}.jpg",
+        )
+
+    def respond(
+        self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
+    ) -> Reply:
+        headers = {
+            "X-Total-Count": str(total),
+            "Access-Control-Expose-Headers": "X-Total-Count, Link",
+        }
+        if page.number and items:
+            last = max(1, -(-total // page.limit))
+            rels = {"first": 1, "prev": page.number - 1, "next": page.number + 1, "last": last}
+            links = []
+            for rel, number in rels.items():
+                if (rel == "prev" and number < 1) or (rel == "next" and number > last):
+                    continue
+                params = {**query, "_page": str(number), "_limit": str(page.limit)}
+                links.append(f'<{base_url}{self.path}?{urlencode(params)}>; rel="{rel}"')
+            headers["Link"] = ", ".join(links)
+        return Reply(items, headers)

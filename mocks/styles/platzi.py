@@ -1,0 +1,66 @@
+"""Platzi Fake Store (api.escuelajs.co): `GET /api/v1/products?offset=&limit=` -> a bare array.
+
+No total anywhere: a client learns the end from a short or empty page.
+Without `limit` upstream returns the whole collection; here that is capped at
+the server's max page size. Native forms: price an integer, category an
+object `{id, name, slug, image}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._catalogue import Product
+from ._common import Page, Reply, Style, category_value, int_param, price_of, record, title_of
+
+_PRICE = ("int", "float", "usd", "plain")
+_CATEGORY = ("object", "slug", "name", "missing")
+_STAMP = "2025-01-15T08:00:00.000Z"
+
+
+class Platzi(Style):
+    name = "platzi"
+    path = "/api/v1/products"
+
+    def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
+        offset = int_param(query, "offset", 0, error=self.error_body)
+        limit = int_param(query, "limit", maximum, error=self.error_body)
+        return Page(offset, min(limit, maximum))
+
+    def render(self, product: Product) -> dict[str, Any]:
+        number, slug = product.number, product.slug
+        form = product.category_form
+        category = (
+            self._category(product)
+            if form == 0
+            else category_value(product, _CATEGORY[1 + (form - 1) % (len(_CATEGORY) - 1)])
+        )
+        title = title_of(product)
+        return record(
+            id=self.record_id(product),
+            title=title,
+            slug=f"{slug}-{number}",
+            price=price_of(product, _PRICE),
+            description=product.words(10),
+            category=category,
+            images=[f"https://i.imgur.com/{product.bits % 16**7:07x}.jpeg"],
+            creationAt=product.timestamp(),
+            updatedAt=product.timestamp(5),
+        )
+
+    @staticmethod
+    def _category(product: Product) -> dict[str, Any]:
+        return {
+            "id": product.category + 1,
+            "name": product.category_name,
+            "slug": product.slug,
+            "image": f"https://i.imgur.com/cat{product.category + 1}.jpeg",
+            "creationAt": _STAMP,
+            "updatedAt": _STAMP,
+        }
+
+    def respond(
+        self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
+    ) -> Reply:
+        return Reply(items, {})

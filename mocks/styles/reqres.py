@@ -1,0 +1,61 @@
+"""reqres.in: `GET /api/products?page=&per_page=` -> `{"page", "per_page", "total",
+"total_pages", "data", "support"}`.
+
+Needs an `x-api-key` header (401 without it, as upstream since 2025). Pages
+count from 1; past the last page `data` is `[]` with the totals intact.
+Records name their fields differently: `name`, `cost` as a currency string
+(`"$1,299.00"`), `department`, `year`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._catalogue import Product
+from ._common import Page, Reply, Style, category_of, int_param, price_of, record, title_of
+
+_PRICE = ("usd", "float", "eur", "plain", "object")
+_CATEGORY = ("name", "slug", "object", "missing")
+_SUPPORT = {
+    "url": "https://contentcaddy.io?utm_source=reqres&utm_medium=json&utm_campaign=referral",
+    "text": "Tired of writing endless social media content? Let Content Caddy generate it for you.",
+}
+
+
+class Reqres(Style):
+    name = "reqres"
+    path = "/api/products"
+
+    def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
+        page = int_param(query, "page", 1, low=1, error=self.error_body)
+        per_page = min(int_param(query, "per_page", default, low=1, error=self.error_body), maximum)
+        return Page((page - 1) * per_page, per_page, page)
+
+    def render(self, product: Product) -> dict[str, Any]:
+        bits = product.bits
+        return record(
+            id=self.record_id(product),
+            name=title_of(product),
+            year=2000 + (bits >> 10) % 26,
+            cost=price_of(product, _PRICE),
+            department=category_of(product, _CATEGORY),
+            color=f"#{bits % 0xFFFFFF:06X}",
+            pantone_value=f"{(bits >> 3) % 20:02d}-{(bits >> 9) % 10000:04d}",
+        )
+
+    def respond(
+        self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
+    ) -> Reply:
+        body = {
+            "page": page.number,
+            "per_page": page.limit,
+            "total": total,
+            "total_pages": -(-total // page.limit),
+            "data": items,
+            "support": _SUPPORT,
+        }
+        return Reply(body, {})
+
+    def error_body(self, message: str) -> dict[str, Any]:
+        return {"error": message}

@@ -1,0 +1,1 @@
+"""The stage library: one stage kind per module (paginate, fetch, parse, ...)."""
