@@ -21,11 +21,10 @@ probability `heterogeneity`. Styles decide what the forms look like.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
-from ._hashing import draw, stream_key, unit
+from ._hashing import draw, mix64, stream_key, unit
 
 DEFECTS = ("missing_id", "missing_title", "blank_title", "null_price", "negative_price")
 
@@ -46,160 +45,93 @@ CATEGORIES: tuple[tuple[str, str, int, int, tuple[str, ...]], ...] = (
     ("sunglasses", "Sunglasses", 1_900, 39_900, ("Sunglasses", "Aviators")),
     ("motorcycle", "Motorcycle", 199_900, 2_499_900, ("Motorcycle", "Scooter")),
 )
-ADJECTIVES = (
-    "Handmade",
-    "Ergonomic",
-    "Rustic",
-    "Sleek",
-    "Refined",
-    "Practical",
-    "Elegant",
-    "Compact",
-    "Vintage",
-    "Modern",
-    "Classic",
-    "Premium",
-    "Portable",
-    "Durable",
-    "Luxurious",
-    "Smart",
-    "Recycled",
-    "Gorgeous",
-    "Fantastic",
-    "Licensed",
+ADJECTIVES = tuple(
+    "Handmade Ergonomic Rustic Sleek Refined Practical Elegant Compact Vintage Modern Classic "
+    "Premium Portable Durable Luxurious Smart Recycled Gorgeous Fantastic Licensed".split()
 )
-MATERIALS = (
-    "Steel",
-    "Wooden",
-    "Cotton",
-    "Granite",
-    "Leather",
-    "Bamboo",
-    "Ceramic",
-    "Rubber",
-    "Plastic",
-    "Silk",
-    "Bronze",
-    "Glass",
-    "Marble",
-    "Wool",
-    "Linen",
-    "Carbon",
+MATERIALS = tuple(
+    "Steel Wooden Cotton Granite Leather Bamboo Ceramic Rubber Plastic Silk Bronze Glass "
+    "Marble Wool Linen Carbon".split()
 )
 # Unicode and stray whitespace that a client must cope with in titles.
 UNICODE_WORDS = ("Café", "Crème", "Größe", "Ñandú", "Æther", "Zürich", "日本", "☕", "naïve")
 WHITESPACE = ("  {}", "{}  ", " \t{}\n", "{}\u00a0", "\u2003{}")
-BRANDS = (
-    "Essence",
-    "Glamour Beauty",
-    "Velvet Touch",
-    "Chic Cosmetics",
-    "Nail Couture",
-    "Calvin Klein",
-    "Chanel",
-    "Dior",
-    "Apple",
-    "Samsung",
-    "Oppo",
-    "Huawei",
-    "Lenovo",
-    "Dell",
-    "Asus",
-    "Annibale Colombo",
-    "Furniture Co.",
-    "Knoll",
-    "Bath Trends",
+BRANDS = tuple(
+    "Essence|Glamour Beauty|Velvet Touch|Chic Cosmetics|Nail Couture|Calvin Klein|Chanel|Dior|Apple|"
+    "Samsung|Oppo|Huawei|Lenovo|Dell|Asus|Annibale Colombo|Furniture Co.|Knoll|Bath Trends".split("|")
 )
-WORDS = (
-    "the",
-    "a",
-    "with",
-    "for",
-    "everyday",
-    "use",
-    "designed",
-    "crafted",
-    "quality",
-    "comfort",
-    "style",
-    "light",
-    "strong",
-    "perfect",
-    "gift",
-    "home",
-    "office",
-    "travel",
-    "made",
-    "to",
-    "last",
-    "and",
-    "simple",
-    "care",
-    "fresh",
-    "natural",
-    "bold",
-    "clean",
+WORDS = tuple(
+    "the a with for everyday use designed crafted quality comfort style light strong perfect gift "
+    "home office travel made to last and simple care fresh natural bold clean".split()
 )
 
-_EPOCH_DAYS = tuple(f"2024-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29))
+# Pools of prebuilt strings, indexed by a product's bits: building sentences
+# and timestamps per record would dominate the cost of serving a page.
+_POOL = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
+def _sentence(k: int) -> str:
+    bits = mix64(k)
+    return " ".join(WORDS[(bits >> (5 * i)) % len(WORDS)] for i in range(11)).capitalize() + "."
+
+
+def _stamp(k: int) -> str:
+    bits = mix64(k + _POOL)
+    day = f"2024-{1 + bits % 12:02d}-{1 + (bits >> 4) % 28:02d}"
+    sec = (bits >> 9) % 86_400
+    return f"{day}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}.{(bits >> 27) % 1000:03d}Z"
+
+
+SENTENCES = tuple(_sentence(k) for k in range(_POOL))
+STAMPS = tuple(_stamp(k) for k in range(_POOL))
+# TITLES[category][adjective * len(MATERIALS) + material][noun]
+TITLES = tuple(
+    tuple(tuple(f"{a} {m} {n}" for n in cat[4]) for a in ADJECTIVES for m in MATERIALS) for cat in CATEGORIES
+)
+
+
+class Slot(NamedTuple):
     index: int
     kind: str  # "valid" | "defect" | "duplicate"
     of: int  # the slot whose record this one repeats; == index unless a duplicate
     defect: str | None = None
 
 
+_M64 = (1 << 64) - 1
+_PHI = 0x9E3779B97F4A7C15
+_N_ADJ, _N_MAT, _N_CAT = len(ADJECTIVES), len(MATERIALS), len(CATEGORIES)
+
+
 class Product:
-    """The stable facts of one product; styles render it in their own schema."""
+    """The stable facts of one product; styles render it in their own schema.
 
-    __slots__ = (
-        "bits",
-        "category",
-        "category_form",
-        "cents",
-        "defect",
-        "index",
-        "number",
-        "price_form",
-        "title",
-        "title_form",
-    )
+    Built once per record served, so the constructor is written for speed:
+    every attribute comes from two 64-bit draws with shifts and modulos.
+    """
 
-    def __init__(
-        self,
-        index: int,
-        number: int,
-        bits: int,
-        form_bits: int,
-        heterogeneity: float,
-        defect: str | None,
-        trend: float,
-    ) -> None:
+    __slots__ = ("bits", "category", "category_form", "cents", "defect", "index", "number",
+                 "price_form", "title", "title_form")  # fmt: skip
+
+    def __init__(self, index: int, number: int, bits: int, form_bits: int, heterogeneity: float,
+                 defect: str | None, trend: float) -> None:  # fmt: skip
         self.index = index
         self.number = number
         self.bits = bits
         self.defect = defect
-        category = CATEGORIES[bits % len(CATEGORIES)]
-        self.category = bits % len(CATEGORIES)
-        low, high = category[2], category[3]
+        self.category = category = bits % _N_CAT
+        _, _, low, high, nouns = CATEGORIES[category]
         # Prices drift upwards along the catalogue (up to +25%), so windowed
         # price trends have something to find.
         self.cents = int((low + (bits >> 8) % (high - low)) * (1.0 + 0.25 * trend))
-        nouns = category[4]
-        self.title = (
-            f"{ADJECTIVES[(bits >> 24) % len(ADJECTIVES)]} "
-            f"{MATERIALS[(bits >> 32) % len(MATERIALS)]} {nouns[(bits >> 40) % len(nouns)]}"
-        )
-        # Each of price, category and title deviates independently; the form
-        # number picks which variant (0 = the style's native form).
-        self.price_form = 1 + (form_bits >> 32) % 7 if unit(form_bits) < heterogeneity else 0
-        form2 = (form_bits * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
-        self.category_form = 1 + (form2 >> 32) % 7 if unit(form2) < heterogeneity else 0
-        form3 = (form2 * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)
-        self.title_form = 1 + (form3 >> 32) % 7 if unit(form3) < heterogeneity else 0
+        adjective_material = ((bits >> 24) % _N_ADJ) * _N_MAT + (bits >> 32) % _N_MAT
+        self.title = TITLES[category][adjective_material][(bits >> 40) % len(nouns)]
+        # Price, category and title deviate independently; the form number
+        # picks the variant (0 = the style's native form).
+        threshold = int(heterogeneity * (1 << 53))
+        f1, f2, f3 = form_bits, (form_bits * _PHI) & _M64, (form_bits * _PHI * _PHI) & _M64
+        self.price_form = 1 + (f1 >> 4) % 7 if f1 >> 11 < threshold else 0
+        self.category_form = 1 + (f2 >> 4) % 7 if f2 >> 11 < threshold else 0
+        self.title_form = 1 + (f3 >> 4) % 7 if f3 >> 11 < threshold else 0
         if self.title_form:
             self.title = self.decorated_title()
 
@@ -220,20 +152,20 @@ class Product:
     def price(self) -> float:
         return self.cents / 100
 
-    def words(self, count: int) -> str:
-        bits = self.bits
-        out = [WORDS[(bits >> (5 * i)) % len(WORDS)] for i in range(count)]
-        return " ".join(out).capitalize() + "."
+    def sentence(self) -> str:
+        return SENTENCES[(self.bits >> 3) % _POOL]
 
     def timestamp(self, shift: int = 0) -> str:
-        bits = self.bits >> (shift + 3)
-        day = _EPOCH_DAYS[bits % len(_EPOCH_DAYS)]
-        seconds = (bits >> 9) % 86_400
-        return f"{day}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{bits % 1000:03d}Z"
+        return STAMPS[(self.bits >> (13 + shift)) % _POOL]
 
     def brand(self) -> str | None:
         """Some products have no brand at all (the key is absent upstream)."""
         return None if (self.bits >> 56) % 5 == 0 else BRANDS[(self.bits >> 44) % len(BRANDS)]
+
+
+def _form_bits(bits: int) -> int:
+    """Independent-enough bits for the variant draws, derived from the product's."""
+    return mix64(bits ^ 0x5851F42D4C957F2D)
 
 
 class Catalogue:
@@ -257,7 +189,6 @@ class Catalogue:
         self.duplicate_rate = duplicate_rate
         self._slot_key = stream_key(seed, "slot")
         self._product_key = stream_key(seed, "product")
-        self._form_key = stream_key(seed, "form")
 
     def __repr__(self) -> str:
         return (
@@ -295,19 +226,27 @@ class Catalogue:
     def product(self, index: int) -> Product:
         """The record at `index` (for a duplicate: the repeated product)."""
         slot = self.slot(index)
-        number = slot.of + 1
-        return Product(
-            index,
-            number,
-            draw(self._product_key, number),
-            draw(self._form_key, number),
-            self.heterogeneity,
-            slot.defect,
-            slot.of / self.size,
-        )
+        bits = draw(self._product_key, slot.of + 1)
+        return Product(index, slot.of + 1, bits, _form_bits(bits), self.heterogeneity, slot.defect,
+                       slot.of / self.size)  # fmt: skip
 
     def products(self, start: int, stop: int) -> list[Product]:
-        return [self.product(i) for i in range(max(0, start), min(stop, self.size))]
+        """The records of slots [start, stop): what one page serves.
+
+        The hot path of the server; ordinary slots skip building a Slot."""
+        out = []
+        slot_key, product_key = self._slot_key, self._product_key
+        threshold = int((self.duplicate_rate + self.defect_rate) * (1 << 53))
+        heterogeneity, size = self.heterogeneity, self.size
+        for index in range(max(0, start), min(stop, size)):
+            if draw(slot_key, index) >> 11 < threshold:
+                slot = self.slot(index)
+                of, defect = slot.of, slot.defect
+            else:
+                of, defect = index, None
+            bits = draw(product_key, of + 1)
+            out.append(Product(index, of + 1, bits, _form_bits(bits), heterogeneity, defect, of / size))
+        return out
 
     @cached_property
     def _unusual(self) -> tuple[list[Slot], list[Slot]]:

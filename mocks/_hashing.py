@@ -29,8 +29,8 @@ def stream_key(seed: int, stream: str) -> int:
 
 
 def draw(key: int, n: int) -> int:
-    """The n-th 64-bit draw of a stream."""
-    return mix64(key ^ mix64(n))
+    """The n-th 64-bit draw of a stream: SplitMix64's n-th output from state `key`."""
+    return mix64((key + n * _GOLDEN) & MASK)
 
 
 def text_draw(key: int, text: str, n: int) -> int:

@@ -22,9 +22,9 @@ from ._common import (
     Reply,
     Style,
     category_of,
+    cleaned,
     int_param,
     price_of,
-    record,
     title_of,
 )
 
@@ -65,16 +65,17 @@ class Cursor(Style):
 
     def render(self, product: Product) -> dict[str, Any]:
         category = category_of(product, _CATEGORY)
-        return record(
-            id=self.record_id(product),
-            object="product",
-            name=title_of(product),
-            unit_amount=price_of(product, _PRICE),
-            currency="usd",
-            active=product.bits % 17 != 0,
-            metadata=record(category=category) if category is not MISSING else {},
-            created=1_700_000_000 + product.bits % 30_000_000,
-        )
+        fields = {
+            "id": self.record_id(product),
+            "object": "product",
+            "name": title_of(product),
+            "unit_amount": price_of(product, _PRICE),
+            "currency": "usd",
+            "active": product.bits % 17 != 0,
+            "metadata": {} if category is MISSING else {"category": category},
+            "created": 1_700_000_000 + product.bits % 30_000_000,
+        }
+        return cleaned(fields, product)
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

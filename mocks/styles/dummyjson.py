@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._catalogue import Product
-from ._common import MISSING, Page, Reply, Style, category_of, int_param, price_of, record, title_of
+from .._catalogue import ADJECTIVES, Product
+from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
 
 _PRICE = ("float", "int", "usd", "plain", "eur")
 _CATEGORY = ("slug", "name", "object", "missing")
@@ -30,33 +30,37 @@ class DummyJSON(Style):
     def render(self, product: Product) -> dict[str, Any]:
         bits, number, slug = product.bits, product.number, product.slug
         image = f"https://cdn.dummyjson.com/product-images/{slug}/{number}"
-        return record(
-            id=self.record_id(product),
-            title=title_of(product),
-            description=product.words(12),
-            category=category_of(product, _CATEGORY),
-            price=price_of(product, _PRICE),
-            discountPercentage=(bits % 2000) / 100,
-            rating=1 + (bits >> 12) % 400 / 100,
-            stock=(bits >> 20) % 150,
-            tags=[slug, product.category_name.split()[0].lower()],
-            brand=product.brand() or MISSING,  # absent on some items, as upstream
-            sku=f"{slug[:3].upper()}-{number:06d}-{bits % 1000:03d}",
-            weight=1 + (bits >> 28) % 9,
-            dimensions={
+        stock = (bits >> 20) % 150
+        fields = {
+            "id": self.record_id(product),
+            "title": title_of(product),
+            "description": product.sentence(),
+            "category": category_of(product, _CATEGORY),
+            "price": price_of(product, _PRICE),
+            "discountPercentage": (bits % 2000) / 100,
+            "rating": 1 + (bits >> 12) % 400 / 100,
+            "stock": stock,
+            "tags": [slug, ADJECTIVES[(bits >> 24) % len(ADJECTIVES)].lower()],
+            "sku": f"{slug[:3].upper()}-{number:06d}-{bits % 1000:03d}",
+            "weight": 1 + (bits >> 28) % 9,
+            "dimensions": {
                 "width": (bits >> 4) % 3000 / 100,
                 "height": (bits >> 14) % 3000 / 100,
                 "depth": (bits >> 24) % 3000 / 100,
             },
-            availabilityStatus="In Stock" if (bits >> 20) % 150 else "Out of Stock",
-            images=[f"{image}/1.webp", f"{image}/2.webp"],
-            thumbnail=f"{image}/thumbnail.webp",
-            meta={
+            "availabilityStatus": "In Stock" if stock else "Out of Stock",
+            "images": [f"{image}/1.webp", f"{image}/2.webp"],
+            "thumbnail": f"{image}/thumbnail.webp",
+            "meta": {
                 "createdAt": product.timestamp(),
                 "updatedAt": product.timestamp(7),
                 "barcode": f"{bits % 10**13:013d}",
             },
-        )
+        }
+        brand = product.brand()  # absent on some items, as upstream
+        if brand is not None:
+            fields["brand"] = brand
+        return cleaned(fields, product)
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

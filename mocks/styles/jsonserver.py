@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from .._catalogue import Product
-from ._common import Page, Reply, Style, category_of, int_param, price_of, record, title_of
+from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
 
 _PRICE = ("eur", "plain", "float", "usd", "object")
 _CATEGORY = ("list", "slug", "name", "object", "missing")
@@ -35,15 +35,16 @@ class JSONServer(Style):
 
     def render(self, product: Product) -> dict[str, Any]:
         bits = product.bits
-        return record(
-            id=self.record_id(product),
-            title=title_of(product),
-            price=price_of(product, _PRICE),
-            categories=category_of(product, _CATEGORY),
-            inStock=(bits >> 20) % 150 != 0,
-            rating={"rate": 1 + (bits >> 12) % 400 / 100, "count": (bits >> 30) % 500},
-            image=f"https://fakestoreapi.com/img/{bits % 16**8:08x}.jpg",
-        )
+        fields = {
+            "id": self.record_id(product),
+            "title": title_of(product),
+            "price": price_of(product, _PRICE),
+            "categories": category_of(product, _CATEGORY),
+            "inStock": (bits >> 20) % 150 != 0,
+            "rating": {"rate": 1 + (bits >> 12) % 400 / 100, "count": (bits >> 30) % 500},
+            "image": f"https://fakestoreapi.com/img/{bits % 16**8:08x}.jpg",
+        }
+        return cleaned(fields, product)
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

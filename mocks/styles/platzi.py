@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._catalogue import Product
-from ._common import Page, Reply, Style, category_value, int_param, price_of, record, title_of
+from ._common import Page, Reply, Style, category_value, cleaned, int_param, price_of, title_of
 
 _PRICE = ("int", "float", "usd", "plain")
 _CATEGORY = ("object", "slug", "name", "missing")
@@ -29,25 +29,23 @@ class Platzi(Style):
         return Page(offset, min(limit, maximum))
 
     def render(self, product: Product) -> dict[str, Any]:
-        number, slug = product.number, product.slug
         form = product.category_form
-        category = (
-            self._category(product)
-            if form == 0
-            else category_value(product, _CATEGORY[1 + (form - 1) % (len(_CATEGORY) - 1)])
-        )
-        title = title_of(product)
-        return record(
-            id=self.record_id(product),
-            title=title,
-            slug=f"{slug}-{number}",
-            price=price_of(product, _PRICE),
-            description=product.words(10),
-            category=category,
-            images=[f"https://i.imgur.com/{product.bits % 16**7:07x}.jpeg"],
-            creationAt=product.timestamp(),
-            updatedAt=product.timestamp(5),
-        )
+        if form == 0:
+            category = self._category(product)
+        else:
+            category = category_value(product, _CATEGORY[1 + (form - 1) % (len(_CATEGORY) - 1)])
+        fields = {
+            "id": self.record_id(product),
+            "title": title_of(product),
+            "slug": f"{product.slug}-{product.number}",
+            "price": price_of(product, _PRICE),
+            "description": product.sentence(),
+            "category": category,
+            "images": [f"https://i.imgur.com/{product.bits % 16**7:07x}.jpeg"],
+            "creationAt": product.timestamp(),
+            "updatedAt": product.timestamp(5),
+        }
+        return cleaned(fields, product)
 
     @staticmethod
     def _category(product: Product) -> dict[str, Any]:

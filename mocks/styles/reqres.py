@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._catalogue import Product
-from ._common import Page, Reply, Style, category_of, int_param, price_of, record, title_of
+from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
 
 _PRICE = ("usd", "float", "eur", "plain", "object")
 _CATEGORY = ("name", "slug", "object", "missing")
@@ -34,15 +34,16 @@ class Reqres(Style):
 
     def render(self, product: Product) -> dict[str, Any]:
         bits = product.bits
-        return record(
-            id=self.record_id(product),
-            name=title_of(product),
-            year=2000 + (bits >> 10) % 26,
-            cost=price_of(product, _PRICE),
-            department=category_of(product, _CATEGORY),
-            color=f"#{bits % 0xFFFFFF:06X}",
-            pantone_value=f"{(bits >> 3) % 20:02d}-{(bits >> 9) % 10000:04d}",
-        )
+        fields = {
+            "id": self.record_id(product),
+            "name": title_of(product),
+            "year": 2000 + (bits >> 10) % 26,
+            "cost": price_of(product, _PRICE),
+            "department": category_of(product, _CATEGORY),
+            "color": f"#{bits % 0xFFFFFF:06X}",
+            "pantone_value": f"{(bits >> 3) % 20:02d}-{(bits >> 9) % 10000:04d}",
+        }
+        return cleaned(fields, product)
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
