@@ -53,7 +53,8 @@ class SlidingWindowLimit:
         excess = len(self._arrivals) - self.limit
         if excess < 0:
             return 0.0
-        return max(0.0, self._arrivals[excess] + self.window - now)
+        # +1 ns: `now + wait` must land past the window edge despite float rounding.
+        return max(0.0, self._arrivals[excess] + self.window - now + 1e-9)
 
     def remaining(self, now: float) -> int:
         self._trim(now)

@@ -105,6 +105,8 @@ class MockServer:
         self._encode = msgspec.json.Encoder().encode
         self._runner: web.ServerRunner | None = None
         self.port = 0
+        self._in_flight = 0  # API requests being answered (hangs and latency included)
+        self._idle = asyncio.Event()
         self._reset_state()
 
     def __repr__(self) -> str:
@@ -161,6 +163,12 @@ class MockServer:
 
     reset = _reset_state
 
+    async def idle(self) -> None:
+        """Return once no API request is being answered (e.g. a hang was cancelled)."""
+        while self._in_flight:
+            self._idle.clear()
+            await self._idle.wait()
+
     # --- the request pipeline ------------------------------------------------
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path.startswith("/__"):
@@ -169,11 +177,16 @@ class MockServer:
         query = {key: request.query[key] for key in request.query}
         entry: list[Any] = [t, request.method, request.path, query, None, None, 0.0]
         self._log.append(entry)
+        self._in_flight += 1
         try:
             response = await self._answer(request, t, query, entry)
         except asyncio.CancelledError:
             entry[4] = 499  # client closed the request (nginx's code)
             raise
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
         if response is None:  # connection reset: no status at all
             return web.Response()  # never sent: the transport is gone
         entry[4] = response.status
