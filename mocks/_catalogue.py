@@ -82,7 +82,22 @@ def _stamp(k: int) -> str:
     return f"{day}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}.{(bits >> 27) % 1000:03d}Z"
 
 
+def _extras(k: int) -> tuple[float, float, int, int, float, float, float]:
+    """Secondary numbers of a product: discount %, rating, stock, weight, w, h, d."""
+    bits = mix64(k + 2 * _POOL)
+    return (
+        (bits % 2000) / 100,
+        1 + (bits >> 12) % 400 / 100,
+        (bits >> 20) % 150,
+        1 + (bits >> 28) % 9,
+        (bits >> 32) % 3000 / 100,
+        (bits >> 42) % 3000 / 100,
+        (bits >> 52) % 3000 / 100,
+    )
+
+
 SENTENCES = tuple(_sentence(k) for k in range(_POOL))
+EXTRAS = tuple(_extras(k) for k in range(_POOL))
 STAMPS = tuple(_stamp(k) for k in range(_POOL))
 # TITLES[category][adjective * len(MATERIALS) + material][noun]
 TITLES = tuple(
@@ -100,6 +115,9 @@ class Slot(NamedTuple):
 _M64 = (1 << 64) - 1
 _PHI = 0x9E3779B97F4A7C15
 _N_ADJ, _N_MAT, _N_CAT = len(ADJECTIVES), len(MATERIALS), len(CATEGORIES)
+_LOW = tuple(c[2] for c in CATEGORIES)
+_SPAN = tuple(c[3] - c[2] for c in CATEGORIES)
+_N_NOUNS = tuple(len(c[4]) for c in CATEGORIES)
 
 
 class Product:
@@ -112,28 +130,34 @@ class Product:
     __slots__ = ("bits", "category", "category_form", "cents", "defect", "index", "number",
                  "price_form", "title", "title_form")  # fmt: skip
 
-    def __init__(self, index: int, number: int, bits: int, form_bits: int, heterogeneity: float,
-                 defect: str | None, trend: float) -> None:  # fmt: skip
+    def __init__(self, index: int, number: int, bits: int, threshold: int, defect: str | None,
+                 trend: float) -> None:  # fmt: skip
+        """`threshold`: heterogeneity as a 20-bit integer; `trend`: position in
+        the catalogue, 0..1."""
         self.index = index
         self.number = number
         self.bits = bits
         self.defect = defect
         self.category = category = bits % _N_CAT
-        _, _, low, high, nouns = CATEGORIES[category]
         # Prices drift upwards along the catalogue (up to +25%), so windowed
         # price trends have something to find.
-        self.cents = int((low + (bits >> 8) % (high - low)) * (1.0 + 0.25 * trend))
+        self.cents = int((_LOW[category] + (bits >> 8) % _SPAN[category]) * (1.0 + 0.25 * trend))
         adjective_material = ((bits >> 24) % _N_ADJ) * _N_MAT + (bits >> 32) % _N_MAT
-        self.title = TITLES[category][adjective_material][(bits >> 40) % len(nouns)]
-        # Price, category and title deviate independently; the form number
-        # picks the variant (0 = the style's native form).
-        threshold = int(heterogeneity * (1 << 53))
-        f1, f2, f3 = form_bits, (form_bits * _PHI) & _M64, (form_bits * _PHI * _PHI) & _M64
-        self.price_form = 1 + (f1 >> 4) % 7 if f1 >> 11 < threshold else 0
-        self.category_form = 1 + (f2 >> 4) % 7 if f2 >> 11 < threshold else 0
-        self.title_form = 1 + (f3 >> 4) % 7 if f3 >> 11 < threshold else 0
-        if self.title_form:
-            self.title = self.decorated_title()
+        self.title = TITLES[category][adjective_material][(bits >> 40) % _N_NOUNS[category]]
+        # Price, category and title deviate independently: three 20-bit
+        # uniforms from one multiply-xorshift of the product's bits, and the
+        # variant numbers (0 = the style's native form) from a second one.
+        f = (bits * _PHI) & _M64
+        f ^= f >> 29
+        if (f & 0xFFFFF) < threshold or (f >> 20 & 0xFFFFF) < threshold or (f >> 40 & 0xFFFFF) < threshold:
+            g = (f * _PHI) & _M64
+            self.price_form = 1 + (g >> 8) % 7 if (f & 0xFFFFF) < threshold else 0
+            self.category_form = 1 + (g >> 24) % 7 if (f >> 20 & 0xFFFFF) < threshold else 0
+            self.title_form = 1 + (g >> 40) % 7 if (f >> 40 & 0xFFFFF) < threshold else 0
+            if self.title_form:
+                self.title = self.decorated_title()
+        else:
+            self.price_form = self.category_form = self.title_form = 0
 
     def decorated_title(self) -> str:
         word = UNICODE_WORDS[(self.bits >> 48) % len(UNICODE_WORDS)]
@@ -152,20 +176,28 @@ class Product:
     def price(self) -> float:
         return self.cents / 100
 
+    def extras_index(self) -> int:
+        return (self.bits >> 17) % _POOL
+
+    def sentence_index(self) -> int:
+        return (self.bits >> 3) % _POOL
+
     def sentence(self) -> str:
         return SENTENCES[(self.bits >> 3) % _POOL]
+
+    def stamp_index(self, shift: int = 0) -> int:
+        return (self.bits >> (13 + shift)) % _POOL
 
     def timestamp(self, shift: int = 0) -> str:
         return STAMPS[(self.bits >> (13 + shift)) % _POOL]
 
-    def brand(self) -> str | None:
+    def brand_index(self) -> int | None:
         """Some products have no brand at all (the key is absent upstream)."""
-        return None if (self.bits >> 56) % 5 == 0 else BRANDS[(self.bits >> 44) % len(BRANDS)]
+        return None if (self.bits >> 56) % 5 == 0 else (self.bits >> 44) % len(BRANDS)
 
-
-def _form_bits(bits: int) -> int:
-    """Independent-enough bits for the variant draws, derived from the product's."""
-    return mix64(bits ^ 0x5851F42D4C957F2D)
+    def brand(self) -> str | None:
+        index = self.brand_index()
+        return None if index is None else BRANDS[index]
 
 
 class Catalogue:
@@ -189,6 +221,7 @@ class Catalogue:
         self.duplicate_rate = duplicate_rate
         self._slot_key = stream_key(seed, "slot")
         self._product_key = stream_key(seed, "product")
+        self._threshold = int(heterogeneity * (1 << 20))
 
     def __repr__(self) -> str:
         return (
@@ -227,25 +260,25 @@ class Catalogue:
         """The record at `index` (for a duplicate: the repeated product)."""
         slot = self.slot(index)
         bits = draw(self._product_key, slot.of + 1)
-        return Product(index, slot.of + 1, bits, _form_bits(bits), self.heterogeneity, slot.defect,
-                       slot.of / self.size)  # fmt: skip
+        return Product(index, slot.of + 1, bits, self._threshold, slot.defect, slot.of / self.size)
 
     def products(self, start: int, stop: int) -> list[Product]:
         """The records of slots [start, stop): what one page serves.
 
-        The hot path of the server; ordinary slots skip building a Slot."""
+        The server's hot path: equal to `[self.product(i) for i in ...]`, with
+        `draw` inlined and ordinary slots skipping the Slot object."""
         out = []
         slot_key, product_key = self._slot_key, self._product_key
-        threshold = int((self.duplicate_rate + self.defect_rate) * (1 << 53))
-        heterogeneity, size = self.heterogeneity, self.size
+        unusual = int((self.duplicate_rate + self.defect_rate) * (1 << 53))
+        threshold, size = self._threshold, self.size
         for index in range(max(0, start), min(stop, size)):
-            if draw(slot_key, index) >> 11 < threshold:
+            if mix64((slot_key + index * _PHI) & _M64) >> 11 < unusual:
                 slot = self.slot(index)
                 of, defect = slot.of, slot.defect
             else:
                 of, defect = index, None
-            bits = draw(product_key, of + 1)
-            out.append(Product(index, of + 1, bits, _form_bits(bits), heterogeneity, defect, of / size))
+            bits = mix64((product_key + (of + 1) * _PHI) & _M64)
+            out.append(Product(index, of + 1, bits, threshold, defect, of / size))
         return out
 
     @cached_property

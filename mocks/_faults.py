@@ -31,6 +31,9 @@ class Decision:
     status: int = 200  # for "error": which 5xx
 
 
+_NO_FAULT = Decision(None, 0.0)
+
+
 class FaultPlan:
     """Parsed fault settings of one server plus the per-key attempt counters."""
 
@@ -60,9 +63,10 @@ class FaultPlan:
     def in_outage(self, t: float) -> bool:
         return any(start <= t < end for start, end in self.outages)
 
-    def decide(self, key: str) -> Decision:
+    def decide(self, path: str, query: str) -> Decision:
         if not self.active:
-            return Decision(None, 0.0)
+            return _NO_FAULT
+        key = path + "?" + "&".join(sorted(query.split("&")))
         attempt = self._attempts[key]
         self._attempts[key] = attempt + 1
         low, high = self.latency

@@ -34,6 +34,7 @@ from ._spec import ServerSpec, parse_rate
 from .styles import BadRequest, make_style
 
 # One request-log entry is a list in this order (cheap to append on the hot path).
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 _LOG_FIELDS = ("t", "method", "path", "query", "status", "fault", "latency")
 
 
@@ -223,8 +224,7 @@ class MockServer:
             entry[5] = "bad_request"
             return self._json(bad.body, 400)
 
-        key = request.path + "?" + "&".join(sorted(request.query_string.split("&")))
-        decision = self.faults.decide(key)
+        decision = self.faults.decide(request.path, request.query_string)
         entry[5], entry[6] = decision.fault, decision.latency
         if decision.latency > 0:
             await self.clock.sleep(decision.latency)
@@ -238,10 +238,9 @@ class MockServer:
 
         stop = min(page.offset + page.limit, self.spec.products)
         products = self.catalogue.products(page.offset, stop)
-        render = self.style.render
         reply = self.style.respond(
             page,
-            [render(p) for p in products],
+            self.style.render_page(products),
             total=self.spec.products,
             base_url=f"{request.scheme}://{request.host}",
             query=query,
@@ -256,7 +255,7 @@ class MockServer:
             for index in range(page.offset, stop):
                 served[index] = 1
             self._served_records += stop - page.offset
-        return web.Response(body=body, headers=reply.headers, content_type="application/json")
+        return web.Response(body=body, headers={**reply.headers, **_JSON_HEADERS})
 
     def _json(self, body: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
         return web.Response(

@@ -12,8 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import msgspec
+
 from .._catalogue import CATEGORIES, Product
 
+_encode = msgspec.json.encode
 MISSING: Any = object()  # a field value meaning "leave the key out"
 
 
@@ -144,6 +147,12 @@ class Style:
 
     def render(self, product: Product) -> dict[str, Any]:
         raise NotImplementedError
+
+    def render_page(self, products: list[Product]) -> list[Any]:
+        """A page's records, ready for the encoder (dicts, or msgspec.Raw
+        from a style's own fast path)."""
+        render = self.render
+        return [render(p) for p in products]
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

@@ -11,11 +11,49 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._catalogue import ADJECTIVES, Product
-from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
+import msgspec
+
+from .._catalogue import ADJECTIVES, BRANDS, CATEGORIES, EXTRAS, SENTENCES, STAMPS, Product
+from ._common import MISSING, Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
 
 _PRICE = ("float", "int", "usd", "plain", "eur")
 _CATEGORY = ("slug", "name", "object", "missing")
+
+
+# The fast path renders straight to JSON bytes with one %-format: about 3x
+# cheaper than building the dict and encoding it, which is what keeps one
+# server above 3,000 pages/s. `render` stays the readable definition; a test
+# checks that both agree on every kind of record.
+_encode = msgspec.json.encode
+_TEMPLATE = (
+    b'{"id":%d,"title":%b,"description":%b,"category":%b,"price":%b,%b,"tags":["%b","%b"],'
+    b'"sku":"%b-%06d-%03d","images":["%b%d/1.webp","%b%d/2.webp"],"thumbnail":"%b%d/thumbnail.webp",'
+    b'"meta":{"createdAt":"%b","updatedAt":"%b","barcode":"%013d"}%b}'
+)
+# The secondary numbers, pre-encoded as one run of JSON members.
+_EXTRAS = tuple(
+    _encode(
+        {
+            "discountPercentage": d,
+            "rating": r,
+            "stock": s,
+            "weight": w,
+            "dimensions": {"width": x, "height": y, "depth": z},
+            "availabilityStatus": "In Stock" if s else "Out of Stock",
+        }
+    )[1:-1]
+    for d, r, s, w, x, y, z in EXTRAS
+)
+_SLUGS = tuple(c[0].encode() for c in CATEGORIES)
+_SLUG_JSON = tuple(_encode(c[0]) for c in CATEGORIES)
+_SKU = tuple(c[0][:3].upper().encode() for c in CATEGORIES)
+_IMAGES = tuple(f"https://cdn.dummyjson.com/product-images/{c[0]}/".encode() for c in CATEGORIES)
+_TAGS = tuple(a.lower().encode() for a in ADJECTIVES)
+_SENTENCES = tuple(_encode(s) for s in SENTENCES)
+_STAMPS = tuple(s.encode() for s in STAMPS)
+_BRANDS = tuple(b',"brand":' + _encode(b) for b in BRANDS)
+_N_TAGS, _N_BRANDS = len(_TAGS), len(_BRANDS)
+_FIXED_DEFECTS = {"missing_id", "missing_title"}
 
 
 class DummyJSON(Style):
@@ -29,25 +67,21 @@ class DummyJSON(Style):
 
     def render(self, product: Product) -> dict[str, Any]:
         bits, number, slug = product.bits, product.number, product.slug
+        discount, rating, stock, weight, width, height, depth = EXTRAS[product.extras_index()]
         image = f"https://cdn.dummyjson.com/product-images/{slug}/{number}"
-        stock = (bits >> 20) % 150
         fields = {
             "id": self.record_id(product),
             "title": title_of(product),
             "description": product.sentence(),
             "category": category_of(product, _CATEGORY),
             "price": price_of(product, _PRICE),
-            "discountPercentage": (bits % 2000) / 100,
-            "rating": 1 + (bits >> 12) % 400 / 100,
+            "discountPercentage": discount,
+            "rating": rating,
             "stock": stock,
             "tags": [slug, ADJECTIVES[(bits >> 24) % len(ADJECTIVES)].lower()],
             "sku": f"{slug[:3].upper()}-{number:06d}-{bits % 1000:03d}",
-            "weight": 1 + (bits >> 28) % 9,
-            "dimensions": {
-                "width": (bits >> 4) % 3000 / 100,
-                "height": (bits >> 14) % 3000 / 100,
-                "depth": (bits >> 24) % 3000 / 100,
-            },
+            "weight": weight,
+            "dimensions": {"width": width, "height": height, "depth": depth},
             "availabilityStatus": "In Stock" if stock else "Out of Stock",
             "images": [f"{image}/1.webp", f"{image}/2.webp"],
             "thumbnail": f"{image}/thumbnail.webp",
@@ -62,8 +96,59 @@ class DummyJSON(Style):
             fields["brand"] = brand
         return cleaned(fields, product)
 
+    def render_page(self, products: list[Product]) -> Any:
+        """The page's records as one raw JSON array."""
+        render = self.render_json
+        return msgspec.Raw(b"[%b]" % b",".join([render(p) for p in products]))
+
+    def render_json(self, product: Product) -> bytes:
+        """`render(product)` as JSON bytes, built with one %-format.
+
+        Pool indexes are inlined bit operations (`Product.sentence_index`
+        and friends are the definitions); tests check the two paths agree."""
+        defect, category_form = product.defect, product.category_form
+        if defect in _FIXED_DEFECTS:
+            return _encode(self.render(product))
+        if category_form:
+            category = category_of(product, _CATEGORY)
+            if category is MISSING:
+                return _encode(self.render(product))
+            category_json = _encode(category)
+        else:
+            category_json = _SLUG_JSON[product.category]
+        bits, number, cat = product.bits, product.number, product.category
+        image = _IMAGES[cat]
+        if defect or product.price_form:
+            price_json = _encode(price_of(product, _PRICE))
+        else:
+            price_json = b"%a" % (product.cents / 100)
+        return _TEMPLATE % (
+            number,
+            _encode(title_of(product) if defect else product.title),
+            _SENTENCES[(bits >> 3) & 1023],
+            category_json,
+            price_json,
+            _EXTRAS[(bits >> 17) & 1023],
+            _SLUGS[cat],
+            _TAGS[(bits >> 24) % _N_TAGS],
+            _SKU[cat],
+            number,
+            bits % 1000,
+            image,
+            number,
+            image,
+            number,
+            image,
+            number,
+            _STAMPS[(bits >> 13) & 1023],
+            _STAMPS[(bits >> 20) & 1023],
+            bits % 10**13,
+            b"" if (bits >> 56) % 5 == 0 else _BRANDS[(bits >> 44) % _N_BRANDS],
+        )
+
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
     ) -> Reply:
-        body = {"products": items, "total": total, "skip": page.offset, "limit": len(items)}
+        count = max(0, min(page.limit, total - page.offset))  # items on this page
+        body = {"products": items, "total": total, "skip": page.offset, "limit": count}
         return Reply(body, {})

@@ -11,12 +11,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._catalogue import Product
+import msgspec
+
+from .._catalogue import CATEGORIES, Product
 from ._common import Page, Reply, Style, category_value, cleaned, int_param, price_of, title_of
 
 _PRICE = ("int", "float", "usd", "plain")
 _CATEGORY = ("object", "slug", "name", "missing")
 _STAMP = "2025-01-15T08:00:00.000Z"
+
+
+# The native category object is the same for every product of a category:
+# encoded once, embedded as raw JSON.
+_CATEGORY_JSON = tuple(
+    msgspec.Raw(
+        msgspec.json.encode(
+            {
+                "id": i + 1,
+                "name": name,
+                "slug": slug,
+                "image": f"https://i.imgur.com/cat{i + 1}.jpeg",
+                "creationAt": _STAMP,
+                "updatedAt": _STAMP,
+            }
+        )
+    )
+    for i, (slug, name, *_) in enumerate(CATEGORIES)
+)
 
 
 class Platzi(Style):
@@ -48,15 +69,8 @@ class Platzi(Style):
         return cleaned(fields, product)
 
     @staticmethod
-    def _category(product: Product) -> dict[str, Any]:
-        return {
-            "id": product.category + 1,
-            "name": product.category_name,
-            "slug": product.slug,
-            "image": f"https://i.imgur.com/cat{product.category + 1}.jpeg",
-            "creationAt": _STAMP,
-            "updatedAt": _STAMP,
-        }
+    def _category(product: Product) -> msgspec.Raw:
+        return _CATEGORY_JSON[product.category]
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
