@@ -266,18 +266,18 @@ class Catalogue:
         """The records of slots [start, stop): what one page serves.
 
         The server's hot path: equal to `[self.product(i) for i in ...]`, with
-        `draw` inlined and ordinary slots skipping the Slot object."""
+        ordinary slots skipping the Slot object."""
         out = []
         slot_key, product_key = self._slot_key, self._product_key
         unusual = int((self.duplicate_rate + self.defect_rate) * (1 << 53))
         threshold, size = self._threshold, self.size
         for index in range(max(0, start), min(stop, size)):
-            if mix64((slot_key + index * _PHI) & _M64) >> 11 < unusual:
+            if draw(slot_key, index) >> 11 < unusual:
                 slot = self.slot(index)
                 of, defect = slot.of, slot.defect
             else:
                 of, defect = index, None
-            bits = mix64((product_key + (of + 1) * _PHI) & _M64)
+            bits = draw(product_key, of + 1)
             out.append(Product(index, of + 1, bits, threshold, defect, of / size))
         return out
 

@@ -175,7 +175,7 @@ class MockServer:
         if request.path.startswith("/__"):
             return self._admin(request)
         t = self.clock.now() - self._started
-        query = {key: request.query[key] for key in request.query}
+        query = dict(request.query)  # first value of a repeated parameter
         entry: list[Any] = [t, request.method, request.path, query, None, None, 0.0]
         self._log.append(entry)
         self._in_flight += 1
@@ -251,10 +251,9 @@ class MockServer:
         elif decision.fault == "invalid_json":
             body = invalid_json(body)
         else:
-            served = self._served
-            for index in range(page.offset, stop):
-                served[index] = 1
-            self._served_records += stop - page.offset
+            if stop > page.offset:
+                self._served[page.offset : stop] = b"\x01" * (stop - page.offset)
+                self._served_records += stop - page.offset
         return web.Response(body=body, headers={**reply.headers, **_JSON_HEADERS})
 
     def _json(self, body: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:

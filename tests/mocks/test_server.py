@@ -56,7 +56,7 @@ async def test_bad_queries_get_400_with_a_message(http, start_mock, style, query
 
 
 async def test_a_forged_cursor_is_refused(http, start_mock):
-    server = await start_mock(style="cursor", products=100)
+    server = await start_mock(style="cursor", products=100, duplicate_rate=0, defect_rate=0)
     other = MockServer(ServerSpec(style="cursor", seed=99)).style
     status, _, _ = await get(http, server.api_url, params={"cursor": other.encode(40)})
     assert status == 400
