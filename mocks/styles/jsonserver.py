@@ -14,11 +14,22 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from .._catalogue import Product
+import msgspec
+
+from .._catalogue import CATEGORIES, Product
 from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
 
 _PRICE = ("eur", "plain", "float", "usd", "object")
 _CATEGORY = ("list", "slug", "name", "object", "missing")
+
+
+# Constant sub-objects, encoded once and embedded as raw JSON: the native
+# category list per category, and a pool of fakestore-style ratings.
+_CATEGORY_JSON = tuple(msgspec.Raw(msgspec.json.encode([c[0]])) for c in CATEGORIES)
+_RATINGS = tuple(
+    msgspec.Raw(msgspec.json.encode({"rate": 1 + k % 400 / 100, "count": (k * 7919) % 500}))
+    for k in range(1024)
+)
 
 
 class JSONServer(Style):
@@ -39,9 +50,11 @@ class JSONServer(Style):
             "id": self.record_id(product),
             "title": title_of(product),
             "price": price_of(product, _PRICE),
-            "categories": category_of(product, _CATEGORY),
+            "categories": _CATEGORY_JSON[product.category]
+            if not product.category_form
+            else category_of(product, _CATEGORY),
             "inStock": (bits >> 20) % 150 != 0,
-            "rating": {"rate": 1 + (bits >> 12) % 400 / 100, "count": (bits >> 30) % 500},
+            "rating": _RATINGS[(bits >> 12) & 1023],
             "image": f"https://fakestoreapi.com/img/{bits % 16**8:08x}.jpg",
         }
         return cleaned(fields, product)
@@ -53,14 +66,18 @@ class JSONServer(Style):
             "X-Total-Count": str(total),
             "Access-Control-Expose-Headers": "X-Total-Count, Link",
         }
-        if page.number and items:
+        if page.number and page.offset < total:
             last = max(1, -(-total // page.limit))
-            rels = {"first": 1, "prev": page.number - 1, "next": page.number + 1, "last": last}
-            links = []
-            for rel, number in rels.items():
-                if (rel == "prev" and number < 1) or (rel == "next" and number > last):
-                    continue
-                params = {**query, "_page": str(number), "_limit": str(page.limit)}
-                links.append(f'<{base_url}{self.path}?{urlencode(params)}>; rel="{rel}"')
+            # Other query parameters are kept, after _page and _limit.
+            rest = urlencode({k: v for k, v in query.items() if k not in {"_page", "_limit"}})
+            link = (
+                f'<{base_url}{self.path}?_page=%d&_limit={page.limit}{"&" + rest if rest else ""}>; rel="%s"'
+            )
+            links = [link % (1, "first")]
+            if page.number > 1:
+                links.append(link % (page.number - 1, "prev"))
+            if page.number < last:
+                links.append(link % (page.number + 1, "next"))
+            links.append(link % (last, "last"))
             headers["Link"] = ", ".join(links)
         return Reply(items, headers)
