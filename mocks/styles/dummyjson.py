@@ -27,7 +27,7 @@ _CATEGORY = ("slug", "name", "object", "missing")
 _encode = msgspec.json.encode
 _TEMPLATE = (
     b'{"id":%d,"title":%b,"description":%b,"category":%b,"price":%b,%b,"tags":["%b","%b"],'
-    b'"sku":"%b-%06d-%03d","images":["%b%d/1.webp","%b%d/2.webp"],"thumbnail":"%b%d/thumbnail.webp",'
+    b'"sku":"%b-%06d-%03d","images":["%b/1.webp","%b/2.webp"],"thumbnail":"%b/thumbnail.webp",'
     b'"meta":{"createdAt":"%b","updatedAt":"%b","barcode":"%013d"}%b}'
 )
 # The secondary numbers, pre-encoded as one run of JSON members.
@@ -117,7 +117,7 @@ class DummyJSON(Style):
         else:
             category_json = _SLUG_JSON[product.category]
         bits, number, cat = product.bits, product.number, product.category
-        image = _IMAGES[cat]
+        image = b"%b%d" % (_IMAGES[cat], number)
         if defect or product.price_form:
             price_json = _encode(price_of(product, _PRICE))
         else:
@@ -135,11 +135,8 @@ class DummyJSON(Style):
             number,
             bits % 1000,
             image,
-            number,
             image,
-            number,
             image,
-            number,
             _STAMPS[(bits >> 13) & 1023],
             _STAMPS[(bits >> 20) & 1023],
             bits % 10**13,
