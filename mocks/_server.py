@@ -237,10 +237,9 @@ class MockServer:
             return web.Response(body=HTML_PAGE, content_type="text/html", charset="utf-8")
 
         stop = min(page.offset + page.limit, self.spec.products)
-        products = self.catalogue.products(page.offset, stop)
         reply = self.style.respond(
             page,
-            self.style.render_page(products),
+            self.style.render_page(self.catalogue, page.offset, stop),
             total=self.spec.products,
             base_url=f"{request.scheme}://{request.host}",
             query=query,

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from .._catalogue import CATEGORIES, Product
+from .._catalogue import CATEGORIES, Catalogue, Product
 
 _encode = msgspec.json.encode
 MISSING: Any = object()  # a field value meaning "leave the key out"
@@ -148,11 +148,11 @@ class Style:
     def render(self, product: Product) -> dict[str, Any]:
         raise NotImplementedError
 
-    def render_page(self, products: list[Product]) -> list[Any]:
-        """A page's records, ready for the encoder (dicts, or msgspec.Raw
-        from a style's own fast path)."""
+    def render_page(self, catalogue: Catalogue, start: int, stop: int) -> Any:
+        """The records of slots [start, stop), ready for the encoder: a list
+        of dicts here, raw JSON from a style's own fast path."""
         render = self.render
-        return [render(p) for p in products]
+        return [render(p) for p in catalogue.products(start, stop)]
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
