@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from .._catalogue import CATEGORIES, Catalogue, Product
+from .._catalogue import CATEGORIES, SENTENCES, STAMPS, Catalogue, Product, facts
 
 _encode = msgspec.json.encode
 MISSING: Any = object()  # a field value meaning "leave the key out"
@@ -70,6 +70,12 @@ def eur(cents: int) -> str:
     text = f"{abs(cents) / 100:,.2f}".replace(",", " ").replace(".", ",").replace(" ", ".")
     return f"{'-' if cents < 0 else ''}{text} €"
 
+
+# Pre-encoded pieces the styles' fast paths share.
+SENTENCES_JSON = tuple(_encode(s) for s in SENTENCES)
+STAMPS_ASCII = tuple(s.encode() for s in STAMPS)
+SLUGS_ASCII = tuple(c[0].encode() for c in CATEGORIES)
+NAMES_ASCII = tuple(c[1].encode() for c in CATEGORIES)
 
 PRICE_FORMS: dict[str, Callable[[int], Any]] = {
     "float": lambda c: c / 100,
@@ -148,11 +154,34 @@ class Style:
     def render(self, product: Product) -> dict[str, Any]:
         raise NotImplementedError
 
+    # `native_json(number, bits, category, cents, title) -> bytes`: a style's
+    # fast path for an ordinary record whose fields all keep their native
+    # form (most records), equal to `encode(render(product))`; tests check it.
+    native_json: Callable[[int, int, int, int, str], bytes] | None = None
+
     def render_page(self, catalogue: Catalogue, start: int, stop: int) -> Any:
-        """The records of slots [start, stop), ready for the encoder: a list
-        of dicts here, raw JSON from a style's own fast path."""
-        render = self.render
-        return [render(p) for p in catalogue.products(start, stop)]
+        """The records of slots [start, stop), ready for the encoder.
+
+        With a `native_json` fast path: one raw JSON array, native records
+        rendered straight from the product facts with one %-format each (about
+        3x cheaper than building and encoding the dict: what keeps a server
+        above 3,000 pages/s), the others through `render_json`."""
+        native = self.native_json
+        if native is None:
+            render = self.render
+            return [render(p) for p in catalogue.products(start, stop)]
+        out = []
+        threshold, render_json = catalogue.threshold, self.render_json
+        for index, number, bits, defect, trend in catalogue.rows(start, stop):
+            category, cents, title, forms = facts(bits, threshold, trend)
+            if defect is None and forms is None:
+                out.append(native(number, bits, category, cents, title))
+            else:
+                out.append(render_json(Product(index, number, bits, threshold, defect, trend)))
+        return msgspec.Raw(b"[%b]" % b",".join(out))
+
+    def render_json(self, product: Product) -> bytes:
+        return _encode(self.render(product))
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

@@ -14,9 +14,12 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from .._catalogue import Product
 from ._common import (
     MISSING,
+    SLUGS_ASCII,
     BadRequest,
     Page,
     Reply,
@@ -28,8 +31,15 @@ from ._common import (
     title_of,
 )
 
+_encode = msgspec.json.encode
 _PRICE = ("cents", "float", "usd", "object")
 _CATEGORY = ("slug", "name", "object", "missing")
+
+
+_TEMPLATE = (
+    b'{"id":"prod_%07d","object":"product","name":%b,"unit_amount":%d,"currency":"usd",'
+    b'"active":%b,"metadata":{"category":"%b"},"created":%d}'
+)
 
 
 class Cursor(Style):
@@ -76,6 +86,16 @@ class Cursor(Style):
             "created": 1_700_000_000 + product.bits % 30_000_000,
         }
         return cleaned(fields, product)
+
+    def native_json(self, number: int, bits: int, category: int, cents: int, title: str) -> bytes:
+        return _TEMPLATE % (
+            number,
+            _encode(title),
+            cents,
+            b"true" if bits % 17 != 0 else b"false",
+            SLUGS_ASCII[category],
+            1_700_000_000 + bits % 30_000_000,
+        )
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

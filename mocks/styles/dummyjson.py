@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .._catalogue import ADJECTIVES, BRANDS, CATEGORIES, EXTRAS, SENTENCES, STAMPS, Catalogue, Product, facts
+from .._catalogue import ADJECTIVES, BRANDS, CATEGORIES, EXTRAS, SENTENCES, STAMPS, Product
 from ._common import MISSING, Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
 
 _PRICE = ("float", "int", "usd", "plain", "eur")
@@ -96,22 +96,7 @@ class DummyJSON(Style):
             fields["brand"] = brand
         return cleaned(fields, product)
 
-    def render_page(self, catalogue: Catalogue, start: int, stop: int) -> Any:
-        """The page's records as one raw JSON array. Ordinary records in
-        native forms (most of them) go straight from `facts` to bytes; the
-        rest build their Product and take `render_json`."""
-        out = []
-        threshold = catalogue.threshold
-        for index, number, bits, defect, trend in catalogue.rows(start, stop):
-            category, cents, title, forms = facts(bits, threshold, trend)
-            if defect is None and forms is None:
-                out.append(self._native_json(number, bits, category, cents, title))
-            else:
-                out.append(self.render_json(Product(index, number, bits, threshold, defect, trend)))
-        return msgspec.Raw(b"[%b]" % b",".join(out))
-
-    @staticmethod
-    def _native_json(number: int, bits: int, category: int, cents: int, title: str) -> bytes:
+    def native_json(self, number: int, bits: int, category: int, cents: int, title: str) -> bytes:
         image = b"%b%d" % (_IMAGES[category], number)
         return _TEMPLATE % (
             number,

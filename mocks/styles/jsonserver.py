@@ -17,7 +17,9 @@ from urllib.parse import urlencode
 import msgspec
 
 from .._catalogue import CATEGORIES, Product
-from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
+from ._common import Page, Reply, Style, category_of, cleaned, eur, int_param, price_of, title_of
+
+_encode = msgspec.json.encode
 
 _PRICE = ("eur", "plain", "float", "usd", "object")
 _CATEGORY = ("list", "slug", "name", "object", "missing")
@@ -29,6 +31,14 @@ _CATEGORY_JSON = tuple(msgspec.Raw(msgspec.json.encode([c[0]])) for c in CATEGOR
 _RATINGS = tuple(
     msgspec.Raw(msgspec.json.encode({"rate": 1 + k % 400 / 100, "count": (k * 7919) % 500}))
     for k in range(1024)
+)
+
+
+_CATEGORY_BYTES = tuple(bytes(raw) for raw in _CATEGORY_JSON)
+_RATING_BYTES = tuple(bytes(raw) for raw in _RATINGS)
+_TEMPLATE = (
+    b'{"id":%d,"title":%b,"price":%b,"categories":%b,"inStock":%b,"rating":%b,'
+    b'"image":"https://fakestoreapi.com/img/%08x.jpg"}'
 )
 
 
@@ -58,6 +68,17 @@ class JSONServer(Style):
             "image": f"https://fakestoreapi.com/img/{bits % 16**8:08x}.jpg",
         }
         return cleaned(fields, product)
+
+    def native_json(self, number: int, bits: int, category: int, cents: int, title: str) -> bytes:
+        return _TEMPLATE % (
+            number,
+            _encode(title),
+            _encode(eur(cents)),
+            _CATEGORY_BYTES[category],
+            b"true" if (bits >> 20) % 150 != 0 else b"false",
+            _RATING_BYTES[(bits >> 12) & 1023],
+            bits % 16**8,
+        )
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

@@ -14,7 +14,21 @@ from typing import Any
 import msgspec
 
 from .._catalogue import CATEGORIES, Product
-from ._common import Page, Reply, Style, category_value, cleaned, int_param, price_of, title_of
+from ._common import (
+    SENTENCES_JSON,
+    SLUGS_ASCII,
+    STAMPS_ASCII,
+    Page,
+    Reply,
+    Style,
+    category_value,
+    cleaned,
+    int_param,
+    price_of,
+    title_of,
+)
+
+_encode = msgspec.json.encode
 
 _PRICE = ("int", "float", "usd", "plain")
 _CATEGORY = ("object", "slug", "name", "missing")
@@ -37,6 +51,13 @@ _CATEGORY_JSON = tuple(
         )
     )
     for i, (slug, name, *_) in enumerate(CATEGORIES)
+)
+
+
+_CATEGORY_BYTES = tuple(bytes(raw) for raw in _CATEGORY_JSON)
+_TEMPLATE = (
+    b'{"id":%d,"title":%b,"slug":"%b-%d","price":%d,"description":%b,"category":%b,'
+    b'"images":["https://i.imgur.com/%07x.jpeg"],"creationAt":"%b","updatedAt":"%b"}'
 )
 
 
@@ -67,6 +88,20 @@ class Platzi(Style):
             "updatedAt": product.timestamp(5),
         }
         return cleaned(fields, product)
+
+    def native_json(self, number: int, bits: int, category: int, cents: int, title: str) -> bytes:
+        return _TEMPLATE % (
+            number,
+            _encode(title),
+            SLUGS_ASCII[category],
+            number,
+            round(cents / 100),
+            SENTENCES_JSON[(bits >> 3) & 1023],
+            _CATEGORY_BYTES[category],
+            bits % 16**7,
+            STAMPS_ASCII[(bits >> 13) & 1023],
+            STAMPS_ASCII[(bits >> 18) & 1023],
+        )
 
     @staticmethod
     def _category(product: Product) -> msgspec.Raw:

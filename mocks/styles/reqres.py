@@ -12,8 +12,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from .._catalogue import Product
-from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
+from ._common import (
+    NAMES_ASCII,
+    Page,
+    Reply,
+    Style,
+    category_of,
+    cleaned,
+    int_param,
+    price_of,
+    title_of,
+    usd,
+)
+
+_encode = msgspec.json.encode
 
 _PRICE = ("usd", "float", "eur", "plain", "object")
 _CATEGORY = ("name", "slug", "object", "missing")
@@ -21,6 +36,11 @@ _SUPPORT = {
     "url": "https://contentcaddy.io?utm_source=reqres&utm_medium=json&utm_campaign=referral",
     "text": "Tired of writing endless social media content? Let Content Caddy generate it for you.",
 }
+
+
+_TEMPLATE = (
+    b'{"id":%d,"name":%b,"year":%d,"cost":"%b","department":"%b","color":"#%06X","pantone_value":"%02d-%04d"}'
+)
 
 
 class Reqres(Style):
@@ -44,6 +64,18 @@ class Reqres(Style):
             "pantone_value": f"{(bits >> 3) % 20:02d}-{(bits >> 9) % 10000:04d}",
         }
         return cleaned(fields, product)
+
+    def native_json(self, number: int, bits: int, category: int, cents: int, title: str) -> bytes:
+        return _TEMPLATE % (
+            number,
+            _encode(title),
+            2000 + (bits >> 10) % 26,
+            usd(cents).encode(),
+            NAMES_ASCII[category],
+            bits % 0xFFFFFF,
+            (bits >> 3) % 20,
+            (bits >> 9) % 10000,
+        )
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
