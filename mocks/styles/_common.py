@@ -17,7 +17,8 @@ import msgspec
 from .._catalogue import CATEGORIES, SENTENCES, STAMPS, Catalogue, Product, facts
 
 _encode = msgspec.json.encode
-MISSING: Any = object()  # a field value meaning "leave the key out"
+MISSING: Any = object()
+_ABSENT_DEFECTS = frozenset({"missing_id", "missing_title"})  # a field value meaning "leave the key out"
 
 
 class BadRequest(Exception):
@@ -154,34 +155,68 @@ class Style:
     def render(self, product: Product) -> dict[str, Any]:
         raise NotImplementedError
 
-    # `native_json(number, bits, category, cents, title) -> bytes`: a style's
-    # fast path for an ordinary record whose fields all keep their native
-    # form (most records), equal to `encode(render(product))`; tests check it.
-    native_json: Callable[[int, int, int, int, str], bytes] | None = None
+    # The fast path. A style that sets `price_forms` and `category_forms`
+    # (native form first) defines `fast_json(number, bits, category,
+    # title_json, price_json, category_json) -> bytes`, the record built with
+    # one %-format from JSON fragments, and the native fragments
+    # `native_price(cents)` and `native_category[category]`. Tests check it
+    # equals `encode(render(product))` for every kind of record.
+    price_forms: ClassVar[tuple[str, ...]] = ()
+    category_forms: ClassVar[tuple[str, ...]] = ()
+    native_category: ClassVar[tuple[bytes, ...]] = ()
+
+    def fast_json(self, number: int, bits: int, category: int, title_json: bytes, price_json: bytes,
+                  category_json: bytes) -> bytes:  # fmt: skip
+        raise NotImplementedError
+
+    def native_price(self, cents: int) -> bytes:
+        return _encode(PRICE_FORMS[self.price_forms[0]](cents))
 
     def render_page(self, catalogue: Catalogue, start: int, stop: int) -> Any:
-        """The records of slots [start, stop), ready for the encoder.
+        """The records of slots [start, stop) as one raw JSON array.
 
-        With a `native_json` fast path: one raw JSON array, native records
-        rendered straight from the product facts with one %-format each (about
-        3x cheaper than building and encoding the dict: what keeps a server
-        above 3,000 pages/s), the others through `render_json`."""
-        native = self.native_json
-        if native is None:
-            render = self.render
-            return [render(p) for p in catalogue.products(start, stop)]
+        Most records (native forms, no defect) go straight from the product
+        facts to bytes; variants encode just their deviating fragments; only
+        records with an absent field take the dict path. About 3x cheaper
+        than encoding dicts: what keeps one server above 3,000 pages/s."""
         out = []
-        threshold, render_json = catalogue.threshold, self.render_json
+        fast, native_price, native_category = self.fast_json, self.native_price, self.native_category
+        threshold = catalogue.threshold
         for index, number, bits, defect, trend in catalogue.rows(start, stop):
             category, cents, title, forms = facts(bits, threshold, trend)
             if defect is None and forms is None:
-                out.append(native(number, bits, category, cents, title))
+                out.append(
+                    fast(
+                        number, bits, category, _encode(title), native_price(cents), native_category[category]
+                    )
+                )
             else:
-                out.append(render_json(Product(index, number, bits, threshold, defect, trend)))
+                out.append(self.render_json(Product(index, number, bits, threshold, defect, trend)))
         return msgspec.Raw(b"[%b]" % b",".join(out))
 
     def render_json(self, product: Product) -> bytes:
-        return _encode(self.render(product))
+        """One record as JSON: the fast path unless a field is absent."""
+        if product.defect in _ABSENT_DEFECTS:
+            return _encode(self.render(product))
+        if product.category_form:
+            category = category_of(product, self.category_forms)
+            if category is MISSING:
+                return _encode(self.render(product))
+            category_json = _encode(category)
+        else:
+            category_json = self.native_category[product.category]
+        if product.defect or product.price_form:
+            price_json = _encode(price_of(product, self.price_forms))
+        else:
+            price_json = self.native_price(product.cents)
+        return self.fast_json(
+            product.number,
+            product.bits,
+            product.category,
+            _encode(title_of(product)),
+            price_json,
+            category_json,
+        )
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

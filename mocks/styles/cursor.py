@@ -16,10 +16,9 @@ from typing import Any
 
 import msgspec
 
-from .._catalogue import Product
+from .._catalogue import CATEGORIES, Product
 from ._common import (
     MISSING,
-    SLUGS_ASCII,
     BadRequest,
     Page,
     Reply,
@@ -37,14 +36,17 @@ _CATEGORY = ("slug", "name", "object", "missing")
 
 
 _TEMPLATE = (
-    b'{"id":"prod_%07d","object":"product","name":%b,"unit_amount":%d,"currency":"usd",'
-    b'"active":%b,"metadata":{"category":"%b"},"created":%d}'
+    b'{"id":"prod_%07d","object":"product","name":%b,"unit_amount":%b,"currency":"usd",'
+    b'"active":%b,"metadata":{"category":%b},"created":%d}'
 )
 
 
 class Cursor(Style):
     name = "cursor"
     path = "/items"
+    price_forms = _PRICE
+    category_forms = _CATEGORY
+    native_category = tuple(_encode(c[0]) for c in CATEGORIES)
     id_prefix = "prod_"
 
     def __init__(self, secret: int = 0) -> None:
@@ -87,13 +89,17 @@ class Cursor(Style):
         }
         return cleaned(fields, product)
 
-    def native_json(self, number: int, bits: int, category: int, cents: int, title: str) -> bytes:
+    def native_price(self, cents: int) -> bytes:
+        return b"%d" % cents
+
+    def fast_json(self, number: int, bits: int, category: int, title_json: bytes, price_json: bytes,
+                  category_json: bytes) -> bytes:  # fmt: skip
         return _TEMPLATE % (
             number,
-            _encode(title),
-            cents,
+            title_json,
+            price_json,
             b"true" if bits % 17 != 0 else b"false",
-            SLUGS_ASCII[category],
+            category_json,
             1_700_000_000 + bits % 30_000_000,
         )
 

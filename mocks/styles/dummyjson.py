@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from .._catalogue import ADJECTIVES, BRANDS, CATEGORIES, EXTRAS, SENTENCES, STAMPS, Product
-from ._common import MISSING, Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
+from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
 
 _PRICE = ("float", "int", "usd", "plain", "eur")
 _CATEGORY = ("slug", "name", "object", "missing")
@@ -45,7 +45,6 @@ _EXTRAS = tuple(
     for d, r, s, w, x, y, z in EXTRAS
 )
 _SLUGS = tuple(c[0].encode() for c in CATEGORIES)
-_SLUG_JSON = tuple(_encode(c[0]) for c in CATEGORIES)
 _SKU = tuple(c[0][:3].upper().encode() for c in CATEGORIES)
 _IMAGES = tuple(f"https://cdn.dummyjson.com/product-images/{c[0]}/".encode() for c in CATEGORIES)
 _TAGS = tuple(a.lower().encode() for a in ADJECTIVES)
@@ -53,12 +52,14 @@ _SENTENCES = tuple(_encode(s) for s in SENTENCES)
 _STAMPS = tuple(s.encode() for s in STAMPS)
 _BRANDS = tuple(b',"brand":' + _encode(b) for b in BRANDS)
 _N_TAGS, _N_BRANDS = len(_TAGS), len(_BRANDS)
-_FIXED_DEFECTS = {"missing_id", "missing_title"}
 
 
 class DummyJSON(Style):
     name = "dummyjson"
     path = "/products"
+    price_forms = _PRICE
+    category_forms = _CATEGORY
+    native_category = tuple(_encode(c[0]) for c in CATEGORIES)
 
     def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
         limit = int_param(query, "limit", default, error=self.error_body)
@@ -96,60 +97,24 @@ class DummyJSON(Style):
             fields["brand"] = brand
         return cleaned(fields, product)
 
-    def native_json(self, number: int, bits: int, category: int, cents: int, title: str) -> bytes:
+    def native_price(self, cents: int) -> bytes:
+        return b"%a" % (cents / 100)
+
+    def fast_json(self, number: int, bits: int, category: int, title_json: bytes, price_json: bytes,
+                  category_json: bytes) -> bytes:  # fmt: skip
+        # Pool indexes are inlined bit operations; `Product.sentence_index`
+        # and friends are the definitions.
         image = b"%b%d" % (_IMAGES[category], number)
         return _TEMPLATE % (
             number,
-            _encode(title),
-            _SENTENCES[(bits >> 3) & 1023],
-            _SLUG_JSON[category],
-            b"%a" % (cents / 100),
-            _EXTRAS[(bits >> 17) & 1023],
-            _SLUGS[category],
-            _TAGS[(bits >> 24) % _N_TAGS],
-            _SKU[category],
-            number,
-            bits % 1000,
-            image,
-            image,
-            image,
-            _STAMPS[(bits >> 13) & 1023],
-            _STAMPS[(bits >> 20) & 1023],
-            bits % 10**13,
-            b"" if (bits >> 56) % 5 == 0 else _BRANDS[(bits >> 44) % _N_BRANDS],
-        )
-
-    def render_json(self, product: Product) -> bytes:
-        """`render(product)` as JSON bytes, built with one %-format.
-
-        Pool indexes are inlined bit operations (`Product.sentence_index`
-        and friends are the definitions); tests check the two paths agree."""
-        defect, category_form = product.defect, product.category_form
-        if defect in _FIXED_DEFECTS:
-            return _encode(self.render(product))
-        if category_form:
-            category = category_of(product, _CATEGORY)
-            if category is MISSING:
-                return _encode(self.render(product))
-            category_json = _encode(category)
-        else:
-            category_json = _SLUG_JSON[product.category]
-        bits, number, cat = product.bits, product.number, product.category
-        image = b"%b%d" % (_IMAGES[cat], number)
-        if defect or product.price_form:
-            price_json = _encode(price_of(product, _PRICE))
-        else:
-            price_json = b"%a" % (product.cents / 100)
-        return _TEMPLATE % (
-            number,
-            _encode(title_of(product) if defect else product.title),
+            title_json,
             _SENTENCES[(bits >> 3) & 1023],
             category_json,
             price_json,
             _EXTRAS[(bits >> 17) & 1023],
-            _SLUGS[cat],
+            _SLUGS[category],
             _TAGS[(bits >> 24) % _N_TAGS],
-            _SKU[cat],
+            _SKU[category],
             number,
             bits % 1000,
             image,

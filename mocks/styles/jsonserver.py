@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from .._catalogue import CATEGORIES, Product
-from ._common import Page, Reply, Style, category_of, cleaned, eur, int_param, price_of, title_of
+from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
 
 _encode = msgspec.json.encode
 
@@ -45,6 +45,9 @@ _TEMPLATE = (
 class JSONServer(Style):
     name = "jsonserver"
     path = "/products"
+    price_forms = _PRICE
+    category_forms = _CATEGORY
+    native_category = _CATEGORY_BYTES
 
     def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
         if "_page" not in query:
@@ -69,12 +72,13 @@ class JSONServer(Style):
         }
         return cleaned(fields, product)
 
-    def native_json(self, number: int, bits: int, category: int, cents: int, title: str) -> bytes:
+    def fast_json(self, number: int, bits: int, category: int, title_json: bytes, price_json: bytes,
+                  category_json: bytes) -> bytes:  # fmt: skip
         return _TEMPLATE % (
             number,
-            _encode(title),
-            _encode(eur(cents)),
-            _CATEGORY_BYTES[category],
+            title_json,
+            price_json,
+            category_json,
             b"true" if (bits >> 20) % 150 != 0 else b"false",
             _RATING_BYTES[(bits >> 12) & 1023],
             bits % 16**8,

@@ -14,9 +14,8 @@ from typing import Any
 
 import msgspec
 
-from .._catalogue import Product
+from .._catalogue import CATEGORIES, Product
 from ._common import (
-    NAMES_ASCII,
     Page,
     Reply,
     Style,
@@ -25,7 +24,6 @@ from ._common import (
     int_param,
     price_of,
     title_of,
-    usd,
 )
 
 _encode = msgspec.json.encode
@@ -39,13 +37,16 @@ _SUPPORT = {
 
 
 _TEMPLATE = (
-    b'{"id":%d,"name":%b,"year":%d,"cost":"%b","department":"%b","color":"#%06X","pantone_value":"%02d-%04d"}'
+    b'{"id":%d,"name":%b,"year":%d,"cost":%b,"department":%b,"color":"#%06X","pantone_value":"%02d-%04d"}'
 )
 
 
 class Reqres(Style):
     name = "reqres"
     path = "/api/products"
+    price_forms = _PRICE
+    category_forms = _CATEGORY
+    native_category = tuple(_encode(c[1]) for c in CATEGORIES)
 
     def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
         page = int_param(query, "page", 1, low=1, error=self.error_body)
@@ -65,13 +66,14 @@ class Reqres(Style):
         }
         return cleaned(fields, product)
 
-    def native_json(self, number: int, bits: int, category: int, cents: int, title: str) -> bytes:
+    def fast_json(self, number: int, bits: int, category: int, title_json: bytes, price_json: bytes,
+                  category_json: bytes) -> bytes:  # fmt: skip
         return _TEMPLATE % (
             number,
-            _encode(title),
+            title_json,
             2000 + (bits >> 10) % 26,
-            usd(cents).encode(),
-            NAMES_ASCII[category],
+            price_json,
+            category_json,
             bits % 0xFFFFFF,
             (bits >> 3) % 20,
             (bits >> 9) % 10000,

@@ -14,7 +14,11 @@ from mocks.styles import make_style
 
 @pytest.mark.parametrize("style", STYLES)
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**40), heterogeneity=st.floats(0, 1), start=st.integers(0, 4000))
+@given(
+    seed=st.integers(0, 2**40),
+    heterogeneity=st.sampled_from([0.0, 0.2, 1.0]) | st.floats(0, 1),
+    start=st.integers(0, 4000),
+)
 def test_render_page_is_render(style, seed, heterogeneity, start):
     catalogue = Catalogue(5000, seed, heterogeneity=heterogeneity, defect_rate=0.2, duplicate_rate=0.1)
     renderer = make_style(style, seed)
