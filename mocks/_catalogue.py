@@ -150,13 +150,13 @@ class Product:
                  "price_form", "title", "title_form")  # fmt: skip
 
     def __init__(self, index: int, number: int, bits: int, threshold: int, defect: str | None,
-                 trend: float) -> None:  # fmt: skip
-        """See `facts` for `threshold` and `trend`."""
+                 trend: float, known: tuple[int, int, str, int | None] | None = None) -> None:  # fmt: skip
+        """See `facts` for `threshold` and `trend`; `known`: facts already computed."""
         self.index = index
         self.number = number
         self.bits = bits
         self.defect = defect
-        self.category, self.cents, self.title, f = facts(bits, threshold, trend)
+        self.category, self.cents, self.title, f = known or facts(bits, threshold, trend)
         self.price_form = self.category_form = self.title_form = 0
         if f is not None:
             # The variant numbers (0 = native) from a second mixing round.

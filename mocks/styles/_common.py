@@ -183,15 +183,13 @@ class Style:
         fast, native_price, native_category = self.fast_json, self.native_price, self.native_category
         threshold = catalogue.threshold
         for index, number, bits, defect, trend in catalogue.rows(start, stop):
-            category, cents, title, forms = facts(bits, threshold, trend)
+            known = category, cents, title, forms = facts(bits, threshold, trend)
             if defect is None and forms is None:
-                out.append(
-                    fast(
-                        number, bits, category, _encode(title), native_price(cents), native_category[category]
-                    )
-                )
+                fragments = (_encode(title), native_price(cents), native_category[category])
+                out.append(fast(number, bits, category, *fragments))
             else:
-                out.append(self.render_json(Product(index, number, bits, threshold, defect, trend)))
+                product = Product(index, number, bits, threshold, defect, trend, known)
+                out.append(self.render_json(product))
         return msgspec.Raw(b"[%b]" % b",".join(out))
 
     def render_json(self, product: Product) -> bytes:
