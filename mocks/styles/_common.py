@@ -155,66 +155,70 @@ class Style:
     def render(self, product: Product) -> dict[str, Any]:
         raise NotImplementedError
 
-    # The fast path. A style that sets `price_forms` and `category_forms`
-    # (native form first) defines `fast_json(number, bits, category,
-    # title_json, price_json, category_json) -> bytes`, the record built with
-    # one %-format from JSON fragments, and the native fragments
-    # `native_price(cents)` and `native_category[category]`. Tests check it
-    # equals `encode(render(product))` for every kind of record.
+    # The fast path. A style sets `price_forms` and `category_forms` (native
+    # form first), the member keys, the native fragments `native_price(cents)`
+    # and `native_category[category]`, and `fast_json(number, bits, category,
+    # head, price_json, category_member)`: the record built with one %-format,
+    # where `head` holds the id and title members and `category_member` the
+    # category member, each with its trailing comma and each empty when the
+    # record lacks it. Tests check it equals `encode(render(product))` for
+    # every kind of record.
     price_forms: ClassVar[tuple[str, ...]] = ()
     category_forms: ClassVar[tuple[str, ...]] = ()
     native_category: ClassVar[tuple[bytes, ...]] = ()
+    title_key: ClassVar[bytes] = b'"title":'
+    category_key: ClassVar[bytes] = b'"category":'
+    category_end: ClassVar[bytes] = b","
 
-    def fast_json(self, number: int, bits: int, category: int, title_json: bytes, price_json: bytes,
-                  category_json: bytes) -> bytes:  # fmt: skip
+    def fast_json(self, number: int, bits: int, category: int, head: bytes, price_json: bytes,
+                  category_member: bytes) -> bytes:  # fmt: skip
         raise NotImplementedError
 
     def native_price(self, cents: int) -> bytes:
         return _encode(PRICE_FORMS[self.price_forms[0]](cents))
 
+    def id_member(self, number: int) -> bytes:
+        return b'"id":%d,' % number
+
     def render_page(self, catalogue: Catalogue, start: int, stop: int) -> Any:
         """The records of slots [start, stop) as one raw JSON array.
 
         Most records (native forms, no defect) go straight from the product
-        facts to bytes; variants encode just their deviating fragments; only
-        records with an absent field take the dict path. About 3x cheaper
-        than encoding dicts: what keeps one server above 3,000 pages/s."""
+        facts to bytes; the others build their Product and encode just their
+        deviating fragments. About 3x cheaper than encoding dicts: what keeps
+        one server above 3,000 pages/s."""
         out = []
-        fast, native_price, native_category = self.fast_json, self.native_price, self.native_category
+        fast, native_price, id_member = self.fast_json, self.native_price, self.id_member
+        title_key = self.title_key
+        categories = [self.category_key + c + self.category_end for c in self.native_category]
         threshold = catalogue.threshold
         for index, number, bits, defect, trend in catalogue.rows(start, stop):
             known = category, cents, title, forms = facts(bits, threshold, trend)
             if defect is None and forms is None:
-                fragments = (_encode(title), native_price(cents), native_category[category])
-                out.append(fast(number, bits, category, *fragments))
+                head = b"%b%b%b," % (id_member(number), title_key, _encode(title))
+                out.append(fast(number, bits, category, head, native_price(cents), categories[category]))
             else:
                 product = Product(index, number, bits, threshold, defect, trend, known)
                 out.append(self.render_json(product))
         return msgspec.Raw(b"[%b]" % b",".join(out))
 
     def render_json(self, product: Product) -> bytes:
-        """One record as JSON: the fast path unless a field is absent."""
-        if product.defect in _ABSENT_DEFECTS:
-            return _encode(self.render(product))
+        """One record as JSON through the fast path, any variant or defect."""
+        head = b"" if product.defect == "missing_id" else self.id_member(product.number)
+        title = title_of(product)
+        if title is not MISSING:
+            head += b"%b%b," % (self.title_key, _encode(title))
         if product.category_form:
             category = category_of(product, self.category_forms)
-            if category is MISSING:
-                return _encode(self.render(product))
-            category_json = _encode(category)
+            category_json = b"" if category is MISSING else _encode(category)
         else:
             category_json = self.native_category[product.category]
+        member = b"%b%b%b" % (self.category_key, category_json, self.category_end) if category_json else b""
         if product.defect or product.price_form:
             price_json = _encode(price_of(product, self.price_forms))
         else:
             price_json = self.native_price(product.cents)
-        return self.fast_json(
-            product.number,
-            product.bits,
-            product.category,
-            _encode(title_of(product)),
-            price_json,
-            category_json,
-        )
+        return self.fast_json(product.number, product.bits, product.category, head, price_json, member)
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

@@ -36,8 +36,7 @@ _CATEGORY = ("slug", "name", "object", "missing")
 
 
 _TEMPLATE = (
-    b'{"id":"prod_%07d","object":"product","name":%b,"unit_amount":%b,"currency":"usd",'
-    b'"active":%b,"metadata":{"category":%b},"created":%d}'
+    b'{%b"object":"product","unit_amount":%b,"currency":"usd","active":%b,"metadata":{%b},"created":%d}'
 )
 
 
@@ -46,6 +45,8 @@ class Cursor(Style):
     path = "/items"
     price_forms = _PRICE
     category_forms = _CATEGORY
+    title_key = b'"name":'
+    category_end = b""  # the category is the only member of `metadata`
     native_category = tuple(_encode(c[0]) for c in CATEGORIES)
     id_prefix = "prod_"
 
@@ -92,16 +93,18 @@ class Cursor(Style):
     def native_price(self, cents: int) -> bytes:
         return b"%d" % cents
 
-    def fast_json(self, number: int, bits: int, category: int, title_json: bytes, price_json: bytes,
-                  category_json: bytes) -> bytes:  # fmt: skip
+    def fast_json(self, number: int, bits: int, category: int, head: bytes, price_json: bytes,
+                  category_member: bytes) -> bytes:  # fmt: skip
         return _TEMPLATE % (
-            number,
-            title_json,
+            head,
             price_json,
             b"true" if bits % 17 != 0 else b"false",
-            category_json,
+            category_member,
             1_700_000_000 + bits % 30_000_000,
         )
+
+    def id_member(self, number: int) -> bytes:
+        return b'"id":"prod_%07d",' % number
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

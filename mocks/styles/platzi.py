@@ -56,7 +56,7 @@ _CATEGORY_JSON = tuple(
 
 _CATEGORY_BYTES = tuple(bytes(raw) for raw in _CATEGORY_JSON)
 _TEMPLATE = (
-    b'{"id":%d,"title":%b,"slug":"%b-%d","price":%b,"description":%b,"category":%b,'
+    b'{%b%b"slug":"%b-%d","price":%b,"description":%b,'
     b'"images":["https://i.imgur.com/%07x.jpeg"],"creationAt":"%b","updatedAt":"%b"}'
 )
 
@@ -95,16 +95,15 @@ class Platzi(Style):
     def native_price(self, cents: int) -> bytes:
         return b"%d" % round(cents / 100)
 
-    def fast_json(self, number: int, bits: int, category: int, title_json: bytes, price_json: bytes,
-                  category_json: bytes) -> bytes:  # fmt: skip
+    def fast_json(self, number: int, bits: int, category: int, head: bytes, price_json: bytes,
+                  category_member: bytes) -> bytes:  # fmt: skip
         return _TEMPLATE % (
-            number,
-            title_json,
+            head,
+            category_member,
             SLUGS_ASCII[category],
             number,
             price_json,
             SENTENCES_JSON[(bits >> 3) & 1023],
-            category_json,
             bits % 16**7,
             STAMPS_ASCII[(bits >> 13) & 1023],
             STAMPS_ASCII[(bits >> 18) & 1023],

@@ -36,9 +36,7 @@ _SUPPORT = {
 }
 
 
-_TEMPLATE = (
-    b'{"id":%d,"name":%b,"year":%d,"cost":%b,"department":%b,"color":"#%06X","pantone_value":"%02d-%04d"}'
-)
+_TEMPLATE = b'{%b%b"year":%d,"cost":%b,"color":"#%06X","pantone_value":"%02d-%04d"}'
 
 
 class Reqres(Style):
@@ -46,6 +44,8 @@ class Reqres(Style):
     path = "/api/products"
     price_forms = _PRICE
     category_forms = _CATEGORY
+    title_key = b'"name":'
+    category_key = b'"department":'
     native_category = tuple(_encode(c[1]) for c in CATEGORIES)
 
     def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
@@ -66,14 +66,13 @@ class Reqres(Style):
         }
         return cleaned(fields, product)
 
-    def fast_json(self, number: int, bits: int, category: int, title_json: bytes, price_json: bytes,
-                  category_json: bytes) -> bytes:  # fmt: skip
+    def fast_json(self, number: int, bits: int, category: int, head: bytes, price_json: bytes,
+                  category_member: bytes) -> bytes:  # fmt: skip
         return _TEMPLATE % (
-            number,
-            title_json,
+            head,
+            category_member,
             2000 + (bits >> 10) % 26,
             price_json,
-            category_json,
             bits % 0xFFFFFF,
             (bits >> 3) % 20,
             (bits >> 9) % 10000,
