@@ -73,36 +73,47 @@ def build_parser(prog: str = "python -m mocks") -> argparse.ArgumentParser:
         help="API to imitate; repeat for several servers (default: dummyjson)",
     )
     g.add_argument(
-        "--port", type=int, help="first port; servers take consecutive ports (default: 0, any free port)"
+        "--port",
+        type=int,
+        metavar="N",
+        help="first port; servers take consecutive ports (default: 0, any free port)",
     )
-    g.add_argument("--products", type=int, help="catalogue size, 1..1000000 (default: 200)")
-    g.add_argument("--seed", type=int, help="seed for catalogue and faults (default: 0)")
-    g.add_argument("--page-size", type=int, help="page size when the client names none (default: 20)")
-    g.add_argument("--max-page-size", type=int, help="largest page served (default: 100)")
+    g.add_argument("--products", type=int, metavar="N", help="catalogue size, 1..1000000 (default: 200)")
+    g.add_argument("--seed", type=int, metavar="N", help="seed for catalogue and faults (default: 0)")
+    g.add_argument(
+        "--page-size", type=int, metavar="N", help="page size when the client names none (default: 20)"
+    )
+    g.add_argument("--max-page-size", type=int, metavar="N", help="largest page served (default: 100)")
     g.add_argument(
         "--rate-limit",
         type=_checked(parse_rate, "rate"),
+        metavar="RATE",
         help="sliding-window limit, e.g. 5/s, 10/2s, or off (default: 5/s)",
     )
     g.add_argument(
         "--api-key",
+        metavar="KEY",
         help="key required in the x-api-key header (reqres default: reqres-free-v1; '' turns the check off)",
     )
     f = p.add_argument_group("faults (shares are 0..1 of requests; at most one fault each)")
     f.add_argument(
         "--latency",
         type=_checked(parse_range, "duration range"),
+        metavar="DURATION[..DURATION]",
         help="delay per answer, fixed (50ms) or a range (50ms..400ms)",
     )
-    f.add_argument("--error-rate", type=_share, help="500/502/503 answers")
-    f.add_argument("--hang-rate", type=_share, help="answers held back for --hang")
+    f.add_argument("--error-rate", type=_share, metavar="SHARE", help="500/502/503 answers")
+    f.add_argument("--hang-rate", type=_share, metavar="SHARE", help="answers held back for --hang")
     f.add_argument(
-        "--hang", type=_checked(parse_duration, "duration"), help="how long a hang lasts (default: 30s)"
+        "--hang",
+        type=_checked(parse_duration, "duration"),
+        metavar="DURATION",
+        help="how long a hang lasts (default: 30s)",
     )
-    f.add_argument("--truncate-rate", type=_share, help="200 answers with JSON cut short")
-    f.add_argument("--invalid-json-rate", type=_share, help="200 answers with invalid JSON")
-    f.add_argument("--html-rate", type=_share, help="200 answers with an HTML error page")
-    f.add_argument("--reset-rate", type=_share, help="connections reset without an answer")
+    f.add_argument("--truncate-rate", type=_share, metavar="SHARE", help="200 answers with JSON cut short")
+    f.add_argument("--invalid-json-rate", type=_share, metavar="SHARE", help="200 answers with invalid JSON")
+    f.add_argument("--html-rate", type=_share, metavar="SHARE", help="200 answers with an HTML error page")
+    f.add_argument("--reset-rate", type=_share, metavar="SHARE", help="connections reset without an answer")
     f.add_argument(
         "--outage",
         action="append",
@@ -110,20 +121,26 @@ def build_parser(prog: str = "python -m mocks") -> argparse.ArgumentParser:
         metavar="START..END",
         help="fail everything in this window after start, e.g. 2s..6s; repeatable",
     )
-    f.add_argument("--outage-status", type=int, help="status during outages (default: 503)")
+    f.add_argument("--outage-status", type=int, metavar="CODE", help="status during outages (default: 503)")
     d = p.add_argument_group("data (shares are 0..1 of records)")
     d.add_argument(
         "--heterogeneity",
         type=_share,
-        help="records whose price, category or title deviates from the style's native form (default: 0.2)",
+        metavar="SHARE",
+        help="per field: records whose price (and, independently, category and title) deviates "
+        "from the style's native form (default: 0.2)",
     )
     d.add_argument(
         "--defect-rate",
         type=_share,
+        metavar="SHARE",
         help="malformed records: no id, no or blank title, null or negative price (default: 0.03)",
     )
     d.add_argument(
-        "--duplicate-rate", type=_share, help="records repeated from an earlier page (default: 0.02)"
+        "--duplicate-rate",
+        type=_share,
+        metavar="SHARE",
+        help="records repeated from an earlier page (default: 0.02)",
     )
     return p
 
