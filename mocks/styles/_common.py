@@ -177,8 +177,7 @@ class Style:
     def native_price(self, cents: int) -> bytes:
         return _encode(PRICE_FORMS[self.price_forms[0]](cents))
 
-    def id_member(self, number: int) -> bytes:
-        return b'"id":%d,' % number
+    id_format: ClassVar[bytes] = b'"id":%d,'  # the id member, from the id number
 
     def render_page(self, catalogue: Catalogue, start: int, stop: int) -> Any:
         """The records of slots [start, stop) as one raw JSON array.
@@ -188,14 +187,14 @@ class Style:
         deviating fragments. About 3x cheaper than encoding dicts: what keeps
         one server above 3,000 pages/s."""
         out = []
-        fast, native_price, id_member = self.fast_json, self.native_price, self.id_member
-        title_key = self.title_key
+        fast, native_price = self.fast_json, self.native_price
+        head_format = self.id_format + self.title_key + b"%b,"
         categories = [self.category_key + c + self.category_end for c in self.native_category]
         threshold = catalogue.threshold
         for index, number, bits, defect, trend in catalogue.rows(start, stop):
             known = category, cents, title, forms = facts(bits, threshold, trend)
             if defect is None and forms is None:
-                head = b"%b%b%b," % (id_member(number), title_key, _encode(title))
+                head = head_format % (number, _encode(title))
                 out.append(fast(number, bits, category, head, native_price(cents), categories[category]))
             else:
                 product = Product(index, number, bits, threshold, defect, trend, known)
@@ -204,7 +203,7 @@ class Style:
 
     def render_json(self, product: Product) -> bytes:
         """One record as JSON through the fast path, any variant or defect."""
-        head = b"" if product.defect == "missing_id" else self.id_member(product.number)
+        head = b"" if product.defect == "missing_id" else self.id_format % product.number
         title = title_of(product)
         if title is not MISSING:
             head += b"%b%b," % (self.title_key, _encode(title))

@@ -45,6 +45,7 @@ class Cursor(Style):
     path = "/items"
     price_forms = _PRICE
     category_forms = _CATEGORY
+    id_format = b'"id":"prod_%07d",'
     title_key = b'"name":'
     category_end = b""  # the category is the only member of `metadata`
     native_category = tuple(_encode(c[0]) for c in CATEGORIES)
@@ -102,9 +103,6 @@ class Cursor(Style):
             category_member,
             1_700_000_000 + bits % 30_000_000,
         )
-
-    def id_member(self, number: int) -> bytes:
-        return b'"id":"prod_%07d",' % number
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]
