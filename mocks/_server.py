@@ -241,7 +241,7 @@ class MockServer:
             page,
             self.style.render_page(self.catalogue, page.offset, stop),
             total=self.spec.products,
-            base_url=f"{request.scheme}://{request.host}",
+            base_url=f"{request.scheme}://{request.host}" if self.style.links else "",
             query=query,
         )
         body = self._encode(reply.body)

@@ -42,6 +42,7 @@ _TEMPLATE = b'{%b%b"price":%b,"inStock":%b,"rating":%b,"image":"https://fakestor
 class JSONServer(Style):
     name = "jsonserver"
     path = "/products"
+    links = True
     price_forms = _PRICE
     category_forms = _CATEGORY
     category_key = b'"categories":'
