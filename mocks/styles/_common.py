@@ -141,8 +141,8 @@ class Style:
 
     name: ClassVar[str]
     path: ClassVar[str]  # the collection's path, e.g. "/products"
-    id_prefix: ClassVar[str] = ""
-    links: ClassVar[bool] = False  # whether replies carry absolute URLs (`respond` gets base_url)  # string ids ("prod_0000017") when set
+    id_prefix: ClassVar[str] = ""  # string ids ("prod_0000017") when set
+    links: ClassVar[bool] = False  # whether replies carry absolute URLs (`respond` gets base_url)
 
     def id_of(self, number: int) -> int | str:
         return f"{self.id_prefix}{number:07d}" if self.id_prefix else number
