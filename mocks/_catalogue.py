@@ -300,7 +300,11 @@ class Catalogue:
     @cached_property
     def _unusual(self) -> tuple[list[Slot], list[Slot]]:
         defects, duplicates = [], []
+        slot_key = self._slot_key
+        unusual = int((self.duplicate_rate + self.defect_rate) * (1 << 53))
         for index in range(self.size):
+            if draw(slot_key, index) >> 11 >= unusual:
+                continue  # ordinary, as in `rows`
             slot = self.slot(index)
             if slot.kind == "defect":
                 defects.append(slot)
