@@ -1,0 +1,81 @@
+"""The `flow` command: one module per subcommand, imported only when used, so
+that `flow --help` stays fast (no aiohttp, msgspec or OpenTelemetry import)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ._output import Abort, error
+
+COMMANDS = {
+    "validate": ("validate", "check a graph file: every problem, located; nothing runs"),
+    "graph": ("graph", "print the graph as Mermaid or Graphviz dot source"),
+    "stages": ("stages", "list the stage kinds, or describe one"),
+    "schema": ("schema", "print the JSON Schema of graph.yaml (for editors)"),
+    "mocks": ("mocks", "run the embedded mock APIs on 127.0.0.1"),
+}
+EPILOG = """\
+exit codes: 0 done, 1 done with errors (--fail-on-error), 2 bad usage or invalid
+graph, 130 interrupted. FLOW_DEBUG=1 shows tracebacks.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from flow import __version__
+
+    parser = _Parser(
+        prog="flow",
+        description="Pull records from many unreliable, rate-limited HTTP APIs into one dataset.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flow {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, summary) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        if name == "mocks":
+            sub.add_argument("args", nargs=argparse.REMAINDER, help="see flow mocks --help")
+            continue
+        importlib.import_module(f"flow.cli.{module}").add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "mocks":  # the mocks' own parser owns its flags and --help
+        from mocks.__main__ import main as mocks_main
+
+        return mocks_main(args_list[1:], prog="flow mocks")
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    module = importlib.import_module(f"flow.cli.{COMMANDS[args.command][0]}")
+    try:
+        return int(module.run(args))
+    except Abort as abort:
+        if abort.message:
+            error(abort.message)
+        return abort.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # an internal error: one line unless debugging
+        if os.environ.get("FLOW_DEBUG"):
+            raise
+        error(f"internal error: {type(exc).__name__}: {exc} (FLOW_DEBUG=1 shows the traceback)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Stage kinds: what a name in a `pipe:` means.
+
+A stage kind is a typed params struct plus an async generator, registered
+under a name with the item kinds it consumes and produces:
+
+    @stage("merge", Params, consumes=ANY, produces=SAME, fan_in=True)
+    async def merge(source, params, ctx):
+        ...
+
+Item kinds are plain names ("records", "pages", ...). `consumes=None` makes a
+source (first in a pipe, no `from:`), `produces=None` a sink (last in a
+pipe). `ANY` accepts whatever arrives and `SAME` produces what it consumed,
+so generic stages type-check in any position.
+
+Built-in kinds live in the `stages` package; other distributions add theirs
+through the entry-point group `flow.stages` (each entry point names a
+StageKind).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import msgspec
+
+ANY = "any"
+SAME = "same"
+ENTRY_POINT_GROUP = "flow.stages"
+BUILTIN_MODULES = ("stages.sequence", "stages.merge", "stages.collect")
+
+
+class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every stage's params: immutable, unknown keys rejected."""
+
+
+Operator = Callable[[AsyncIterator[Any] | None, Any, Any], AsyncIterator[Any]]
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    params: type[Params]
+    run: Operator
+    consumes: str | None  # None: a source
+    produces: str | None  # None: a sink
+    fan_in: bool = False  # may start a node that reads from several nodes
+    doc: str = ""
+    origin: str = field(default="flow", compare=False)  # "flow" or the entry point's distribution
+
+    @property
+    def is_source(self) -> bool:
+        return self.consumes is None
+
+    @property
+    def is_sink(self) -> bool:
+        return self.produces is None
+
+    def output(self, given: str | None) -> str | None:
+        """The kind this stage produces when fed `given`."""
+        return given if self.produces == SAME else self.produces
+
+    def accepts(self, given: str | None) -> bool:
+        return self.consumes in (ANY, given) or given == ANY
+
+
+def stage(
+    name: str, params: type[Params], *, consumes: str | None, produces: str | None, fan_in: bool = False
+) -> Callable[[Operator], StageKind]:
+    """Decorator: the generator becomes a StageKind named `name`."""
+
+    def register(run: Operator) -> StageKind:
+        return StageKind(name, params, run, consumes, produces, fan_in, (run.__doc__ or "").strip())
+
+    return register
+
+
+class Registry:
+    """Stage kinds by name; built-ins first, then entry points."""
+
+    def __init__(self, kinds: list[StageKind] | None = None) -> None:
+        self._kinds: dict[str, StageKind] = {}
+        for kind in kinds or []:
+            self.add(kind)
+
+    def add(self, kind: StageKind) -> None:
+        if kind.name in self._kinds:
+            raise ValueError(f"stage kind '{kind.name}' is registered twice")
+        self._kinds[kind.name] = kind
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._kinds
+
+    def __getitem__(self, name: str) -> StageKind:
+        return self._kinds[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._kinds)
+
+    def suggest(self, name: str) -> str | None:
+        close = difflib.get_close_matches(name, self._kinds, n=1, cutoff=0.6)
+        return close[0] if close else None
+
+
+def default_registry(*, plugins: bool = True) -> Registry:
+    """The built-in stage kinds plus, unless `plugins` is off, the installed
+    `flow.stages` entry points."""
+    registry = Registry([importlib.import_module(module).KIND for module in BUILTIN_MODULES])
+    if plugins:
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            kind = point.load()
+            if not isinstance(kind, StageKind):
+                raise TypeError(f"entry point {point.name!r} ({point.value}) is not a flow StageKind")
+            registry.add(kind)
+    return registry
+
+
+def describe_params(params: type[Params]) -> list[tuple[str, str, Any]]:
+    """(name, type, default or MISSING) of each field, for `flow stages NAME`."""
+    info = msgspec.inspect.type_info(params)
+    out = []
+    for f in info.fields:  # type: ignore[attr-defined]
+        default = f.default if f.default is not msgspec.NODEFAULT else msgspec.NODEFAULT
+        out.append((f.encode_name, _type_name(f.type), default))
+    return out
+
+
+def _type_name(t: msgspec.inspect.Type) -> str:
+    names = {
+        msgspec.inspect.IntType: "int",
+        msgspec.inspect.FloatType: "float",
+        msgspec.inspect.StrType: "str",
+        msgspec.inspect.BoolType: "bool",
+    }
+    for cls, name in names.items():
+        if isinstance(t, cls):
+            return name
+    if isinstance(t, msgspec.inspect.UnionType):
+        return " | ".join(_type_name(x) for x in t.types)
+    if isinstance(t, msgspec.inspect.NoneType):
+        return "null"
+    if isinstance(t, msgspec.inspect.ListType):
+        return f"list[{_type_name(t.item_type)}]"
+    if isinstance(t, msgspec.inspect.LiteralType):
+        return " | ".join(repr(v) for v in t.values)
+    return type(t).__name__.removesuffix("Type").lower()

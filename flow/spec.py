@@ -1,0 +1,403 @@
+"""graph.yaml -> a validated `GraphSpec`, every error located in the file.
+
+Loading runs in phases, each reporting problems as `file:LINE:COL: message`
+(with a hint where one helps) through `SpecError`:
+
+    1. YAML syntax and duplicate keys                 (flow._yaml)
+    2. `${VAR}` / `${VAR:-default}` from the environment, then overrides:
+       `FLOW__RUN__DEADLINE=30s` variables, then `--set run.deadline=30s`
+       (command line > environment > file)
+    3. the document's shape, decoded by msgspec section by section so that
+       every error carries its full path (`nodes.shop_a.buffer`)
+    4. each pipe entry against its stage kind's params struct
+    5. the graph itself (flow.graph): names, inputs, cycles, item kinds
+
+Secrets stay secret: values taken from the environment are never echoed;
+messages quote the `${VAR}` text of the file instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from mocks import ServerSpec
+from mocks._spec import parse_duration
+
+from ._yaml import Locator, Path, YAMLError, load
+from .registry import Params, Registry, StageKind
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_VAR = re.compile(r"\$\{([^}]*)\}")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REF = re.compile(r"^mocks\.([A-Za-z_][A-Za-z0-9_-]*)\.url$")
+ENV_PREFIX = "FLOW__"
+
+
+class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+Duration = str | float | int
+
+
+class RunSpec(Base):
+    deadline: Duration = "60s"  # the whole run, then drain and stop
+    grace: Duration = "5s"  # how long draining may take after a stop
+    out: str = "out"  # directory for outputs and the report
+    buffer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 8  # default edge capacity
+
+    def __post_init__(self) -> None:
+        for name in ("deadline", "grace"):
+            try:
+                seconds = parse_duration(getattr(self, name))
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+            if name == "deadline" and seconds <= 0:
+                raise ValueError("deadline: must be longer than 0s")
+
+
+class NodeSpec(Base, kw_only=True):
+    pipe: Annotated[list[str | dict[str, Any]], msgspec.Meta(min_length=1)]
+    inputs: str | list[str] = msgspec.field(default_factory=list, name="from")
+    buffer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+
+    @property
+    def sources(self) -> list[str]:
+        return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+
+
+class GraphSpec(Base):
+    version: Literal[1]
+    run: RunSpec = RunSpec()
+    mocks: dict[str, Any] = {}
+    telemetry: dict[str, Any] = {}
+    nodes: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    message: str
+    hint: str = ""
+    key: bool = False  # point at the key rather than the value
+    warning: bool = False
+
+
+class SpecError(Exception):
+    """Located problems with a graph file; `str()` is one line per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    kind: StageKind
+    params: Params
+    path: Path  # of the pipe entry, for messages
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    inputs: list[str]
+    stages: list[StageSpec]
+    buffer: int
+    path: Path
+
+
+@dataclass
+class Spec:
+    """A decoded graph file: its settings, mocks, and nodes with typed stages."""
+
+    file: str
+    run: RunSpec
+    mocks: dict[str, ServerSpec]
+    telemetry: dict[str, Any]
+    nodes: dict[str, Node]
+    locator: Locator
+    warnings: list[str] = field(default_factory=list)
+
+    def where(self, problem: Problem) -> str:
+        return _format(self.file, self.locator, problem)
+
+
+def _format(file: str, locator: Locator, problem: Problem) -> str:
+    if problem.path and problem.path[0] == "--set":
+        place = f"--set {problem.path[1]}"
+    else:
+        at = locator.where(problem.path, key=problem.key)
+        place = f"{file}:{at[0]}:{at[1]}" if at else file
+    text = f"{place}: {problem.message}"
+    if problem.hint:
+        text += f"; hint: {problem.hint}"
+    return f"{place}: warning: {text[len(place) + 2 :]}" if problem.warning else text
+
+
+# --- phase 2: interpolation and overrides ------------------------------------
+def _interpolate(value: Any, path: Path, env: Mapping[str, str], problems: list[Problem]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, k), env, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), env, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        body = match[1]
+        if _REF.match(body):  # ${mocks.NAME.url}: resolved when the mocks start
+            return match[0]
+        name, sep, default = body.partition(":-")
+        if not _VAR_NAME.match(name):
+            problems.append(
+                Problem(path, f"'${{{body}}}' is neither ${{VAR}}, ${{VAR:-default}} nor ${{mocks.NAME.url}}")
+            )
+            return match[0]
+        if name in env:
+            return env[name]
+        if sep:
+            return default
+        problems.append(
+            Problem(
+                path,
+                f"environment variable {name} is not set",
+                f"export {name}, or write ${{{name}:-default}}",
+            )
+        )
+        return match[0]
+
+    # Substituted values stay strings; decoding is lax (strict=False), so
+    # "${WORKERS:-4}" still fills an int field and an API key "0123" stays text.
+    return _VAR.sub(substitute, value)
+
+
+def _scalar(text: str) -> Any:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, str | int | float | bool) or value is None else text
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    steps = dotted.split(".")
+    node: Any = data
+    for step in steps[:-1]:
+        if isinstance(node, list) and step.isdigit():
+            node = node[int(step)]
+            continue
+        if not isinstance(node, dict):
+            raise KeyError(step)
+        node = node.setdefault(step, {})
+    last = steps[-1]
+    if isinstance(node, list) and last.isdigit():
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise KeyError(last)
+
+
+def overrides_from_env(env: Mapping[str, str]) -> list[str]:
+    """`FLOW__RUN__DEADLINE=30s` -> `run.deadline=30s` (lower-cased path)."""
+    return [
+        f"{name[len(ENV_PREFIX) :].lower().replace('__', '.')}={value}"
+        for name, value in sorted(env.items())
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX)
+    ]
+
+
+# --- phase 3 and 4: decoding ------------------------------------------------------
+_AT = re.compile(r" - at `\$((?:\.[^.\[`]+|\[\d+\])*)`$")
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_NAMED = re.compile(r"^([a-z_]+): (.*)$", re.S)
+_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`")
+
+
+def _decode(value: Any, cls: type[Any], path: Path, problems: list[Problem]) -> Any:
+    try:
+        return msgspec.convert(value, cls, strict=False)
+    except msgspec.ValidationError as err:
+        message = str(err)
+        match = _AT.search(message)
+        steps: list[str | int] = []
+        if match:
+            message = message[: match.start()]
+            steps = [name if name else int(index) for name, index in _STEP.findall(match[1])]
+        full = (*path, *steps)
+        unknown = _UNKNOWN.match(message)
+        if unknown:
+            fields = [f.encode_name for f in msgspec.inspect.type_info(cls).fields]  # type: ignore[attr-defined]
+            close = difflib.get_close_matches(unknown[1], fields, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(fields)}"
+            problems.append(Problem((*full, unknown[1]), f"unknown key '{unknown[1]}'", hint, key=True))
+        else:
+            # Cross-field checks (`__post_init__`) name their field first:
+            # point at that field's value when it is there.
+            named = _NAMED.match(message)
+            if named and isinstance(_at(value, steps), dict) and named[1] in _at(value, steps):
+                full = (*full, named[1])
+            hint = "flow reads graph files of version 1" if full == ("version",) else ""
+            problems.append(Problem(full, message[0].lower() + message[1:], hint))
+        return None
+
+
+def _at(value: Any, steps: Sequence[str | int]) -> Any:
+    for step in steps:
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
+def _stages(
+    node_name: str, raw: list[Any], path: Path, registry: Registry, problems: list[Problem]
+) -> list[StageSpec]:
+    out = []
+    for i, entry in enumerate(raw):
+        entry_path = (*path, i)
+        if isinstance(entry, str):
+            name, params = entry, {}
+        elif isinstance(entry, dict) and len(entry) == 1:
+            [(name, params)] = entry.items()
+            params = {} if params is None else params
+        else:
+            problems.append(
+                Problem(
+                    entry_path,
+                    "a pipe entry is a stage name or {stage: {params}}",
+                    "write '- merge' or '- dedupe: {key: id}'",
+                )
+            )
+            continue
+        if name not in registry:
+            close = registry.suggest(str(name))
+            hint = f"did you mean '{close}'?" if close else f"stages are: {', '.join(registry.names())}"
+            problems.append(
+                Problem(
+                    entry_path if isinstance(entry, str) else (*entry_path, name),
+                    f"unknown stage '{name}'",
+                    hint,
+                    key=not isinstance(entry, str),
+                )
+            )
+            continue
+        kind = registry[name]
+        decoded = _decode(params, kind.params, (*entry_path, name), problems)
+        if decoded is not None:
+            out.append(StageSpec(kind, decoded, entry_path))
+    return out
+
+
+def load_spec(
+    file: str | os.PathLike[str],
+    registry: Registry,
+    *,
+    env: Mapping[str, str] | None = None,
+    sets: Sequence[str] = (),
+) -> Spec:
+    """Decode and check a graph file (phases 1-4); raise SpecError."""
+    file = str(file)
+    try:
+        text = FilePath(file).read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError([f"{file}: cannot read: {err.strerror or err}"]) from None
+    return parse_spec(text, registry, file=file, env=env, sets=sets)
+
+
+def parse_spec(
+    text: str,
+    registry: Registry,
+    *,
+    file: str = "graph.yaml",
+    env: Mapping[str, str] | None = None,
+    sets: Sequence[str] = (),
+) -> Spec:
+    env = os.environ if env is None else env
+    try:
+        data, locator = load(text)
+    except YAMLError as err:
+        raise SpecError([f"{file}:{err.line}:{err.column}: {err.message}"]) from None
+    problems: list[Problem] = []
+
+    def fail() -> SpecError:
+        return SpecError([_format(file, locator, p) for p in problems])
+
+    if not isinstance(data, dict):
+        problems.append(
+            Problem(
+                (),
+                "a graph file is a mapping with 'version: 1' and 'nodes:'",
+                "start from the graph.yaml that ships with flow",
+            )
+        )
+        raise fail()
+    data = _interpolate(data, (), env, problems)
+    for assignment in [*overrides_from_env(env), *sets]:
+        dotted, sep, raw = assignment.partition("=")
+        if not sep or not dotted:
+            problems.append(Problem(("--set", assignment), "expected PATH=VALUE, e.g. run.deadline=30s"))
+            continue
+        try:
+            _set(data, dotted, _scalar(raw))
+        except (KeyError, IndexError, TypeError):
+            problems.append(Problem(("--set", assignment), f"no place for '{dotted}' in the graph"))
+    if problems:
+        raise fail()
+
+    top = _decode(data, GraphSpec, (), problems)
+    if top is None:
+        raise fail()
+    mocks = {}
+    for name, fields in top.mocks.items():
+        spec = _decode(fields if fields is not None else {}, ServerSpec, ("mocks", name), problems)
+        if spec is not None:
+            mocks[name] = spec
+    nodes = {}
+    for name, fields in top.nodes.items():
+        path: Path = ("nodes", name)
+        if not NAME.match(str(name)):
+            problems.append(
+                Problem(
+                    path,
+                    f"node name '{name}' is not an identifier",
+                    "use letters, digits, '_' and '-', starting with a letter",
+                    key=True,
+                )
+            )
+            continue
+        node = _decode(fields, NodeSpec, path, problems)
+        if node is None:
+            continue
+        stages = _stages(name, node.pipe, (*path, "pipe"), registry, problems)
+        if len(stages) == len(node.pipe):
+            nodes[name] = Node(name, node.sources, stages, node.buffer or top.run.buffer, path)
+    for name, value in _references(data):
+        if name not in mocks and name not in top.mocks:
+            problems.append(Problem(value, f"'${{mocks.{name}.url}}' names no server of the mocks: block"))
+    if problems:
+        raise fail()
+    return Spec(file, top.run, mocks, top.telemetry, nodes, locator)
+
+
+def _references(value: Any, path: Path = ()) -> list[tuple[str, Path]]:
+    """(mock name, path) of every ${mocks.NAME.url} in the data."""
+    if isinstance(value, dict):
+        return [r for k, v in value.items() for r in _references(v, (*path, k))]
+    if isinstance(value, list):
+        return [r for i, v in enumerate(value) for r in _references(v, (*path, i))]
+    if isinstance(value, str):
+        return [(m[1], path) for body in _VAR.findall(value) if (m := _REF.match(body))]
+    return []

@@ -1,0 +1,29 @@
+"""`merge`: the fan-in point of a node that reads from several nodes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiostream import streamcontext
+
+from flow.registry import ANY, SAME, Params, stage
+
+
+class MergeParams(Params):
+    """No parameters."""
+
+
+@stage("merge", MergeParams, consumes=ANY, produces=SAME, fan_in=True)
+async def merge(source: AsyncIterator[Any], params: MergeParams, ctx: Any) -> AsyncIterator[Any]:
+    """Pass on the items of every input node, in arrival order.
+
+    The engine feeds a node's inputs into one bounded buffer; `merge` marks
+    the node as a fan-in point and requires its inputs to agree on the item
+    kind."""
+    async with streamcontext(source) as items:
+        async for item in items:
+            yield item
+
+
+KIND = merge
