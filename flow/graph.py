@@ -46,7 +46,8 @@ def _cycle(nodes: dict[str, Node]) -> list[str] | None:
             if i == 0:
                 colour[name] = 1
                 trail.append(name)
-            readers = [n for n in nodes[name].inputs if n in nodes]
+            # Self-reads are reported on their own, not as a cycle.
+            readers = [n for n in nodes[name].inputs if n in nodes and n != name]
             if i < len(readers):
                 stack.append((name, i + 1))
                 nxt = readers[i]

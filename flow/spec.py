@@ -135,8 +135,8 @@ def _format(file: str, locator: Locator, problem: Problem) -> str:
     if problem.path and problem.path[0] == "--set":
         place = f"--set {problem.path[1]}"
     else:
-        at = locator.where(problem.path, key=problem.key)
-        place = f"{file}:{at[0]}:{at[1]}" if at else file
+        at = locator.where(problem.path, key=problem.key) or (1, 1)
+        place = f"{file}:{at[0]}:{at[1]}"
     text = f"{place}: {problem.message}"
     if problem.hint:
         text += f"; hint: {problem.hint}"
@@ -222,6 +222,7 @@ def overrides_from_env(env: Mapping[str, str]) -> list[str]:
 _AT = re.compile(r" - at `\$((?:\.[^.\[`]+|\[\d+\])*)`$")
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _NAMED = re.compile(r"^([a-z_]+): (.*)$", re.S)
+_MISSING = re.compile(r"^Object missing required field `([^`]*)`")
 _UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`")
 
 
@@ -237,20 +238,48 @@ def _decode(value: Any, cls: type[Any], path: Path, problems: list[Problem]) -> 
             steps = [name if name else int(index) for name, index in _STEP.findall(match[1])]
         full = (*path, *steps)
         unknown = _UNKNOWN.match(message)
+        missing = _MISSING.match(message)
+        target = _type_at(msgspec.inspect.type_info(cls), steps)
         if unknown:
-            fields = [f.encode_name for f in msgspec.inspect.type_info(cls).fields]  # type: ignore[attr-defined]
+            fields = [f.encode_name for f in getattr(target, "fields", ())]
             close = difflib.get_close_matches(unknown[1], fields, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(fields)}"
+            if not close and not steps and cls is GraphSpec:
+                hint += " (top-level keys starting with 'x-' are free for YAML anchors)"
             problems.append(Problem((*full, unknown[1]), f"unknown key '{unknown[1]}'", hint, key=True))
+        elif missing:
+            problems.append(Problem(full, f"missing required key '{missing[1]}'"))
         else:
             # Cross-field checks (`__post_init__`) name their field first:
             # point at that field's value when it is there.
             named = _NAMED.match(message)
             if named and isinstance(_at(value, steps), dict) and named[1] in _at(value, steps):
                 full = (*full, named[1])
-            hint = "flow reads graph files of version 1" if full == ("version",) else ""
+            hint = ""
+            if full == ("version",):
+                hint = "flow reads graph files of version 1"
+            elif isinstance(target, msgspec.inspect.LiteralType):
+                hint = "choose one of: " + ", ".join(map(str, target.values))
             problems.append(Problem(full, message[0].lower() + message[1:], hint))
         return None
+
+
+def _type_at(t: Any, steps: Sequence[str | int]) -> Any:
+    """The msgspec type at a path inside `t` (for hints), or None."""
+    for step in steps:
+        while isinstance(t, msgspec.inspect.UnionType):
+            t = next((x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)), None)
+        if isinstance(t, msgspec.inspect.StructType):
+            t = next((f.type for f in t.fields if f.encode_name == step), None)
+        elif isinstance(t, msgspec.inspect.DictType):
+            t = t.value_type
+        elif isinstance(t, msgspec.inspect.ListType):
+            t = t.item_type
+        else:
+            return None
+    while isinstance(t, msgspec.inspect.UnionType) and len(t.types) == 2:
+        t = next((x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)), t)
+    return t
 
 
 def _at(value: Any, steps: Sequence[str | int]) -> Any:
@@ -333,7 +362,8 @@ def parse_spec(
     problems: list[Problem] = []
 
     def fail() -> SpecError:
-        return SpecError([_format(file, locator, p) for p in problems])
+        # A value shared through a YAML anchor fails once per use: report it once.
+        return SpecError(list(dict.fromkeys(_format(file, locator, p) for p in problems)))
 
     if not isinstance(data, dict):
         problems.append(
@@ -357,6 +387,9 @@ def parse_spec(
     if problems:
         raise fail()
 
+    # Top-level keys starting with "x-" are free for YAML anchors, as in
+    # compose files: `x-shop: &shop {...}` then `shop_a: *shop`.
+    data = {k: v for k, v in data.items() if not str(k).startswith("x-")}
     top = _decode(data, GraphSpec, (), problems)
     if top is None:
         raise fail()

@@ -1,32 +1,126 @@
-"""The `flow` entry point as far as it exists: help, version, and `flow mocks`."""
+"""The `flow` command: help, version, usage errors, and each command's output
+and exit code (in-process; one subprocess checks the real entry point)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from flow import __version__
 from flow.cli import main
 
+GRAPH = """\
+version: 1
+run: {buffer: 4}
+nodes:
+  a: {pipe: [{sequence: {items: 50}}]}
+  b: {pipe: [{sequence: {items: 7, batch: 3}}]}
+  both:
+    from: [a, b]
+    pipe: [merge, {collect: {path: x.jsonl}}]
+"""
 
-def test_help(capsys):
-    assert main(["--help"]) == 0
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Path:
+    path = tmp_path / "graph.yaml"
+    path.write_text(GRAPH)
+    return path
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: flow") and "mocks" in out
+    assert out.startswith("usage: flow")
+    for command in ("validate", "graph", "stages", "schema", "mocks"):
+        assert f"    {command} " in out
 
 
 def test_no_command_is_bad_usage(capsys):
     assert main([]) == 2
-    assert "usage: flow" in capsys.readouterr().out
+    assert "usage: flow" in capsys.readouterr().err
 
 
 def test_version(capsys):
-    assert main(["--version"]) == 0
+    with pytest.raises(SystemExit):
+        main(["--version"])
     assert capsys.readouterr().out == f"flow {__version__}\n"
 
 
 def test_unknown_command_one_line(capsys):
-    assert main(["runn"]) == 2
-    assert capsys.readouterr().err == "flow: error: unknown command 'runn' (see flow --help)\n"
+    with pytest.raises(SystemExit) as info:
+        main(["runn"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flow: error: argument COMMAND: invalid choice: 'runn'") and err.count("\n") == 1
+
+
+def test_validate_ok(graph, capsys):
+    assert main(["validate", str(graph)]) == 0
+    assert capsys.readouterr().out == f"{graph}: valid (3 nodes, 4 stages, 0 mock servers)\n"
+
+
+def test_validate_reports_located_errors_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GRAPH.replace("merge,", "merj,"))
+    assert main(["validate", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"{bad}:8:12: unknown stage 'merj'; hint: did you mean 'merge'?\n"
+
+
+def test_set_overrides_and_is_located_when_wrong(graph, capsys):
+    assert main(["validate", str(graph), "--set", "nodes.a.pipe.0.sequence.items=oops"]) == 2
+    assert capsys.readouterr().err.startswith(f"{graph}:4:")
+    assert main(["validate", str(graph), "--set", "run.buffer"]) == 2
+    assert capsys.readouterr().err == "--set run.buffer: expected PATH=VALUE, e.g. run.deadline=30s\n"
+
+
+def test_graph_mermaid_and_dot(graph, capsys):
+    assert main(["graph", str(graph)]) == 0
+    mermaid = capsys.readouterr().out
+    assert mermaid.startswith("flowchart LR\n")
+    assert '    both["both<br/>merge → collect"]' in mermaid and "    a -- 4 --> both" in mermaid
+    assert main(["graph", str(graph), "--format", "dot"]) == 0
+    assert '"b" -> "both" [label="4"];' in capsys.readouterr().out
+
+
+def test_stages_list_and_describe(capsys):
+    assert main(["stages"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listing] == ["collect", "merge", "sequence"]
+    assert main(["stages", "sequence"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("sequence: (source) -> records\n")
+    assert "  items: int  (default 100)\n" in text and "  batch: int  (default 20)\n" in text
+    assert main(["stages", "sequenc"]) == 2
+    assert capsys.readouterr().err == "flow: error: unknown stage 'sequenc'; did you mean 'sequence'?\n"
+
+
+def test_schema_covers_stage_params(capsys):
+    import json
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    entry = schema["$defs"]["NodeSpec"]["properties"]["pipe"]["items"]["anyOf"]
+    assert {"enum": ["collect", "merge", "sequence"]} in entry
+    assert "SequenceParams" in schema["$defs"] and "ServerSpec" in schema["$defs"]
+
+
+def test_shipped_schema_is_current():
+    import json
+
+    from flow.schema import graph_schema
+
+    shipped = json.loads((Path(__file__).parents[2] / "schema" / "graph.schema.json").read_text())
+    assert shipped == json.loads(json.dumps(graph_schema())), (
+        "regenerate: flow schema > schema/graph.schema.json"
+    )
 
 
 def test_flow_mocks_is_the_mocks_command(capsys):
@@ -38,3 +132,12 @@ def test_flow_mocks_is_the_mocks_command(capsys):
         main(["mocks", "--error-rate", "x"])
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith("flow mocks: error: argument --error-rate")
+
+
+def test_entry_point_validates_the_shipped_graph():
+    root = Path(__file__).parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "flow", "validate", "graph.yaml"], cwd=root, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("graph.yaml: valid")
