@@ -141,3 +141,16 @@ def test_entry_point_validates_the_shipped_graph():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("graph.yaml: valid")
+
+
+def test_the_readme_example_validates(tmp_path, capsys):
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = re.search(r"```yaml\n(# yaml-language-server.*?)```", readme, re.S)
+    assert example is not None
+    path = tmp_path / "graph.yaml"
+    path.write_text(example[1])
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    assert main(["graph", str(path)]) == 0
+    assert "    a -- 2 --> out" in capsys.readouterr().out
