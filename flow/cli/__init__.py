@@ -13,6 +13,7 @@ from typing import NoReturn
 from ._output import Abort, error
 
 COMMANDS = {
+    "run": ("run", "run a graph: start its mocks, stream it to the sinks, write the run report"),
     "validate": ("validate", "check a graph file: every problem, located; nothing runs"),
     "graph": ("graph", "print the graph as Mermaid or Graphviz dot source"),
     "stages": ("stages", "list the stage kinds, or describe one"),

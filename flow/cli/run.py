@@ -1,0 +1,96 @@
+"""`flow run GRAPH`: start the graph's mocks, run it, write the run report.
+
+Ctrl-C (SIGINT) or SIGTERM stops the sources and lets what is in flight drain
+to the sinks within `run.grace`; a second Ctrl-C cancels at once. Either way
+the report (`OUT/run.json`) is written and the exit code is 130. Reaching
+`run.deadline` drains the same way and exits 1."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ._load import add_graph_arguments, load_checked
+from ._output import info, out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_graph_arguments(parser)
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: run.out of the graph)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="only errors")
+    parser.add_argument("--no-progress", action="store_true", help="no live progress display")
+    parser.add_argument(
+        "--fail-on-error", action="store_true", help="exit 1 when the run completed with recorded errors"
+    )
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    import msgspec
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(msgspec.json.format(msgspec.json.encode(data), indent=2) + b"\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+async def _run(spec: Any, out_dir: Path) -> Any:
+    from mocks import serve
+
+    from ..runtime import Runtime
+
+    loop = asyncio.get_running_loop()
+    async with serve(spec.mocks) as servers:
+        runtime = Runtime(spec, out_dir=out_dir, mock_urls={name: s.url for name, s in servers.items()})
+        task = asyncio.current_task()
+        assert task is not None
+        presses = 0
+
+        def interrupt() -> None:
+            nonlocal presses
+            presses += 1
+            if presses == 1:
+                runtime.stop("interrupted")
+            else:
+                runtime.stop("interrupted")
+                runtime.cancel_all()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupt)
+        try:
+            return await runtime.run()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_checked(args)
+    out_dir = Path(args.out or spec.run.out)
+    result = asyncio.run(_run(spec, out_dir))
+    report = out_dir / "run.json"
+    write_json_atomically(report, result.report())
+    if not args.quiet:
+        sinks = [name for name, node in spec.nodes.items() if node.stages[-1].kind.is_sink]
+        items = sum(result.nodes[name].stages[-1].items_out for name in sinks)
+        out(
+            f"{result.status}: {len(result.nodes)} nodes, {items} items reached {len(sinks)} sinks, "
+            f"{len(result.errors)} errors in {result.seconds:.2f}s; report: {report}"
+        )
+    for error in result.errors if args.verbose else []:
+        info(f"  {error['node']}/{error['stage']}: {error['error']}: {error['detail']}")
+    if result.status == "interrupted":
+        return 130
+    if result.status == "deadline":
+        return 1
+    return 1 if args.fail_on_error and result.errors else 0

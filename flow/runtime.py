@@ -1,0 +1,267 @@
+"""Running a checked graph: nodes as chained async generators over buffers.
+
+Wiring (one asyncio task per node, one more per source):
+
+    source stage --pump--> [buffer] --> stage --> stage --+--> [buffer of reader 1]
+                                                          +--> [buffer of reader 2]
+
+- Every edge is a bounded `Buffer`; a node with several inputs reads one
+  buffer that all of them write (fan-in); a node read by several nodes puts
+  each item into each reader's buffer in turn, so every reader sees every
+  item and the slowest sets the pace (fan-out). Items are shared, not copied:
+  stages must not mutate what they receive.
+- A source runs in its own pump task, so stopping (SIGINT, the deadline)
+  cancels just the pumps: their buffers end, and everything already in flight
+  drains through to the sinks. After `run.grace` the remaining tasks are
+  cancelled.
+- The engine wraps every stage: it counts what the stage yields and turns an
+  exception into an error record (node, stage, error). That branch ends
+  there; the node keeps draining its input, counting the items it drops, so
+  the nodes upstream never block on it and the run completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+
+from mocks._spec import parse_duration
+
+from .buffer import Buffer
+from .spec import Node, Spec
+
+_MOCK_REF = re.compile(r"\$\{mocks\.([A-Za-z_][A-Za-z0-9_-]*)\.url\}")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class StageStats:
+    stage: str
+    items_out: int = 0
+    errors: int = 0
+
+
+@dataclass
+class NodeStats:
+    stages: list[StageStats]
+    dropped: int = 0  # items taken from the input after the branch ended on an error
+
+
+@dataclass
+class RunResult:
+    status: str  # "completed" | "interrupted" | "deadline"
+    started_at: str
+    seconds: float
+    nodes: dict[str, NodeStats]
+    errors: list[dict[str, Any]]
+    sink_items: dict[str, list[Any]] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        """The run report (`run.json`); valid for partial runs too."""
+        return {
+            "status": self.status,
+            "started_at": self.started_at,
+            "seconds": round(self.seconds, 3),
+            "nodes": {
+                name: {
+                    "stages": [dataclasses.asdict(s) for s in n.stages],
+                    "dropped": n.dropped,
+                }
+                for name, n in self.nodes.items()
+            },
+            "errors": self.errors,
+        }
+
+
+class StageContext:
+    """What a stage may ask of the engine."""
+
+    def __init__(self, node: str, stage: str, index: int, out_dir: Path) -> None:
+        self.node, self.stage, self.index, self.out_dir = node, stage, index, out_dir
+
+    def open_output(self, path: str) -> BinaryIO:
+        """A binary file for writing under the run's output directory."""
+        target = Path(path) if os.path.isabs(path) else self.out_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target.open("wb")
+
+
+class Runtime:
+    def __init__(self, spec: Spec, *, out_dir: str | Path | None = None, keep_sink_items: bool = False,
+                 mock_urls: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.spec = spec
+        self.out_dir = Path(out_dir if out_dir is not None else spec.run.out)
+        self.keep_sink_items = keep_sink_items
+        self.mock_urls = mock_urls or {}
+        self.deadline = parse_duration(spec.run.deadline)
+        self.grace = parse_duration(spec.run.grace)
+        self.nodes = spec.nodes
+        self.errors: list[dict[str, Any]] = []
+        self.stats = {
+            name: NodeStats([StageStats(s.kind.name) for s in node.stages])
+            for name, node in self.nodes.items()
+        }
+        readers: dict[str, list[str]] = {name: [] for name in self.nodes}
+        for name, node in self.nodes.items():
+            for source in node.inputs:
+                readers[source].append(name)
+        self.readers = readers
+        # A node's input buffer: written by its inputs, or by its source pump.
+        self.buffers = {
+            name: Buffer(node.buffer, producers=max(1, len(node.inputs)), name=name)
+            for name, node in self.nodes.items()
+        }
+        self.sink_items: dict[str, list[Any]] = {}
+        self._pumps: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pulling: set[asyncio.Task[Any] | None] = set()  # pumps awaiting their source
+        self._status = "completed"
+        self._stopping = asyncio.Event()
+
+    def buffer_statistics(self) -> dict[str, Any]:
+        return {name: buffer.statistics() for name, buffer in self.buffers.items()}
+
+    # --- stopping ------------------------------------------------------------
+    def stop(self, reason: str = "interrupted") -> None:
+        """Stop the sources; what is in flight drains to the sinks."""
+        if self._stopping.is_set():
+            return
+        self._status = reason
+        self._stopping.set()
+        for pump in list(self._pulling):  # pumps in the middle of a put finish it first
+            pump.cancel()
+
+    def cancel_all(self) -> None:
+        """Stop without draining (a second Ctrl-C)."""
+        for task in self._tasks:
+            task.cancel()
+
+    # --- running -------------------------------------------------------------
+    async def run(self) -> RunResult:
+        started, started_at = time.monotonic(), utc_now()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tasks = self._tasks
+        for name, node in self.nodes.items():
+            if node.stages[0].kind.is_source:
+                self._pumps.append(asyncio.create_task(self._pump(node), name=f"pump:{name}"))
+            tasks.append(asyncio.create_task(self._node(node), name=f"node:{name}"))
+        work = asyncio.gather(*self._pumps, *tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(asyncio.shield(work), self.deadline)
+        except TimeoutError:
+            self.stop("deadline")
+            self._record(None, None, "deadline_exceeded", f"run.deadline {self.spec.run.deadline} reached")
+        except asyncio.CancelledError:
+            self.stop("interrupted")
+        if not work.done():
+            # Draining after a stop: bounded by the grace period.
+            done, _ = await asyncio.wait({work}, timeout=self.grace)
+            if not done:
+                for task in [*self._pumps, *tasks]:
+                    task.cancel()
+                self._record(None, None, "grace_exceeded", f"run.grace {self.spec.run.grace} reached")
+                await asyncio.wait({work})
+        for outcome in work.result():
+            if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                self._record(None, None, "internal_error", f"{type(outcome).__name__}: {outcome}")
+        return RunResult(self._status, started_at, time.monotonic() - started, self.stats, self.errors,
+                         self.sink_items)  # fmt: skip
+
+    def _record(self, node: str | None, stage: str | None, error: str, detail: str) -> None:
+        self.errors.append({"node": node, "stage": stage, "error": error, "detail": detail,
+                            "timestamp": utc_now()})  # fmt: skip
+
+    def _context(self, node: Node, index: int) -> StageContext:
+        return StageContext(node.name, node.stages[index].kind.name, index, self.out_dir)
+
+    def _params(self, params: Any) -> Any:
+        """Stage params with `${mocks.NAME.url}` filled in, when any."""
+        if not self.mock_urls:
+            return params
+        raw = msgspec.to_builtins(params)
+        text = msgspec.json.encode(raw).decode()
+        if "${mocks." not in text:
+            return params
+        filled = _MOCK_REF.sub(lambda m: self.mock_urls.get(m[1], m[0]), text)
+        return msgspec.convert(msgspec.json.decode(filled), type(params))
+
+    async def _pump(self, node: Node) -> None:
+        """Drive a source stage into the node's buffer, until done or stopped.
+
+        A stop cancels the pump only while it waits for the source's next
+        item; an item already produced is always delivered, so nothing a
+        source yielded is lost."""
+        stage = node.stages[0]
+        buffer = self.buffers[node.name]
+        task = asyncio.current_task()
+        items = aiter(
+            self._guard(node, 0, stage.kind.run(None, self._params(stage.params), self._context(node, 0)))
+        )
+        try:
+            while not self._stopping.is_set():
+                self._pulling.add(task)
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    self._pulling.discard(task)
+                await buffer.put(item)
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+        finally:
+            await items.aclose()  # type: ignore[attr-defined]
+            buffer.done()
+
+    async def _guard(self, node: Node, index: int, generator: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        stats = self.stats[node.name].stages[index]
+        try:
+            async for item in generator:
+                stats.items_out += 1
+                yield item
+        except Exception as exc:  # the stage failed: record it, end this branch
+            stats.errors += 1
+            self._record(node.name, stats.stage, type(exc).__name__, str(exc))
+        finally:
+            with contextlib.suppress(Exception):
+                await generator.aclose()  # type: ignore[attr-defined]
+
+    async def _node(self, node: Node) -> None:
+        buffer = self.buffers[node.name]
+        first = 1 if node.stages[0].kind.is_source else 0
+        stream: AsyncIterator[Any] = aiter(buffer)
+        for index in range(first, len(node.stages)):
+            stage = node.stages[index]
+            generator = stage.kind.run(stream, self._params(stage.params), self._context(node, index))
+            stream = self._guard(node, index, generator)
+        outputs = [self.buffers[reader] for reader in self.readers[node.name]]
+        keep = self.keep_sink_items and node.stages[-1].kind.is_sink
+        kept = self.sink_items.setdefault(node.name, []) if keep else None
+        try:
+            async for item in stream:
+                if kept is not None:
+                    kept.append(item)
+                for output in outputs:
+                    await output.put(item)
+            # If the branch ended on an error, keep taking (and counting) the
+            # input so that upstream nodes never block on this one.
+            async for _ in buffer:
+                self.stats[node.name].dropped += 1
+        finally:
+            for output in outputs:
+                output.done()
