@@ -106,6 +106,10 @@ def check(spec: Spec) -> list[Problem]:
             else:
                 readers[source].append(name)
         first = node.stages[0]
+        if not node.inputs and node.has_buffer:
+            problems.append(Problem((*node.path, "buffer"), f"node '{name}' has no inputs, so its 'buffer' "
+                                    "has no effect", "set the buffer on the nodes that read from it",
+                                    key=True, warning=True))  # fmt: skip
         if first.kind.is_source and node.inputs:
             problems.append(
                 Problem(

@@ -7,6 +7,9 @@ under a name with the item kinds it consumes and produces:
     async def merge(source, params, ctx):
         ...
 
+The engine closes every stage's generator, downstream first, when its node
+ends, so a stage may iterate its source with a plain `async for`.
+
 Item kinds are plain names ("records", "pages", ...). `consumes=None` makes a
 source (first in a pipe, no `from:`), `produces=None` a sink (last in a
 pipe). `ANY` accepts whatever arrives and `SAME` produces what it consumed,

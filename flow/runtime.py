@@ -1,19 +1,21 @@
 """Running a checked graph: nodes as chained async generators over buffers.
 
-Wiring (one asyncio task per node, one more per source):
+Wiring (one asyncio task per node):
 
-    source stage --pump--> [buffer] --> stage --> stage --+--> [buffer of reader 1]
-                                                          +--> [buffer of reader 2]
+    [input buffer] or a source stage --> stage --> stage --+--> [buffer of reader 1]
+                                                           +--> [buffer of reader 2]
 
 - Every edge is a bounded `Buffer`; a node with several inputs reads one
   buffer that all of them write (fan-in); a node read by several nodes puts
   each item into each reader's buffer in turn, so every reader sees every
   item and the slowest sets the pace (fan-out). Items are shared, not copied:
   stages must not mutate what they receive.
-- A source runs in its own pump task, so stopping (SIGINT, the deadline)
-  cancels just the pumps: their buffers end, and everything already in flight
-  drains through to the sinks. After `run.grace` the remaining tasks are
-  cancelled.
+- Stopping (SIGINT, the deadline) ends the sources: a node whose source is
+  waiting for its next item is cancelled right there (and only there: the
+  cancellation is caught at the source and the rest of the node carries on);
+  one busy elsewhere stops before asking its source for more. Everything
+  already yielded drains through to the sinks; after `run.grace` the
+  remaining tasks are cancelled.
 - The engine wraps every stage: it counts what the stage yields and turns an
   exception into an error record (node, stage, error). That branch ends
   there; the node keeps draining its input, counting the items it drops, so
@@ -120,15 +122,15 @@ class Runtime:
             for source in node.inputs:
                 readers[source].append(name)
         self.readers = readers
-        # A node's input buffer: written by its inputs, or by its source pump.
+        # A node's input buffer, written by all its inputs (sources have none).
         self.buffers = {
-            name: Buffer(node.buffer, producers=max(1, len(node.inputs)), name=name)
+            name: Buffer(node.buffer, producers=len(node.inputs), name=name)
             for name, node in self.nodes.items()
+            if node.inputs
         }
         self.sink_items: dict[str, list[Any]] = {}
-        self._pumps: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._pulling: set[asyncio.Task[Any] | None] = set()  # pumps awaiting their source
+        self._pulling: set[asyncio.Task[Any] | None] = set()  # node tasks awaiting their source
         self._status = "completed"
         self._stopping = asyncio.Event()
 
@@ -142,8 +144,9 @@ class Runtime:
             return
         self._status = reason
         self._stopping.set()
-        for pump in list(self._pulling):  # pumps in the middle of a put finish it first
-            pump.cancel()
+        for task in list(self._pulling):
+            if task is not None:
+                task.cancel()
 
     def cancel_all(self) -> None:
         """Stop without draining (a second Ctrl-C)."""
@@ -156,10 +159,8 @@ class Runtime:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tasks = self._tasks
         for name, node in self.nodes.items():
-            if node.stages[0].kind.is_source:
-                self._pumps.append(asyncio.create_task(self._pump(node), name=f"pump:{name}"))
             tasks.append(asyncio.create_task(self._node(node), name=f"node:{name}"))
-        work = asyncio.gather(*self._pumps, *tasks, return_exceptions=True)
+        work = asyncio.gather(*tasks, return_exceptions=True)
         try:
             await asyncio.wait_for(asyncio.shield(work), self.deadline)
         except TimeoutError:
@@ -171,7 +172,7 @@ class Runtime:
             # Draining after a stop: bounded by the grace period.
             done, _ = await asyncio.wait({work}, timeout=self.grace)
             if not done:
-                for task in [*self._pumps, *tasks]:
+                for task in tasks:
                     task.cancel()
                 self._record(None, None, "grace_exceeded", f"run.grace {self.spec.run.grace} reached")
                 await asyncio.wait({work})
@@ -199,34 +200,34 @@ class Runtime:
         filled = _MOCK_REF.sub(lambda m: self.mock_urls.get(m[1], m[0]), text)
         return msgspec.convert(msgspec.json.decode(filled), type(params))
 
-    async def _pump(self, node: Node) -> None:
-        """Drive a source stage into the node's buffer, until done or stopped.
+    async def _source(self, node: Node) -> AsyncIterator[Any]:
+        """The node's source stage, ending early when the run stops.
 
-        A stop cancels the pump only while it waits for the source's next
-        item; an item already produced is always delivered, so nothing a
-        source yielded is lost."""
+        `stop()` cancels the node task only while it is waiting here for the
+        source's next item; the cancellation ends the source, not the node,
+        so what the source already yielded is never lost."""
         stage = node.stages[0]
-        buffer = self.buffers[node.name]
-        task = asyncio.current_task()
         items = aiter(
             self._guard(node, 0, stage.kind.run(None, self._params(stage.params), self._context(node, 0)))
         )
+        task = asyncio.current_task()
         try:
             while not self._stopping.is_set():
                 self._pulling.add(task)
                 try:
                     item = await anext(items)
                 except StopAsyncIteration:
-                    break
+                    return
+                except asyncio.CancelledError:
+                    if not self._stopping.is_set() or task is None:
+                        raise
+                    task.uncancel()  # the stop ended the source; the node drains on
+                    return
                 finally:
                     self._pulling.discard(task)
-                await buffer.put(item)
-        except asyncio.CancelledError:
-            if not self._stopping.is_set():
-                raise
+                yield item
         finally:
             await items.aclose()  # type: ignore[attr-defined]
-            buffer.done()
 
     async def _guard(self, node: Node, index: int, generator: AsyncIterator[Any]) -> AsyncIterator[Any]:
         stats = self.stats[node.name].stages[index]
@@ -242,13 +243,15 @@ class Runtime:
                 await generator.aclose()  # type: ignore[attr-defined]
 
     async def _node(self, node: Node) -> None:
-        buffer = self.buffers[node.name]
+        buffer = self.buffers.get(node.name)
         first = 1 if node.stages[0].kind.is_source else 0
-        stream: AsyncIterator[Any] = aiter(buffer)
+        stream: AsyncIterator[Any] = self._source(node) if first else aiter(buffer)  # type: ignore[arg-type]
+        chain = [stream]
         for index in range(first, len(node.stages)):
             stage = node.stages[index]
             generator = stage.kind.run(stream, self._params(stage.params), self._context(node, index))
             stream = self._guard(node, index, generator)
+            chain.append(stream)
         outputs = [self.buffers[reader] for reader in self.readers[node.name]]
         keep = self.keep_sink_items and node.stages[-1].kind.is_sink
         kept = self.sink_items.setdefault(node.name, []) if keep else None
@@ -260,8 +263,15 @@ class Runtime:
                     await output.put(item)
             # If the branch ended on an error, keep taking (and counting) the
             # input so that upstream nodes never block on this one.
-            async for _ in buffer:
-                self.stats[node.name].dropped += 1
+            if buffer is not None:
+                async for _ in buffer:
+                    self.stats[node.name].dropped += 1
         finally:
+            # Close the chain downstream first, so every stage's generator and
+            # its upstream are finalised here, not by the garbage collector:
+            # stages may iterate their source with a plain `async for`.
+            for generator in reversed(chain):
+                with contextlib.suppress(Exception):
+                    await generator.aclose()  # type: ignore[attr-defined]
             for output in outputs:
                 output.done()

@@ -111,8 +111,9 @@ class Node:
     name: str
     inputs: list[str]
     stages: list[StageSpec]
-    buffer: int
+    buffer: int  # capacity of the node's input buffer
     path: Path
+    has_buffer: bool = False  # set explicitly in the file
 
 
 @dataclass
@@ -416,7 +417,8 @@ def parse_spec(
             continue
         stages = _stages(name, node.pipe, (*path, "pipe"), registry, problems)
         if len(stages) == len(node.pipe):
-            nodes[name] = Node(name, node.sources, stages, node.buffer or top.run.buffer, path)
+            buffer = node.buffer or top.run.buffer
+            nodes[name] = Node(name, node.sources, stages, buffer, path, node.buffer is not None)
     for name, value in _references(data):
         if name not in mocks and name not in top.mocks:
             problems.append(Problem(value, f"'${{mocks.{name}.url}}' names no server of the mocks: block"))

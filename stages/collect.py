@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiostream import streamcontext
-
 from flow.registry import ANY, Params, stage
 
 
@@ -23,12 +21,11 @@ async def collect(source: AsyncIterator[Any], params: CollectParams, ctx: Any) -
     encode = msgspec.json.Encoder().encode
     out = ctx.open_output(params.path) if params.path else None
     try:
-        async with streamcontext(source) as items:
-            async for item in items:
-                if out is not None:
-                    for element in item if isinstance(item, list) else [item]:
-                        out.write(encode(element) + b"\n")
-                yield item
+        async for item in source:
+            if out is not None:
+                for element in item if isinstance(item, list) else [item]:
+                    out.write(encode(element) + b"\n")
+            yield item
     finally:
         if out is not None:
             out.close()

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiostream import streamcontext
-
 from flow.registry import ANY, SAME, Params, stage
 
 
@@ -21,9 +19,8 @@ async def merge(source: AsyncIterator[Any], params: MergeParams, ctx: Any) -> As
     The engine feeds a node's inputs into one bounded buffer; `merge` marks
     the node as a fan-in point and requires its inputs to agree on the item
     kind."""
-    async with streamcontext(source) as items:
-        async for item in items:
-            yield item
+    async for item in source:
+        yield item
 
 
 KIND = merge

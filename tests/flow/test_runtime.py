@@ -96,7 +96,7 @@ def dags(draw: Any) -> tuple[str, dict[str, list[str]], dict[str, int]]:
         else:
             batch = draw(st.integers(1, 7))
             first = f"{{sequence: {{items: {items[name]}, batch: {batch}}}}}"
-            lines.append(f"  {name}: {{buffer: {buffer}, pipe: [{', '.join([first, *sink])}]}}")
+            lines.append(f"  {name}: {{pipe: [{', '.join([first, *sink])}]}}")
     return "\n".join(lines) + "\n", inputs, items
 
 
@@ -129,22 +129,22 @@ def test_every_item_reaches_every_downstream_sink_once_per_path(tmp_path_factory
 
 
 # --- backpressure ------------------------------------------------------------
-def test_a_slow_sink_holds_the_source_back():
-    #   src --[cap 3]--> mid --[cap 2]--> out(probe)
+def test_a_slow_sink_holds_the_source_back(tmp_path):
+    #   src --[cap 4]--> mid --[cap 2]--> out(probe)
     # The source may run ahead of the sink by the buffers' capacities plus one
-    # item in hand per stage, never more, however many items there are.
+    # item in hand per node, never more, however many items there are.
     spec = load(
         "version: 1\nnodes:\n"
-        "  src: {buffer: 3, pipe: [{sequence: {items: 3000, batch: 1}}]}\n"
+        "  src: {pipe: [{sequence: {items: 3000, batch: 1}}]}\n"
         "  mid: {from: src, buffer: 4, pipe: [merge]}\n"
         "  out: {from: mid, buffer: 2, pipe: [probe]}\n"
     )
-    runtime = Runtime(spec, out_dir="out-test-unused")
+    runtime = Runtime(spec, out_dir=tmp_path)
     PROBES.update(runtime=runtime, source="src", lags=[])
     result = asyncio.run(runtime.run())
     assert result.status == "completed"
-    capacities = 3 + 4 + 2
-    in_hand = 3  # the pump's item, mid's item, the probe's item
+    capacities = 4 + 2
+    in_hand = 3  # src's item being put, mid's item being put, the probe's item
     assert len(PROBES["lags"]) == 3000
     assert max(PROBES["lags"]) <= capacities + in_hand
     assert max(PROBES["lags"]) >= capacities  # the buffers did fill: backpressure was exercised

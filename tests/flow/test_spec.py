@@ -235,8 +235,7 @@ nodes:
   a: *shop
   b:
     <<: *shop
-    buffer: 2
-  out: {from: [a, b], pipe: [merge, collect]}
+  out: {from: [a, b], buffer: 2, pipe: [merge, collect]}
 """
 
 
@@ -244,7 +243,7 @@ def test_defaults_anchors_and_merge_keys():
     spec = parse_spec(GOOD, REGISTRY, env={})
     assert spec.run.deadline == "30s"
     assert spec.nodes["a"].stages[0].params.items == 40  # "${ITEMS:-40}" fills an int field
-    assert spec.nodes["b"].buffer == 2 and spec.nodes["a"].buffer == 8
+    assert spec.nodes["out"].buffer == 2 and spec.nodes["a"].buffer == 8
     assert check(spec) == []
 
 
@@ -253,8 +252,8 @@ def test_environment_then_set_override_the_file():
     spec = parse_spec(GOOD, REGISTRY, env=env)
     assert spec.nodes["a"].stages[0].params.items == 7
     assert (spec.run.deadline, spec.run.buffer) == ("20s", 3)
-    spec = parse_spec(GOOD, REGISTRY, env=env, sets=["run.deadline=10s", "nodes.a.buffer=5"])
-    assert (spec.run.deadline, spec.run.buffer, spec.nodes["a"].buffer) == ("10s", 3, 5)
+    spec = parse_spec(GOOD, REGISTRY, env=env, sets=["run.deadline=10s", "nodes.out.buffer=5"])
+    assert (spec.run.deadline, spec.run.buffer, spec.nodes["out"].buffer) == ("10s", 3, 5)
 
 
 def test_values_from_the_environment_are_never_echoed():

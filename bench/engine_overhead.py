@@ -1,0 +1,95 @@
+"""What flow's runtime costs over hand-written async generators.
+
+The same 5-stage chain, items in page-sized batches of 20 records:
+
+    source (batches of 20) -> pass -> pass -> pass -> sink (counts)
+
+(a) as a flow graph: `sequence -> merge -> merge -> merge -> collect`, run by
+    the engine (source pump, bounded buffer, a guard per stage counting items
+    and catching errors);
+(b) hand-written: one async generator per stage chained directly, the last
+    consumed by a loop.
+
+Both run in this process, interleaved, `--repeats` times; medians of records/s
+and the ratio (a)/(b) are printed. Goal: >= 0.8.
+
+    python bench/engine_overhead.py [--records 2000000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+GRAPH = """\
+version: 1
+run: {{deadline: 10m, buffer: 8}}
+nodes:
+  chain:
+    pipe:
+      - sequence: {{items: {records}, batch: 20}}
+      - merge
+      - merge
+      - merge
+      - collect
+"""
+
+
+async def hand_written(records: int) -> int:
+    async def source() -> AsyncIterator[list[dict[str, Any]]]:
+        for start in range(0, records, 20):
+            yield [{"source": "chain", "n": n} for n in range(start, min(start + 20, records))]
+
+    async def passing(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for item in items:
+            yield item
+
+    count = 0
+    async for batch in passing(passing(passing(source()))):
+        count += len(batch)
+    return count
+
+
+async def with_flow(records: int, out_dir: str) -> int:
+    from flow.registry import default_registry
+    from flow.runtime import Runtime
+    from flow.spec import parse_spec
+
+    spec = parse_spec(GRAPH.format(records=records), default_registry(), env={})
+    result = await Runtime(spec, out_dir=out_dir).run()
+    assert result.status == "completed", result.errors
+    return result.nodes["chain"].stages[-1].items_out * 20
+
+
+def timed(run: Any) -> float:
+    started = time.perf_counter()
+    count = asyncio.run(run)
+    return count / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=2_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    flows, hands = [], []
+    with tempfile.TemporaryDirectory() as out_dir:
+        for _ in range(args.repeats):
+            hands.append(timed(hand_written(args.records)))
+            flows.append(timed(with_flow(args.records, out_dir)))
+    flow_rate, hand_rate = statistics.median(flows), statistics.median(hands)
+    print(f"records per run: {args.records:,} in batches of 20; median of {args.repeats} interleaved runs")
+    print(f"(b) hand-written generators: {hand_rate:>12,.0f} records/s")
+    print(f"(a) flow runtime:            {flow_rate:>12,.0f} records/s")
+    print(f"ratio flow / hand-written: {flow_rate / hand_rate:.2f} (goal >= 0.80)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

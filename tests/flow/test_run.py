@@ -1,0 +1,81 @@
+"""`flow run` end to end in a subprocess: the report, exit codes, and a
+SIGINT mid-run that drains, writes a valid partial report and exits 130."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "error::ResourceWarning"}
+
+
+def flow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flow", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, env=ENV)  # fmt: skip
+
+
+def test_run_writes_the_report_and_outputs(tmp_path):
+    (tmp_path / "g.yaml").write_text(
+        "version: 1\nmocks: {shop: {style: platzi, products: 30}}\nnodes:\n"
+        "  a: {pipe: [{sequence: {items: 45, batch: 10}}]}\n"
+        "  out: {from: a, pipe: [{collect: {path: nums.jsonl}}]}\n"
+    )
+    result = flow("run", "g.yaml", "--out", "o", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("completed: 2 nodes, 5 items reached 1 sinks, 0 errors in ")
+    report = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert report["status"] == "completed" and report["errors"] == []
+    assert report["nodes"]["out"]["stages"] == [{"stage": "collect", "items_out": 5, "errors": 0}]
+    lines = (tmp_path / "o" / "nums.jsonl").read_text().splitlines()
+    assert [json.loads(line)["n"] for line in lines] == list(range(45))
+    assert result.stderr == ""
+
+
+def test_deadline_exits_1_with_a_partial_report(tmp_path):
+    (tmp_path / "g.yaml").write_text(
+        "version: 1\nrun: {deadline: 300ms}\nnodes:\n"
+        "  a: {pipe: [{sequence: {items: 1000000000, batch: 1}}]}\n"
+        "  out: {from: a, pipe: [collect]}\n"
+    )
+    result = flow("run", "g.yaml", "--out", "o", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    report = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert report["status"] == "deadline"
+    assert report["errors"][0]["error"] == "deadline_exceeded"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_drains_writes_a_partial_report_and_exits_130(tmp_path, sig):
+    (tmp_path / "g.yaml").write_text(
+        "version: 1\nrun: {grace: 5s}\nnodes:\n"
+        "  a: {pipe: [{sequence: {items: 1000000000, batch: 1}}]}\n"
+        "  out: {from: a, pipe: [{collect: {path: nums.jsonl}}]}\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "flow", "run", "g.yaml", "--out", "o"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+    try:
+        output = tmp_path / "o" / "nums.jsonl"
+        deadline = time.monotonic() + 20
+        while not (output.exists() and output.stat().st_size > 0):  # wait until items flow
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert out.startswith("interrupted: ")
+    assert err == ""  # no "Task exception was never retrieved", no ResourceWarning, no traceback
+    report = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert report["status"] == "interrupted"
+    produced = report["nodes"]["a"]["stages"][0]["items_out"]
+    assert produced == report["nodes"]["out"]["stages"][0]["items_out"] > 0
+    assert len((tmp_path / "o" / "nums.jsonl").read_text().splitlines()) == produced
