@@ -201,33 +201,40 @@ class Runtime:
         return msgspec.convert(msgspec.json.decode(filled), type(params))
 
     async def _source(self, node: Node) -> AsyncIterator[Any]:
-        """The node's source stage, ending early when the run stops.
+        """The node's source stage, guarded, ending early when the run stops.
 
         `stop()` cancels the node task only while it is waiting here for the
         source's next item; the cancellation ends the source, not the node,
-        so what the source already yielded is never lost."""
+        so what the source already yielded is never lost. (The guard's
+        counting and error capture are inlined: one generator layer less.)"""
         stage = node.stages[0]
-        items = aiter(
-            self._guard(node, 0, stage.kind.run(None, self._params(stage.params), self._context(node, 0)))
-        )
+        stats = self.stats[node.name].stages[0]
+        generator = stage.kind.run(None, self._params(stage.params), self._context(node, 0))
         task = asyncio.current_task()
+        pulling, stopping = self._pulling, self._stopping
         try:
-            while not self._stopping.is_set():
-                self._pulling.add(task)
+            while not stopping.is_set():
+                pulling.add(task)
                 try:
-                    item = await anext(items)
+                    item = await generator.__anext__()
                 except StopAsyncIteration:
                     return
                 except asyncio.CancelledError:
-                    if not self._stopping.is_set() or task is None:
+                    if not stopping.is_set() or task is None:
                         raise
                     task.uncancel()  # the stop ended the source; the node drains on
                     return
+                except Exception as exc:
+                    stats.errors += 1
+                    self._record(node.name, stats.stage, type(exc).__name__, str(exc))
+                    return
                 finally:
-                    self._pulling.discard(task)
+                    pulling.discard(task)
+                stats.items_out += 1
                 yield item
         finally:
-            await items.aclose()  # type: ignore[attr-defined]
+            with contextlib.suppress(Exception):
+                await generator.aclose()  # type: ignore[attr-defined]
 
     async def _guard(self, node: Node, index: int, generator: AsyncIterator[Any]) -> AsyncIterator[Any]:
         stats = self.stats[node.name].stages[index]
@@ -247,20 +254,29 @@ class Runtime:
         first = 1 if node.stages[0].kind.is_source else 0
         stream: AsyncIterator[Any] = self._source(node) if first else aiter(buffer)  # type: ignore[arg-type]
         chain = [stream]
-        for index in range(first, len(node.stages)):
+        last = len(node.stages) - 1
+        for index in range(first, last + 1):
             stage = node.stages[index]
-            generator = stage.kind.run(stream, self._params(stage.params), self._context(node, index))
-            stream = self._guard(node, index, generator)
+            stream = stage.kind.run(stream, self._params(stage.params), self._context(node, index))
+            if index < last:  # the last stage is guarded inline below: one layer less
+                stream = self._guard(node, index, stream)
             chain.append(stream)
         outputs = [self.buffers[reader] for reader in self.readers[node.name]]
         keep = self.keep_sink_items and node.stages[-1].kind.is_sink
         kept = self.sink_items.setdefault(node.name, []) if keep else None
+        # The last stage is counted here unless it is the source (counted there).
+        stats = self.stats[node.name].stages[last] if last >= first else StageStats("")
         try:
-            async for item in stream:
-                if kept is not None:
-                    kept.append(item)
-                for output in outputs:
-                    await output.put(item)
+            try:
+                async for item in stream:
+                    stats.items_out += 1
+                    if kept is not None:
+                        kept.append(item)
+                    for output in outputs:
+                        await output.put(item)
+            except Exception as exc:  # the last stage failed (the others are guarded)
+                stats.errors += 1
+                self._record(node.name, stats.stage, type(exc).__name__, str(exc))
             # If the branch ended on an error, keep taking (and counting) the
             # input so that upstream nodes never block on this one.
             if buffer is not None:
