@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import msgspec
-
 from ._output import Abort, out
 
 
@@ -18,6 +16,8 @@ def _kinds(consumes: str | None, produces: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import msgspec
+
     from ..registry import default_registry, describe_params
 
     registry = default_registry()

@@ -154,3 +154,17 @@ def test_the_readme_example_validates(tmp_path, capsys):
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
     assert main(["graph", str(path)]) == 0
     assert "    a -- 2 --> out" in capsys.readouterr().out
+
+
+def test_help_imports_nothing_heavy():
+    """`flow --help` stays fast by not importing the engine's libraries."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from flow.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "heavy = [m for m in ('aiohttp', 'msgspec', 'aiostream', 'opentelemetry', 'yaml', 'mocks') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
