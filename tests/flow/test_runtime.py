@@ -218,3 +218,32 @@ def test_deadline_stops_and_reports(tmp_path):
     assert result.status == "deadline"
     assert [e["error"] for e in result.errors] == ["deadline_exceeded"]
     assert result.nodes["src"].stages[0].items_out == result.nodes["out"].stages[0].items_out > 0
+
+
+def test_stage_kinds_compose_as_aiostream_operators_with_the_engines_result(tmp_path):
+    """The same chain, once through the engine and once as aiostream pipes."""
+    from aiostream import stream
+
+    from stages.collect import CollectParams
+    from stages.merge import MergeParams
+    from stages.sequence import SequenceParams
+
+    reg = default_registry(plugins=False)
+
+    class Ctx:
+        node = "a"
+
+    params = SequenceParams(items=45, batch=7)
+    piped = (
+        reg["sequence"].operator(Ctx())(params)
+        | reg["merge"].operator(Ctx()).pipe(MergeParams())
+        | reg["collect"].operator(Ctx()).pipe(CollectParams())
+    )
+    async def collect_all() -> list[Any]:
+        return await stream.list(piped)
+
+    via_aiostream = asyncio.run(collect_all())
+    spec = load("version: 1\nnodes:\n  a: {pipe: [{sequence: {items: 45, batch: 7}}, merge, collect]}\n")
+    result = asyncio.run(Runtime(spec, out_dir=tmp_path, keep_sink_items=True).run())
+    assert via_aiostream == result.sink_items["a"]
+    assert sum(map(len, via_aiostream)) == 45
