@@ -103,8 +103,14 @@ class StageContext:
 
 
 class Runtime:
-    def __init__(self, spec: Spec, *, out_dir: str | Path | None = None, keep_sink_items: bool = False,
-                 mock_urls: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        out_dir: str | Path | None = None,
+        keep_sink_items: bool = False,
+        mock_urls: dict[str, str] | None = None,
+    ) -> None:
         self.spec = spec
         self.out_dir = Path(out_dir if out_dir is not None else spec.run.out)
         self.keep_sink_items = keep_sink_items
@@ -179,12 +185,41 @@ class Runtime:
         for outcome in work.result():
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 self._record(None, None, "internal_error", f"{type(outcome).__name__}: {outcome}")
-        return RunResult(self._status, started_at, time.monotonic() - started, self.stats, self.errors,
-                         self.sink_items)  # fmt: skip
+        return RunResult(
+            self._status, started_at, time.monotonic() - started, self.stats, self.errors, self.sink_items
+        )
 
-    def _record(self, node: str | None, stage: str | None, error: str, detail: str) -> None:
-        self.errors.append({"node": node, "stage": stage, "error": error, "detail": detail,
-                            "timestamp": utc_now()})  # fmt: skip
+    def _taken(self, node: Node, index: int) -> int | None:
+        """How many items stage `index` of `node` has taken from its input."""
+        if index == 0:
+            return None if node.stages[0].kind.is_source else self.buffers[node.name].statistics().taken
+        return self.stats[node.name].stages[index - 1].items_out
+
+    def _failed(self, node: Node, index: int, exc: Exception) -> None:
+        """A stage raised: an error record naming the node, the stage and the
+        input item it had last taken (1-based; a batch counts as one item)."""
+        self.stats[node.name].stages[index].errors += 1
+        self._record(
+            node.name,
+            node.stages[index].kind.name,
+            type(exc).__name__,
+            str(exc),
+            item=self._taken(node, index),
+        )
+
+    def _record(
+        self, node: str | None, stage: str | None, error: str, detail: str, item: int | None = None
+    ) -> None:
+        self.errors.append(
+            {
+                "node": node,
+                "stage": stage,
+                "item": item,
+                "error": error,
+                "detail": detail,
+                "timestamp": utc_now(),
+            }
+        )
 
     def _context(self, node: Node, index: int) -> StageContext:
         return StageContext(node.name, node.stages[index].kind.name, index, self.out_dir)
@@ -225,8 +260,7 @@ class Runtime:
                     task.uncancel()  # the stop ended the source; the node drains on
                     return
                 except Exception as exc:
-                    stats.errors += 1
-                    self._record(node.name, stats.stage, type(exc).__name__, str(exc))
+                    self._failed(node, 0, exc)
                     return
                 finally:
                     pulling.discard(task)
@@ -243,8 +277,7 @@ class Runtime:
                 stats.items_out += 1
                 yield item
         except Exception as exc:  # the stage failed: record it, end this branch
-            stats.errors += 1
-            self._record(node.name, stats.stage, type(exc).__name__, str(exc))
+            self._failed(node, index, exc)
         finally:
             with contextlib.suppress(Exception):
                 await generator.aclose()  # type: ignore[attr-defined]
@@ -275,8 +308,7 @@ class Runtime:
                     for output in outputs:
                         await output.put(item)
             except Exception as exc:  # the last stage failed (the others are guarded)
-                stats.errors += 1
-                self._record(node.name, stats.stage, type(exc).__name__, str(exc))
+                self._failed(node, last, exc)
             # If the branch ended on an error, keep taking (and counting) the
             # input so that upstream nodes never block on this one.
             if buffer is not None:

@@ -160,8 +160,8 @@ def test_a_failing_branch_is_recorded_and_the_others_complete(tmp_path):
     )
     result = asyncio.run(Runtime(spec, out_dir=tmp_path, keep_sink_items=True).run())
     assert result.status == "completed"
-    assert [(e["node"], e["stage"], e["error"], e["detail"]) for e in result.errors] == [
-        ("bad", "fail", "ValueError", "broken after 3 items")
+    assert [(e["node"], e["stage"], e["item"], e["error"], e["detail"]) for e in result.errors] == [
+        ("bad", "fail", 4, "ValueError", "broken after 3 items")  # it failed on the 4th batch it took
     ]
     assert sum(len(batch) for batch in result.sink_items["good"]) == 100
     assert len(result.sink_items["bad"]) == 3
@@ -239,6 +239,7 @@ def test_stage_kinds_compose_as_aiostream_operators_with_the_engines_result(tmp_
         | reg["merge"].operator(Ctx()).pipe(MergeParams())
         | reg["collect"].operator(Ctx()).pipe(CollectParams())
     )
+
     async def collect_all() -> list[Any]:
         return await stream.list(piped)
 
