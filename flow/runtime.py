@@ -136,7 +136,9 @@ class Runtime:
         }
         self.sink_items: dict[str, list[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._pulling: set[asyncio.Task[Any] | None] = set()  # node tasks awaiting their source
+        # Node tasks by whether they are awaiting their source right now.
+        self._pulling: dict[asyncio.Task[Any] | None, bool] = {}
+        self._stop_requested = False  # a plain flag: read once per source item
         self._status = "completed"
         self._stopping = asyncio.Event()
 
@@ -149,9 +151,10 @@ class Runtime:
         if self._stopping.is_set():
             return
         self._status = reason
+        self._stop_requested = True
         self._stopping.set()
-        for task in list(self._pulling):
-            if task is not None:
+        for task, pulling in list(self._pulling.items()):
+            if pulling and task is not None:
                 task.cancel()
 
     def cancel_all(self) -> None:
@@ -246,16 +249,17 @@ class Runtime:
         stats = self.stats[node.name].stages[0]
         generator = stage.kind.run(None, self._params(stage.params), self._context(node, 0))
         task = asyncio.current_task()
-        pulling, stopping = self._pulling, self._stopping
+        pulling = self._pulling
+        anext_item = generator.__anext__
         try:
-            while not stopping.is_set():
-                pulling.add(task)
+            while not self._stop_requested:
+                pulling[task] = True
                 try:
-                    item = await generator.__anext__()
+                    item = await anext_item()
                 except StopAsyncIteration:
                     return
                 except asyncio.CancelledError:
-                    if not stopping.is_set() or task is None:
+                    if not self._stop_requested or task is None:
                         raise
                     task.uncancel()  # the stop ended the source; the node drains on
                     return
@@ -263,7 +267,7 @@ class Runtime:
                     self._failed(node, 0, exc)
                     return
                 finally:
-                    pulling.discard(task)
+                    pulling[task] = False
                 stats.items_out += 1
                 yield item
         finally:
