@@ -136,8 +136,8 @@ class Runtime:
         }
         self.sink_items: dict[str, list[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        # Node tasks by whether they are awaiting their source right now.
-        self._pulling: dict[asyncio.Task[Any] | None, bool] = {}
+        # Per source node task: a one-element flag, set while it awaits its source.
+        self._pulling: dict[asyncio.Task[Any] | None, list[bool]] = {}
         self._stop_requested = False  # a plain flag: read once per source item
         self._status = "completed"
         self._stopping = asyncio.Event()
@@ -154,7 +154,7 @@ class Runtime:
         self._stop_requested = True
         self._stopping.set()
         for task, pulling in list(self._pulling.items()):
-            if pulling and task is not None:
+            if pulling[0] and task is not None:
                 task.cancel()
 
     def cancel_all(self) -> None:
@@ -249,11 +249,11 @@ class Runtime:
         stats = self.stats[node.name].stages[0]
         generator = stage.kind.run(None, self._params(stage.params), self._context(node, 0))
         task = asyncio.current_task()
-        pulling = self._pulling
+        pulling = self._pulling[task] = [False]  # [awaiting the source right now]
         anext_item = generator.__anext__
         try:
             while not self._stop_requested:
-                pulling[task] = True
+                pulling[0] = True
                 try:
                     item = await anext_item()
                 except StopAsyncIteration:
@@ -267,7 +267,7 @@ class Runtime:
                     self._failed(node, 0, exc)
                     return
                 finally:
-                    pulling[task] = False
+                    pulling[0] = False
                 stats.items_out += 1
                 yield item
         finally:
@@ -305,12 +305,16 @@ class Runtime:
         stats = self.stats[node.name].stages[last] if last >= first else StageStats("")
         try:
             try:
-                async for item in stream:
-                    stats.items_out += 1
-                    if kept is not None:
-                        kept.append(item)
-                    for output in outputs:
-                        await output.put(item)
+                if outputs or kept is not None:
+                    async for item in stream:
+                        stats.items_out += 1
+                        if kept is not None:
+                            kept.append(item)
+                        for output in outputs:
+                            await output.put(item)
+                else:  # a sink nobody reads, the common end of a graph
+                    async for _ in stream:
+                        stats.items_out += 1
             except Exception as exc:  # the last stage failed (the others are guarded)
                 self._failed(node, last, exc)
             # If the branch ended on an error, keep taking (and counting) the
