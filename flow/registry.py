@@ -27,7 +27,7 @@ import importlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -41,6 +41,13 @@ class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Base of every stage's params: immutable, unknown keys rejected."""
 
 
+class ConcurrentParams(Params, kw_only=True):
+    """Params of a per-item stage: how many items it works on at once."""
+
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
+    ordered: bool = True  # pass results on in input order (else as they finish)
+
+
 Operator = Callable[[AsyncIterator[Any] | None, Any, Any], AsyncIterator[Any]]
 
 
@@ -52,6 +59,7 @@ class StageKind:
     consumes: str | None  # None: a source
     produces: str | None  # None: a sink
     fan_in: bool = False  # may start a node that reads from several nodes
+    per_item: bool = False  # run is `async def run(item, params, ctx) -> item`, mapped by the engine
     doc: str = ""
     origin: str = field(default="flow", compare=False)  # "flow" or the entry point's distribution
 
@@ -98,12 +106,26 @@ class StageKind:
 
 
 def stage(
-    name: str, params: type[Params], *, consumes: str | None, produces: str | None, fan_in: bool = False
+    name: str,
+    params: type[Params],
+    *,
+    consumes: str | None,
+    produces: str | None,
+    fan_in: bool = False,
+    per_item: bool = False,
 ) -> Callable[[Operator], StageKind]:
-    """Decorator: the generator becomes a StageKind named `name`."""
+    """Decorator: the generator becomes a StageKind named `name`.
+
+    With `per_item=True` the function is a coroutine `run(item, params, ctx)`
+    returning the output item, and its params must derive from
+    ConcurrentParams: the engine maps it over the input with aiostream's
+    `map(task_limit=concurrency, ordered=ordered)`, never unbounded."""
+    if per_item and not issubclass(params, ConcurrentParams):
+        raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
 
     def register(run: Operator) -> StageKind:
-        return StageKind(name, params, run, consumes, produces, fan_in, (run.__doc__ or "").strip())
+        doc = (run.__doc__ or "").strip()
+        return StageKind(name, params, run, consumes, produces, fan_in, per_item, doc)
 
     return register
 

@@ -294,7 +294,11 @@ class Runtime:
         last = len(node.stages) - 1
         for index in range(first, last + 1):
             stage = node.stages[index]
-            stream = stage.kind.run(stream, self._params(stage.params), self._context(node, index))
+            params, ctx = self._params(stage.params), self._context(node, index)
+            if stage.kind.per_item:
+                stream = _mapped(stream, stage.kind.run, params, ctx)
+            else:
+                stream = stage.kind.run(stream, params, ctx)
             if index < last:  # the last stage is guarded inline below: one layer less
                 stream = self._guard(node, index, stream)
             chain.append(stream)
@@ -331,3 +335,21 @@ class Runtime:
                     await generator.aclose()  # type: ignore[attr-defined]
             for output in outputs:
                 output.done()
+
+
+async def _mapped(source: AsyncIterator[Any], run: Any, params: Any, ctx: Any) -> AsyncIterator[Any]:
+    """A per-item stage: `run(item, params, ctx)` over the input, at most
+    `params.concurrency` at once (aiostream's map with a task limit)."""
+    from aiostream import stream
+
+    async def call(item: Any) -> Any:  # aiostream wants a coroutine function here
+        return await run(item, params, ctx)
+
+    if params.concurrency == 1:  # no tasks needed: await each in turn
+        async for item in source:
+            yield await call(item)
+        return
+    mapped = stream.map(source, call, task_limit=params.concurrency, ordered=params.ordered)
+    async with mapped.stream() as results:
+        async for result in results:
+            yield result

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+import pytest
 from aiostream import streamcontext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flow.graph import check
-from flow.registry import ANY, SAME, Params, Registry, default_registry, stage
+from flow.registry import ANY, SAME, ConcurrentParams, Params, Registry, default_registry, stage
 from flow.runtime import Runtime
 from flow.spec import parse_spec
 
@@ -248,3 +249,61 @@ def test_stage_kinds_compose_as_aiostream_operators_with_the_engines_result(tmp_
     result = asyncio.run(Runtime(spec, out_dir=tmp_path, keep_sink_items=True).run())
     assert via_aiostream == result.sink_items["a"]
     assert sum(map(len, via_aiostream)) == 45
+
+
+# --- per-item stages ---------------------------------------------------------
+class WorkParams(ConcurrentParams):
+    steps: int = 3  # times each item hands control back to the loop
+
+
+IN_FLIGHT = {"now": 0, "max": 0}
+
+
+@stage("work", WorkParams, consumes=ANY, produces=SAME, per_item=True)
+async def work(item: Any, params: WorkParams, ctx: Any) -> Any:
+    """Tag each record, yielding to the loop in between (a stand-in for I/O)."""
+    IN_FLIGHT["now"] += 1
+    IN_FLIGHT["max"] = max(IN_FLIGHT["max"], IN_FLIGHT["now"])
+    try:
+        # Later items finish sooner, so unordered output differs from input order.
+        for _ in range(params.steps + 10 * (7 - item[0]["n"] % 7)):
+            await asyncio.sleep(0)
+        return [{**r, "worked": True} for r in item]
+    finally:
+        IN_FLIGHT["now"] -= 1
+
+
+def per_item_registry() -> Registry:
+    base = registry()
+    return Registry([base[name] for name in base.names()] + [work])
+
+
+@settings(max_examples=20, deadline=None)
+@given(concurrency=st.integers(1, 8), ordered=st.booleans(), items=st.integers(0, 60))
+def test_per_item_stages_never_exceed_their_concurrency(tmp_path_factory, concurrency, ordered, items):
+    spec = parse_spec(
+        "version: 1\nnodes:\n  a:\n    pipe:\n"
+        f"      - sequence: {{items: {items}, batch: 1}}\n"
+        f"      - work: {{concurrency: {concurrency}, ordered: {str(ordered).lower()}}}\n"
+        "      - collect\n",
+        per_item_registry(),
+        env={},
+    )
+    IN_FLIGHT.update(now=0, max=0)
+    result = asyncio.run(Runtime(spec, out_dir=tmp_path_factory.mktemp("o"), keep_sink_items=True).run())
+    assert (result.status, result.errors) == ("completed", [])
+    out = [batch[0]["n"] for batch in result.sink_items["a"]]
+    assert sorted(out) == list(range(items))
+    assert all(batch[0]["worked"] for batch in result.sink_items["a"])
+    assert IN_FLIGHT["max"] <= concurrency  # never exceeded...
+    if items >= 3 * concurrency:
+        assert IN_FLIGHT["max"] == concurrency  # ...and used, given enough work
+    if ordered or concurrency == 1:
+        assert out == list(range(items))
+    elif concurrency > 1 and items > 7:
+        assert out != list(range(items))  # unordered really lets later items overtake
+
+
+def test_a_per_item_stage_needs_concurrent_params():
+    with pytest.raises(TypeError, match="needs params derived from ConcurrentParams"):
+        stage("bad", NoParams, consumes=ANY, produces=SAME, per_item=True)(work.run)
