@@ -24,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="output directory (default: run.out of the graph)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="only errors")
-    parser.add_argument("--no-progress", action="store_true", help="no live progress display")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live progress display (accepted now; the display itself comes with the record stages)",
+    )
     parser.add_argument(
         "--fail-on-error", action="store_true", help="exit 1 when the run completed with recorded errors"
     )
@@ -68,10 +72,16 @@ async def _run(spec: Any, out_dir: Path) -> Any:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, interrupt)
         try:
-            return await runtime.run()
+            result = await runtime.run()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+    # Every task the run started has ended: nothing is left for asyncio.run
+    # to cancel silently (a test interrupts runs and checks stderr is empty).
+    pending = [t for t in asyncio.all_tasks() if t is not task and not t.done()]
+    for leftover in pending:
+        info(f"flow: warning: task still pending after the run: {leftover.get_name()}")
+    return result
 
 
 def run(args: argparse.Namespace) -> int:
