@@ -31,14 +31,12 @@ import msgspec
 from mocks import ServerSpec
 from mocks._spec import parse_duration
 
+from ._interpolate import interpolate, overrides_from_env, references, scalar, set_path
 from ._yaml import Locator, Path, YAMLError, load
+from .problems import Problem, SpecError, format_problem
 from .registry import Params, Registry, StageKind
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_VAR = re.compile(r"\$\{([^}]*)\}")
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_REF = re.compile(r"^mocks\.([A-Za-z_][A-Za-z0-9_-]*)\.url$")
-ENV_PREFIX = "FLOW__"
 
 
 class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -83,23 +81,6 @@ class GraphSpec(Base):
 
 
 @dataclass(frozen=True)
-class Problem:
-    path: Path
-    message: str
-    hint: str = ""
-    key: bool = False  # point at the key rather than the value
-    warning: bool = False
-
-
-class SpecError(Exception):
-    """Located problems with a graph file; `str()` is one line per problem."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
-
-
-@dataclass(frozen=True)
 class StageSpec:
     kind: StageKind
     params: Params
@@ -129,94 +110,7 @@ class Spec:
     warnings: list[str] = field(default_factory=list)
 
     def where(self, problem: Problem) -> str:
-        return _format(self.file, self.locator, problem)
-
-
-def _format(file: str, locator: Locator, problem: Problem) -> str:
-    if problem.path and problem.path[0] == "--set":
-        place = f"--set {problem.path[1]}"
-    else:
-        at = locator.where(problem.path, key=problem.key) or (1, 1)
-        place = f"{file}:{at[0]}:{at[1]}"
-    text = f"{place}: {problem.message}"
-    if problem.hint:
-        text += f"; hint: {problem.hint}"
-    return f"{place}: warning: {text[len(place) + 2 :]}" if problem.warning else text
-
-
-# --- phase 2: interpolation and overrides ------------------------------------
-def _interpolate(value: Any, path: Path, env: Mapping[str, str], problems: list[Problem]) -> Any:
-    if isinstance(value, dict):
-        return {k: _interpolate(v, (*path, k), env, problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, (*path, i), env, problems) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        body = match[1]
-        if _REF.match(body):  # ${mocks.NAME.url}: resolved when the mocks start
-            return match[0]
-        name, sep, default = body.partition(":-")
-        if not _VAR_NAME.match(name):
-            problems.append(
-                Problem(path, f"'${{{body}}}' is neither ${{VAR}}, ${{VAR:-default}} nor ${{mocks.NAME.url}}")
-            )
-            return match[0]
-        if name in env:
-            return env[name]
-        if sep:
-            return default
-        problems.append(
-            Problem(
-                path,
-                f"environment variable {name} is not set",
-                f"export {name}, or write ${{{name}:-default}}",
-            )
-        )
-        return match[0]
-
-    # Substituted values stay strings; decoding is lax (strict=False), so
-    # "${WORKERS:-4}" still fills an int field and an API key "0123" stays text.
-    return _VAR.sub(substitute, value)
-
-
-def _scalar(text: str) -> Any:
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, str | int | float | bool) or value is None else text
-
-
-def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
-    steps = dotted.split(".")
-    node: Any = data
-    for step in steps[:-1]:
-        if isinstance(node, list) and step.isdigit():
-            node = node[int(step)]
-            continue
-        if not isinstance(node, dict):
-            raise KeyError(step)
-        node = node.setdefault(step, {})
-    last = steps[-1]
-    if isinstance(node, list) and last.isdigit():
-        node[int(last)] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
-        raise KeyError(last)
-
-
-def overrides_from_env(env: Mapping[str, str]) -> list[str]:
-    """`FLOW__RUN__DEADLINE=30s` -> `run.deadline=30s` (lower-cased path)."""
-    return [
-        f"{name[len(ENV_PREFIX) :].lower().replace('__', '.')}={value}"
-        for name, value in sorted(env.items())
-        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX)
-    ]
+        return format_problem(self.file, self.locator, problem)
 
 
 # --- phase 3 and 4: decoding ------------------------------------------------------
@@ -364,7 +258,7 @@ def parse_spec(
 
     def fail() -> SpecError:
         # A value shared through a YAML anchor fails once per use: report it once.
-        return SpecError(list(dict.fromkeys(_format(file, locator, p) for p in problems)))
+        return SpecError(list(dict.fromkeys(format_problem(file, locator, p) for p in problems)))
 
     if not isinstance(data, dict):
         problems.append(
@@ -375,14 +269,14 @@ def parse_spec(
             )
         )
         raise fail()
-    data = _interpolate(data, (), env, problems)
+    data = interpolate(data, (), env, problems)
     for assignment in [*overrides_from_env(env), *sets]:
         dotted, sep, raw = assignment.partition("=")
         if not sep or not dotted:
             problems.append(Problem(("--set", assignment), "expected PATH=VALUE, e.g. run.deadline=30s"))
             continue
         try:
-            _set(data, dotted, _scalar(raw))
+            set_path(data, dotted, scalar(raw))
         except (KeyError, IndexError, TypeError):
             problems.append(Problem(("--set", assignment), f"no place for '{dotted}' in the graph"))
     if problems:
@@ -419,20 +313,9 @@ def parse_spec(
         if len(stages) == len(node.pipe):
             buffer = node.buffer or top.run.buffer
             nodes[name] = Node(name, node.sources, stages, buffer, path, node.buffer is not None)
-    for name, value in _references(data):
+    for name, value in references(data):
         if name not in mocks and name not in top.mocks:
             problems.append(Problem(value, f"'${{mocks.{name}.url}}' names no server of the mocks: block"))
     if problems:
         raise fail()
     return Spec(file, top.run, mocks, top.telemetry, nodes, locator)
-
-
-def _references(value: Any, path: Path = ()) -> list[tuple[str, Path]]:
-    """(mock name, path) of every ${mocks.NAME.url} in the data."""
-    if isinstance(value, dict):
-        return [r for k, v in value.items() for r in _references(v, (*path, k))]
-    if isinstance(value, list):
-        return [r for i, v in enumerate(value) for r in _references(v, (*path, i))]
-    if isinstance(value, str):
-        return [(m[1], path) for body in _VAR.findall(value) if (m := _REF.match(body))]
-    return []
