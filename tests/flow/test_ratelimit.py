@@ -1,0 +1,122 @@
+"""The client limiter, on virtual time: whatever the callers do (bursts,
+concurrency, cancellations, jittery latency under the margin), the server's
+sliding 1-second window never holds more than `rate` arrivals; and with
+steady demand the limiter uses at least 90% of the rate."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flow.ratelimit import Limiters, SlidingWindowLimiter
+from flow.testing import run_virtual
+from mocks import SlidingWindowLimit, max_per_window
+
+
+def test_reserve_spaces_the_sixth_request():
+    #  t: 0    0    0    0    0  | 1.05 (the 6th waits a window + margin)
+    limiter = SlidingWindowLimiter(5, 1.0, margin=0.05)
+    assert [limiter.reserve(0.0) for _ in range(6)] == [0.0] * 5 + [1.05]
+    assert limiter.reserve(0.5) == 1.05  # first come, first served
+    assert limiter.reserve(3.0) == 3.0
+
+
+def test_hold_until_delays_everyone():
+    limiter = SlidingWindowLimiter(5)
+    limiter.hold_until(7.5)
+    assert limiter.reserve(1.0) == 7.5
+    assert limiter.reserve(8.0) == 8.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rate=st.integers(1, 6),
+    workers=st.integers(1, 6),
+    plans=st.lists(st.lists(st.floats(0, 1.5), min_size=1, max_size=12), min_size=1, max_size=6),
+    cancel_every=st.integers(0, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_no_server_window_ever_holds_more_than_rate(rate, workers, plans, cancel_every, seed):
+    margin = 0.05
+    limiter = SlidingWindowLimiter(rate, 1.0, margin=margin)
+    jitter = random.Random(seed)
+    arrivals: list[float] = []
+
+    async def worker(plan: list[float], k: int) -> None:
+        for i, think in enumerate(plan):
+            await asyncio.sleep(think)
+            if cancel_every and (i + k) % cancel_every == 0:
+                # A caller that gives up while waiting (e.g. the deadline);
+                # if its slot came before the cancel, it sends right then.
+                attempt = asyncio.ensure_future(acquire_and_send())
+                await asyncio.sleep(0.01)
+                attempt.cancel()
+                await asyncio.gather(attempt, return_exceptions=True)
+            else:
+                await acquire_and_send()
+
+    async def acquire_and_send() -> None:
+        await limiter.acquire()
+        # The server sees the request after a latency that varies by < margin.
+        now = asyncio.get_running_loop().time()
+        arrivals.append(now + 0.02 + jitter.uniform(0, margin * 0.99))
+
+    async def main() -> None:
+        await asyncio.gather(*(worker(plans[k % len(plans)], k) for k in range(workers)))
+
+    run_virtual(main())
+    assert max_per_window(arrivals, 1.0) <= rate
+    server = SlidingWindowLimit(rate, 1.0)
+    assert all(server.admit(t) for t in sorted(arrivals))  # the mock server would answer no 429
+
+
+@pytest.mark.parametrize("rate,workers", [(5, 1), (5, 8), (2, 3), (10, 20)])
+def test_steady_demand_uses_at_least_90_percent_of_the_rate(rate, workers):
+    limiter = SlidingWindowLimiter(rate, 1.0, margin=0.05)
+    requests = 50 * rate
+    sends: list[float] = []
+
+    async def worker() -> None:
+        loop = asyncio.get_running_loop()
+        while len(sends) < requests:
+            await limiter.acquire()
+            sends.append(loop.time())
+
+    async def main() -> float:
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return asyncio.get_running_loop().time() - started
+
+    elapsed = run_virtual(main())
+    achieved = (len(sends) - rate) / elapsed  # the first `rate` go at t=0
+    assert achieved >= 0.9 * rate
+    assert max_per_window(sends, 1.0) <= rate
+
+
+def test_a_cancelled_waiter_gives_its_slot_back():
+    limiter = SlidingWindowLimiter(1, 1.0, margin=0.0)
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        await limiter.acquire()  # t=0
+        waiting = asyncio.ensure_future(limiter.acquire())  # would go at t=1
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await limiter.acquire()  # takes the returned slot: t=1, not t=2
+        return [loop.time()]
+
+    assert run_virtual(main()) == [1.0]
+
+
+def test_shared_limiters_by_name():
+    limiters = Limiters()
+    a = limiters.get("shop", 5, 1.0)
+    assert limiters.get("shop", 5, 1.0) is a
+    assert limiters.get("other", 5, 1.0) is not a
+    with pytest.raises(ValueError, match="a shared limiter has one rate"):
+        limiters.get("shop", 10, 1.0)
