@@ -13,13 +13,14 @@ from __future__ import annotations
 from ._catalogue import Catalogue, Slot
 from ._group import serve
 from ._ratelimit import SlidingWindowLimit
-from ._server import ManualClock, MockServer, SystemClock
+from ._server import LoopClock, ManualClock, MockServer, SystemClock
 from ._spec import STYLES, ServerSpec, parse_duration, parse_range, parse_rate
 from .evidence import max_per_window, windows_over_limit
 
 __all__ = [
     "STYLES",
     "Catalogue",
+    "LoopClock",
     "ManualClock",
     "MockServer",
     "ServerSpec",

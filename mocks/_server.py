@@ -53,6 +53,17 @@ class SystemClock:
         await asyncio.sleep(seconds)
 
 
+class LoopClock:
+    """The running event loop's clock: virtual under flow.testing's
+    VirtualTimeLoop, so a server and its clients share one timeline."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
 class ManualClock:
     """Virtual time for tests: `advance()` moves it; sleeps return at once.
 
