@@ -1,0 +1,141 @@
+"""The fetcher against live mock servers on virtual time, judged by the
+servers' own request logs: rate compliance under faults, at most 4 attempts
+per page, Retry-After honoured, 4xx tried once, nothing sent while the
+breaker is open, recovery after an outage, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from typing import Any
+
+from flow.breaker import OPEN, CircuitBreaker
+from flow.fetcher import Fetched, Fetcher, FetchFailed, Timeouts, make_session
+from flow.ratelimit import SlidingWindowLimiter
+from flow.retry import RetryPolicy
+from flow.testing import run_virtual
+from mocks import LoopClock, MockServer, ServerSpec, windows_over_limit
+
+
+async def fetch_pages(server: MockServer, fetcher_args: dict[str, Any], pages: int, workers: int = 8,
+                      page_size: int = 20) -> tuple[list[Any], Fetcher]:  # fmt: skip
+    async with make_session() as session:
+        fetcher = Fetcher(session, rng=random.Random(7), **fetcher_args)
+        queue = list(range(pages))
+        results: list[Any] = [None] * pages
+
+        async def worker() -> None:
+            while queue:
+                page = queue.pop(0)
+                params = {"limit": str(page_size), "skip": str(page * page_size)}
+                results[page] = await fetcher.fetch(server.api_url, params=params)
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return results, fetcher
+
+
+def limiter(rate: int = 5) -> SlidingWindowLimiter:
+    return SlidingWindowLimiter(rate, 1.0, margin=0.05)
+
+
+def test_rate_compliance_and_attempt_bound_under_faults():
+    spec = ServerSpec(style="dummyjson", products=1200, error_rate=0.3, latency="10ms..400ms", seed=3)
+
+    async def main() -> tuple[list[Any], dict[str, Any]]:
+        async with MockServer(spec, clock=LoopClock()) as server:
+            breaker = CircuitBreaker(failures=50)  # this test is about retries, not the breaker
+            results, _ = await fetch_pages(server, {"limiter": limiter(), "breaker": breaker}, pages=60)
+            return results, server.stats()
+
+    results, stats = run_virtual(main(), start=100.0)
+    times = [r["t"] for r in stats["requests"]]
+    assert windows_over_limit(times, 5, 1.0) == []  # zero sliding 1 s windows over the limit
+    assert stats["counts"]["by_status"].get("429", 0) == 0
+    attempts = Counter(r["query"]["skip"] for r in stats["requests"])
+    assert max(attempts.values()) <= 4
+    assert sum(attempts.values()) > 60  # retries did happen (30% errors)
+    fetched = [r for r in results if isinstance(r, Fetched)]
+    failed = [r for r in results if isinstance(r, FetchFailed)]
+    assert len(fetched) + len(failed) == 60  # every planned page is fetched or failed
+    assert all(f.error.endswith("_after_retries") and f.attempts == 4 for f in failed)
+    assert sum(r.attempts for r in fetched + failed) == len(times)  # the client counts what the server saw
+
+
+def test_retry_after_is_honoured():
+    # The client's limiter is too fast for the server on purpose (8/s vs 2/s).
+    spec = ServerSpec(style="platzi", products=400, rate_limit="2/s")
+
+    async def main() -> dict[str, Any]:
+        async with MockServer(spec, clock=LoopClock()) as server:
+            args = {"limiter": limiter(8), "breaker": CircuitBreaker(), "policy": RetryPolicy(retries=6)}
+            async with make_session() as session:
+                fetcher = Fetcher(session, rng=random.Random(1), **args)
+                for page in range(6):
+                    result = await fetcher.fetch(
+                        server.api_url, params={"offset": str(page * 20), "limit": "20"}
+                    )
+                    assert isinstance(result, Fetched)
+            return server.stats()
+
+    stats = run_virtual(main())
+    requests = stats["requests"]
+    refused = [i for i, r in enumerate(requests) if r["status"] == 429]
+    assert refused  # the test provoked 429s
+    for i in refused:
+        # Retry-After was a whole number of seconds >= the wait the server computed.
+        assert requests[i + 1]["t"] - requests[i]["t"] >= 1.0 - 1e-6
+
+
+def test_a_404_is_tried_once():
+    async def main() -> tuple[Any, dict[str, Any]]:
+        async with MockServer(ServerSpec(), clock=LoopClock()) as server, make_session() as session:
+            fetcher = Fetcher(session, limiter(), CircuitBreaker())
+            result = await fetcher.fetch(server.url + "/nope")
+            return result, server.stats()
+
+    result, stats = run_virtual(main())
+    assert isinstance(result, FetchFailed) and (result.error, result.attempts) == ("http_404", 1)
+    assert stats["counts"]["requests"] == 1
+
+
+def test_breaker_sends_nothing_while_open_and_recovers_after_the_outage():
+    spec = ServerSpec(style="dummyjson", products=600, outages=["0s..6s"])
+
+    async def main() -> tuple[list[Any], dict[str, Any], CircuitBreaker, float]:
+        async with MockServer(spec, clock=LoopClock()) as server:
+            breaker = CircuitBreaker(failures=3, cooldown=2.0)
+            results, _ = await fetch_pages(
+                server, {"limiter": limiter(), "breaker": breaker, "policy": RetryPolicy(retries=3)}, pages=30
+            )
+            return results, server.stats(), breaker, server._started
+
+    results, stats, breaker, started = run_virtual(main(), start=50.0)
+    assert any(t.new == OPEN for t in breaker.transitions)
+    # Open periods, in server time: from each opening to the next transition.
+    spans = []
+    for i, t in enumerate(breaker.transitions):
+        if t.new == OPEN:
+            end = breaker.transitions[i + 1].at if i + 1 < len(breaker.transitions) else float("inf")
+            spans.append((t.at - started, end - started))
+    during_open = [r for r in stats["requests"] if any(a + 1e-6 < r["t"] < b - 1e-6 for a, b in spans)]
+    assert during_open == []  # zero requests reach the endpoint while the breaker is open
+    assert all(isinstance(r, Fetched) for r in results)  # drained to completion after the outage
+    assert breaker.state == "closed"
+
+
+def test_a_hang_becomes_timeout_after_retries():
+    spec = ServerSpec(style="dummyjson", products=40, hang_rate=1.0, hang="30s")
+
+    async def main() -> Any:
+        async with MockServer(spec, clock=LoopClock()) as server, make_session() as session:
+            fetcher = Fetcher(session, limiter(), CircuitBreaker(failures=10),
+                              timeouts=Timeouts(total=1.0, connect=1.0, read=1.0))  # fmt: skip
+            result = await fetcher.fetch(server.api_url)
+            await asyncio.wait_for(server.idle(), 5)
+            return result, server.stats()
+
+    result, stats = run_virtual(main())
+    assert isinstance(result, FetchFailed)
+    assert (result.error, result.attempts) == ("timeout_after_retries", 4)
+    assert [r["status"] for r in stats["requests"]] == [499] * 4  # each hung request was given up
