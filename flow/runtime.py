@@ -27,20 +27,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 
 from mocks._spec import parse_duration
 
 from .buffer import Buffer
+from .context import RunResources, StageContext
 from .spec import Node, Spec
 
 _MOCK_REF = re.compile(r"\$\{mocks\.([A-Za-z_][A-Za-z0-9_-]*)\.url\}")
@@ -89,19 +89,6 @@ class RunResult:
         }
 
 
-class StageContext:
-    """What a stage may ask of the engine."""
-
-    def __init__(self, node: str, stage: str, index: int, out_dir: Path) -> None:
-        self.node, self.stage, self.index, self.out_dir = node, stage, index, out_dir
-
-    def open_output(self, path: str) -> BinaryIO:
-        """A binary file for writing under the run's output directory."""
-        target = Path(path) if os.path.isabs(path) else self.out_dir / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target.open("wb")
-
-
 class Runtime:
     def __init__(
         self,
@@ -139,6 +126,7 @@ class Runtime:
         # Per source node task: a one-element flag, set while it awaits its source.
         self._pulling: dict[asyncio.Task[Any] | None, list[bool]] = {}
         self._stop_requested = False  # a plain flag: read once per source item
+        self.resources = RunResources(self._record)
         self._status = "completed"
         self._stopping = asyncio.Event()
 
@@ -166,6 +154,7 @@ class Runtime:
     async def run(self) -> RunResult:
         started, started_at = time.monotonic(), utc_now()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.resources.deadline_at = asyncio.get_running_loop().time() + self.deadline
         tasks = self._tasks
         for name, node in self.nodes.items():
             tasks.append(asyncio.create_task(self._node(node), name=f"node:{name}"))
@@ -185,6 +174,7 @@ class Runtime:
                     task.cancel()
                 self._record(None, None, "grace_exceeded", f"run.grace {self.spec.run.grace} reached")
                 await asyncio.wait({work})
+        await self.resources.close()
         for outcome in work.result():
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 self._record(None, None, "internal_error", f"{type(outcome).__name__}: {outcome}")
@@ -211,21 +201,19 @@ class Runtime:
         )
 
     def _record(
-        self, node: str | None, stage: str | None, error: str, detail: str, item: int | None = None
+        self,
+        node: str | None,
+        stage: str | None,
+        error: str,
+        detail: str,
+        item: int | None = None,
+        **fields: Any,
     ) -> None:
-        self.errors.append(
-            {
-                "node": node,
-                "stage": stage,
-                "item": item,
-                "error": error,
-                "detail": detail,
-                "timestamp": utc_now(),
-            }
-        )
+        record = {"node": node, "stage": stage, "item": item, "error": error, "detail": detail}
+        self.errors.append({**record, **fields, "timestamp": utc_now()})
 
     def _context(self, node: Node, index: int) -> StageContext:
-        return StageContext(node.name, node.stages[index].kind.name, index, self.out_dir)
+        return StageContext(node.name, node.stages[index].kind.name, index, self.out_dir, self.resources)
 
     def _params(self, params: Any) -> Any:
         """Stage params with `${mocks.NAME.url}` filled in, when any."""

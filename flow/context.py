@@ -1,0 +1,61 @@
+"""What stages may use from the engine: their context and the run's shared
+resources (one HTTP session, named rate limiters, per-node shared state, the
+run's error records)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .ratelimit import Limiters
+
+
+class RunResources:
+    """Created once per run; closed by the engine when the run ends."""
+
+    def __init__(self, record: Callable[..., None], deadline_at: float | None = None) -> None:
+        self.record = record
+        self.deadline_at = deadline_at  # loop time after which no new request starts
+        self.limiters = Limiters()
+        self.node_state: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+        self._session: Any = None
+
+    def session(self) -> Any:
+        """The run's one aiohttp ClientSession, made on first use."""
+        if self._session is None:
+            from .fetcher import make_session
+
+            self._session = make_session()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+class StageContext:
+    """What a stage may ask of the engine."""
+
+    def __init__(self, node: str, stage: str, index: int, out_dir: Path,
+                 resources: RunResources | None = None) -> None:  # fmt: skip
+        self.node, self.stage, self.index, self.out_dir = node, stage, index, out_dir
+        self.resources = resources or RunResources(lambda *a, **k: None)
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        """State shared by the stages of this node (e.g. paginate and fetch)."""
+        return self.resources.node_state[self.node]
+
+    def record_error(self, error: str, detail: str = "", **fields: Any) -> None:
+        """An error record on the run report, attributed to this node and stage."""
+        self.resources.record(self.node, self.stage, error, detail, **fields)
+
+    def open_output(self, path: str) -> BinaryIO:
+        """A binary file for writing under the run's output directory."""
+        target = Path(path) if os.path.isabs(path) else self.out_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target.open("wb")
