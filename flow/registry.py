@@ -34,7 +34,14 @@ import msgspec
 ANY = "any"
 SAME = "same"
 ENTRY_POINT_GROUP = "flow.stages"
-BUILTIN_MODULES = ("stages.sequence", "stages.merge", "stages.collect")
+BUILTIN_MODULES = (
+    "stages.sequence",
+    "stages.merge",
+    "stages.collect",
+    "stages.paginate",
+    "stages.rate_limit",
+    "stages.fetch",
+)
 
 
 class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -333,11 +333,16 @@ async def _mapped(source: AsyncIterator[Any], run: Any, params: Any, ctx: Any) -
     async def call(item: Any) -> Any:  # aiostream wants a coroutine function here
         return await run(item, params, ctx)
 
+    # A per-item stage may return None to pass nothing on (e.g. a failed page
+    # it has recorded as an error).
     if params.concurrency == 1:  # no tasks needed: await each in turn
         async for item in source:
-            yield await call(item)
+            result = await call(item)
+            if result is not None:
+                yield result
         return
     mapped = stream.map(source, call, task_limit=params.concurrency, ordered=params.ordered)
     async with mapped.stream() as results:
         async for result in results:
-            yield result
+            if result is not None:
+                yield result

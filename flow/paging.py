@@ -1,0 +1,138 @@
+"""Pagination bookkeeping shared by the `paginate` and `fetch` stages of a node.
+
+`paginate` plans PageRequests; `fetch` reports each outcome back through
+`Pager.observe`, because where an API ends (or what its next cursor is) is
+only known from its answers. The pager reads just what it needs from a page:
+the number of items, and the total, next cursor or Link header, decoding the
+body into a struct built from the configured paths (items are not parsed).
+
+Styles:
+    page        ?page=N&per_page=S, N from 1; total_pages or total in the body
+    skip_limit  ?skip=O&limit=S; total in the body (dummyjson)
+    offset      ?offset=O&limit=S; no total: the end is a short or empty page
+    link        ?_page=N&_limit=S; X-Total-Count header, Link rel="next"
+    cursor      ?cursor=C&limit=S; the next cursor from the previous page
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import msgspec
+
+
+class PageRequest(msgspec.Struct, frozen=True):
+    endpoint: str
+    url: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    page: int  # 0-based position in the walk
+
+
+class PageResponse(msgspec.Struct, frozen=True):
+    request: PageRequest
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    attempts: int
+
+
+QUERY = {  # style -> (position parameter, size parameter)
+    "page": ("page", "per_page"),
+    "skip_limit": ("skip", "limit"),
+    "offset": ("offset", "limit"),
+    "link": ("_page", "_limit"),
+    "cursor": ("cursor", "limit"),
+}
+
+
+class Pager:
+    """What is known about one endpoint's pages; `observe` is called by fetch."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        url: str,
+        style: str,
+        page_size: int,
+        *,
+        params: dict[str, str],
+        headers: dict[str, str],
+        items_path: str | None,
+        total_path: str | None,
+        cursor_path: str | None,
+    ) -> None:
+        self.endpoint, self.url, self.style, self.page_size = endpoint, url, style, page_size
+        self.params, self.headers = params, headers
+        fields: list[tuple[str, Any, Any]] = []
+        if items_path:
+            fields.append((items_path, list[msgspec.Raw], []))
+        if total_path:
+            fields.append((total_path, int | None, None))
+        if cursor_path:
+            fields.append((cursor_path, str | None, None))
+        self.items_path, self.total_path, self.cursor_path = items_path, total_path, cursor_path
+        envelope = msgspec.defstruct("Envelope", fields) if fields else None
+        self._decode = msgspec.json.Decoder(envelope if envelope else list[msgspec.Raw]).decode
+        self.items: dict[int, int | None] = {}  # page -> items on it, None if it failed
+        self.total_pages: int | None = None
+        self.cursors: dict[int, str | None] = {}  # page -> cursor for the page after it
+        self.end: int | None = None  # the last page, once known
+        self._changed = asyncio.Event()
+
+    def request(self, page: int, cursor: str | None = None) -> PageRequest:
+        position, size = QUERY[self.style]
+        query = dict(self.params)
+        query[size] = str(self.page_size)
+        if self.style in ("page", "link"):
+            query[position] = str(page + 1)
+        elif self.style in ("skip_limit", "offset"):
+            query[position] = str(page * self.page_size)
+        elif cursor:
+            query[position] = cursor
+        return PageRequest(self.endpoint, self.url, query, self.headers, page)
+
+    def observe(self, request: PageRequest, body: bytes | None, headers: dict[str, str] | None) -> None:
+        """Record a page's outcome (body None: it failed for good)."""
+        page = request.page
+        try:
+            count, total, cursor = self._read(body, headers) if body is not None else (None, None, None)
+        except msgspec.DecodeError:
+            count, total, cursor = None, None, None  # the parse stage reports the body itself
+        self.items[page] = count
+        if total is not None and self.total_pages is None:
+            self.total_pages = total
+        if self.style == "cursor":
+            self.cursors[page] = cursor
+        if count is not None and count < self.page_size:
+            end = page if count > 0 else page - 1  # -1: there are no pages at all
+            if self.end is None or end < self.end:
+                self.end = end
+        self._changed.set()
+
+    def _read(self, body: bytes, headers: dict[str, str] | None) -> tuple[int, int | None, str | None]:
+        decoded = self._decode(body)
+        if isinstance(decoded, list):
+            count, total, cursor = len(decoded), None, None
+        else:
+            count = len(getattr(decoded, self.items_path)) if self.items_path else 0
+            total = getattr(decoded, self.total_path) if self.total_path else None
+            cursor = getattr(decoded, self.cursor_path) if self.cursor_path else None
+        if total is not None and self.total_path not in ("total_pages",):
+            total = math.ceil(total / self.page_size)  # an item total -> pages
+        if self.style == "link" and headers and "X-Total-Count" in headers:
+            total = math.ceil(int(headers["X-Total-Count"]) / self.page_size)
+        return count, total, cursor
+
+    async def outcome(self, page: int) -> int | None:
+        """Wait until `page` has been observed; its item count (None: failed)."""
+        while page not in self.items:
+            self._changed.clear()
+            await self._changed.wait()
+        return self.items[page]
+
+    async def changed(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()

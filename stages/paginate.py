@@ -1,0 +1,112 @@
+"""`paginate`: plan an endpoint's page requests (a source).
+
+Where the style allows, pages are requested concurrently: page, skip_limit
+and link plan every page once the first answer gives the total; offset keeps
+`prefetch` pages in flight until a short or empty page shows the end (pages
+planned past it come back empty and are counted as overshoot); cursor is
+strictly sequential. `fetch`, later in the same node, reports each answer
+back to the planner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from flow.paging import Pager, PageRequest
+from flow.registry import Params, stage
+
+_DEFAULTS = {  # style -> (items_path, total_path, cursor_path)
+    "page": (None, "total_pages", None),
+    "skip_limit": ("products", "total", None),
+    "offset": (None, None, None),
+    "link": (None, None, None),
+    "cursor": ("data", None, "next_cursor"),
+}
+
+
+class PaginateParams(Params):
+    url: str
+    style: Literal["page", "skip_limit", "offset", "link", "cursor"]
+    page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
+    params: dict[str, str] = {}  # static query parameters
+    headers: dict[str, str] = {}  # e.g. {x-api-key: "${API_KEY}"}
+    items: str | None = None  # body key holding the records (None: the body is a list)
+    total: str | None = None  # body key holding the total (items, or pages if 'total_pages')
+    cursor: str | None = None  # body key holding the next cursor
+    max_pages: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_items: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    prefetch: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4  # offset style: pages in flight
+
+
+def _pager(params: PaginateParams, endpoint: str) -> Pager:
+    items, total, cursor = _DEFAULTS[params.style]
+    if params.style == "page" and params.items is not None:
+        items = params.items
+    return Pager(
+        endpoint,
+        params.url,
+        params.style,
+        params.page_size,
+        params=params.params,
+        headers=params.headers,
+        items_path=params.items if params.items is not None else items,
+        total_path=params.total if params.total is not None else total,
+        cursor_path=params.cursor if params.cursor is not None else cursor,
+    )
+
+
+@stage("paginate", PaginateParams, consumes=None, produces="requests")
+async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
+    """Plan page requests for one endpoint, concurrently where the style allows."""
+    pager = ctx.shared["pager"] = _pager(params, ctx.node)
+    limit = params.max_pages or 10**12
+    if params.max_items:
+        limit = min(limit, -(-params.max_items // params.page_size))
+    yield pager.request(0)
+    if params.style == "cursor":
+        page = 0
+        while page + 1 < limit:
+            if await pager.outcome(page) is None:
+                ctx.record_error(
+                    "pagination_stopped", "a page failed, so the next cursor is unknown", page=page
+                )
+                return
+            cursor = pager.cursors.get(page)
+            if not cursor:
+                return
+            page += 1
+            yield pager.request(page, cursor)
+        return
+    if params.style in ("page", "skip_limit", "link"):
+        first = await pager.outcome(0)
+        if first is None:
+            ctx.record_error("pagination_stopped", "the first page failed, so the total is unknown", page=0)
+            return
+        if pager.total_pages is not None:
+            for page in range(1, min(pager.total_pages, limit)):
+                yield pager.request(page)
+            return
+    # offset, or a total-less page/link API: keep `prefetch` pages in flight
+    # until a short or empty page marks the end.
+    planned = 1
+    while planned < limit and (pager.end is None or planned <= pager.end):
+        in_flight = planned - len(pager.items)
+        if in_flight < params.prefetch:
+            yield pager.request(planned)
+            planned += 1
+            continue
+        failed = [
+            p for p in range(max(0, planned - params.prefetch), planned) if pager.items.get(p, 0) is None
+        ]
+        if len(failed) == params.prefetch:
+            ctx.record_error("pagination_stopped", f"{len(failed)} pages in a row failed", page=planned)
+            return
+        await pager.changed()
+    if pager.end is not None and planned > pager.end + 1:
+        ctx.shared["overshoot"] = planned - (pager.end + 1)
+
+
+KIND = paginate
