@@ -93,7 +93,14 @@ def test_graph_mermaid_and_dot(graph, capsys):
 def test_stages_list_and_describe(capsys):
     assert main(["stages"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in listing] == ["collect", "merge", "sequence"]
+    assert [line.split()[0] for line in listing] == [
+        "collect",
+        "fetch",
+        "merge",
+        "paginate",
+        "rate_limit",
+        "sequence",
+    ]
     assert main(["stages", "sequence"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("sequence: (source) -> records\n")
@@ -108,7 +115,7 @@ def test_schema_covers_stage_params(capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     entry = schema["$defs"]["NodeSpec"]["properties"]["pipe"]["items"]["anyOf"]
-    assert {"enum": ["collect", "merge", "sequence"]} in entry
+    assert {"enum": ["collect", "fetch", "merge", "paginate", "rate_limit", "sequence"]} in entry
     assert "SequenceParams" in schema["$defs"] and "ServerSpec" in schema["$defs"]
 
 
