@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/flow mocks --config graph.yaml
+	$(BIN)/flow run graph.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check .
