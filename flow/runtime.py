@@ -61,6 +61,7 @@ class StageStats:
 class NodeStats:
     stages: list[StageStats]
     dropped: int = 0  # items taken from the input after the branch ended on an error
+    seconds: float = 0.0  # from the start of the run until the node finished
 
 
 @dataclass
@@ -82,6 +83,7 @@ class RunResult:
                 name: {
                     "stages": [dataclasses.asdict(s) for s in n.stages],
                     "dropped": n.dropped,
+                    "seconds": round(n.seconds, 3),
                 }
                 for name, n in self.nodes.items()
             },
@@ -154,7 +156,8 @@ class Runtime:
     async def run(self) -> RunResult:
         started, started_at = time.monotonic(), utc_now()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.resources.deadline_at = asyncio.get_running_loop().time() + self.deadline
+        self._started_at = asyncio.get_running_loop().time()
+        self.resources.deadline_at = self._started_at + self.deadline
         tasks = self._tasks
         for name, node in self.nodes.items():
             tasks.append(asyncio.create_task(self._node(node), name=f"node:{name}"))
@@ -323,6 +326,7 @@ class Runtime:
                     await generator.aclose()  # type: ignore[attr-defined]
             for output in outputs:
                 output.done()
+            self.stats[node.name].seconds = asyncio.get_running_loop().time() - self._started_at
 
 
 async def _mapped(source: AsyncIterator[Any], run: Any, params: Any, ctx: Any) -> AsyncIterator[Any]:

@@ -96,3 +96,55 @@ def test_any_catalogue_and_page_size_is_walked_exactly(tmp_path, style, products
     ok = [r for r in stats["requests"] if r["status"] == 200]
     position = PAGINATION[style][2]
     assert max(Counter(r["query"].get(position, "") for r in ok).values()) == 1
+
+
+ISOLATION = """\
+version: 1
+run: {deadline: 5m}
+mocks: {a: {style: dummyjson}, b: {style: platzi}, dead: {style: reqres}}
+x-fetch: &fetch
+  fetch: {retry: {retries: 3, backoff: 0.5s, max: 8s}, breaker: {failures: 5, cooldown: 10s}}
+nodes:
+  a: {pipe: [{paginate: {url: "${mocks.a.url}/products", style: skip_limit}}, {rate_limit: {rate: 5/s}}, *fetch]}
+  b: {pipe: [{paginate: {url: "${mocks.b.url}/api/v1/products", style: offset}}, {rate_limit: {rate: 5/s}}, *fetch]}
+  dead:
+    pipe:
+      - paginate: {url: "${mocks.dead.url}/api/products", style: page, headers: {x-api-key: reqres-free-v1}}
+      - rate_limit: {rate: 5/s}
+      - *fetch
+  out: {from: [a, b, dead], pipe: [merge, collect]}
+"""
+
+
+def test_a_dead_endpoint_does_not_slow_the_others(tmp_path):
+    """Isolation: the same graph with the third endpoint healthy, then dead from
+    the start (every connection reset); the other endpoints finish in the same
+    time (virtual time: any coupling would be through shared limits, pools or
+    breakers, which this would show), and the run still completes."""
+
+    async def run(dead: bool) -> Any:
+        specs = {
+            "a": ServerSpec(style="dummyjson", products=300, latency="20ms..200ms", seed=1),
+            "b": ServerSpec(style="platzi", products=300, latency="20ms..200ms", seed=2),
+            "dead": ServerSpec(style="reqres", products=300, reset_rate=1.0 if dead else 0.0),
+        }
+        servers = {name: MockServer(spec, clock=LoopClock()) for name, spec in specs.items()}
+        for server in servers.values():
+            await server.start()
+        try:
+            parsed = parse_spec(ISOLATION, default_registry(plugins=False), env={})
+            urls = {name: server.url for name, server in servers.items()}
+            return await Runtime(parsed, out_dir=tmp_path, mock_urls=urls).run()
+        finally:
+            for server in servers.values():
+                await server.close()
+
+    healthy = run_virtual(run(False))
+    broken = run_virtual(run(True))
+    assert broken.status == "completed"
+    for node in ("a", "b"):
+        assert broken.nodes[node].seconds <= 1.05 * healthy.nodes[node].seconds
+        assert broken.nodes[node].stages[-1].items_out == healthy.nodes[node].stages[-1].items_out
+    assert [e["error"] for e in broken.errors if e["node"] == "dead"] == ["connection_error_after_retries"] + [
+        "pagination_stopped"
+    ]
