@@ -21,6 +21,8 @@ class RunResources:
         self.deadline_at = deadline_at  # loop time after which no new request starts
         self.limiters = Limiters()
         self.node_state: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+        self.events: list[dict[str, Any]] = []  # breaker transitions and other notable moments
+        self.counters: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._session: Any = None
 
     def session(self) -> Any:
@@ -40,8 +42,9 @@ class RunResources:
 class StageContext:
     """What a stage may ask of the engine."""
 
-    def __init__(self, node: str, stage: str, index: int, out_dir: Path,
-                 resources: RunResources | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, node: str, stage: str, index: int, out_dir: Path, resources: RunResources | None = None
+    ) -> None:
         self.node, self.stage, self.index, self.out_dir = node, stage, index, out_dir
         self.resources = resources or RunResources(lambda *a, **k: None)
 
@@ -53,6 +56,18 @@ class StageContext:
     def record_error(self, error: str, detail: str = "", **fields: Any) -> None:
         """An error record on the run report, attributed to this node and stage."""
         self.resources.record(self.node, self.stage, error, detail, **fields)
+
+    def record_event(self, event: str, **fields: Any) -> None:
+        """A notable moment (e.g. a breaker transition) on the run report."""
+        from .runtime import utc_now
+
+        self.resources.events.append(
+            {"node": self.node, "stage": self.stage, "event": event, **fields, "timestamp": utc_now()}
+        )
+
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add to one of this node's counters on the run report (e.g. retries)."""
+        self.resources.counters[self.node][counter] += n
 
     def open_output(self, path: str) -> BinaryIO:
         """A binary file for writing under the run's output directory."""

@@ -72,6 +72,8 @@ class RunResult:
     nodes: dict[str, NodeStats]
     errors: list[dict[str, Any]]
     sink_items: dict[str, list[Any]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         """The run report (`run.json`); valid for partial runs too."""
@@ -84,10 +86,12 @@ class RunResult:
                     "stages": [dataclasses.asdict(s) for s in n.stages],
                     "dropped": n.dropped,
                     "seconds": round(n.seconds, 3),
+                    "counters": self.counters.get(name, {}),
                 }
                 for name, n in self.nodes.items()
             },
             "errors": self.errors,
+            "events": self.events,
         }
 
 
@@ -181,8 +185,16 @@ class Runtime:
         for outcome in work.result():
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 self._record(None, None, "internal_error", f"{type(outcome).__name__}: {outcome}")
+        counters = {node: dict(c) for node, c in self.resources.counters.items()}
         return RunResult(
-            self._status, started_at, time.monotonic() - started, self.stats, self.errors, self.sink_items
+            self._status,
+            started_at,
+            time.monotonic() - started,
+            self.stats,
+            self.errors,
+            self.sink_items,
+            self.resources.events,
+            counters,
         )
 
     def _taken(self, node: Node, index: int) -> int | None:

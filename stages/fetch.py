@@ -68,7 +68,14 @@ def _fetcher(params: FetchParams, ctx: Any) -> Fetcher:
     from flow.retry import RetryPolicy
 
     r, b = params.retry, params.breaker
-    transitions = ctx.shared.setdefault("breaker_transitions", [])
+
+    def transition(t: Any) -> None:
+        ctx.record_event("breaker", endpoint=ctx.node, old=t.old, new=t.new, reason=t.reason)
+        ctx.count(f"breaker_{t.new}")
+
+    def event(name: str, attrs: dict[str, Any]) -> None:
+        ctx.count(name)  # retries, breaker waits, connection errors
+
     breaker = CircuitBreaker(
         failures=b.failures,
         failure_rate=b.failure_rate,
@@ -77,7 +84,7 @@ def _fetcher(params: FetchParams, ctx: Any) -> Fetcher:
         probes=b.probes,
         half_open_timeout=parse_duration(b.half_open_timeout),
         name=ctx.node,
-        on_transition=transitions.append,
+        on_transition=transition,
     )
     policy = RetryPolicy(
         r.retries, parse_duration(r.backoff), parse_duration(r.max), parse_duration(r.retry_after_cap)
@@ -97,6 +104,7 @@ def _fetcher(params: FetchParams, ctx: Any) -> Fetcher:
         deadline=ctx.resources.deadline_at,
         rng=random.Random(),
         concurrency=params.concurrency,
+        on_event=event,
     )
 
 
@@ -112,6 +120,7 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
         headers = dict(result.headers)
         if pager is not None:
             pager.observe(request, result.body, headers)
+        ctx.count("pages")
         return PageResponse(request, result.status, result.body, headers, result.attempts)
     if pager is not None:
         pager.observe(request, None, None)

@@ -145,6 +145,20 @@ def test_a_dead_endpoint_does_not_slow_the_others(tmp_path):
     for node in ("a", "b"):
         assert broken.nodes[node].seconds <= 1.05 * healthy.nodes[node].seconds
         assert broken.nodes[node].stages[-1].items_out == healthy.nodes[node].stages[-1].items_out
-    assert [e["error"] for e in broken.errors if e["node"] == "dead"] == ["connection_error_after_retries"] + [
-        "pagination_stopped"
-    ]
+    errors = [e["error"] for e in broken.errors if e["node"] == "dead"]
+    assert errors == ["connection_error_after_retries", "pagination_stopped"]
+    assert broken.counters["dead"]["retry"] == 3 and broken.counters["dead"]["connection_error"] == 4
+
+
+def test_breaker_transitions_are_events_and_the_endpoint_recovers(tmp_path):
+    # The first page meets the outage: 3 failures open the breaker, probes
+    # fail until the outage ends, then one succeeds and the rest follow.
+    text = graph("dummyjson", 20, retries=8).replace(
+        "breaker: {failures: 50}", "breaker: {failures: 3, cooldown: 1s}"
+    )
+    spec = ServerSpec(style="dummyjson", products=200, outages=["0s..2.5s"])
+    result, stats = run_graph(text, spec, tmp_path)
+    transitions = [(e["old"], e["new"]) for e in result.events if e["event"] == "breaker"]
+    assert transitions[0] == ("closed", "open") and transitions[-1] == ("half_open", "closed")
+    assert result.counters["shop"]["breaker_open"] >= 1
+    assert result.errors == [] and stats["truth"]["served"]["records"] == 200
