@@ -106,7 +106,7 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
             return
         await pager.changed()
     if pager.end is not None and planned > pager.end + 1:
-        ctx.shared["overshoot"] = planned - (pager.end + 1)
+        ctx.count("overshoot", planned - (pager.end + 1))  # pages planned past the end
 
 
 KIND = paginate

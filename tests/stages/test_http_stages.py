@@ -162,3 +162,30 @@ def test_breaker_transitions_are_events_and_the_endpoint_recovers(tmp_path):
     assert transitions[0] == ("closed", "open") and transitions[-1] == ("half_open", "closed")
     assert result.counters["shop"]["breaker_open"] >= 1
     assert result.errors == [] and stats["truth"]["served"]["records"] == 200
+
+
+def test_offset_overshoot_is_bounded_and_counted(tmp_path):
+    result, stats = run_graph(graph("platzi", 20), ServerSpec(style="platzi", products=150), tmp_path)
+    overshoot = result.counters["shop"].get("overshoot", 0)
+    assert 1 <= overshoot <= 4  # prefetch: at most 4 pages past the end, each counted
+    ok = [r for r in stats["requests"] if r["status"] == 200]
+    assert len(ok) == 8 + overshoot  # 150 products = 8 pages (the last short), plus the overshoot
+
+
+@pytest.mark.parametrize("limit,pages", [("max_pages: 3", 3), ("max_items: 50", 3)])
+def test_max_pages_and_max_items(tmp_path, limit, pages):
+    text = graph("dummyjson", 20).replace("style: skip_limit,", f"style: skip_limit, {limit},")
+    result, stats = run_graph(text, ServerSpec(style="dummyjson", products=500), tmp_path)
+    assert result.nodes["shop"].stages[-1].items_out == pages
+    assert stats["counts"]["requests"] == pages
+
+
+def test_a_body_over_the_size_cap_is_an_error_not_retried(tmp_path):
+    text = graph("dummyjson", 20).replace(
+        "breaker: {failures: 50}", "breaker: {failures: 50}, max_bytes: 1000"
+    )
+    result, stats = run_graph(text, ServerSpec(style="dummyjson", products=40), tmp_path)
+    fetch_errors = [(e["error"], e["attempts"]) for e in result.errors if e["stage"] == "fetch"]
+    assert fetch_errors == [("body_too_large", 1)]
+    assert [e["error"] for e in result.errors if e["stage"] == "paginate"] == ["pagination_stopped"]
+    assert stats["counts"]["requests"] == 1  # page 0 too large: not retried; pagination stops
