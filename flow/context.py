@@ -19,9 +19,13 @@ class RunResources:
     def __init__(self, record: Callable[..., None], deadline_at: float | None = None) -> None:
         self.record = record
         self.deadline_at = deadline_at  # loop time after which no new request starts
+        self.started_at: float | None = None  # loop time the run started
+        self.errors: list[dict[str, Any]] = []  # the run's error records (the engine's list)
         self.limiters = Limiters()
         self.node_state: defaultdict[str, dict[str, Any]] = defaultdict(dict)
         self.events: list[dict[str, Any]] = []  # breaker transitions and other notable moments
+        self.dead_letters: list[dict[str, Any]] = []  # records that could not be used, and why
+        self._closers: list[Callable[[], Any]] = []
         self.counters: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._session: Any = None
 
@@ -33,7 +37,14 @@ class RunResources:
             self._session = make_session()
         return self._session
 
+    def on_close(self, closer: Callable[[], Any]) -> None:
+        """Call `closer` when the run ends (e.g. shut a thread pool down)."""
+        self._closers.append(closer)
+
     async def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer()
+        self._closers.clear()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -64,6 +75,15 @@ class StageContext:
         self.resources.events.append(
             {"node": self.node, "stage": self.stage, "event": event, **fields, "timestamp": utc_now()}
         )
+
+    def dead_letter(self, **fields: Any) -> None:
+        """A record that could not be used: its source, page, position and reason."""
+        from .runtime import utc_now
+
+        self.resources.dead_letters.append(
+            {"node": self.node, "stage": self.stage, **fields, "timestamp": utc_now()}
+        )
+        self.count("dead_letters")
 
     def count(self, counter: str, n: int = 1) -> None:
         """Add to one of this node's counters on the run report (e.g. retries)."""

@@ -41,6 +41,10 @@ BUILTIN_MODULES = (
     "stages.paginate",
     "stages.rate_limit",
     "stages.fetch",
+    "stages.parse",
+    "stages.normalize",
+    "stages.dedupe",
+    "stages.summary_json",
 )
 
 

@@ -74,6 +74,7 @@ class RunResult:
     sink_items: dict[str, list[Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         """The run report (`run.json`); valid for partial runs too."""
@@ -92,6 +93,7 @@ class RunResult:
             },
             "errors": self.errors,
             "events": self.events,
+            "dead_letters": self.dead_letters,
         }
 
 
@@ -133,6 +135,7 @@ class Runtime:
         self._pulling: dict[asyncio.Task[Any] | None, list[bool]] = {}
         self._stop_requested = False  # a plain flag: read once per source item
         self.resources = RunResources(self._record)
+        self.resources.errors = self.errors
         self._status = "completed"
         self._stopping = asyncio.Event()
 
@@ -162,6 +165,7 @@ class Runtime:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._started_at = asyncio.get_running_loop().time()
         self.resources.deadline_at = self._started_at + self.deadline
+        self.resources.started_at = self._started_at
         tasks = self._tasks
         for name, node in self.nodes.items():
             tasks.append(asyncio.create_task(self._node(node), name=f"node:{name}"))
@@ -195,6 +199,7 @@ class Runtime:
             self.sink_items,
             self.resources.events,
             counters,
+            self.resources.dead_letters,
         )
 
     def _taken(self, node: Node, index: int) -> int | None:

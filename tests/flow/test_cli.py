@@ -95,11 +95,15 @@ def test_stages_list_and_describe(capsys):
     listing = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in listing] == [
         "collect",
+        "dedupe",
         "fetch",
         "merge",
+        "normalize",
         "paginate",
+        "parse",
         "rate_limit",
         "sequence",
+        "summary_json",
     ]
     assert main(["stages", "sequence"]) == 0
     text = capsys.readouterr().out
@@ -115,7 +119,19 @@ def test_schema_covers_stage_params(capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     entry = schema["$defs"]["NodeSpec"]["properties"]["pipe"]["items"]["anyOf"]
-    assert {"enum": ["collect", "fetch", "merge", "paginate", "rate_limit", "sequence"]} in entry
+    names = [
+        "collect",
+        "dedupe",
+        "fetch",
+        "merge",
+        "normalize",
+        "paginate",
+        "parse",
+        "rate_limit",
+        "sequence",
+        "summary_json",
+    ]
+    assert {"enum": names} in entry
     assert "SequenceParams" in schema["$defs"] and "ServerSpec" in schema["$defs"]
 
 

@@ -1,0 +1,137 @@
+"""The unified product record and the converters that produce it.
+
+Converters never raise on odd input: they return a value or raise
+`Invalid(reason)`, which the normalize stage turns into a dead letter.
+
+Prices come as floats, ints, "$1,299.00", "1.299,00 €", "1299.00", cents
+(with the `cents` converter) or {"amount": "12.50", "currency": "USD"};
+`parse_price` returns (amount, currency). The decimal separator is the last
+'.' or ',' followed by exactly two digits at the end; other separators are
+thousands separators.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from typing import Any
+
+import msgspec
+
+DEFAULT_CATEGORY = "uncategorized"
+_CURRENCIES = {"$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY"}
+_CODE = re.compile(r"\b([A-Z]{3})\b")
+_NUMBER = re.compile(r"^[+-]?[\d.,\s\u00a0\u202f']*\d[\d.,\s\u00a0\u202f']*$")
+
+
+class Invalid(Exception):
+    """A value that cannot be normalised; the message is the dead letter's reason."""
+
+
+class Product(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    id: str  # unified: "<source>:<source_id>"
+    source_id: str
+    title: str
+    source: str
+    price: float
+    currency: str
+    category: str
+    processed_at: str
+    quality: float = 1.0
+    extra: dict[str, Any] = {}
+
+
+def parse_price(value: Any, *, cents: bool = False) -> tuple[float, str | None]:
+    """(amount, currency or None). Raises Invalid for missing, negative,
+    non-finite or unreadable prices."""
+    currency = None
+    if isinstance(value, dict):
+        currency = value.get("currency") if isinstance(value.get("currency"), str) else None
+        value = value.get("amount", value.get("value"))
+    if value is None:
+        raise Invalid("price missing")
+    if isinstance(value, bool):
+        raise Invalid(f"price is a boolean ({value})")
+    if isinstance(value, int | float):
+        amount = float(value)
+    elif isinstance(value, str):
+        amount, found = _parse_price_text(value)
+        currency = currency or found
+    else:
+        raise Invalid(f"price has type {type(value).__name__}")
+    if cents:
+        amount /= 100
+    if not math.isfinite(amount):
+        raise Invalid("price is not a finite number")
+    if amount < 0:
+        raise Invalid(f"price is negative ({amount:g})")
+    return round(amount, 2), (currency.upper() if currency else None)
+
+
+def _parse_price_text(text: str) -> tuple[float, str | None]:
+    currency = None
+    stripped = text.strip()
+    for symbol, code in _CURRENCIES.items():
+        if symbol in stripped:
+            currency = code
+            stripped = stripped.replace(symbol, "")
+    match = _CODE.search(stripped)
+    if match:
+        currency = match[1]
+        stripped = stripped.replace(match[1], "")
+    stripped = stripped.strip()
+    if not stripped or not _NUMBER.match(stripped):
+        raise Invalid(f"price {text[:40]!r} is not a number")
+    negative = stripped.startswith("-")
+    digits = (
+        stripped.lstrip("+-").replace(" ", "").replace("\u00a0", "").replace("\u202f", "").replace("'", "")
+    )
+    last_sep = max(digits.rfind("."), digits.rfind(","))
+    if last_sep != -1 and len(digits) - last_sep - 1 in (1, 2) and digits.count(digits[last_sep]) == 1:
+        whole, fraction = digits[:last_sep], digits[last_sep + 1 :]
+    else:
+        whole, fraction = digits, ""
+    whole = whole.replace(",", "").replace(".", "")
+    if not whole.isdigit() and whole:
+        raise Invalid(f"price {text[:40]!r} is not a number")
+    amount = float(f"{whole or '0'}.{fraction or '0'}")
+    return (-amount if negative else amount), currency
+
+
+def flatten_category(value: Any) -> str:
+    """A category slug from a string, a {name|slug} object or a list; the
+    documented default when missing or empty."""
+    if isinstance(value, list):
+        value = next((v for v in value if v), None)
+    if isinstance(value, dict):
+        value = value.get("slug") or value.get("name")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return DEFAULT_CATEGORY
+    if not isinstance(value, str):
+        raise Invalid(f"category has type {type(value).__name__}")
+    return slugify(value)
+
+
+def slugify(text: str) -> str:
+    """'Home Decoration' -> 'home-decoration'; accents dropped."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-") or DEFAULT_CATEGORY
+
+
+def clean_title(value: Any) -> str:
+    """Trimmed, inner whitespace collapsed (NBSP and em-spaces included)."""
+    if not isinstance(value, str):
+        raise Invalid("title missing" if value is None else f"title has type {type(value).__name__}")
+    title = " ".join(value.split())
+    if not title:
+        raise Invalid("title is blank")
+    return title
+
+
+def source_id(value: Any) -> str:
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+        raise Invalid("id missing")
+    if isinstance(value, int | str):
+        return str(value).strip()
+    raise Invalid(f"id has type {type(value).__name__}")
