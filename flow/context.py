@@ -65,7 +65,9 @@ class StageContext:
         return self.resources.node_state[self.node]
 
     def record_error(self, error: str, detail: str = "", **fields: Any) -> None:
-        """An error record on the run report, attributed to this node and stage."""
+        """An error record on the run report, attributed to this node and stage
+        (`endpoint` defaults to the node: one node fetches one endpoint)."""
+        fields.setdefault("endpoint", self.node)
         self.resources.record(self.node, self.stage, error, detail, **fields)
 
     def record_event(self, event: str, **fields: Any) -> None:

@@ -1,0 +1,95 @@
+"""The whole default chain against mocks with faults and heterogeneity on:
+conservation from the servers' ground truth to the report."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from flow.graph import check
+from flow.registry import default_registry
+from flow.runtime import Runtime
+from flow.spec import parse_spec
+from flow.testing import run_virtual
+from mocks import LoopClock, MockServer, ServerSpec
+
+CHAIN = """\
+version: 1
+run: {deadline: 10m}
+mocks: {a: {style: dummyjson}, b: {style: platzi}, c: {style: reqres}, d: {style: jsonserver}, e: {style: cursor}}
+x-fetch: &fetch
+  fetch: {retry: {retries: 3, backoff: 100ms, max: 1s}, breaker: {failures: 50}}
+nodes:
+  a: {pipe: [{paginate: {url: "${mocks.a.url}/products", style: skip_limit}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: dummyjson}}, {normalize: {preset: dummyjson}}]}
+  b: {pipe: [{paginate: {url: "${mocks.b.url}/api/v1/products", style: offset}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: platzi}}, {normalize: {preset: platzi}}]}
+  c: {pipe: [{paginate: {url: "${mocks.c.url}/api/products", style: page, headers: {x-api-key: reqres-free-v1}}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: reqres}}, {normalize: {preset: reqres}}]}
+  d: {pipe: [{paginate: {url: "${mocks.d.url}/products", style: link}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: jsonserver}}, {normalize: {preset: jsonserver}}]}
+  e: {pipe: [{paginate: {url: "${mocks.e.url}/items", style: cursor}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: cursor}}, {normalize: {preset: cursor}}]}
+  products: {from: [a, b, c, d, e], pipe: [merge, dedupe, summary_json]}
+"""
+STYLES = {"a": "dummyjson", "b": "platzi", "c": "reqres", "d": "jsonserver", "e": "cursor"}
+
+
+def test_conservation_from_ground_truth_to_the_report(tmp_path):
+    async def main() -> tuple[Any, dict[str, Any]]:
+        servers = {
+            name: MockServer(
+                ServerSpec(
+                    style=style,
+                    products=240,
+                    seed=5,
+                    heterogeneity=0.5,
+                    defect_rate=0.08,
+                    duplicate_rate=0.05,
+                    error_rate=0.2,
+                    truncate_rate=0.05,
+                    html_rate=0.05,
+                    latency="5ms..150ms",
+                ),
+                clock=LoopClock(),
+            )
+            for name, style in STYLES.items()
+        }
+        for server in servers.values():
+            await server.start()
+        try:
+            spec = parse_spec(CHAIN, default_registry(plugins=False), env={})
+            assert check(spec) == []
+            urls = {name: server.url for name, server in servers.items()}
+            result = await Runtime(spec, out_dir=tmp_path, mock_urls=urls).run()
+            return result, {name: server.stats()["truth"] for name, server in servers.items()}
+        finally:
+            for server in servers.values():
+                await server.close()
+
+    result, truths = run_virtual(main())
+    assert result.status == "completed"
+    report = json.loads((tmp_path / "summary.json").read_text())
+    ids = [p["id"] for p in report["products"]]
+    assert len(ids) == len(set(ids))  # no duplicates in the output
+    assert report["summary"]["total_products"] == len(ids)
+    assert report["summary"]["sources"] == sorted(STYLES)
+    for name, truth in truths.items():
+        served = truth["served"]
+        got = {p["source_id"] for p in report["products"] if p["source"] == name}
+        assert got == {str(i) for i in served["valid"]}, name  # every valid record served is in the output
+        dead = [d for d in result.dead_letters if d["endpoint"] == name]
+        assert len(dead) == len(served["malformed"]), name  # every malformed one is a dead letter
+        expected_dead = Counter((m["index"] // 20, m["index"] % 20) for m in served["malformed"])
+        assert Counter((d["page"], d["position"]) for d in dead) == expected_dead, name
+        # Duplicates: every served duplicate slot whose original was served too is a counted drop.
+        valid_positions = {str(i) for i in served["valid"]}
+        assert all(str(d["id"]) in valid_positions for d in served["duplicates"])
+    # Every copy of a valid record beyond the first one served is a counted drop.
+    dropped = result.counters["products"].get("duplicates", 0)
+    extra_copies = sum(
+        t["served"]["records"] - len(t["served"]["malformed"]) - len(t["served"]["valid"])
+        for t in truths.values()
+    )
+    assert dropped == extra_copies > 0
+    page_errors = [e for e in report["errors"] if e["error"] != "invalid_record"]
+    assert {e["error"] for e in page_errors} <= {"invalid_json", "html_instead_of_json", "http_500_after_retries",
+                                                "http_502_after_retries", "http_503_after_retries",
+                                                "pagination_stopped"}  # fmt: skip
+    assert all({"endpoint", "error", "timestamp"} <= set(e) for e in report["errors"])
