@@ -25,6 +25,7 @@ class RunResources:
         self.node_state: defaultdict[str, dict[str, Any]] = defaultdict(dict)
         self.events: list[dict[str, Any]] = []  # breaker transitions and other notable moments
         self.dead_letters: list[dict[str, Any]] = []  # records that could not be used, and why
+        self.windows: dict[str, list[Any]] = {}  # node -> closed windows (flow.windows.WindowStats)
         self._closers: list[Callable[[], Any]] = []
         self.counters: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._session: Any = None

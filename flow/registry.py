@@ -44,6 +44,7 @@ BUILTIN_MODULES = (
     "stages.parse",
     "stages.normalize",
     "stages.dedupe",
+    "stages.window",
     "stages.summary_json",
 )
 

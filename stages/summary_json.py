@@ -87,7 +87,19 @@ async def summary_json(source: AsyncIterator[Any], params: SummaryParams, ctx: A
             "success_rate": round(written / (written + len(dead)), 4) if written + len(dead) else 1.0,
             "sources": sorted(sources),
         }
-        metrics = {"category_distribution": dict(categories.most_common())}
+        windows = [w for node_windows in resources.windows.values() for w in node_windows]
+        metrics: dict[str, Any] = {"category_distribution": dict(categories.most_common())}
+        if windows:
+            metrics["price_trends"] = [
+                {
+                    "start": round(w.start, 3),
+                    "count": w.count,
+                    "avg_price": w.price.avg if w.price else None,
+                    "trend_percent": w.trend,
+                }
+                for w in windows
+            ]
+            metrics["windows"] = windows
         out.write(b"\n],\n")
         for key, value in (("errors", errors), ("per_source", per_source), ("metrics", metrics)):
             out.write(b'"%s": %s,\n' % (key.encode(), encode(value)))

@@ -104,6 +104,7 @@ def test_stages_list_and_describe(capsys):
         "rate_limit",
         "sequence",
         "summary_json",
+        "window",
     ]
     assert main(["stages", "sequence"]) == 0
     text = capsys.readouterr().out
@@ -130,6 +131,7 @@ def test_schema_covers_stage_params(capsys):
         "rate_limit",
         "sequence",
         "summary_json",
+        "window",
     ]
     assert {"enum": names} in entry
     assert "SequenceParams" in schema["$defs"] and "ServerSpec" in schema["$defs"]

@@ -26,7 +26,7 @@ nodes:
   c: {pipe: [{paginate: {url: "${mocks.c.url}/api/products", style: page, headers: {x-api-key: reqres-free-v1}}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: reqres}}, {normalize: {preset: reqres}}]}
   d: {pipe: [{paginate: {url: "${mocks.d.url}/products", style: link}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: jsonserver}}, {normalize: {preset: jsonserver}}]}
   e: {pipe: [{paginate: {url: "${mocks.e.url}/items", style: cursor}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: cursor}}, {normalize: {preset: cursor}}]}
-  products: {from: [a, b, c, d, e], pipe: [merge, dedupe, summary_json]}
+  products: {from: [a, b, c, d, e], pipe: [merge, dedupe, {window: {count: 50}}, summary_json]}
 """
 STYLES = {"a": "dummyjson", "b": "platzi", "c": "reqres", "d": "jsonserver", "e": "cursor"}
 
@@ -69,6 +69,8 @@ def test_conservation_from_ground_truth_to_the_report(tmp_path):
     ids = [p["id"] for p in report["products"]]
     assert len(ids) == len(set(ids))  # no duplicates in the output
     assert report["summary"]["total_products"] == len(ids)
+    windows = report["metrics"]["windows"]  # tumbling windows of 50 products cover each product once
+    assert sum(w["count"] for w in windows) == len(ids) and all(w["count"] == 50 for w in windows[:-1])
     assert report["summary"]["sources"] == sorted(STYLES)
     for name, truth in truths.items():
         served = truth["served"]

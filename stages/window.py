@@ -1,0 +1,81 @@
+"""`window`: windowed metrics over the products passing through.
+
+Products pass on unchanged; closed windows (see flow.windows) go to the run's
+metrics, which the `summary_json` sink reports as `metrics.windows` and
+`metrics.price_trends`, and to a JSON-lines file when `path` is set.
+Concurrency: the window state belongs to this stage's generator, which runs
+in its node's single task, so nothing else touches it and no lock is needed;
+the sink reads the closed windows only after its input (this stage) ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+
+from flow.registry import Params, stage
+from flow.windows import Windows
+from mocks._spec import parse_duration
+
+
+class WindowParams(Params):
+    every: str | float | None = "1s"  # window length in processing time...
+    count: Annotated[int, msgspec.Meta(ge=1)] | None = None  # ...or in products (then `every` is ignored)
+    slide: str | float | int | None = None  # sliding windows: the step (default: tumbling)
+    path: str | None = None  # also write each closed window as a JSON line
+
+    def __post_init__(self) -> None:
+        if self.count is None:
+            if self.every is None:
+                raise ValueError("every: set a window length ('1s') or a count")
+            try:
+                parse_duration(self.every)
+            except ValueError as err:
+                raise ValueError(f"every: {err}") from None
+
+
+@stage("window", WindowParams, consumes="products", produces="products")
+async def window(source: AsyncIterator[Any], params: WindowParams, ctx: Any) -> AsyncIterator[Any]:
+    """Tumbling or sliding windows by time or count; price stats, category
+    distribution, per-source throughput and the price trend per window."""
+    loop = asyncio.get_running_loop()
+    by_count = params.count is not None
+    length = float(params.count) if by_count else parse_duration(params.every)  # type: ignore[arg-type]
+    slide = (
+        None if params.slide is None else (float(params.slide) if by_count else parse_duration(params.slide))
+    )
+    windows = Windows(
+        length, slide, by="count" if by_count else "time", start=0.0 if by_count else loop.time()
+    )
+    results = ctx.resources.windows.setdefault(ctx.node, [])
+    out = ctx.open_output(params.path) if params.path else None
+    encode = msgspec.json.Encoder().encode
+
+    # Time windows are reported in seconds since the start of the run.
+    origin = 0.0 if by_count else (ctx.resources.started_at or windows.start)
+
+    def emit(closed: list[Any]) -> None:
+        if origin:
+            closed = [msgspec.structs.replace(w, start=w.start - origin, end=w.end - origin) for w in closed]
+        results.extend(closed)
+        if out is not None:
+            for w in closed:
+                out.write(encode(w) + b"\n")
+
+    seen = 0
+    try:
+        async for batch in source:
+            for product in batch.products:
+                emit(windows.add(float(seen) if by_count else loop.time(), product))
+                seen += 1
+            yield batch
+        emit(windows.flush())
+    finally:
+        if out is not None:
+            out.close()
+
+
+KIND = window
