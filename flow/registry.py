@@ -45,6 +45,8 @@ BUILTIN_MODULES = (
     "stages.normalize",
     "stages.dedupe",
     "stages.window",
+    "stages.quality",
+    "stages.redact",
     "stages.summary_json",
 )
 
