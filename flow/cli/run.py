@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def write_json_atomically(path: Path, data: Any) -> None:
         raise
 
 
-async def _run(spec: Any, out_dir: Path) -> Any:
+async def _run(spec: Any, out_dir: Path, live: bool = False) -> Any:
     from mocks import serve
 
     from ..runtime import Runtime
@@ -71,26 +72,41 @@ async def _run(spec: Any, out_dir: Path) -> Any:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, interrupt)
+        display = None
+        if live:
+            from .progress import Live
+
+            display = asyncio.create_task(Live(runtime).run(), name="progress")
         try:
             result = await runtime.run()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            if display is not None:
+                display.cancel()
+                await asyncio.gather(display, return_exceptions=True)
+        from .progress import rows
+
+        final_rows = rows(runtime)
     # Every task the run started has ended: nothing is left for asyncio.run
     # to cancel silently (a test interrupts runs and checks stderr is empty).
     pending = [t for t in asyncio.all_tasks() if t is not task and not t.done()]
     for leftover in pending:
         info(f"flow: warning: task still pending after the run: {leftover.get_name()}")
-    return result
+    return result, final_rows
 
 
 def run(args: argparse.Namespace) -> int:
     spec = load_checked(args)
     out_dir = Path(args.out or spec.run.out)
-    result = asyncio.run(_run(spec, out_dir))
+    live = not args.no_progress and not args.quiet and sys.stderr.isatty()
+    result, final_rows = asyncio.run(_run(spec, out_dir, live))
     report = out_dir / "run.json"
     write_json_atomically(report, result.report())
     if not args.quiet:
+        from .progress import table
+
+        out(table(final_rows).rstrip("\n"))
         sinks = [name for name, node in spec.nodes.items() if node.stages[-1].kind.is_sink]
         items = sum(result.nodes[name].stages[-1].items_out for name in sinks)
         out(

@@ -17,8 +17,9 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "error::Resource
 
 
 def flow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flow", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, env=ENV)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "flow", *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=ENV
+    )
 
 
 def test_run_writes_the_report_and_outputs(tmp_path):
@@ -29,7 +30,12 @@ def test_run_writes_the_report_and_outputs(tmp_path):
     )
     result = flow("run", "g.yaml", "--out", "o", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("completed: 2 nodes, 5 items reached 1 sinks, 0 errors in ")
+    table, status = result.stdout.splitlines()[:2], result.stdout.splitlines()[2]
+    assert table == [
+        "source  pages  records  products  dead  retries  errors  breaker",
+        "a         0/5        0         0     0        0       0   closed",
+    ]
+    assert status.startswith("completed: 2 nodes, 5 items reached 1 sinks, 0 errors in ")
     report = json.loads((tmp_path / "o" / "run.json").read_text())
     assert report["status"] == "completed" and report["errors"] == []
     assert report["nodes"]["out"]["stages"] == [{"stage": "collect", "items_out": 5, "errors": 0}]
@@ -58,8 +64,14 @@ def test_interrupt_drains_writes_a_partial_report_and_exits_130(tmp_path, sig):
         "  a: {pipe: [{sequence: {items: 1000000000, batch: 1}}]}\n"
         "  out: {from: a, pipe: [{collect: {path: nums.jsonl}}]}\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "flow", "run", "g.yaml", "--out", "o"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flow", "run", "g.yaml", "--out", "o"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     try:
         output = tmp_path / "o" / "nums.jsonl"
         deadline = time.monotonic() + 20
@@ -72,10 +84,46 @@ def test_interrupt_drains_writes_a_partial_report_and_exits_130(tmp_path, sig):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert out.startswith("interrupted: ")
+    assert out.splitlines()[-1].startswith("interrupted: ")
     assert err == ""  # no "Task exception was never retrieved", no ResourceWarning, no traceback
     report = json.loads((tmp_path / "o" / "run.json").read_text())
     assert report["status"] == "interrupted"
     produced = report["nodes"]["a"]["stages"][0]["items_out"]
     assert produced == report["nodes"]["out"]["stages"][0]["items_out"] > 0
     assert len((tmp_path / "o" / "nums.jsonl").read_text().splitlines()) == produced
+
+
+def test_live_progress_on_a_terminal(tmp_path):
+    """On a terminal the display redraws in place on stderr; the table and
+    the status line still go to stdout."""
+    import pty
+
+    (tmp_path / "g.yaml").write_text(
+        "version: 1\nnodes:\n  a: {pipe: [{sequence: {items: 200000, batch: 1}}]}\n  out: {from: a, pipe: [collect]}\n"
+    )
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "flow", "run", "g.yaml", "--out", "o"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            timeout=60,
+            env=ENV,
+        )
+        os.close(slave)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    assert b"products/s" in drawn and b"source  pages" in drawn
+    assert proc.stdout.splitlines()[-1].startswith("completed: ")
