@@ -1,16 +1,20 @@
-"""`dedupe`: drop records whose key was seen before, counting each drop.
+"""`dedupe`: one record per key, keeping the best copy seen within a window.
 
-Streaming: the first record of each key passes at once and only the keys are
-held (not the records), so memory grows with distinct keys, not records.
-Between duplicates the one kept is the first; a later copy with a strictly
-higher `quality` cannot replace a record already passed on (the mocks'
-duplicates are identical copies). Every drop is counted per source.
+Records wait in an insertion-ordered buffer of at most `hold` records before
+they are passed on. A copy whose key is still in the buffer replaces the
+waiting record if its `quality` is strictly higher (else it is dropped); a
+copy whose key was already passed on is dropped. Every drop is counted, per
+source too. So: best-of-copies for copies at most `hold` records apart (the
+mocks put copies within three pages), first-come beyond; memory is `hold`
+records plus the set of keys seen (not the records). `hold: 0` passes each
+first copy on at once.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -19,24 +23,46 @@ from flow.registry import Params, stage
 
 class DedupeParams(Params):
     key: str = "id"  # a Product field
+    hold: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 200  # records kept back to find better copies
 
 
 @stage("dedupe", DedupeParams, consumes="products", produces="products")
 async def dedupe(source: AsyncIterator[Any], params: DedupeParams, ctx: Any) -> AsyncIterator[Any]:
-    """Pass on the first record of each key; count the duplicates dropped."""
-    seen: set[Any] = set()
+    """One record per key: the best copy within `hold` records, else the first."""
+    passed: set[Any] = set()  # keys already passed on
+    waiting: OrderedDict[Any, Any] = OrderedDict()  # key -> best copy so far
     key = params.key
+
+    def drop(product: Any) -> None:
+        ctx.count("duplicates")
+        ctx.count(f"duplicates:{product.source}")
+
+    last = None
     async for batch in source:
-        kept = []
+        last = batch
+        out = []
         for product in batch.products:
             value = getattr(product, key)
-            if value in seen:
-                ctx.count("duplicates")
-                ctx.count(f"duplicates:{product.source}")
-                continue
-            seen.add(value)
-            kept.append(product)
-        yield msgspec.structs.replace(batch, products=kept)
+            if value in passed:
+                drop(product)
+            elif value in waiting:
+                kept = waiting[value]
+                if product.quality > kept.quality:
+                    waiting[value] = product
+                    drop(kept)
+                else:
+                    drop(product)
+            else:
+                waiting[value] = product
+                while len(waiting) > params.hold:
+                    old_key, old = waiting.popitem(last=False)
+                    passed.add(old_key)
+                    out.append(old)
+        if out:
+            yield msgspec.structs.replace(batch, products=out)
+    if waiting and last is not None:
+        passed.update(waiting)
+        yield msgspec.structs.replace(last, products=list(waiting.values()))
 
 
 KIND = dedupe
