@@ -14,8 +14,9 @@ class CollectParams(Params):
 
 @stage("collect", CollectParams, consumes=ANY, produces=None)
 async def collect(source: AsyncIterator[Any], params: CollectParams, ctx: Any) -> AsyncIterator[Any]:
-    """Write every item (a batch is one item per element) as one JSON line to
-    `path`, or only count the items when no path is given."""
+    """Write every item as JSON lines to `path` (one line per record of a batch:
+    a list, a batch of products or of parsed records), or only count the
+    items when no path is given."""
     import msgspec
 
     encode = msgspec.json.Encoder().encode
@@ -23,12 +24,24 @@ async def collect(source: AsyncIterator[Any], params: CollectParams, ctx: Any) -
     try:
         async for item in source:
             if out is not None:
-                for element in item if isinstance(item, list) else [item]:
+                for element in _elements(item):
                     out.write(encode(element) + b"\n")
             yield item
     finally:
         if out is not None:
             out.close()
+
+
+def _elements(item: Any) -> list[Any]:
+    if isinstance(item, list):
+        return item
+    products = getattr(item, "products", None)
+    if products is not None:
+        return products
+    records = getattr(item, "records", None)
+    if records is not None:
+        return [record for _, record in records]
+    return [item]
 
 
 KIND = collect

@@ -31,6 +31,7 @@ from flow.registry import Params, stage
 
 class SummaryParams(Params):
     path: str = "summary.json"  # relative paths are under run.out
+    dead_letters: str | None = None  # also write the dead letters as JSON lines here
 
 
 class _Source:
@@ -104,6 +105,10 @@ async def summary_json(source: AsyncIterator[Any], params: SummaryParams, ctx: A
         for key, value in (("errors", errors), ("per_source", per_source), ("metrics", metrics)):
             out.write(b'"%s": %s,\n' % (key.encode(), encode(value)))
         out.write(b'"summary": %s}\n' % encode(summary))
+        if params.dead_letters:
+            with ctx.open_output(params.dead_letters) as letters:
+                for letter in dead:
+                    letters.write(encode(letter) + b"\n")
         out.close()
         os.replace(ctx.out_dir / os.path.dirname(params.path) / tmp_name, final)
     finally:
