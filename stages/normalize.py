@@ -47,6 +47,7 @@ class ProductBatch(msgspec.Struct, frozen=True):
 class NormalizeParams(ConcurrentParams):
     preset: str | None = None  # a shipped mapping: dummyjson, platzi, reqres, jsonserver, cursor
     map: dict[str, str] = {}  # Product field -> dotted path in the record; overrides the preset
+    extra: dict[str, str] = {}  # extra output field -> dotted path, kept as is (e.g. {brand: brand})
     price_in_cents: bool | None = None  # default: true for the cursor preset
     currency: str = "USD"  # when the price names none
     source: str | None = None  # the `source` of the records (default: the endpoint, i.e. the node)
@@ -72,7 +73,12 @@ def _get(record: dict[str, Any], path: str) -> Any:
 
 
 def normalize_batch(
-    batch: Records, fields: dict[str, str], cents: bool, currency: str, source: str
+    batch: Records,
+    fields: dict[str, str],
+    cents: bool,
+    currency: str,
+    source: str,
+    extra: dict[str, str] | None = None,
 ) -> tuple[list[Product], list[dict[str, Any]]]:
     """Pure and synchronous: runs in a worker thread. Never raises for a bad
     record: (products, dead letters)."""
@@ -94,6 +100,9 @@ def normalize_batch(
                     currency=found_currency or currency,
                     category=category,
                     processed_at=now,
+                    extra={
+                        k: v for k, path in (extra or {}).items() if (v := _get(record, path)) is not None
+                    },
                 )
             )
         except Invalid as why:
@@ -130,7 +139,7 @@ async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> Produc
     source = params.source or batch.endpoint
     loop = asyncio.get_running_loop()
     products, dead = await loop.run_in_executor(
-        pool, normalize_batch, batch, fields, cents, params.currency, source
+        pool, normalize_batch, batch, fields, cents, params.currency, source, params.extra
     )
     for letter in dead:
         ctx.dead_letter(**letter)

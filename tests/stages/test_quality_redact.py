@@ -10,8 +10,16 @@ from stages.redact import redact_text
 
 
 def product(**fields: object) -> Product:
-    base = {"id": "s:1", "source_id": "1", "title": "Ergonomic Steel Chair", "source": "s", "price": 10.0,
-            "currency": "USD", "category": "furniture", "processed_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    base = {
+        "id": "s:1",
+        "source_id": "1",
+        "title": "Ergonomic Steel Chair",
+        "source": "s",
+        "price": 10.0,
+        "currency": "USD",
+        "category": "furniture",
+        "processed_at": "2026-01-01T00:00:00Z",
+    }
     return Product(**{**base, **fields})  # type: ignore[arg-type]
 
 
@@ -43,3 +51,37 @@ def test_quality_deductions(fields, expected):
 )
 def test_redact(text, expected, removed):
     assert redact_text(text) == (expected, removed)
+
+
+def test_normalize_keeps_declared_extra_fields():
+    from stages.normalize import PRESETS, normalize_batch
+    from stages.parse import Records
+
+    batch = Records(
+        "shop",
+        0,
+        [
+            (
+                0,
+                {
+                    "id": 7,
+                    "title": " A  Lamp ",
+                    "price": "$1,299.00",
+                    "brand": "Knoll",
+                    "category": {"name": "Home Decoration"},
+                },
+            )
+        ],
+    )
+    [product], dead = normalize_batch(
+        batch, PRESETS["dummyjson"], False, "USD", "shop", {"brand": "brand", "x": "nope"}
+    )
+    assert dead == []
+    assert (product.id, product.title, product.price, product.currency, product.category, product.extra) == (
+        "shop:7",
+        "A Lamp",
+        1299.0,
+        "USD",
+        "home-decoration",
+        {"brand": "Knoll"},
+    )
