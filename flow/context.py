@@ -29,6 +29,7 @@ class RunResources:
         self._closers: list[Callable[[], Any]] = []
         self.counters: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._session: Any = None
+        self.telemetry: Any = None  # flow.telemetry.Telemetry of the run
 
     def session(self) -> Any:
         """The run's one aiohttp ClientSession, made on first use."""

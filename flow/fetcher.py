@@ -24,13 +24,18 @@ always released (async with), also on cancellation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .breaker import CircuitBreaker
 from .ratelimit import SlidingWindowLimiter
@@ -95,11 +100,14 @@ class Fetcher:
     rng: random.Random = field(default_factory=random.Random)
     on_event: Callable[[str, dict[str, Any]], None] | None = None  # retries and waits
     concurrency: int = 4  # requests in flight at once, taken before the limiter slot
+    tracer: Any = None  # OpenTelemetry tracer: a span per attempt (None: no spans)
 
     def __post_init__(self) -> None:
         self._in_flight = asyncio.Semaphore(self.concurrency)
 
     def _event(self, name: str, **attrs: Any) -> None:
+        if self.tracer is not None:  # retries, waits: events on the current (stage) span
+            trace.get_current_span().add_event(name, {k: v for k, v in attrs.items() if v is not None})
         if self.on_event is not None:
             self.on_event(name, attrs)
 
@@ -124,14 +132,16 @@ class Fetcher:
             retry_after = None
             try:
                 async with self._in_flight:
-                    await self.limiter.acquire()
+                    waited = await self.limiter.acquire()
+                    if waited > 0:
+                        self._event("rate_limit_wait", seconds=waited)
                     if not permit.probe and self.breaker.state != "closed":
                         # The breaker opened while this request waited for its
                         # slot: it must not reach the endpoint. Not an attempt.
                         permit.neutral(loop.time())
                         continue
                     attempt += 1
-                    status, body, response_headers = await self._get(url, params, headers)
+                    status, body, response_headers = await self._get(url, params, headers, attempt)
             except asyncio.CancelledError:
                 permit.neutral(loop.time())
                 raise
@@ -168,15 +178,43 @@ class Fetcher:
         return FetchFailed(url, f"{last}_after_retries", self.policy.attempts, last_status)
 
     async def _get(
-        self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str] | None
+        self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str] | None, attempt: int = 1
     ) -> tuple[int, bytes, Mapping[str, str]]:
         t = self.timeouts
         timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
-        async with self.session.get(url, params=params, headers=headers, timeout=timeout) as response:
-            chunks, size = [], 0
-            async for chunk in response.content.iter_chunked(65536):
-                size += len(chunk)
-                if size > self.max_bytes:
-                    raise _TooLarge
-                chunks.append(chunk)
-            return response.status, b"".join(chunks), response.headers
+        if self.tracer is None:
+            span_cm: Any = contextlib.nullcontext()
+        else:
+            attributes = _http_attributes(url, params, attempt)
+            span_cm = self.tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes=attributes)
+        with span_cm as span:
+            async with self.session.get(url, params=params, headers=headers, timeout=timeout) as response:
+                if span is not None:
+                    span.set_attribute("http.response.status_code", response.status)
+                    if response.status >= 400:
+                        span.set_status(Status(StatusCode.ERROR))
+                chunks, size = [], 0
+                async for chunk in response.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise _TooLarge
+                    chunks.append(chunk)
+                return response.status, b"".join(chunks), response.headers
+
+
+_SECRET = re.compile(r"key|token|secret|password|passwd|signature|auth", re.I)
+
+
+def _http_attributes(url: str, params: Mapping[str, str] | None, attempt: int) -> dict[str, Any]:
+    """HTTP semantic-convention attributes; query values whose names look
+    secret are replaced (headers are never recorded)."""
+    parts = urlsplit(url)
+    query = [(k, "REDACTED" if _SECRET.search(k) else v) for k, v in (params or {}).items()]
+    full = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    return {
+        "http.request.method": "GET",
+        "url.full": full,
+        "server.address": parts.hostname or "",
+        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        "http.request.resend_count": attempt - 1,
+    }

@@ -36,12 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from opentelemetry import trace
 
 from mocks._spec import parse_duration
 
 from .buffer import Buffer
 from .context import RunResources, StageContext
 from .spec import Node, Spec
+from .telemetry import observe_runtime
 
 _MOCK_REF = re.compile(r"\$\{mocks\.([A-Za-z_][A-Za-z0-9_-]*)\.url\}")
 
@@ -105,6 +107,7 @@ class Runtime:
         out_dir: str | Path | None = None,
         keep_sink_items: bool = False,
         mock_urls: dict[str, str] | None = None,
+        telemetry: Any = None,
     ) -> None:
         self.spec = spec
         self.out_dir = Path(out_dir if out_dir is not None else spec.run.out)
@@ -136,6 +139,10 @@ class Runtime:
         self._stop_requested = False  # a plain flag: read once per source item
         self.resources = RunResources(self._record)
         self.resources.errors = self.errors
+        from .telemetry import setup
+
+        self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
+        self.resources.telemetry = self.telemetry
         self._status = "completed"
         self._stopping = asyncio.Event()
 
@@ -167,8 +174,13 @@ class Runtime:
         self.resources.deadline_at = self._started_at + self.deadline
         self.resources.started_at = self._started_at
         tasks = self._tasks
-        for name, node in self.nodes.items():
-            tasks.append(asyncio.create_task(self._node(node), name=f"node:{name}"))
+        observe_runtime(self.telemetry, self)
+        run_span = self.telemetry.tracer.start_span(
+            "run", attributes={"flow.run_id": self.telemetry.run_id, "flow.graph": self.spec.file}
+        )
+        with trace.use_span(run_span, end_on_exit=False):  # node tasks inherit the run's context
+            for name, node in self.nodes.items():
+                tasks.append(asyncio.create_task(self._node(node), name=f"node:{name}"))
         work = asyncio.gather(*tasks, return_exceptions=True)
         try:
             await asyncio.wait_for(asyncio.shield(work), self.deadline)
@@ -186,6 +198,10 @@ class Runtime:
                 self._record(None, None, "grace_exceeded", f"run.grace {self.spec.run.grace} reached")
                 await asyncio.wait({work})
         await self.resources.close()
+        run_span.set_attribute("flow.status", self._status)
+        run_span.end()
+        # Exporters do blocking HTTP: flush them off the event loop.
+        await asyncio.to_thread(self.telemetry.shutdown)
         for outcome in work.result():
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 self._record(None, None, "internal_error", f"{type(outcome).__name__}: {outcome}")
@@ -295,6 +311,12 @@ class Runtime:
                 await generator.aclose()  # type: ignore[attr-defined]
 
     async def _node(self, node: Node) -> None:
+        with self.telemetry.tracer.start_as_current_span(
+            f"node {node.name}", attributes={"flow.node": node.name}
+        ):
+            await self._run_node(node)
+
+    async def _run_node(self, node: Node) -> None:
         buffer = self.buffers.get(node.name)
         first = 1 if node.stages[0].kind.is_source else 0
         stream: AsyncIterator[Any] = self._source(node) if first else aiter(buffer)  # type: ignore[arg-type]
@@ -304,7 +326,7 @@ class Runtime:
             stage = node.stages[index]
             params, ctx = self._params(stage.params), self._context(node, index)
             if stage.kind.per_item:
-                stream = _mapped(stream, stage.kind.run, params, ctx)
+                stream = _mapped(stream, stage.kind.run, params, ctx, self.telemetry.tracer)
             else:
                 stream = stage.kind.run(stream, params, ctx)
             if index < last:  # the last stage is guarded inline below: one layer less
@@ -346,13 +368,18 @@ class Runtime:
             self.stats[node.name].seconds = asyncio.get_running_loop().time() - self._started_at
 
 
-async def _mapped(source: AsyncIterator[Any], run: Any, params: Any, ctx: Any) -> AsyncIterator[Any]:
+async def _mapped(
+    source: AsyncIterator[Any], run: Any, params: Any, ctx: Any, tracer: Any
+) -> AsyncIterator[Any]:
     """A per-item stage: `run(item, params, ctx)` over the input, at most
     `params.concurrency` at once (aiostream's map with a task limit)."""
     from aiostream import stream
 
+    name, attributes = f"stage {ctx.stage}", {"flow.node": ctx.node, "flow.stage": ctx.stage}
+
     async def call(item: Any) -> Any:  # aiostream wants a coroutine function here
-        return await run(item, params, ctx)
+        with tracer.start_as_current_span(name, attributes=attributes):
+            return await run(item, params, ctx)
 
     # A per-item stage may return None to pass nothing on (e.g. a failed page
     # it has recorded as an error).

@@ -1,0 +1,172 @@
+"""OpenTelemetry for a run: one trace, metrics per stage and endpoint.
+
+Configuration: the standard `OTEL_*` variables (endpoint, headers, protocol)
+and, in graph.yaml, `telemetry: {traces: otlp|console|none, metrics:
+otlp|console|none, protocol: http|grpc, endpoint: URL}`. The default is
+OTLP over http/protobuf when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces
+variant) is set, else none. With both off, flow uses the API's no-op tracer
+and meter: a span or a counter costs a function call.
+
+Spans: `run` (root) > `node NAME` > per item of a per-item stage (`fetch`,
+`normalize`): `stage NAME`, and under a fetch one `GET` span per attempt
+with the HTTP semantic-convention attributes. Breaker transitions and
+retries are span events. Exporters are flushed at the end of every run,
+also after SIGINT or the deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace as otel_trace
+
+from . import __version__
+
+
+@dataclass
+class Telemetry:
+    tracer: Any
+    meter: Any
+    run_id: str
+    providers: list[Any] = field(default_factory=list)
+    instruments: dict[str, Any] = field(default_factory=dict)
+
+    def counter(self, name: str, unit: str = "1", description: str = "") -> Any:
+        if name not in self.instruments:
+            self.instruments[name] = self.meter.create_counter(name, unit=unit, description=description)
+        return self.instruments[name]
+
+    def histogram(self, name: str, unit: str = "s", description: str = "") -> Any:
+        if name not in self.instruments:
+            self.instruments[name] = self.meter.create_histogram(name, unit=unit, description=description)
+        return self.instruments[name]
+
+    def gauge(self, name: str, callback: Any, unit: str = "1", description: str = "") -> Any:
+        if name not in self.instruments:
+            self.instruments[name] = self.meter.create_observable_gauge(
+                name, callbacks=[callback], unit=unit, description=description
+            )
+        return self.instruments[name]
+
+    def shutdown(self) -> None:
+        """Flush and stop the exporters (idempotent)."""
+        for provider in self.providers:
+            provider.force_flush()
+            provider.shutdown()
+        self.providers.clear()
+
+
+def _choice(config: dict[str, Any], signal: str) -> str:
+    chosen = config.get(signal)
+    if chosen:
+        return str(chosen)
+    env = os.environ
+    if env.get(f"OTEL_{signal.upper()}_EXPORTER") == "none":
+        return "none"
+    if env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return "otlp"
+    return "none"
+
+
+def setup(config: dict[str, Any] | None = None) -> Telemetry:
+    """Tracer and meter for one run, from graph.yaml's `telemetry:` and OTEL_*."""
+    config = config or {}
+    run_id = uuid.uuid4().hex[:16]
+    traces, metrics = _choice(config, "traces"), _choice(config, "metrics")
+    if traces == "none" and metrics == "none":
+        return Telemetry(otel_trace.NoOpTracer(), otel_metrics.NoOpMeter("flow"), run_id)
+    from opentelemetry.sdk.resources import Resource
+
+    resource = Resource.create(
+        {"service.name": "flow", "service.version": __version__, "flow.run_id": run_id}
+    )
+    protocol = config.get("protocol") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    endpoint = config.get("endpoint")
+    telemetry = Telemetry(otel_trace.NoOpTracer(), otel_metrics.NoOpMeter("flow"), run_id)
+    if traces != "none":
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        provider = TracerProvider(resource=resource)
+        if traces == "console":
+            exporter: Any = ConsoleSpanExporter()
+        elif "grpc" in protocol:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter(endpoint=endpoint)
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPSpans
+
+            exporter = HTTPSpans(endpoint=f"{endpoint.rstrip('/')}/v1/traces" if endpoint else None)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        telemetry.tracer = provider.get_tracer("flow", __version__)
+        telemetry.providers.append(provider)
+    if metrics != "none":
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+
+        if metrics == "console":
+            metric_exporter: Any = ConsoleMetricExporter()
+        elif "grpc" in protocol:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+            metric_exporter = OTLPMetricExporter(endpoint=endpoint)
+        else:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter as HTTPMetrics,
+            )
+
+            metric_exporter = HTTPMetrics(endpoint=f"{endpoint.rstrip('/')}/v1/metrics" if endpoint else None)
+        reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=5000)
+        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        telemetry.meter = meter_provider.get_meter("flow", __version__)
+        telemetry.providers.append(meter_provider)
+    return telemetry
+
+
+def observe_runtime(t: Telemetry, runtime: Any) -> None:
+    """Metrics read from the engine's own counters at export time: no
+    per-item cost on the hot path."""
+    from opentelemetry.metrics import Observation
+
+    def items(options: Any) -> list[Any]:
+        return [
+            Observation(s.items_out, {"flow.node": n, "flow.stage": s.stage})
+            for n, node in runtime.stats.items()
+            for s in node.stages
+        ]
+
+    def errors(options: Any) -> list[Any]:
+        return [
+            Observation(s.errors, {"flow.node": n, "flow.stage": s.stage})
+            for n, node in runtime.stats.items()
+            for s in node.stages
+        ]
+
+    def fill(options: Any) -> list[Any]:
+        return [
+            Observation(b.statistics().fill, {"flow.node": n, "flow.capacity": b.capacity})
+            for n, b in runtime.buffers.items()
+        ]
+
+    def counters(options: Any) -> list[Any]:
+        return [
+            Observation(v, {"flow.node": n, "flow.counter": k})
+            for n, c in runtime.resources.counters.items()
+            for k, v in c.items()
+        ]
+
+    t.instruments["items"] = t.meter.create_observable_counter(
+        "flow.stage.items_out", callbacks=[items], description="items yielded by a stage"
+    )
+    t.instruments["errors"] = t.meter.create_observable_counter(
+        "flow.stage.errors", callbacks=[errors], description="stage failures"
+    )
+    t.gauge("flow.buffer.fill", fill, description="items waiting in a node's input buffer")
+    t.instruments["counters"] = t.meter.create_observable_counter(
+        "flow.node.events", callbacks=[counters], description="pages, retries, dead letters, ..."
+    )
