@@ -1,0 +1,130 @@
+"""A run exports real OTLP/HTTP protobuf to a receiver on loopback: one
+trace with the span tree, HTTP attributes without secrets, retry and breaker
+events, and the stage metrics matching the report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from typing import Any
+
+from aiohttp import web
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from flow.registry import default_registry
+from flow.runtime import Runtime
+from flow.spec import parse_spec
+from flow.telemetry import setup
+from mocks import MockServer, ServerSpec
+
+SECRET_KEY = "reqres-SECRET-key-42"
+SECRET_TOKEN = "tok-SECRET-123"
+GRAPH = f"""\
+version: 1
+run: {{deadline: 60s}}
+mocks: {{shop: {{style: reqres}}}}
+telemetry: {{traces: otlp, metrics: otlp}}
+nodes:
+  shop:
+    pipe:
+      - paginate: {{url: "${{mocks.shop.url}}/api/products", style: page, params: {{token: {SECRET_TOKEN}}},
+                   headers: {{x-api-key: {SECRET_KEY}}}}}
+      - fetch: {{retry: {{retries: 6, backoff: 10ms, max: 50ms}}, breaker: {{failures: 2, cooldown: 100ms}}}}
+      - parse: {{schema: reqres}}
+      - normalize: {{preset: reqres}}
+  out: {{from: shop, pipe: [summary_json]}}
+"""
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.bodies: dict[str, list[bytes]] = defaultdict(list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.bodies[request.path].append(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+
+async def run_with_receiver(tmp_path: Any) -> tuple[Receiver, Any]:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/v1/traces", receiver.handle)
+    app.router.add_post("/v1/metrics", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    spec_server = ServerSpec(
+        style="reqres", products=100, api_key=SECRET_KEY, error_rate=0.3, seed=3, rate_limit="off"
+    )
+    try:
+        async with MockServer(spec_server) as shop:
+            spec = parse_spec(GRAPH, default_registry(plugins=False), env={})
+            telemetry = setup({"traces": "otlp", "metrics": "otlp", "endpoint": f"http://127.0.0.1:{port}"})
+            runtime = Runtime(spec, out_dir=tmp_path, mock_urls={"shop": shop.url}, telemetry=telemetry)
+            result = await runtime.run()
+    finally:
+        await runner.cleanup()
+    return receiver, result
+
+
+def test_one_trace_with_the_span_tree_and_no_secrets(tmp_path):
+    receiver, result = asyncio.run(run_with_receiver(tmp_path))
+    assert result.status == "completed" and result.counters["shop"]["products"] > 0
+    raw = b"".join(receiver.bodies["/v1/traces"]) + b"".join(receiver.bodies["/v1/metrics"])
+    assert SECRET_KEY.encode() not in raw and SECRET_TOKEN.encode() not in raw
+    spans = []
+    for body in receiver.bodies["/v1/traces"]:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            assert resource["service.name"] == "flow" and resource["flow.run_id"]
+            for scope in resource_spans.scope_spans:
+                spans.extend(scope.spans)
+    assert len({s.trace_id for s in spans}) == 1  # one trace per run
+    by_id = {s.span_id: s for s in spans}
+    [root] = [s for s in spans if s.name == "run"]
+    assert root.parent_span_id == b""
+    nodes = [s for s in spans if s.name.startswith("node ")]
+    assert {s.name for s in nodes} == {"node shop", "node out"}
+    assert all(s.parent_span_id == root.span_id for s in nodes)
+    fetches = [s for s in spans if s.name == "stage fetch"]
+    assert fetches and all(by_id[s.parent_span_id].name == "node shop" for s in fetches)
+    attempts = [s for s in spans if s.name == "GET"]
+    assert attempts and all(by_id[s.parent_span_id].name == "stage fetch" for s in attempts)
+    attrs = [{a.key: a.value for a in s.attributes} for s in attempts]
+    for a in attrs:
+        assert a["http.request.method"].string_value == "GET"
+        assert (
+            a["url.full"].string_value.startswith("http://127.0.0.1:")
+            and "token=REDACTED" in a["url.full"].string_value
+        )
+        assert a["server.address"].string_value == "127.0.0.1"
+        assert "http.response.status_code" in a and "http.request.resend_count" in a
+    assert any(a["http.request.resend_count"].int_value > 0 for a in attrs)  # retries happened
+    events = {e.name for s in spans for e in s.events}
+    assert "retry" in events and "breaker" in events
+    assert len([s for s in spans if s.name == "stage normalize"]) > 0
+
+
+def test_stage_metrics_match_the_report(tmp_path):
+    receiver, result = asyncio.run(run_with_receiver(tmp_path))
+    items: dict[tuple[str, str], int] = {}
+    for body in receiver.bodies["/v1/metrics"]:
+        request = ExportMetricsServiceRequest.FromString(body)
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == "flow.stage.items_out":
+                        for point in metric.sum.data_points:
+                            attrs = {a.key: a.value.string_value for a in point.attributes}
+                            items[(attrs["flow.node"], attrs["flow.stage"])] = point.as_int
+    report = json.loads((tmp_path / "summary.json").read_text())
+    normalized = items[("shop", "normalize")]
+    products = sum(1 for _ in report["products"])
+    assert normalized == result.nodes["shop"].stages[-1].items_out  # batches out of normalize
+    assert result.counters["shop"]["products"] == products  # and the products in them
+    assert items[("shop", "fetch")] == result.counters["shop"]["pages"]
