@@ -1,0 +1,148 @@
+"""What telemetry costs: the default chain with limits off, telemetry on
+(OTLP/HTTP to a receiver on loopback) versus off, interleaved in one run.
+
+Chain per shop: paginate -> fetch -> parse -> normalize, then merge -> dedupe
+-> summary_json; three mock shops (dummyjson, platzi, reqres) without rate
+limits or faults, run in this process. The receiver (a stand-in collector)
+runs in its own process, as a collector would, and only counts what it gets. Prints products/s (median of
+`--repeats`) for both and the ratio on/off. Goal: >= 0.85.
+
+    python bench/telemetry_overhead.py [--products 5000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Any
+
+GRAPH = """\
+version: 1
+run: {{deadline: 10m}}
+mocks: {{a: {{style: dummyjson}}, b: {{style: platzi}}, c: {{style: reqres}}}}
+x-fetch: &fetch
+  fetch: {{concurrency: 8, retry: {{retries: 3}}}}
+nodes:
+  a:
+    pipe:
+      - paginate: {{url: "${{mocks.a.url}}/products", style: skip_limit, page_size: 50}}
+      - *fetch
+      - parse: {{schema: dummyjson}}
+      - normalize: {{preset: dummyjson}}
+  b:
+    pipe:
+      - paginate: {{url: "${{mocks.b.url}}/api/v1/products", style: offset, page_size: 50, prefetch: 8}}
+      - *fetch
+      - parse: {{schema: platzi}}
+      - normalize: {{preset: platzi}}
+  c:
+    pipe:
+      - paginate:
+          url: "${{mocks.c.url}}/api/products"
+          style: page
+          page_size: 50
+          headers: {{x-api-key: reqres-free-v1}}
+      - *fetch
+      - parse: {{schema: reqres}}
+      - normalize: {{preset: reqres}}
+  products: {{from: [a, b, c], pipe: [merge, dedupe, summary_json]}}
+"""
+
+
+RECEIVER = """
+import asyncio, sys
+from aiohttp import web
+counts = {"requests": 0, "bytes": 0}
+async def handle(request):
+    body = await request.read()
+    counts["requests"] += 1
+    counts["bytes"] += len(body)
+    return web.Response(body=b"", content_type="application/x-protobuf")
+async def stats(request):
+    return web.json_response(counts)
+async def main():
+    app = web.Application()
+    app.router.add_post("/v1/traces", handle)
+    app.router.add_post("/v1/metrics", handle)
+    app.router.add_get("/stats", stats)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def start_receiver() -> tuple[subprocess.Popen[str], int]:
+    """A stand-in collector in its own process (as a real one would be)."""
+    proc = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+async def one_run(products: int, telemetry_port: int | None) -> float:
+    from flow.registry import default_registry
+    from flow.runtime import Runtime
+    from flow.spec import parse_spec
+    from flow.telemetry import setup
+    from mocks import ServerSpec, serve
+
+    specs = {
+        name: ServerSpec(style=style, products=products, rate_limit="off", max_page_size=100)
+        for name, style in (("a", "dummyjson"), ("b", "platzi"), ("c", "reqres"))
+    }
+    spec = parse_spec(GRAPH.format(), default_registry(), env={})
+    config: dict[str, Any] = {"traces": "none", "metrics": "none"}
+    if telemetry_port is not None:
+        config = {"traces": "otlp", "metrics": "otlp", "endpoint": f"http://127.0.0.1:{telemetry_port}"}
+    async with serve(specs) as servers:
+        with tempfile.TemporaryDirectory() as out:
+            runtime = Runtime(
+                spec, out_dir=out, mock_urls={n: s.url for n, s in servers.items()}, telemetry=setup(config)
+            )
+            started = time.perf_counter()
+            result = await runtime.run()
+            elapsed = time.perf_counter() - started
+    made = sum(c.get("products", 0) for c in result.counters.values())
+    assert result.status == "completed" and made > 0, result.errors[:3]
+    return made / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--products", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    receiver, port = start_receiver()
+    on, off = [], []
+    try:
+        for _ in range(args.repeats):
+            off.append(asyncio.run(one_run(args.products, None)))
+            on.append(asyncio.run(one_run(args.products, port)))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
+            counts = json.loads(response.read())
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+    on_rate, off_rate = statistics.median(on), statistics.median(off)
+    print(f"{3 * args.products:,} products per run (3 shops), median of {args.repeats} interleaved runs")
+    print(f"telemetry off: {off_rate:>10,.0f} products/s")
+    print(
+        f"telemetry on:  {on_rate:>10,.0f} products/s  ({counts['requests']} OTLP requests, "
+        f"{counts['bytes']:,} bytes received)"
+    )
+    print(f"ratio on / off: {on_rate / off_rate:.2f} (goal >= 0.85)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
