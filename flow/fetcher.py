@@ -101,6 +101,7 @@ class Fetcher:
     on_event: Callable[[str, dict[str, Any]], None] | None = None  # retries and waits
     concurrency: int = 4  # requests in flight at once, taken before the limiter slot
     tracer: Any = None  # OpenTelemetry tracer: a span per attempt (None: no spans)
+    telemetry: Any = None  # flow.telemetry.Telemetry: request and wait metrics (None: none)
 
     def __post_init__(self) -> None:
         self._in_flight = asyncio.Semaphore(self.concurrency)
@@ -133,6 +134,11 @@ class Fetcher:
             try:
                 async with self._in_flight:
                     waited = await self.limiter.acquire()
+                    if self.telemetry is not None:
+                        wait = self.telemetry.histogram(
+                            "flow.rate_limit.wait", "s", "time waiting for a slot"
+                        )
+                        wait.record(waited, {"flow.endpoint": self.breaker.name})
                     if waited > 0:
                         self._event("rate_limit_wait", seconds=waited)
                     if not permit.probe and self.breaker.state != "closed":
@@ -187,19 +193,35 @@ class Fetcher:
         else:
             attributes = _http_attributes(url, params, attempt)
             span_cm = self.tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes=attributes)
-        with span_cm as span:
-            async with self.session.get(url, params=params, headers=headers, timeout=timeout) as response:
-                if span is not None:
-                    span.set_attribute("http.response.status_code", response.status)
-                    if response.status >= 400:
-                        span.set_status(Status(StatusCode.ERROR))
-                chunks, size = [], 0
-                async for chunk in response.content.iter_chunked(65536):
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise _TooLarge
-                    chunks.append(chunk)
-                return response.status, b"".join(chunks), response.headers
+        loop = asyncio.get_running_loop()
+        started, outcome = loop.time(), ""
+        try:
+            with span_cm as span:
+                async with self.session.get(url, params=params, headers=headers, timeout=timeout) as response:
+                    outcome = str(response.status)
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", response.status)
+                        if response.status >= 400:
+                            span.set_status(Status(StatusCode.ERROR))
+                    chunks, size = [], 0
+                    async for chunk in response.content.iter_chunked(65536):
+                        size += len(chunk)
+                        if size > self.max_bytes:
+                            raise _TooLarge
+                        chunks.append(chunk)
+                    return response.status, b"".join(chunks), response.headers
+        except BaseException as exc:
+            outcome = outcome or type(exc).__name__  # no status: TimeoutError, ClientOSError, ...
+            raise
+        finally:
+            self._measure(outcome, loop.time() - started)
+
+    def _measure(self, outcome: str, seconds: float) -> None:
+        if self.telemetry is None:
+            return
+        attrs = {"flow.endpoint": self.breaker.name, "http.response.status_code": outcome}
+        self.telemetry.counter("flow.http.requests", "1", "HTTP attempts by status").add(1, attrs)
+        self.telemetry.histogram("flow.http.duration", "s", "HTTP attempt duration").record(seconds, attrs)
 
 
 _SECRET = re.compile(r"key|token|secret|password|passwd|signature|auth", re.I)

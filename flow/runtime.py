@@ -42,6 +42,7 @@ from mocks._spec import parse_duration
 
 from .buffer import Buffer
 from .context import RunResources, StageContext
+from .mapping import mapped
 from .spec import Node, Spec
 from .telemetry import observe_runtime
 
@@ -326,7 +327,7 @@ class Runtime:
             stage = node.stages[index]
             params, ctx = self._params(stage.params), self._context(node, index)
             if stage.kind.per_item:
-                stream = _mapped(stream, stage.kind.run, params, ctx, self.telemetry.tracer)
+                stream = mapped(stream, stage.kind.run, params, ctx, self.telemetry.tracer)
             else:
                 stream = stage.kind.run(stream, params, ctx)
             if index < last:  # the last stage is guarded inline below: one layer less
@@ -366,31 +367,3 @@ class Runtime:
             for output in outputs:
                 output.done()
             self.stats[node.name].seconds = asyncio.get_running_loop().time() - self._started_at
-
-
-async def _mapped(
-    source: AsyncIterator[Any], run: Any, params: Any, ctx: Any, tracer: Any
-) -> AsyncIterator[Any]:
-    """A per-item stage: `run(item, params, ctx)` over the input, at most
-    `params.concurrency` at once (aiostream's map with a task limit)."""
-    from aiostream import stream
-
-    name, attributes = f"stage {ctx.stage}", {"flow.node": ctx.node, "flow.stage": ctx.stage}
-
-    async def call(item: Any) -> Any:  # aiostream wants a coroutine function here
-        with tracer.start_as_current_span(name, attributes=attributes):
-            return await run(item, params, ctx)
-
-    # A per-item stage may return None to pass nothing on (e.g. a failed page
-    # it has recorded as an error).
-    if params.concurrency == 1:  # no tasks needed: await each in turn
-        async for item in source:
-            result = await call(item)
-            if result is not None:
-                yield result
-        return
-    mapped = stream.map(source, call, task_limit=params.concurrency, ordered=params.ordered)
-    async with mapped.stream() as results:
-        async for result in results:
-            if result is not None:
-                yield result

@@ -108,6 +108,7 @@ def _fetcher(params: FetchParams, ctx: Any) -> Fetcher:
         concurrency=params.concurrency,
         on_event=event,
         tracer=getattr(ctx.resources.telemetry, "tracer", None),
+        telemetry=ctx.resources.telemetry,
     )
 
 

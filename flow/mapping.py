@@ -1,0 +1,50 @@
+"""Per-item stages: `run(item, params, ctx)` mapped over a stream with a
+bounded number in flight (aiostream's `map` with a task limit), a span and a
+duration measurement per item."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+async def mapped(
+    source: AsyncIterator[Any], run: Any, params: Any, ctx: Any, tracer: Any
+) -> AsyncIterator[Any]:
+    """A per-item stage: `run(item, params, ctx)` over the input, at most
+    `params.concurrency` at once (aiostream's map with a task limit)."""
+    from aiostream import stream
+
+    name, attributes = f"stage {ctx.stage}", {"flow.node": ctx.node, "flow.stage": ctx.stage}
+
+    telemetry = ctx.resources.telemetry
+    latency = (
+        telemetry.histogram("flow.stage.duration", "s", "time per item of a per-item stage")
+        if telemetry
+        else None
+    )
+    loop = asyncio.get_running_loop()
+
+    async def call(item: Any) -> Any:  # aiostream wants a coroutine function here
+        started = loop.time()
+        try:
+            with tracer.start_as_current_span(name, attributes=attributes):
+                return await run(item, params, ctx)
+        finally:
+            if latency is not None:
+                latency.record(loop.time() - started, attributes)
+
+    # A per-item stage may return None to pass nothing on (e.g. a failed page
+    # it has recorded as an error).
+    if params.concurrency == 1:  # no tasks needed: await each in turn
+        async for item in source:
+            result = await call(item)
+            if result is not None:
+                yield result
+        return
+    mapped = stream.map(source, call, task_limit=params.concurrency, ordered=params.ordered)
+    async with mapped.stream() as results:
+        async for result in results:
+            if result is not None:
+                yield result
