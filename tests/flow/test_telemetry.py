@@ -128,3 +128,70 @@ def test_stage_metrics_match_the_report(tmp_path):
     assert normalized == result.nodes["shop"].stages[-1].items_out  # batches out of normalize
     assert result.counters["shop"]["products"] == products  # and the products in them
     assert items[("shop", "fetch")] == result.counters["shop"]["pages"]
+
+
+def test_sigint_still_delivers_the_spans(tmp_path):
+    """Interrupted runs flush their exporters: the run span (status
+    interrupted) and the node spans reach the receiver."""
+    import http.server
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    bodies: dict[str, list[bytes]] = defaultdict(list)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies[self.path].append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (tmp_path / "g.yaml").write_text(
+            "version: 1\nnodes:\n  a: {pipe: [{sequence: {items: 1000000000, batch: 1}}]}\n"
+            "  out: {from: a, pipe: [{collect: {path: n.jsonl}}]}\n"
+        )
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flow", "run", "g.yaml", "--out", "o", "--no-progress"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        output = tmp_path / "o" / "n.jsonl"
+        deadline = time.monotonic() + 30
+        while not (output.exists() and output.stat().st_size > 0):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130, stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    spans = [
+        span
+        for body in bodies["/v1/traces"]
+        for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in rs.scope_spans
+        for span in scope.spans
+    ]
+    [run] = [s for s in spans if s.name == "run"]
+    status = {a.key: a.value.string_value for a in run.attributes}["flow.status"]
+    assert status == "interrupted"
+    assert {s.name for s in spans} >= {"run", "node a", "node out"}
+    assert len({s.trace_id for s in spans}) == 1
