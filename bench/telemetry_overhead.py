@@ -1,13 +1,14 @@
 """What telemetry costs: the default chain with limits off, telemetry on
 (OTLP/HTTP to a receiver on loopback) versus off, interleaved in one run.
 
-Chain per shop: paginate -> fetch -> parse -> normalize, then merge -> dedupe
--> summary_json; three mock shops (dummyjson, platzi, reqres) without rate
+The default graph's chain: per shop paginate -> fetch -> parse -> normalize
+(pages of 20), then merge -> redact -> quality -> dedupe -> window ->
+summary_json; three mock shops (dummyjson, platzi, reqres) without rate
 limits or faults, run in this process. The receiver (a stand-in collector)
 runs in its own process, as a collector would, and only counts what it gets. Prints products/s (median of
 `--repeats`) for both and the ratio on/off. Goal: >= 0.85.
 
-    python bench/telemetry_overhead.py [--products 5000] [--repeats 3]
+    python bench/telemetry_overhead.py [--products 5000] [--repeats 3] [--page-size 20]
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ x-fetch: &fetch
 nodes:
   a:
     pipe:
-      - paginate: {{url: "${{mocks.a.url}}/products", style: skip_limit, page_size: 50}}
+      - paginate: {{url: "${{mocks.a.url}}/products", style: skip_limit, page_size: {page_size}}}
       - *fetch
       - parse: {{schema: dummyjson}}
       - normalize: {{preset: dummyjson}}
   b:
     pipe:
-      - paginate: {{url: "${{mocks.b.url}}/api/v1/products", style: offset, page_size: 50, prefetch: 8}}
+      - paginate:
+          {{url: "${{mocks.b.url}}/api/v1/products", style: offset, page_size: {page_size}, prefetch: 8}}
       - *fetch
       - parse: {{schema: platzi}}
       - normalize: {{preset: platzi}}
@@ -47,12 +49,14 @@ nodes:
       - paginate:
           url: "${{mocks.c.url}}/api/products"
           style: page
-          page_size: 50
+          page_size: {page_size}
           headers: {{x-api-key: reqres-free-v1}}
       - *fetch
       - parse: {{schema: reqres}}
       - normalize: {{preset: reqres}}
-  products: {{from: [a, b, c], pipe: [merge, dedupe, summary_json]}}
+  products:
+    from: [a, b, c]
+    pipe: [merge, redact, quality, {{dedupe: {{hold: 200}}}}, {{window: {{every: 1s}}}}, summary_json]
 """
 
 
@@ -89,7 +93,7 @@ def start_receiver() -> tuple[subprocess.Popen[str], int]:
     return proc, int(proc.stdout.readline())
 
 
-async def one_run(products: int, telemetry_port: int | None) -> float:
+async def one_run(products: int, telemetry_port: int | None, page_size: int = 20) -> float:
     from flow.registry import default_registry
     from flow.runtime import Runtime
     from flow.spec import parse_spec
@@ -100,7 +104,7 @@ async def one_run(products: int, telemetry_port: int | None) -> float:
         name: ServerSpec(style=style, products=products, rate_limit="off", max_page_size=100)
         for name, style in (("a", "dummyjson"), ("b", "platzi"), ("c", "reqres"))
     }
-    spec = parse_spec(GRAPH.format(), default_registry(), env={})
+    spec = parse_spec(GRAPH.format(page_size=page_size), default_registry(), env={})
     config: dict[str, Any] = {"traces": "none", "metrics": "none"}
     if telemetry_port is not None:
         config = {"traces": "otlp", "metrics": "otlp", "endpoint": f"http://127.0.0.1:{telemetry_port}"}
@@ -121,20 +125,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--page-size", type=int, default=20, help="products per page (default graph: 20)")
     args = parser.parse_args()
     receiver, port = start_receiver()
     on, off = [], []
     try:
         for _ in range(args.repeats):
-            off.append(asyncio.run(one_run(args.products, None)))
-            on.append(asyncio.run(one_run(args.products, port)))
+            off.append(asyncio.run(one_run(args.products, None, args.page_size)))
+            on.append(asyncio.run(one_run(args.products, port, args.page_size)))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
             counts = json.loads(response.read())
     finally:
         receiver.terminate()
         receiver.wait(timeout=10)
     on_rate, off_rate = statistics.median(on), statistics.median(off)
-    print(f"{3 * args.products:,} products per run (3 shops), median of {args.repeats} interleaved runs")
+    print(
+        f"{3 * args.products:,} products per run (3 shops, pages of {args.page_size}), "
+        f"median of {args.repeats} interleaved runs"
+    )
     print(f"telemetry off: {off_rate:>10,.0f} products/s")
     print(
         f"telemetry on:  {on_rate:>10,.0f} products/s  ({counts['requests']} OTLP requests, "

@@ -26,12 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from opentelemetry import trace
@@ -40,6 +39,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .breaker import CircuitBreaker
 from .ratelimit import SlidingWindowLimiter
 from .retry import RetryPolicy, parse_retry_after, retryable_status
+from .tracing import safe_url
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,15 @@ class Fetcher:
 
     def __post_init__(self) -> None:
         self._in_flight = asyncio.Semaphore(self.concurrency)
+        if self.telemetry is not None and not self.telemetry.metering:
+            self.telemetry = None  # metrics off: nothing to measure
+        self._wait = (
+            self.telemetry.histogram("flow.rate_limit.wait", "s", "time waiting for a send slot").bind(
+                {"flow.endpoint": self.breaker.name}
+            )
+            if self.telemetry is not None
+            else None
+        )
 
     def _event(self, name: str, **attrs: Any) -> None:
         if self.tracer is not None:  # retries, waits: events on the current (stage) span
@@ -134,11 +143,8 @@ class Fetcher:
             try:
                 async with self._in_flight:
                     waited = await self.limiter.acquire()
-                    if self.telemetry is not None:
-                        wait = self.telemetry.histogram(
-                            "flow.rate_limit.wait", "s", "time waiting for a slot"
-                        )
-                        wait.record(waited, {"flow.endpoint": self.breaker.name})
+                    if self._wait is not None:
+                        self._wait.record(waited)
                     if waited > 0:
                         self._event("rate_limit_wait", seconds=waited)
                     if not permit.probe and self.breaker.state != "closed":
@@ -219,23 +225,24 @@ class Fetcher:
     def _measure(self, outcome: str, seconds: float) -> None:
         if self.telemetry is None:
             return
-        attrs = {"flow.endpoint": self.breaker.name, "http.response.status_code": outcome}
+        # Semantic conventions: a status code when there was an answer, else
+        # `error.type` (TimeoutError, ClientOSError, ...).
+        attrs: dict[str, Any] = {"flow.endpoint": self.breaker.name}
+        if outcome.isdigit():
+            attrs["http.response.status_code"] = int(outcome)
+        else:
+            attrs["error.type"] = outcome
         self.telemetry.counter("flow.http.requests", "1", "HTTP attempts by status").add(1, attrs)
         self.telemetry.histogram("flow.http.duration", "s", "HTTP attempt duration").record(seconds, attrs)
-
-
-_SECRET = re.compile(r"key|token|secret|password|passwd|signature|auth", re.I)
 
 
 def _http_attributes(url: str, params: Mapping[str, str] | None, attempt: int) -> dict[str, Any]:
     """HTTP semantic-convention attributes; query values whose names look
     secret are replaced (headers are never recorded)."""
     parts = urlsplit(url)
-    query = [(k, "REDACTED" if _SECRET.search(k) else v) for k, v in (params or {}).items()]
-    full = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
     return {
         "http.request.method": "GET",
-        "url.full": full,
+        "url.full": safe_url(url, params),
         "server.address": parts.hostname or "",
         "server.port": parts.port or (443 if parts.scheme == "https" else 80),
         "http.request.resend_count": attempt - 1,

@@ -10,18 +10,20 @@ from typing import Any
 
 
 async def mapped(
-    source: AsyncIterator[Any], run: Any, params: Any, ctx: Any, tracer: Any
+    source: AsyncIterator[Any], run: Any, params: Any, ctx: Any, spans: Any = None
 ) -> AsyncIterator[Any]:
     """A per-item stage: `run(item, params, ctx)` over the input, at most
-    `params.concurrency` at once (aiostream's map with a task limit)."""
+    `params.concurrency` at once (aiostream's map with a task limit). With
+    `spans` (a flow.tracing.StageSpans: tracing is on) each item runs in its
+    own span, placed under its batch's root span."""
     from aiostream import stream
 
-    name, attributes = f"stage {ctx.stage}", {"flow.node": ctx.node, "flow.stage": ctx.stage}
+    attributes = {"flow.node": ctx.node, "flow.stage": ctx.stage}
 
     telemetry = ctx.resources.telemetry
     latency = (
-        telemetry.histogram("flow.stage.duration", "s", "time per item of a per-item stage")
-        if telemetry
+        telemetry.histogram("flow.stage.duration", "s", "time per item of a stage").bind(attributes)
+        if telemetry is not None and telemetry.metering
         else None
     )
     loop = asyncio.get_running_loop()
@@ -29,11 +31,13 @@ async def mapped(
     async def call(item: Any) -> Any:  # aiostream wants a coroutine function here
         started = loop.time()
         try:
-            with tracer.start_as_current_span(name, attributes=attributes):
+            if spans is None:
+                return await run(item, params, ctx)
+            with spans.current(item):
                 return await run(item, params, ctx)
         finally:
             if latency is not None:
-                latency.record(loop.time() - started, attributes)
+                latency.record(loop.time() - started)
 
     # A per-item stage may return None to pass nothing on (e.g. a failed page
     # it has recorded as an error).

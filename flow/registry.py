@@ -74,6 +74,7 @@ class StageKind:
     produces: str | None  # None: a sink
     fan_in: bool = False  # may start a node that reads from several nodes
     per_item: bool = False  # run is `async def run(item, params, ctx) -> item`, mapped by the engine
+    spans: bool = True  # a span per item when tracing (off for pass-through kinds such as merge)
     doc: str = ""
     origin: str = field(default="flow", compare=False)  # "flow" or the entry point's distribution
 
@@ -127,19 +128,22 @@ def stage(
     produces: str | None,
     fan_in: bool = False,
     per_item: bool = False,
+    spans: bool = True,
 ) -> Callable[[Operator], StageKind]:
     """Decorator: the generator becomes a StageKind named `name`.
 
     With `per_item=True` the function is a coroutine `run(item, params, ctx)`
     returning the output item, and its params must derive from
     ConcurrentParams: the engine maps it over the input with aiostream's
-    `map(task_limit=concurrency, ordered=ordered)`, never unbounded."""
+    `map(task_limit=concurrency, ordered=ordered)`, never unbounded.
+    `spans=False`: no span per item when tracing (a kind that only passes
+    items on)."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
 
     def register(run: Operator) -> StageKind:
         doc = (run.__doc__ or "").strip()
-        return StageKind(name, params, run, consumes, produces, fan_in, per_item, doc)
+        return StageKind(name, params, run, consumes, produces, fan_in, per_item, spans, doc)
 
     return register
 

@@ -45,6 +45,7 @@ from .context import RunResources, StageContext
 from .mapping import mapped
 from .spec import Node, Spec
 from .telemetry import observe_runtime
+from .tracing import Lineage, StageSpans, traced
 
 _MOCK_REF = re.compile(r"\$\{mocks\.([A-Za-z_][A-Za-z0-9_-]*)\.url\}")
 
@@ -144,6 +145,8 @@ class Runtime:
 
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry = self.telemetry
+        if getattr(self.telemetry, "tracing", False):
+            self.resources.lineage = Lineage()
         self._status = "completed"
         self._stopping = asyncio.Event()
 
@@ -219,7 +222,7 @@ class Runtime:
             self.resources.dead_letters,
         )
 
-    def _taken(self, node: Node, index: int) -> int | None:
+    def taken(self, node: Node, index: int) -> int | None:
         """How many items stage `index` of `node` has taken from its input."""
         if index == 0:
             return None if node.stages[0].kind.is_source else self.buffers[node.name].statistics().taken
@@ -234,7 +237,7 @@ class Runtime:
             node.stages[index].kind.name,
             type(exc).__name__,
             str(exc),
-            item=self._taken(node, index),
+            item=self.taken(node, index),
         )
 
     def _record(
@@ -311,10 +314,19 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await generator.aclose()  # type: ignore[attr-defined]
 
+    def _spans(self, node: Node, index: int) -> StageSpans | None:
+        """Span maker for a stage, when tracing is on and the kind wants spans."""
+        kind = node.stages[index].kind
+        if self.resources.lineage is None or not kind.spans:
+            return None
+        return StageSpans(self.telemetry.tracer, self.resources.lineage, node.name, kind.name)
+
     async def _node(self, node: Node) -> None:
         with self.telemetry.tracer.start_as_current_span(
             f"node {node.name}", attributes={"flow.node": node.name}
-        ):
+        ) as span:
+            if self.resources.lineage is not None:
+                self.resources.node_spans[node.name] = span
             await self._run_node(node)
 
     async def _run_node(self, node: Node) -> None:
@@ -326,8 +338,12 @@ class Runtime:
         for index in range(first, last + 1):
             stage = node.stages[index]
             params, ctx = self._params(stage.params), self._context(node, index)
+            spans = self._spans(node, index)
             if stage.kind.per_item:
-                stream = mapped(stream, stage.kind.run, params, ctx, self.telemetry.tracer)
+                stream = mapped(stream, stage.kind.run, params, ctx, spans)
+            elif spans is not None or self.telemetry.metering:
+                latency = self.telemetry.histogram("flow.stage.duration", "s", "time per item of a stage")
+                stream = traced(stage.kind.run, stream, params, ctx, spans, latency)
             else:
                 stream = stage.kind.run(stream, params, ctx)
             if index < last:  # the last stage is guarded inline below: one layer less

@@ -25,6 +25,9 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
 
 from . import __version__
+from .metrics import LocalCounter, LocalHistogram, LocalMetrics, with_local_metrics
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # flow.breaker.state values
 
 
 @dataclass
@@ -33,17 +36,19 @@ class Telemetry:
     meter: Any
     run_id: str
     providers: list[Any] = field(default_factory=list)
+    tracing: bool = False  # spans are recorded and exported (else the tracer is a no-op)
+    metering: bool = False  # metrics are exported (else the meter is a no-op)
     instruments: dict[str, Any] = field(default_factory=dict)
 
-    def counter(self, name: str, unit: str = "1", description: str = "") -> Any:
-        if name not in self.instruments:
-            self.instruments[name] = self.meter.create_counter(name, unit=unit, description=description)
-        return self.instruments[name]
+    local: LocalMetrics = field(default_factory=LocalMetrics)
 
-    def histogram(self, name: str, unit: str = "s", description: str = "") -> Any:
-        if name not in self.instruments:
-            self.instruments[name] = self.meter.create_histogram(name, unit=unit, description=description)
-        return self.instruments[name]
+    def counter(self, name: str, unit: str = "1", description: str = "") -> LocalCounter:
+        """A hot-path counter (flow.metrics: exported with the SDK's metrics)."""
+        return self.local.counter(name, unit, description)
+
+    def histogram(self, name: str, unit: str = "s", description: str = "") -> LocalHistogram:
+        """A hot-path histogram, explicit buckets in seconds (flow.metrics)."""
+        return self.local.histogram(name, unit, description)
 
     def gauge(self, name: str, callback: Any, unit: str = "1", description: str = "") -> Any:
         if name not in self.instruments:
@@ -104,6 +109,7 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
             exporter = HTTPSpans(endpoint=f"{endpoint.rstrip('/')}/v1/traces" if endpoint else None)
         provider.add_span_processor(BatchSpanProcessor(exporter))
         telemetry.tracer = provider.get_tracer("flow", __version__)
+        telemetry.tracing = True
         telemetry.providers.append(provider)
     if metrics != "none":
         from opentelemetry.sdk.metrics import MeterProvider
@@ -121,9 +127,14 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
             )
 
             metric_exporter = HTTPMetrics(endpoint=f"{endpoint.rstrip('/')}/v1/metrics" if endpoint else None)
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        scope = InstrumentationScope("flow.engine", __version__)  # not "flow": scopes merge by name
+        metric_exporter = with_local_metrics(metric_exporter, telemetry.local, resource, scope)
         reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=5000)
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
         telemetry.meter = meter_provider.get_meter("flow", __version__)
+        telemetry.metering = True
         telemetry.providers.append(meter_provider)
     return telemetry
 
@@ -138,6 +149,21 @@ def observe_runtime(t: Telemetry, runtime: Any) -> None:
             Observation(s.items_out, {"flow.node": n, "flow.stage": s.stage})
             for n, node in runtime.stats.items()
             for s in node.stages
+        ]
+
+    def items_in(options: Any) -> list[Any]:
+        return [
+            Observation(taken, {"flow.node": n, "flow.stage": node.stages[i].kind.name})
+            for n, node in runtime.nodes.items()
+            for i in range(len(node.stages))
+            if (taken := runtime.taken(node, i)) is not None
+        ]
+
+    def breakers(options: Any) -> list[Any]:
+        return [
+            Observation(BREAKER_STATES.get(fetcher.breaker.state, -1), {"flow.endpoint": n})
+            for n, state in list(runtime.resources.node_state.items())
+            if (fetcher := state.get("fetcher")) is not None
         ]
 
     def errors(options: Any) -> list[Any]:
@@ -162,6 +188,14 @@ def observe_runtime(t: Telemetry, runtime: Any) -> None:
 
     t.instruments["items"] = t.meter.create_observable_counter(
         "flow.stage.items_out", callbacks=[items], description="items yielded by a stage"
+    )
+    t.instruments["items_in"] = t.meter.create_observable_counter(
+        "flow.stage.items_in", callbacks=[items_in], description="items taken by a stage"
+    )
+    t.gauge(
+        "flow.breaker.state",
+        breakers,
+        description="circuit breaker per endpoint: 0 closed, 1 half-open, 2 open",
     )
     t.instruments["errors"] = t.meter.create_observable_counter(
         "flow.stage.errors", callbacks=[errors], description="stage failures"

@@ -26,7 +26,7 @@ class DedupeParams(Params):
     hold: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 200  # records kept back to find better copies
 
 
-@stage("dedupe", DedupeParams, consumes="products", produces="products")
+@stage("dedupe", DedupeParams, consumes="products", produces="products", spans=False)
 async def dedupe(source: AsyncIterator[Any], params: DedupeParams, ctx: Any) -> AsyncIterator[Any]:
     """One record per key: the best copy within `hold` records, else the first."""
     passed: set[Any] = set()  # keys already passed on

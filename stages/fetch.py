@@ -12,7 +12,6 @@ import random
 from typing import Annotated, Any
 
 import msgspec
-from opentelemetry import trace
 
 from flow.breaker import CircuitBreaker
 from flow.fetcher import Fetched, Fetcher, Timeouts
@@ -72,7 +71,6 @@ def _fetcher(params: FetchParams, ctx: Any) -> Fetcher:
 
     def transition(t: Any) -> None:
         ctx.record_event("breaker", endpoint=ctx.node, old=t.old, new=t.new, reason=t.reason)
-        trace.get_current_span().add_event("breaker", {"old": t.old, "new": t.new, "reason": t.reason})
         ctx.count(f"breaker_{t.new}")
 
     def event(name: str, attrs: dict[str, Any]) -> None:

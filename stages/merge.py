@@ -12,7 +12,7 @@ class MergeParams(Params):
     """No parameters."""
 
 
-@stage("merge", MergeParams, consumes=ANY, produces=SAME, fan_in=True)
+@stage("merge", MergeParams, consumes=ANY, produces=SAME, fan_in=True, spans=False)
 async def merge(source: AsyncIterator[Any], params: MergeParams, ctx: Any) -> AsyncIterator[Any]:
     """Pass on the items of every input node, in arrival order.
 

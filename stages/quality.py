@@ -45,7 +45,7 @@ def score(product: Product, params: QualityParams) -> float:
     return round(max(0.0, 1.0 - deductions), 2)
 
 
-@stage("quality", QualityParams, consumes="products", produces="products")
+@stage("quality", QualityParams, consumes="products", produces="products", spans=False)
 async def quality(source: AsyncIterator[Any], params: QualityParams, ctx: Any) -> AsyncIterator[Any]:
     """Score each product (documented deductions); optionally drop low scores."""
     async for batch in source:

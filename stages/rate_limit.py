@@ -24,7 +24,7 @@ class RateLimitParams(Params):
                 raise ValueError("rate: 'off' is not a limit; remove the rate_limit stage instead")
 
 
-@stage("rate_limit", RateLimitParams, consumes="requests", produces="requests")
+@stage("rate_limit", RateLimitParams, consumes="requests", produces="requests", spans=False)
 async def rate_limit(source: AsyncIterator[Any], params: RateLimitParams, ctx: Any) -> AsyncIterator[Any]:
     """Give this node's fetch a sliding-window limiter (first tries, retries and
     breaker probes all count) and pass the requests on."""

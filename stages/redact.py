@@ -40,7 +40,7 @@ def redact_text(text: str, replacement: str = "[redacted]") -> tuple[str, int]:
     return " ".join(text.split()), removed + emails
 
 
-@stage("redact", RedactParams, consumes="products", produces="products")
+@stage("redact", RedactParams, consumes="products", produces="products", spans=False)
 async def redact(source: AsyncIterator[Any], params: RedactParams, ctx: Any) -> AsyncIterator[Any]:
     """Trim text fields; replace e-mail addresses and phone numbers in them."""
     async for batch in source:

@@ -11,12 +11,14 @@ the sink reads the closed windows only after its input (this stage) ended.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
 
 from flow.registry import Params, stage
+from flow.tracing import provenance
 from flow.windows import Windows
 from mocks._spec import parse_duration
 
@@ -37,7 +39,7 @@ class WindowParams(Params):
                 raise ValueError(f"every: {err}") from None
 
 
-@stage("window", WindowParams, consumes="products", produces="products")
+@stage("window", WindowParams, consumes="products", produces="products", spans=False)
 async def window(source: AsyncIterator[Any], params: WindowParams, ctx: Any) -> AsyncIterator[Any]:
     """Tumbling or sliding windows by time or count; price stats, category
     distribution, per-source throughput and the price trend per window."""
@@ -57,7 +59,18 @@ async def window(source: AsyncIterator[Any], params: WindowParams, ctx: Any) -> 
     # Time windows are reported in seconds since the start of the run.
     origin = 0.0 if by_count else (ctx.resources.started_at or windows.start)
 
+    # While tracing, each closed window is also a span linked to the batches
+    # it covers: (first key, last key, provenance) of recent batches.
+    recent: deque[tuple[float, float, Any]] | None = deque() if ctx.tracing else None
+
     def emit(closed: list[Any]) -> None:
+        if recent is not None and closed:
+            for w in closed:
+                covers = {key for first, last, key in recent if first < w.end and last >= w.start}
+                ctx.record_emit("window emit", covers, **{"flow.window.count": w.count})
+            horizon = max(w.start for w in closed)  # later windows start after this
+            while recent and recent[0][1] < horizon:
+                recent.popleft()
         if origin:
             closed = [msgspec.structs.replace(w, start=w.start - origin, end=w.end - origin) for w in closed]
         results.extend(closed)
@@ -68,9 +81,14 @@ async def window(source: AsyncIterator[Any], params: WindowParams, ctx: Any) -> 
     seen = 0
     try:
         async for batch in source:
+            first = float(seen) if by_count else loop.time()
             for product in batch.products:
                 emit(windows.add(float(seen) if by_count else loop.time(), product))
                 seen += 1
+            if recent is not None and batch.products:
+                key = provenance(batch)
+                if key is not None:
+                    recent.append((first, float(seen - 1) if by_count else loop.time(), key))
             yield batch
         emit(windows.flush())
     finally:

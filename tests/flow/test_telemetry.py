@@ -31,10 +31,11 @@ nodes:
     pipe:
       - paginate: {{url: "${{mocks.shop.url}}/api/products", style: page, params: {{token: {SECRET_TOKEN}}},
                    headers: {{x-api-key: {SECRET_KEY}}}}}
+      - rate_limit: {{rate: 200/s}}
       - fetch: {{retry: {{retries: 6, backoff: 10ms, max: 50ms}}, breaker: {{failures: 2, cooldown: 100ms}}}}
       - parse: {{schema: reqres}}
       - normalize: {{preset: reqres}}
-  out: {{from: shop, pipe: [summary_json]}}
+  out: {{from: shop, pipe: [{{window: {{count: 25}}}}, summary_json]}}
 """
 
 
@@ -58,7 +59,13 @@ async def run_with_receiver(tmp_path: Any) -> tuple[Receiver, Any]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     spec_server = ServerSpec(
-        style="reqres", products=100, api_key=SECRET_KEY, error_rate=0.3, seed=3, rate_limit="off"
+        style="reqres",
+        products=100,
+        api_key=SECRET_KEY,
+        error_rate=0.3,
+        defect_rate=0.1,
+        seed=3,
+        rate_limit="off",
     )
     try:
         async with MockServer(spec_server) as shop:
@@ -107,27 +114,113 @@ def test_one_trace_with_the_span_tree_and_no_secrets(tmp_path):
     assert any(a["http.request.resend_count"].int_value > 0 for a in attrs)  # retries happened
     events = {e.name for s in spans for e in s.events}
     assert "retry" in events and "breaker" in events
-    assert len([s for s in spans if s.name == "stage normalize"]) > 0
+
+
+def _attrs(span: Any) -> dict[str, Any]:
+    return {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}
+
+
+def test_context_travels_with_the_batches(tmp_path):
+    """Each later stage's span for a page is a child of that page's fetch
+    span, also across nodes; window emits link to the batches they cover;
+    dead letters are events on the normalize span of their batch."""
+    receiver, result = asyncio.run(run_with_receiver(tmp_path))
+    spans = [
+        span
+        for body in receiver.bodies["/v1/traces"]
+        for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in rs.scope_spans
+        for span in scope.spans
+    ]
+    by_id = {s.span_id: s for s in spans}
+    fetch_of_page = {_attrs(s)["flow.page"]: s for s in spans if s.name == "stage fetch"}
+    assert len(fetch_of_page) == result.counters["shop"]["pages"]
+    later = [s for s in spans if s.name in {"stage parse", "stage normalize", "stage summary_json"}]
+    assert {s.name for s in later} == {"stage parse", "stage normalize", "stage summary_json"}
+    for span in later:
+        parent = by_id[span.parent_span_id]
+        assert parent.name == "stage fetch"
+        assert _attrs(parent)["flow.page"] == _attrs(span)["flow.page"]
+    # Every page's products reach the sink: one summary_json span per fetched page.
+    sink_pages = sorted(_attrs(s)["flow.page"] for s in later if s.name == "stage summary_json")
+    assert sink_pages == sorted(fetch_of_page)
+    assert not any(
+        s.name in {"stage rate_limit", "stage paginate", "stage window", "stage merge"} for s in spans
+    )
+
+    emits = [s for s in spans if s.name == "window emit"]
+    products = result.counters["shop"]["products"]
+    assert len(emits) == -(-products // 25)  # count windows of 25, the last one partial
+    assert sum(_attrs(s)["flow.window.count"] for s in emits) == products
+    fetch_ids = {s.span_id for s in fetch_of_page.values()}
+    for emit in emits:
+        assert by_id[emit.parent_span_id].name == "node out"
+        assert emit.links and all(link.span_id in fetch_ids for link in emit.links)
+    linked = {link.span_id for emit in emits for link in emit.links}
+    assert linked == fetch_ids  # every batch is covered by some window
+
+    letters = [
+        (s, e) for s in spans for e in s.events if e.name == "dead_letter"
+    ]  # one event per dead letter, on the normalize span of its page
+    assert len(letters) == len(result.dead_letters) > 0
+    for span, event in letters:
+        assert span.name == "stage normalize"
+        page = {a.key: a.value.int_value for a in event.attributes}["page"]
+        assert page == _attrs(span)["flow.page"]
+
+
+def _points(receiver: Receiver) -> dict[str, list[tuple[dict[str, Any], Any]]]:
+    """metric name -> [(attributes, data point)], from the last export (the
+    cumulative totals at the end of the run)."""
+    points: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+    for body in receiver.bodies["/v1/metrics"]:
+        for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    data = getattr(metric, metric.WhichOneof("data"))
+                    points[metric.name] = [
+                        ({a.key: getattr(a.value, a.value.WhichOneof("value")) for a in p.attributes}, p)
+                        for p in data.data_points
+                    ]
+    return points
 
 
 def test_stage_metrics_match_the_report(tmp_path):
     receiver, result = asyncio.run(run_with_receiver(tmp_path))
-    items: dict[tuple[str, str], int] = {}
-    for body in receiver.bodies["/v1/metrics"]:
-        request = ExportMetricsServiceRequest.FromString(body)
-        for rm in request.resource_metrics:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name == "flow.stage.items_out":
-                        for point in metric.sum.data_points:
-                            attrs = {a.key: a.value.string_value for a in point.attributes}
-                            items[(attrs["flow.node"], attrs["flow.stage"])] = point.as_int
+    points = _points(receiver)
+    items = {(a["flow.node"], a["flow.stage"]): p.as_int for a, p in points["flow.stage.items_out"]}
+    taken = {(a["flow.node"], a["flow.stage"]): p.as_int for a, p in points["flow.stage.items_in"]}
     report = json.loads((tmp_path / "summary.json").read_text())
-    normalized = items[("shop", "normalize")]
+    pages = result.counters["shop"]["pages"]
     products = sum(1 for _ in report["products"])
-    assert normalized == result.nodes["shop"].stages[-1].items_out  # batches out of normalize
-    assert result.counters["shop"]["products"] == products  # and the products in them
-    assert items[("shop", "fetch")] == result.counters["shop"]["pages"]
+    assert items[("shop", "normalize")] == result.nodes["shop"].stages[-1].items_out == pages
+    assert result.counters["shop"]["products"] == products  # the products in those batches
+    assert items[("shop", "fetch")] == pages == taken[("shop", "parse")]
+    assert taken[("out", "window")] == pages == items[("out", "summary_json")]
+    errors = {(a["flow.node"], a["flow.stage"]): p.as_int for a, p in points["flow.stage.errors"]}
+    assert set(errors.values()) == {0}  # no stage failed (page failures are error records)
+
+    durations = {a["flow.stage"]: p for a, p in points["flow.stage.duration"]}
+    assert durations["fetch"].count == pages and durations["fetch"].sum > 0
+    assert durations["normalize"].count == pages
+    assert durations["parse"].count == durations["window"].count == durations["summary_json"].count == pages
+    assert {a["flow.node"] for a, _ in points["flow.buffer.fill"]} == {"out"}
+    assert all(p.as_int >= 0 for _, p in points["flow.buffer.fill"])
+
+    by_status: dict[Any, int] = {}
+    for a, p in points["flow.http.requests"]:
+        by_status[a.get("http.response.status_code", a.get("error.type"))] = p.as_int
+    attempts = sum(by_status.values())
+    assert by_status[200] == pages and set(by_status) - {200} and attempts > pages  # 5xx were retried
+    [(_, wait)] = points["flow.rate_limit.wait"]
+    assert wait.count == attempts  # one slot per attempt, retries included
+    counters = {
+        a["flow.counter"]: p.as_int for a, p in points["flow.node.events"] if a["flow.node"] == "shop"
+    }
+    assert counters["retry"] == attempts - pages == result.counters["shop"]["retry"]
+    assert counters["dead_letters"] == len(result.dead_letters)
+    [(breaker, state)] = points["flow.breaker.state"]
+    assert breaker == {"flow.endpoint": "shop"} and state.as_int in {0, 1, 2}
 
 
 def test_sigint_still_delivers_the_spans(tmp_path):

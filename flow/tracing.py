@@ -1,0 +1,191 @@
+"""Spans that follow the data through the graph.
+
+A batch is known by its provenance, `(endpoint, page)`: page requests,
+fetched pages, parsed records and product batches all carry it. The first
+traced stage that works on a batch (in the default graph: `fetch`) becomes
+the batch's root; every later stage's span for that batch, in this node or
+in a node downstream, is a child of it. In Jaeger a page therefore reads as
+
+    stage fetch  [shop_a page 3]
+      GET  (one per attempt)
+      stage parse
+      stage normalize
+      stage redact, stage quality, ... stage summary_json
+
+and a window emit is a span with one link per batch it covers. Items without
+provenance get spans under their node's span.
+
+Per-item stages get their span from `flow.mapping`; every other stage but
+the sources is wrapped here: a turn begins when the stage takes an item and
+ends when it yields its next output or asks for the next input, so it
+measures the stage's own work (the downstream stages run while it is
+suspended at the yield). Each turn is a sample of the `flow.stage.duration`
+histogram and, for kinds that want spans (not `spans=False`: merge,
+rate_limit and the cheap in-memory transforms), a span. The wrapper is added
+only when telemetry is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from opentelemetry import context, trace
+from opentelemetry.trace import Link, Status, StatusCode
+
+Key = tuple[str, int]
+_SECRET = re.compile(r"key|token|secret|password|passwd|signature|auth", re.I)
+
+
+def safe_url(url: str, params: Mapping[str, str] | None = None) -> str:
+    """`url` with `params` added to its query, values of secret-looking names
+    (key, token, auth, ...) replaced and any user:password@ dropped: fit for
+    span attributes."""
+    parts = urlsplit(url)
+    query = [*parse_qsl(parts.query, keep_blank_values=True), *(params or {}).items()]
+    safe = [(k, "REDACTED" if _SECRET.search(k) else v) for k, v in query]
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(safe), ""))
+
+
+def provenance(item: Any) -> Key | None:
+    """`(endpoint, page)` of an item, when it carries them (or its request does)."""
+    source = getattr(item, "request", item)
+    endpoint, page = getattr(source, "endpoint", None), getattr(source, "page", None)
+    if isinstance(endpoint, str) and isinstance(page, int):
+        return endpoint, page
+    return None
+
+
+class Lineage:
+    """The root span of every batch seen so far, by provenance. Bounded: past
+    `limit` batches the oldest are forgotten (their later spans then hang
+    under their node's span instead)."""
+
+    def __init__(self, limit: int = 65_536) -> None:
+        self.limit = limit
+        # key -> (root's SpanContext, a Context holding it: the parent to pass)
+        self._roots: OrderedDict[Key, tuple[Any, Any]] = OrderedDict()
+
+    def parent(self, key: Key | None) -> Any:
+        """The context to start a span for this batch in (None: the current one)."""
+        root = self._roots.get(key) if key is not None else None
+        return None if root is None else root[1]
+
+    def claim(self, key: Key | None, span: Any) -> None:
+        """Make `span` the root of this batch if it has none yet."""
+        if key is not None and key not in self._roots:
+            self._roots[key] = (span.get_span_context(), trace.set_span_in_context(span))
+            if len(self._roots) > self.limit:
+                self._roots.popitem(last=False)
+
+    def links(self, keys: Iterable[Key]) -> list[Link]:
+        found = ((key, self._roots.get(key)) for key in keys)
+        return [
+            Link(root[0], {"flow.endpoint": key[0], "flow.page": key[1]})
+            for key, root in found
+            if root is not None
+        ]
+
+
+class StageSpans:
+    """Starts the spans of one stage of one node. Attributes: `flow.node`,
+    and `flow.endpoint` + `flow.page` for items with provenance (the stage
+    is in the span's name)."""
+
+    def __init__(self, tracer: Any, lineage: Lineage, node: str, stage: str) -> None:
+        self.tracer, self.lineage, self.node = tracer, lineage, node
+        self.name = f"stage {stage}"
+
+    def start(self, item: Any) -> Any:
+        """A span for `item`, not made current (a stage generator's turns
+        interleave with other generators of the same task)."""
+        key = provenance(item)
+        if key is None:
+            return self.tracer.start_span(self.name, attributes={"flow.node": self.node})
+        span = self.tracer.start_span(
+            self.name,
+            context=self.lineage.parent(key),
+            attributes={"flow.node": self.node, "flow.endpoint": key[0], "flow.page": key[1]},
+        )
+        self.lineage.claim(key, span)
+        return span
+
+    @contextlib.contextmanager
+    def current(self, item: Any) -> Iterator[Any]:
+        """A span for `item`, current inside the `with` (per-item stages: each
+        item runs in its own task, so attach/detach pair up)."""
+        span = self.start(item)
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            yield span
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit | asyncio.CancelledError):
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            context.detach(token)
+            span.end()
+
+
+async def traced(
+    run: Any,
+    source: AsyncIterator[Any],
+    params: Any,
+    ctx: Any,
+    spans: StageSpans | None,
+    latency: Any = None,
+) -> AsyncIterator[Any]:
+    """A streaming stage measured per input item (see the module doc): the
+    time of each turn into the `latency` histogram and, with `spans`, one span
+    per item. While a span is open it is `ctx.span`, so the stage's events
+    (dead letters, errors) land on it."""
+    series = latency.bind({"flow.node": ctx.node, "flow.stage": ctx.stage}) if latency is not None else None
+    started: float | None = None
+
+    def end(error: BaseException | None = None) -> None:
+        nonlocal started
+        if started is not None:
+            if series is not None:
+                series.record(time.perf_counter() - started)
+            started = None
+        span = ctx.span
+        if span is not None:
+            ctx.span = None
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            span.end()
+
+    async def inputs() -> AsyncIterator[Any]:
+        nonlocal started
+        async for item in source:
+            end()
+            if spans is not None:
+                ctx.span = spans.start(item)
+            started = time.perf_counter()
+            yield item
+        end()
+
+    feed = inputs()
+    outputs = run(feed, params, ctx)
+    try:
+        async for item in outputs:
+            end()
+            yield item
+    except Exception as exc:
+        end(exc)
+        raise
+    finally:
+        end()
+        for generator in (outputs, feed):
+            with contextlib.suppress(Exception):
+                await generator.aclose()

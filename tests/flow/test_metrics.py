@@ -1,0 +1,99 @@
+"""flow.metrics' local instruments export the same data points as the
+OpenTelemetry SDK's own instruments fed the same measurements."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+from flow.metrics import SECONDS, LocalMetrics, with_local_metrics
+
+values = st.lists(
+    st.one_of(st.sampled_from(SECONDS), st.floats(min_value=0, max_value=120, allow_nan=False)), max_size=60
+)
+attribute_sets = st.sampled_from([{"flow.stage": "parse"}, {"flow.stage": "fetch", "flow.node": "a"}])
+
+
+def _sdk_points(measurements: list[tuple[float, dict[str, str]]]) -> dict[tuple, object]:
+    reader = InMemoryMetricReader()
+    view = View(instrument_name="h", aggregation=ExplicitBucketHistogramAggregation(list(SECONDS)))
+    provider = MeterProvider(metric_readers=[reader], views=[view])
+    histogram = provider.get_meter("t").create_histogram("h")
+    for value, attributes in measurements:
+        histogram.record(value, attributes)
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    if data is None:
+        return {}
+    [metric] = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+    return {tuple(sorted(p.attributes.items())): p for p in metric.data.data_points}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(values, attribute_sets), max_size=4))
+def test_histogram_points_equal_the_sdk_ones(groups):
+    measurements = [(v, attrs) for vs, attrs in groups for v in vs]
+    local = LocalMetrics()
+    histogram = local.histogram("h")
+    for value, attributes in measurements:
+        histogram.record(value, attributes)
+    expected = _sdk_points(measurements)
+    ours = {}
+    for metric in local.data():
+        for point in metric.data.data_points:
+            ours[tuple(sorted(point.attributes.items()))] = point
+    assert ours.keys() == expected.keys()
+    for key, point in ours.items():
+        sdk = expected[key]
+        assert list(point.bucket_counts) == list(sdk.bucket_counts)
+        assert list(point.explicit_bounds) == list(sdk.explicit_bounds)
+        assert point.count == sdk.count and point.min == sdk.min and point.max == sdk.max
+        assert abs(point.sum - sdk.sum) <= 1e-9 * max(1.0, abs(sdk.sum))
+
+
+def test_counters_and_bound_series():
+    local = LocalMetrics()
+    requests = local.counter("flow.http.requests")
+    ok = requests.bind({"code": 200})
+    for _ in range(3):
+        ok.add()
+    requests.add(2, {"code": 503})
+    requests.add(1, {"code": 200})
+    [metric] = local.data()
+    assert metric.data.is_monotonic
+    assert {p.attributes["code"]: p.value for p in metric.data.data_points} == {200: 4, 503: 2}
+
+
+def test_the_wrapper_adds_local_metrics_to_every_export():
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    exported: list[MetricsData] = []
+
+    class Keep(MetricExporter):
+        def export(self, metrics_data, timeout_millis=10_000, **kwargs):
+            exported.append(metrics_data)
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis=10_000):
+            return True
+
+        def shutdown(self, timeout_millis=30_000, **kwargs):
+            pass
+
+    local = LocalMetrics()
+    local.histogram("flow.stage.duration").record(0.02, {"flow.stage": "parse"})
+    resource = Resource.create({"service.name": "flow"})
+    exporter = with_local_metrics(Keep(), local, resource, InstrumentationScope("flow.engine"))
+    exporter.export(MetricsData([]))
+    [data] = exported
+    [rm] = data.resource_metrics
+    assert rm.resource.attributes["service.name"] == "flow"
+    [sm] = rm.scope_metrics
+    assert sm.scope.name == "flow.engine"
+    [point] = sm.metrics[0].data.data_points
+    assert point.count == 1 and point.bucket_counts[SECONDS.index(0.025)] == 1
