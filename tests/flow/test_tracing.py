@@ -1,0 +1,87 @@
+"""flow.tracing's pieces: URLs fit for span attributes, batch provenance,
+the bounded lineage table, and spans of streaming stages per item."""
+
+from __future__ import annotations
+
+import asyncio
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from flow.context import StageContext
+from flow.paging import PageRequest, PageResponse
+from flow.tracing import Lineage, StageSpans, provenance, safe_url, traced
+
+
+def test_safe_url_drops_credentials_and_secret_query_values():
+    url = safe_url(
+        "https://ann:pw@api.example.com:8443/v1/items?api_key=K1&q=shoes", {"token": "T2", "page": "3"}
+    )
+    assert url == "https://api.example.com:8443/v1/items?api_key=REDACTED&q=shoes&token=REDACTED&page=3"
+    assert "pw" not in url and "K1" not in url and "T2" not in url
+    assert safe_url("http://h/x") == "http://h/x"
+
+
+def test_provenance_of_requests_pages_and_batches():
+    request = PageRequest("shop", "http://h/p", {}, {}, 4)
+    assert provenance(request) == ("shop", 4)
+    assert provenance(PageResponse(request, 200, b"[]", {}, 1)) == ("shop", 4)
+    assert provenance([1, 2]) is None and provenance({"endpoint": "x", "page": 1}) is None
+
+
+def _tracer() -> tuple[object, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("t"), exporter
+
+
+def test_first_span_of_a_batch_is_its_root_and_the_table_is_bounded():
+    tracer, exporter = _tracer()
+    lineage = Lineage(limit=2)
+    fetch, parse = StageSpans(tracer, lineage, "n", "fetch"), StageSpans(tracer, lineage, "n", "parse")
+    requests = [PageRequest("e", "u", {}, {}, page) for page in range(3)]
+    roots = []
+    for request in requests:
+        with fetch.current(request) as span:
+            roots.append(span)
+    parse.start(requests[2]).end()  # page 2: still known -> child of its fetch
+    parse.start(requests[0]).end()  # page 0: forgotten (limit 2) -> its own root
+    spans = {(s.name, s.attributes["flow.page"]): s for s in exporter.get_finished_spans()}
+    assert spans[("stage parse", 2)].parent.span_id == roots[2].get_span_context().span_id
+    assert spans[("stage parse", 0)].parent is None
+    # The parse span became page 0's new root, which pushed page 1 out.
+    links = lineage.links([("e", 1), ("e", 2), ("e", 0)])
+    assert [link.attributes["flow.page"] for link in links] == [2, 0]
+    assert links[0].context.span_id == roots[2].get_span_context().span_id
+    assert links[1].context.span_id == spans[("stage parse", 0)].context.span_id
+
+
+def test_a_streaming_stage_gets_one_span_per_input_item_with_its_events():
+    tracer, exporter = _tracer()
+    lineage = Lineage()
+    ctx = StageContext("n", "keep_even", 1, __import__("pathlib").Path("."))
+    ctx.resources.lineage = lineage
+
+    async def keep_even(source, params, ctx):
+        async for request in source:
+            if request.page % 2:
+                ctx.dead_letter(page=request.page, reason="odd")
+            else:
+                yield request
+
+    async def requests():
+        for page in range(5):
+            yield PageRequest("e", "u", {}, {}, page)
+
+    async def main() -> list[int]:
+        spans = StageSpans(tracer, lineage, "n", "keep_even")
+        return [r.page async for r in traced(keep_even, requests(), None, ctx, spans)]
+
+    assert asyncio.run(main()) == [0, 2, 4]
+    finished = exporter.get_finished_spans()
+    assert [s.attributes["flow.page"] for s in finished] == [0, 1, 2, 3, 4]
+    events = {s.attributes["flow.page"]: [e.name for e in s.events] for s in finished}
+    assert events == {0: [], 1: ["dead_letter"], 2: [], 3: ["dead_letter"], 4: []}
+    assert ctx.span is None
