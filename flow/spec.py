@@ -72,11 +72,20 @@ class NodeSpec(Base, kw_only=True):
         return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
 
 
+class TelemetrySpec(Base):
+    """`telemetry:` in graph.yaml; unset fields follow the OTEL_* variables."""
+
+    traces: Literal["otlp", "console", "none"] | None = None
+    metrics: Literal["otlp", "console", "none"] | None = None
+    protocol: Literal["http/protobuf", "grpc"] | None = None
+    endpoint: str | None = None  # e.g. http://localhost:4318 (gRPC: http://localhost:4317)
+
+
 class GraphSpec(Base):
     version: Literal[1]
     run: RunSpec = RunSpec()
     mocks: dict[str, Any] = {}
-    telemetry: dict[str, Any] = {}
+    telemetry: TelemetrySpec = TelemetrySpec()
     nodes: dict[str, Any] = {}
 
 
@@ -318,4 +327,5 @@ def parse_spec(
             problems.append(Problem(value, f"'${{mocks.{name}.url}}' names no server of the mocks: block"))
     if problems:
         raise fail()
-    return Spec(file, top.run, mocks, top.telemetry, nodes, locator)
+    telemetry = {k: v for k, v in msgspec.structs.asdict(top.telemetry).items() if v is not None}
+    return Spec(file, top.run, mocks, telemetry, nodes, locator)

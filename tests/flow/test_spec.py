@@ -63,6 +63,16 @@ BROKEN = [
         id="bad-deadline",
     ),
     pytest.param(
+        "version: 1\ntelemetry: {traces: jaeger}\n",
+        "graph.yaml:2:21: invalid enum value 'jaeger'; hint: choose one of: console, none, otlp",
+        id="telemetry-exporter",
+    ),
+    pytest.param(
+        "version: 1\ntelemetry: {trace: otlp}\n",
+        "graph.yaml:2:13: unknown key 'trace'; hint: did you mean 'traces'?",
+        id="telemetry-typo",
+    ),
+    pytest.param(
         "version: 1\nrun: {deadline: 0s}\n",
         "graph.yaml:2:17: deadline: must be longer than 0s",
         id="zero-deadline",
