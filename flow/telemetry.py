@@ -2,16 +2,19 @@
 
 Configuration: the standard `OTEL_*` variables (endpoint, headers, protocol)
 and, in graph.yaml, `telemetry: {traces: otlp|console|none, metrics:
-otlp|console|none, protocol: http|grpc, endpoint: URL}`. The default is
+otlp|console|none, protocol: http/protobuf|grpc, endpoint: URL}`. The default is
 OTLP over http/protobuf when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces
 variant) is set, else none. With both off, flow uses the API's no-op tracer
 and meter: a span or a counter costs a function call.
 
-Spans: `run` (root) > `node NAME` > per item of a per-item stage (`fetch`,
-`normalize`): `stage NAME`, and under a fetch one `GET` span per attempt
-with the HTTP semantic-convention attributes. Breaker transitions and
-retries are span events. Exporters are flushed at the end of every run,
-also after SIGINT or the deadline.
+Spans: `run` (root) > `node NAME` > `stage fetch` per page, with one `GET`
+span per attempt (HTTP semantic-convention attributes, no secrets); every
+later stage's span for that page (`parse`, `normalize`, the sink's write) is
+a child of the page's fetch span, across nodes (flow.tracing); a closed
+window is a `window emit` span linked to the batches it covers. Breaker
+transitions, retries, rate-limit waits, dead letters and errors are span
+events. Metrics: see `observe_runtime` and flow.metrics. Exporters are
+flushed at the end of every run, also after SIGINT or the deadline.
 """
 
 from __future__ import annotations
@@ -70,8 +73,9 @@ def _choice(config: dict[str, Any], signal: str) -> str:
     if chosen:
         return str(chosen)
     env = os.environ
-    if env.get(f"OTEL_{signal.upper()}_EXPORTER") == "none":
-        return "none"
+    chosen = env.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip().lower()
+    if chosen in ("none", "console"):
+        return chosen
     if env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return "otlp"
     return "none"
@@ -86,9 +90,10 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
         return Telemetry(otel_trace.NoOpTracer(), otel_metrics.NoOpMeter("flow"), run_id)
     from opentelemetry.sdk.resources import Resource
 
-    resource = Resource.create(
-        {"service.name": "flow", "service.version": __version__, "flow.run_id": run_id}
-    )
+    attributes = {"service.version": __version__, "flow.run_id": run_id}
+    if not os.environ.get("OTEL_SERVICE_NAME"):  # the standard variable wins
+        attributes["service.name"] = "flow"
+    resource = Resource.create(attributes)
     protocol = config.get("protocol") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     endpoint = config.get("endpoint")
     telemetry = Telemetry(otel_trace.NoOpTracer(), otel_metrics.NoOpMeter("flow"), run_id)

@@ -19,8 +19,18 @@ from typing import Any
 from ._load import add_graph_arguments, load_checked
 from ._output import info, out
 
+TELEMETRY = """\
+telemetry: OpenTelemetry traces and metrics go out over OTLP when
+OTEL_EXPORTER_OTLP_ENDPOINT is set (e.g. http://localhost:4318; the other
+standard OTEL_* variables apply), or as graph.yaml's `telemetry:` says
+(traces/metrics: otlp|console|none, protocol: http/protobuf|grpc, endpoint).
+Off by default. See the README's "Observability" section for the collector
+and Jaeger."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = TELEMETRY
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_graph_arguments(parser)
     parser.add_argument("--out", metavar="DIR", help="output directory (default: run.out of the graph)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
@@ -28,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress",
         action="store_true",
-        help="no live progress display (accepted now; the display itself comes with the record stages)",
+        help="no live progress display (it is also off when stderr is not a terminal, or with -q)",
     )
     parser.add_argument(
         "--fail-on-error", action="store_true", help="exit 1 when the run completed with recorded errors"

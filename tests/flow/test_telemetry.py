@@ -288,3 +288,24 @@ def test_sigint_still_delivers_the_spans(tmp_path):
     assert status == "interrupted"
     assert {s.name for s in spans} >= {"run", "node a", "node out"}
     assert len({s.trace_id for s in spans}) == 1
+
+
+def test_the_standard_variables_choose_the_exporters(monkeypatch):
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER"):
+        monkeypatch.delenv(name, raising=False)
+    off = setup({})
+    assert not off.tracing and not off.metering  # nothing configured: no-op tracer and meter
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shop-sync")
+    on = setup({})
+    try:
+        assert on.tracing and not on.metering
+        [provider] = on.providers
+        assert provider.resource.attributes["service.name"] == "shop-sync"
+        assert provider.resource.attributes["flow.run_id"] == on.run_id
+    finally:
+        on.providers.clear()  # nothing was exported: no flush to a closed port
+        provider.shutdown()
+    overridden = setup({"traces": "none", "metrics": "none"})  # graph.yaml beats the environment
+    assert not overridden.tracing and not overridden.metering
