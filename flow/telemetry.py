@@ -97,25 +97,24 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
     protocol = config.get("protocol") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     endpoint = config.get("endpoint")
     telemetry = Telemetry(otel_trace.NoOpTracer(), otel_metrics.NoOpMeter("flow"), run_id)
-    if traces != "none":
+    if traces == "console":  # a debugging aid: the SDK's pretty printer
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
         provider = TracerProvider(resource=resource)
-        if traces == "console":
-            exporter: Any = ConsoleSpanExporter()
-        elif "grpc" in protocol:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            exporter = OTLPSpanExporter(endpoint=endpoint)
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPSpans
-
-            exporter = HTTPSpans(endpoint=f"{endpoint.rstrip('/')}/v1/traces" if endpoint else None)
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
         telemetry.tracer = provider.get_tracer("flow", __version__)
         telemetry.tracing = True
         telemetry.providers.append(provider)
+    elif traces != "none":  # OTLP: flow's lean spans (flow.spans), batched by flow.otlp
+        from .otlp import GRPCSender, HTTPSender, SpanPipeline
+        from .spans import Tracer
+
+        sender = GRPCSender(endpoint) if "grpc" in protocol else HTTPSender(endpoint)
+        pipeline = SpanPipeline(sender, resource.attributes, ("flow", __version__))
+        telemetry.tracer = Tracer(pipeline.add)
+        telemetry.tracing = True
+        telemetry.providers.append(pipeline)
     if metrics != "none":
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader

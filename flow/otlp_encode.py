@@ -1,0 +1,131 @@
+"""OTLP trace export requests written straight to protobuf wire format.
+
+Building the opentelemetry-proto message objects costs about 14 µs a span
+here (and the SDK's encoder about 37 µs); writing the bytes directly, with
+the encoded attributes that repeat on every span (node, endpoint) cached,
+costs a fraction of that, on the exporter thread but under the same GIL as
+the event loop. The output is the `ExportTraceServiceRequest` message of
+opentelemetry-proto (trace/v1): tests/flow/test_otlp.py decodes it with the
+generated classes and compares it, field by field, with the same request
+built through them, for arbitrary spans.
+
+Wire format reminders: a field's key is `(number << 3) | wire type`
+(0 varint, 1 fixed64, 2 length-delimited, 5 fixed32); int64 negatives are
+ten-byte two's-complement varints; a oneof member is written even when it
+holds its type's default (0, "", false), so it keeps its presence.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+_Q = struct.Struct("<Q").pack  # fixed64
+_D = struct.Struct("<d").pack  # double
+_I = struct.Struct("<I").pack  # fixed32
+_CACHE_LIMIT = 4096
+
+
+def varint(n: int) -> bytes:
+    if n < 0:
+        n += 1 << 64
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(key: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: key, length, payload."""
+    return key + varint(len(payload)) + payload
+
+
+def any_value(value: Any) -> bytes:
+    """The body of an AnyValue message."""
+    if isinstance(value, str):
+        return _field(b"\x0a", value.encode())
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int):
+        return b"\x18" + varint(value)
+    if isinstance(value, float):
+        return b"\x21" + _D(value)
+    if isinstance(value, bytes):
+        return _field(b"\x3a", value)
+    if isinstance(value, list | tuple):
+        return _field(b"\x2a", b"".join(_field(b"\x0a", any_value(v)) for v in value))
+    return _field(b"\x0a", str(value).encode())
+
+
+class Encoder:
+    """Encodes batches of flow.spans.Span for one resource and scope."""
+
+    def __init__(self, resource: Mapping[str, Any], scope: tuple[str, str]) -> None:
+        self._kv: dict[tuple[str, type, Any], bytes] = {}
+        resource_body = self._attributes(b"\x0a", resource)
+        scope_body = _field(b"\x0a", scope[0].encode()) + _field(b"\x12", scope[1].encode())
+        # ResourceSpans.resource, then ScopeSpans.scope: the same for every batch.
+        self._resource = _field(b"\x0a", resource_body)
+        self._scope = _field(b"\x0a", scope_body)
+
+    def _key_value(self, key: str, value: Any) -> bytes:
+        """A KeyValue body; str/bool values (which repeat) are cached."""
+        cacheable = isinstance(value, str | bool)
+        if cacheable:
+            cached = self._kv.get((key, type(value), value))
+            if cached is not None:
+                return cached
+        body = _field(b"\x0a", key.encode()) + _field(b"\x12", any_value(value))
+        if cacheable:
+            if len(self._kv) >= _CACHE_LIMIT:
+                self._kv.clear()
+            self._kv[(key, type(value), value)] = body
+        return body
+
+    def _attributes(self, key: bytes, attributes: Mapping[str, Any]) -> bytes:
+        return b"".join(_field(key, self._key_value(k, v)) for k, v in attributes.items() if v is not None)
+
+    def span(self, span: Any) -> bytes:
+        """The body of a Span message."""
+        own, parent = span.get_span_context(), span.parent
+        parts = [
+            b"\x0a\x10" + own.trace_id.to_bytes(16, "big"),
+            b"\x12\x08" + own.span_id.to_bytes(8, "big"),
+        ]
+        if parent is not None:
+            parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+        parts.append(_field(b"\x2a", span.name.encode()))
+        kind = span.kind.value + 1  # the API's INTERNAL=0.. vs OTLP's UNSPECIFIED=0, INTERNAL=1..
+        parts.append(b"\x30" + varint(kind))
+        parts.append(b"\x39" + _Q(span.start_ns))
+        parts.append(b"\x41" + _Q(span.end_ns))
+        if span.attributes:
+            parts.append(self._attributes(b"\x4a", span.attributes))
+        for name, when, attributes in span.events:
+            event = b"\x09" + _Q(when) + _field(b"\x12", name.encode())
+            parts.append(_field(b"\x5a", event + self._attributes(b"\x1a", attributes)))
+        for link in span.links:
+            context = link.context
+            body = b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08"
+            body += context.span_id.to_bytes(8, "big") + self._attributes(b"\x22", link.attributes or {})
+            parts.append(_field(b"\x6a", body))
+        status = span.status
+        code = status.status_code.value  # UNSET 0, OK 1, ERROR 2 in both
+        if code:
+            message = status.description or ""
+            body = (_field(b"\x12", message.encode()) if message else b"") + b"\x18" + varint(code)
+            parts.append(_field(b"\x7a", body))
+        remote = parent is not None and parent.is_remote
+        parts.append(b"\x85\x01" + _I(0x101 | (0x200 if remote else 0)))  # sampled; has is_remote
+        return b"".join(parts)
+
+    def request(self, spans: Iterable[Any]) -> bytes:
+        """A serialized ExportTraceServiceRequest holding `spans`."""
+        scope_spans = self._scope + b"".join(_field(b"\x12", self.span(s)) for s in spans)
+        resource_spans = self._resource + _field(b"\x12", scope_spans)
+        return _field(b"\x0a", resource_spans)
