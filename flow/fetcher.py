@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from opentelemetry import trace
@@ -39,7 +38,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .breaker import CircuitBreaker
 from .ratelimit import SlidingWindowLimiter
 from .retry import RetryPolicy, parse_retry_after, retryable_status
-from .tracing import safe_url
+from .tracing import safe_url, server_of
 
 
 @dataclass(frozen=True)
@@ -239,11 +238,11 @@ class Fetcher:
 def _http_attributes(url: str, params: Mapping[str, str] | None, attempt: int) -> dict[str, Any]:
     """HTTP semantic-convention attributes; query values whose names look
     secret are replaced (headers are never recorded)."""
-    parts = urlsplit(url)
+    host, port = server_of(url)
     return {
         "http.request.method": "GET",
         "url.full": safe_url(url, params),
-        "server.address": parts.hostname or "",
-        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        "server.address": host,
+        "server.port": port,
         "http.request.resend_count": attempt - 1,
     }

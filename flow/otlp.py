@@ -137,8 +137,8 @@ class SpanPipeline:
         resource: Mapping[str, Any],
         scope: tuple[str, str],
         *,
-        batch: int = 512,
-        delay: float = 1.0,
+        batch: int = 2048,
+        delay: float = 2.0,
         limit: int = 100_000,
         backoff: Callable[[int], float] = lambda attempt: 0.25 * 2**attempt,
     ) -> None:
