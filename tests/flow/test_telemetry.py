@@ -309,3 +309,18 @@ def test_the_standard_variables_choose_the_exporters(monkeypatch):
         on.shutdown()  # no spans were made: nothing is sent
     overridden = setup({"traces": "none", "metrics": "none"})  # graph.yaml beats the environment
     assert not overridden.tracing and not overridden.metering
+
+
+def test_console_traces_print_the_span_tree(tmp_path, capfd):
+    spec = parse_spec(
+        "version: 1\nnodes:\n  a: {pipe: [{sequence: {items: 3, batch: 1}}]}\n"
+        "  out: {from: a, pipe: [{collect: {path: n.jsonl}}]}\n",
+        default_registry(plugins=False),
+        env={},
+    )
+    telemetry = setup({"traces": "console", "metrics": "none"})
+    result = asyncio.run(Runtime(spec, out_dir=tmp_path, telemetry=telemetry).run())
+    assert result.status == "completed"
+    printed = capfd.readouterr().out
+    names = [json.loads(block)["name"] for block in printed.replace("}\n{", "}\x00{").split("\x00")]
+    assert sorted(names) == sorted(["run", "node a", "node out"] + ["stage collect"] * 3)
