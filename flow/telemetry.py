@@ -20,6 +20,7 @@ flushed at the end of every run, also after SIGINT or the deadline.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,7 +95,15 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
     if not os.environ.get("OTEL_SERVICE_NAME"):  # the standard variable wins
         attributes["service.name"] = "flow"
     resource = Resource.create(attributes)
-    protocol = config.get("protocol") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    env = os.environ
+
+    def protocol(signal: str) -> str:
+        return str(
+            config.get("protocol")
+            or env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        )
+
     endpoint = config.get("endpoint")
     telemetry = Telemetry(otel_trace.NoOpTracer(), otel_metrics.NoOpMeter("flow"), run_id)
     if traces == "console":  # a debugging aid: the SDK's pretty printer
@@ -102,7 +111,8 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
         provider = TracerProvider(resource=resource)
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        # `out` given: the exporter's default is the sys.stdout of its import time.
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout)))
         telemetry.tracer = provider.get_tracer("flow", __version__)
         telemetry.tracing = True
         telemetry.providers.append(provider)
@@ -110,7 +120,7 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
         from .otlp import GRPCSender, HTTPSender, SpanPipeline
         from .spans import Tracer
 
-        sender = GRPCSender(endpoint) if "grpc" in protocol else HTTPSender(endpoint)
+        sender = GRPCSender(endpoint) if protocol("TRACES") == "grpc" else HTTPSender(endpoint)
         pipeline = SpanPipeline(sender, resource.attributes, ("flow", __version__))
         telemetry.tracer = Tracer(pipeline.add)
         telemetry.tracing = True
@@ -120,8 +130,8 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 
         if metrics == "console":
-            metric_exporter: Any = ConsoleMetricExporter()
-        elif "grpc" in protocol:
+            metric_exporter: Any = ConsoleMetricExporter(out=sys.stdout)
+        elif protocol("METRICS") == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
             metric_exporter = OTLPMetricExporter(endpoint=endpoint)

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from concurrent import futures
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -301,7 +300,7 @@ def test_http_sender_posts_gzip_protobuf_with_the_configured_headers(monkeypatch
 
 
 def test_grpc_sender_exports_to_a_trace_service():
-    grpc = pytest.importorskip("grpc")
+    import grpc  # installed with opentelemetry-exporter-otlp
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
     received: list[Any] = []
