@@ -107,19 +107,19 @@ class LocalMetrics:
         self.instruments: dict[str, _Instrument] = {}
         self.start_ns = time.time_ns()
 
-    def histogram(self, name: str, unit: str = "s", description: str = "") -> LocalHistogram:
+    def _get(self, kind: type[Any], name: str, unit: str, description: str) -> Any:
         found = self.instruments.get(name)
         if found is None:
-            found = self.instruments[name] = LocalHistogram(name, unit, description)
-        assert isinstance(found, LocalHistogram), f"{name} is not a histogram"
+            found = self.instruments[name] = kind(name, unit, description)
+        if not isinstance(found, kind):
+            raise TypeError(f"metric {name} is a {type(found).__name__}, not a {kind.__name__}")
         return found
 
+    def histogram(self, name: str, unit: str = "s", description: str = "") -> LocalHistogram:
+        return self._get(LocalHistogram, name, unit, description)  # type: ignore[no-any-return]
+
     def counter(self, name: str, unit: str = "1", description: str = "") -> LocalCounter:
-        found = self.instruments.get(name)
-        if found is None:
-            found = self.instruments[name] = LocalCounter(name, unit, description)
-        assert isinstance(found, LocalCounter), f"{name} is not a counter"
-        return found
+        return self._get(LocalCounter, name, unit, description)  # type: ignore[no-any-return]
 
     def data(self) -> list[Any]:
         """The instruments as SDK `Metric`s (cumulative), for an exporter."""
