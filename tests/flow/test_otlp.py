@@ -5,6 +5,7 @@ on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import threading
@@ -322,3 +323,36 @@ def test_grpc_sender_exports_to_a_trace_service():
         server.stop(None)
     [(request, _)] = received
     assert [s.name for s in request.resource_spans[0].scope_spans[0].spans] == ["s0", "s1"]
+
+
+def test_a_run_cut_by_its_deadline_still_sends_its_spans(tmp_path):
+    """The deadline drains, ends the spans and flushes the pipeline before
+    `run()` returns: the run span says `deadline` and every node is there."""
+    from opentelemetry.metrics import NoOpMeter
+
+    from flow.registry import default_registry
+    from flow.runtime import Runtime
+    from flow.spec import parse_spec
+    from flow.telemetry import Telemetry
+
+    spec = parse_spec(
+        "version: 1\nrun: {deadline: 200ms, grace: 2s}\nnodes:\n"
+        "  src: {pipe: [{sequence: {items: 100000000, batch: 100}}]}\n"
+        "  out: {from: src, pipe: [{collect: {path: n.jsonl}}]}\n",
+        default_registry(plugins=False),
+        env={},
+    )
+    recorder = Recorder()
+    pipeline = SpanPipeline(recorder, {}, ("flow", "0"), delay=3600)
+    telemetry = Telemetry(Tracer(pipeline.add), NoOpMeter("t"), "r", providers=[pipeline], tracing=True)
+    result = asyncio.run(Runtime(spec, out_dir=tmp_path, telemetry=telemetry).run())
+    assert result.status == "deadline"
+    spans = [
+        s for r in recorder.requests for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans
+    ]
+    [run] = [s for s in spans if s.name == "run"]
+    assert {a.key: a.value.string_value for a in run.attributes}["flow.status"] == "deadline"
+    assert {"node src", "node out"} <= {s.name for s in spans}
+    batches = result.nodes["out"].stages[0].items_out
+    assert sum(s.name == "stage collect" for s in spans) == batches > 0  # one per batch written
+    assert pipeline.dropped == 0
