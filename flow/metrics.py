@@ -18,6 +18,7 @@ buckets, which the next export corrects (cumulative).
 
 from __future__ import annotations
 
+import logging
 import time
 from bisect import bisect_left
 from typing import Any
@@ -166,6 +167,8 @@ def with_local_metrics(exporter: Any, local: LocalMetrics, resource: Any, scope:
         ScopeMetrics,
     )
 
+    warned: list[bool] = []  # one warning per run
+
     class WithLocalMetrics(MetricExporter):
         def __init__(self) -> None:
             super().__init__(exporter._preferred_temporality, exporter._preferred_aggregation)
@@ -185,7 +188,13 @@ def with_local_metrics(exporter: Any, local: LocalMetrics, resource: Any, scope:
                 metrics_data = MetricsData(resources)
             if metrics_data is None:
                 return MetricExportResult.SUCCESS
-            return exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            result = exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            if result is MetricExportResult.FAILURE and not warned:
+                warned.append(True)
+                logging.getLogger("flow.telemetry").warning(
+                    "telemetry: metrics could not be sent (%s)", getattr(exporter, "_endpoint", "exporter")
+                )
+            return result
 
         def force_flush(self, timeout_millis: float = 10_000) -> bool:
             return exporter.force_flush(timeout_millis)

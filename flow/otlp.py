@@ -16,7 +16,8 @@ headers (`OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`, `k=v,k2=v2`), timeout
 CA file for https (`..._CERTIFICATE`). Transient failures (connection errors,
 408/429/502/503/504, gRPC UNAVAILABLE) are retried twice with backoff; a
 batch that still fails is dropped and counted, and one warning names the
-endpoint and the reason.
+endpoint and the reason; until a batch goes through again, later batches
+get one try each.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class HTTPSender:
             return True, ""
         except urllib.error.HTTPError as err:
             return False, f"{'~' if err.code in _RETRYABLE else ''}HTTP {err.code}"
+        except urllib.error.URLError as err:  # refused, unresolvable, TLS: err.reason says which
+            return False, f"~{err.reason}"
         except (OSError, ValueError) as err:
             return False, f"~{type(err).__name__}: {err}"
 
@@ -150,6 +153,7 @@ class SpanPipeline:
         self._wake = threading.Event()
         self._stopping = False
         self._warned = False
+        self._reachable = True
         self._thread = threading.Thread(target=self._run, name="flow-otlp-spans", daemon=True)
         self._thread.start()
 
@@ -181,14 +185,19 @@ class SpanPipeline:
     def _export(self, spans: list[Any]) -> None:
         body = self.encoder.request(spans)
         why = ""
-        for attempt in range(3):
+        # While the receiver is down (the last batch failed for good), one try
+        # per batch: retrying every batch would hold the run's end for long.
+        tries = 3 if self._reachable else 1
+        for attempt in range(tries):
             ok, why = self.sender.send(body)
             if ok:
                 self.sent += len(spans)
+                self._reachable = True
                 return
-            if not why.startswith("~") or attempt == 2:
+            if not why.startswith("~") or attempt == tries - 1:
                 break
             time.sleep(self.backoff(attempt))
+        self._reachable = False
         self.dropped += len(spans)
         if not self._warned:
             self._warned = True

@@ -204,8 +204,8 @@ class Runtime:
         await self.resources.close()
         run_span.set_attribute("flow.status", self._status)
         run_span.end()
-        # Exporters do blocking HTTP: flush them off the event loop.
-        await asyncio.to_thread(self.telemetry.shutdown)
+        # Exporters do blocking HTTP: flushed off the event loop, bounded in time.
+        await self.telemetry.flush()
         for outcome in work.result():
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 self._record(None, None, "internal_error", f"{type(outcome).__name__}: {outcome}")

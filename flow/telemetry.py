@@ -19,8 +19,12 @@ flushed at the end of every run, also after SIGINT or the deadline.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +35,7 @@ from opentelemetry import trace as otel_trace
 from . import __version__
 from .metrics import LocalCounter, LocalHistogram, LocalMetrics, with_local_metrics
 
+FLUSH_TIMEOUT = 5.0  # seconds the end of a run waits for the exporters
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # flow.breaker.state values
 
 
@@ -62,11 +67,41 @@ class Telemetry:
         return self.instruments[name]
 
     def shutdown(self) -> None:
-        """Flush and stop the exporters (idempotent)."""
+        """Flush and stop the exporters (idempotent; blocking)."""
         for provider in self.providers:
             provider.force_flush()
             provider.shutdown()
         self.providers.clear()
+
+    async def flush(self, within: float = FLUSH_TIMEOUT) -> bool:
+        """`shutdown()` off the event loop, waited for at most `within`
+        seconds (an unreachable collector must not hold the run's end: the
+        SDK's metric exporter retries for up to its own timeout). On a daemon
+        thread, so that exiting never waits for it either. False: cut short,
+        with a warning."""
+        if not self.providers:
+            return True
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def work() -> None:
+            try:
+                self.shutdown()
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop closed after the bound
+                    loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        threading.Thread(target=work, name="flow-telemetry-flush", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), within)
+            return True
+        except TimeoutError:
+            logging.getLogger("flow.telemetry").warning(
+                "telemetry: gave up flushing after %.0fs (collector unreachable or slow); "
+                "the rest of this run's telemetry is lost",
+                within,
+            )
+            return False
 
 
 def _choice(config: dict[str, Any], signal: str) -> str:
@@ -146,7 +181,9 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
         scope = InstrumentationScope("flow.engine", __version__)  # not "flow": scopes merge by name
         metric_exporter = with_local_metrics(metric_exporter, telemetry.local, resource, scope)
         reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=5000)
-        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        # shutdown_on_exit off: the run flushes it (bounded); an exit hook
+        # would wait for an unreachable collector once more.
+        meter_provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
         telemetry.meter = meter_provider.get_meter("flow", __version__)
         telemetry.metering = True
         telemetry.providers.append(meter_provider)

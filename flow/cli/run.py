@@ -106,8 +106,23 @@ async def _run(spec: Any, out_dir: Path, live: bool = False) -> Any:
     return result, final_rows
 
 
+def _quiet_exporter_logs() -> None:
+    """The OTLP exporters log every retry of an unreachable collector; flow
+    says it once itself (flow.otlp, flow.metrics), as `flow: telemetry: ...`."""
+    import logging
+
+    logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
+    logging.getLogger("opentelemetry.sdk.metrics").setLevel(logging.CRITICAL)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("flow: %(message)s"))
+    flow_log = logging.getLogger("flow")
+    flow_log.addHandler(handler)
+    flow_log.propagate = False
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_checked(args)
+    _quiet_exporter_logs()
     out_dir = Path(args.out or spec.run.out)
     live = not args.no_progress and not args.quiet and sys.stderr.isatty()
     result, final_rows = asyncio.run(_run(spec, out_dir, live))

@@ -324,3 +324,72 @@ def test_console_traces_print_the_span_tree(tmp_path, capfd):
     printed = capfd.readouterr().out
     names = [json.loads(block)["name"] for block in printed.replace("}\n{", "}\x00{").split("\x00")]
     assert sorted(names) == sorted(["run", "node a", "node out"] + ["stage collect"] * 3)
+
+
+def test_flushing_is_bounded_when_the_exporters_hang(caplog):
+    """An unreachable collector must not hold the end of a run: flush()
+    waits `within` seconds (virtual time here), warns, and returns."""
+    import logging
+    import threading
+
+    from opentelemetry.metrics import NoOpMeter
+    from opentelemetry.trace import NoOpTracer
+
+    from flow.telemetry import Telemetry
+    from flow.testing import run_virtual
+
+    release = threading.Event()
+
+    class Hanging:
+        def force_flush(self) -> None:
+            release.wait(30)
+
+        def shutdown(self) -> None:
+            pass
+
+    class Quick(Hanging):
+        def force_flush(self) -> None:
+            pass
+
+    with caplog.at_level(logging.WARNING, logger="flow.telemetry"):
+        assert run_virtual(Telemetry(NoOpTracer(), NoOpMeter("t"), "r", providers=[Quick()]).flush(5.0))
+        assert not caplog.records
+        hanging = Telemetry(NoOpTracer(), NoOpMeter("t"), "r", providers=[Hanging()])
+        assert run_virtual(hanging.flush(5.0)) is False
+    release.set()
+    assert [r.getMessage() for r in caplog.records] == [
+        "telemetry: gave up flushing after 5s (collector unreachable or slow); the rest of this run's telemetry is lost"
+    ]
+
+
+def test_an_unreachable_collector_is_one_line_on_stderr_and_loses_no_data(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "g.yaml").write_text(
+        "version: 1\nnodes:\n  a: {pipe: [{sequence: {items: 50, batch: 5}}]}\n"
+        "  out: {from: a, pipe: [{collect: {path: n.jsonl}}]}\n"
+    )
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_METRICS_EXPORTER": "none",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "flow", "run", "g.yaml", "--out", "o", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"flow: telemetry: spans could not be sent to http://127.0.0.1:{port}/v1/traces: [Errno 111] Connection refused"
+    ]
+    assert len((tmp_path / "o" / "n.jsonl").read_text().splitlines()) == 50
