@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/mocks_throughput.py
 	$(BIN)/python bench/mocks_memory.py
 	$(BIN)/python bench/engine_overhead.py
+	$(BIN)/python bench/telemetry_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis out
