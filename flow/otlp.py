@@ -57,8 +57,11 @@ def parse_headers(text: str) -> dict[str, str]:
 
 
 def http_endpoint(configured: str | None) -> str:
+    """graph.yaml's `endpoint` is the collector's base URL (a full
+    `.../v1/traces` is taken as is); then the OTEL_* variables."""
     if configured:
-        return configured.rstrip("/") + "/v1/traces"
+        configured = configured.rstrip("/")
+        return configured if configured.endswith("/v1/traces") else configured + "/v1/traces"
     if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         return os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
     base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")

@@ -104,6 +104,12 @@ class Telemetry:
             return False
 
 
+def _metrics_url(endpoint: str) -> str:
+    """The OTLP/HTTP metrics URL for graph.yaml's base `endpoint`."""
+    base = endpoint.rstrip("/").removesuffix("/v1/traces").removesuffix("/v1/metrics")
+    return f"{base}/v1/metrics"
+
+
 def _choice(config: dict[str, Any], signal: str) -> str:
     chosen = config.get(signal)
     if chosen:
@@ -175,7 +181,7 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
                 OTLPMetricExporter as HTTPMetrics,
             )
 
-            metric_exporter = HTTPMetrics(endpoint=f"{endpoint.rstrip('/')}/v1/metrics" if endpoint else None)
+            metric_exporter = HTTPMetrics(endpoint=_metrics_url(endpoint) if endpoint else None)
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         scope = InstrumentationScope("flow.engine", __version__)  # not "flow": scopes merge by name

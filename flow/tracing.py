@@ -85,10 +85,12 @@ def provenance(item: Any) -> Key | None:
 
 class Lineage:
     """The root span of every batch seen so far, by provenance. Bounded: past
-    `limit` batches the oldest are forgotten (their later spans then hang
-    under their node's span instead)."""
+    `limit` batches (pages; ~500 bytes each, 8 MB at the limit) the oldest are
+    forgotten, and their later spans hang under their node's span instead.
+    Pages stay in flight for far fewer batches than that: buffers hold a few
+    batches, dedupe `hold` records, a window one period."""
 
-    def __init__(self, limit: int = 65_536) -> None:
+    def __init__(self, limit: int = 16_384) -> None:
         self.limit = limit
         # key -> (root's SpanContext, a Context holding it: the parent to pass)
         self._roots: OrderedDict[Key, tuple[Any, Any]] = OrderedDict()
@@ -101,7 +103,10 @@ class Lineage:
     def claim(self, key: Key | None, span: Any) -> None:
         """Make `span` the root of this batch if it has none yet."""
         if key is not None and key not in self._roots:
-            self._roots[key] = (span.get_span_context(), trace.set_span_in_context(span))
+            # A context holding only the span's identity, not the span: the
+            # finished span (attributes, events) can be freed once exported.
+            root = span.get_span_context()
+            self._roots[key] = (root, trace.set_span_in_context(trace.NonRecordingSpan(root)))
             if len(self._roots) > self.limit:
                 self._roots.popitem(last=False)
 
