@@ -356,3 +356,19 @@ def test_a_run_cut_by_its_deadline_still_sends_its_spans(tmp_path):
     batches = result.nodes["out"].stages[0].items_out
     assert sum(s.name == "stage collect" for s in spans) == batches > 0  # one per batch written
     assert pipeline.dropped == 0
+
+
+def test_graph_endpoints_are_base_urls_or_full_signal_urls(monkeypatch):
+    from flow.otlp import http_endpoint
+    from flow.telemetry import _metrics_url
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    assert http_endpoint("http://c:4318/") == "http://c:4318/v1/traces"
+    assert http_endpoint("http://c:4318/v1/traces") == "http://c:4318/v1/traces"
+    assert http_endpoint(None) == "http://localhost:4318/v1/traces"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example.com/")
+    assert http_endpoint(None) == "https://otel.example.com/v1/traces"
+    assert (
+        _metrics_url("http://c:4318") == _metrics_url("http://c:4318/v1/traces") == "http://c:4318/v1/metrics"
+    )
