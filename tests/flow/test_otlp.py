@@ -205,14 +205,19 @@ def test_shutdown_sends_every_span_in_batches_of_at_most_batch():
 
 
 def test_a_full_batch_is_sent_without_waiting_for_the_timer():
-    recorder = Recorder()
-    pipeline = SpanPipeline(recorder, {}, ("flow", "0"), batch=5, delay=3600)
+    sent = threading.Event()
+
+    class Signalling(Recorder):
+        def send(self, body: bytes) -> tuple[bool, str]:
+            result = super().send(body)
+            sent.set()
+            return result
+
+    recorder = Signalling()
+    pipeline = SpanPipeline(recorder, {}, ("flow", "0"), batch=5, delay=3600)  # the timer never fires
     _finished(Tracer(pipeline.add), 5)
-    for _ in range(2000):  # the worker thread wakes at once; give it up to ~2 s
-        if pipeline.sent:
-            break
-        threading.Event().wait(0.001)
-    assert pipeline.sent == 5
+    assert sent.wait(30)  # the worker thread was woken by the full batch
+    assert recorder.names() == [f"s{i}" for i in range(5)]
     pipeline.shutdown()
 
 
