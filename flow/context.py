@@ -13,12 +13,11 @@ from typing import Any, BinaryIO
 from opentelemetry import trace
 
 from .ratelimit import Limiters
+from .tracing import safe_url
 
 
 def _attribute(key: str, value: Any) -> Any:
     if key == "url":
-        from .tracing import safe_url
-
         return safe_url(str(value))
     return value if isinstance(value, str | int | float | bool) else str(value)
 
@@ -97,6 +96,8 @@ class StageContext:
         """A span event on the span of the item being worked on (no-op when
         tracing is off). Attribute values that are not str/int/float/bool
         are given as text; None values are left out."""
+        if self.resources.lineage is None:  # tracing off
+            return
         span = self.span if self.span is not None else trace.get_current_span()
         if span.is_recording():
             span.add_event(name, {k: _attribute(k, v) for k, v in attributes.items() if v is not None})

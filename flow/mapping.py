@@ -10,22 +10,16 @@ from typing import Any
 
 
 async def mapped(
-    source: AsyncIterator[Any], run: Any, params: Any, ctx: Any, spans: Any = None
+    source: AsyncIterator[Any], run: Any, params: Any, ctx: Any, spans: Any = None, latency: Any = None
 ) -> AsyncIterator[Any]:
     """A per-item stage: `run(item, params, ctx)` over the input, at most
     `params.concurrency` at once (aiostream's map with a task limit). With
     `spans` (a flow.tracing.StageSpans: tracing is on) each item runs in its
-    own span, placed under its batch's root span."""
+    own span, placed under its batch's root span; with `latency` (a
+    flow.metrics.HistogramSeries: metrics are on) each item's time is
+    recorded."""
     from aiostream import stream
 
-    attributes = {"flow.node": ctx.node, "flow.stage": ctx.stage}
-
-    telemetry = ctx.resources.telemetry
-    latency = (
-        telemetry.histogram("flow.stage.duration", "s", "time per item of a stage").bind(attributes)
-        if telemetry is not None and telemetry.metering
-        else None
-    )
     loop = asyncio.get_running_loop()
 
     async def call(item: Any) -> Any:  # aiostream wants a coroutine function here

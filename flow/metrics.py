@@ -167,11 +167,10 @@ def with_local_metrics(exporter: Any, local: LocalMetrics, resource: Any, scope:
         ScopeMetrics,
     )
 
-    warned: list[bool] = []  # one warning per run
-
     class WithLocalMetrics(MetricExporter):
         def __init__(self) -> None:
             super().__init__(exporter._preferred_temporality, exporter._preferred_aggregation)
+            self.warned = False  # one warning per run
 
         def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
             extra = local.data()
@@ -189,8 +188,8 @@ def with_local_metrics(exporter: Any, local: LocalMetrics, resource: Any, scope:
             if metrics_data is None:
                 return MetricExportResult.SUCCESS
             result = exporter.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-            if result is MetricExportResult.FAILURE and not warned:
-                warned.append(True)
+            if result is MetricExportResult.FAILURE and not self.warned:
+                self.warned = True
                 logging.getLogger("flow.telemetry").warning(
                     "telemetry: metrics could not be sent (%s)", getattr(exporter, "_endpoint", "exporter")
                 )

@@ -32,6 +32,7 @@ import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .otlp_encode import Encoder
@@ -40,11 +41,21 @@ log = logging.getLogger("flow.telemetry")
 _RETRYABLE = {408, 429, 502, 503, 504}
 
 
-def _env(name: str, default: str = "") -> str:
-    """OTEL_EXPORTER_OTLP_TRACES_<name>, else OTEL_EXPORTER_OTLP_<name>."""
-    return os.environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or os.environ.get(
+def otlp_env(name: str, signal: str = "TRACES", default: str = "") -> str:
+    """OTEL_EXPORTER_OTLP_<signal>_<name>, else OTEL_EXPORTER_OTLP_<name>."""
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_{name}") or os.environ.get(
         f"OTEL_EXPORTER_OTLP_{name}", default
     )
+
+
+class Settings:
+    """The exporter settings both senders share, read once from OTEL_*."""
+
+    def __init__(self) -> None:
+        self.headers = parse_headers(otlp_env("HEADERS"))
+        self.timeout = float(otlp_env("TIMEOUT", default="10000")) / 1000  # the spec's milliseconds
+        self.gzip = otlp_env("COMPRESSION").lower() == "gzip"
+        self.certificate = otlp_env("CERTIFICATE")  # a CA file for https / TLS gRPC
 
 
 def parse_headers(text: str) -> dict[str, str]:
@@ -71,17 +82,17 @@ def http_endpoint(configured: str | None) -> str:
 # --- sending -----------------------------------------------------------------
 class HTTPSender:
     def __init__(self, endpoint: str | None) -> None:
+        settings = Settings()
         self.target = http_endpoint(endpoint)
-        self.headers = {**parse_headers(_env("HEADERS")), "content-type": "application/x-protobuf"}
-        self.timeout = float(_env("TIMEOUT", "10000")) / 1000
-        self.gzip = _env("COMPRESSION").lower() == "gzip"
+        self.headers = {**settings.headers, "content-type": "application/x-protobuf"}
+        self.timeout, self.gzip = settings.timeout, settings.gzip
         if self.gzip:
             self.headers["content-encoding"] = "gzip"
         self.context = None
-        if _env("CERTIFICATE"):
+        if settings.certificate:
             import ssl
 
-            self.context = ssl.create_default_context(cafile=_env("CERTIFICATE"))
+            self.context = ssl.create_default_context(cafile=settings.certificate)
 
     def send(self, body: bytes) -> tuple[bool, str]:
         """(sent, why not); retryable failures are said with a leading '~'."""
@@ -104,14 +115,14 @@ class GRPCSender:
         import grpc
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-        target = endpoint or _env("ENDPOINT", "http://localhost:4317")
+        settings = Settings()
+        target = endpoint or otlp_env("ENDPOINT", default="http://localhost:4317")
         parts = urllib.parse.urlsplit(target if "://" in target else f"http://{target}")
         address = f"{parts.hostname}:{parts.port or 4317}"
-        insecure = parts.scheme == "http" or _env("INSECURE").lower() == "true"
-        if insecure:
+        if parts.scheme == "http" or otlp_env("INSECURE").lower() == "true":
             self.channel = grpc.insecure_channel(address)
         else:
-            roots = open(_env("CERTIFICATE"), "rb").read() if _env("CERTIFICATE") else None  # noqa: SIM115
+            roots = Path(settings.certificate).read_bytes() if settings.certificate else None
             self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(roots))
         self.target = address
         # The request is already serialized (flow.otlp_encode): send its bytes as they are.
@@ -120,9 +131,9 @@ class GRPCSender:
             request_serializer=lambda body: body,
             response_deserializer=ExportTraceServiceResponse.FromString,
         )
-        self.metadata = list(parse_headers(_env("HEADERS")).items())
-        self.timeout = float(_env("TIMEOUT", "10000")) / 1000
-        self.compression = grpc.Compression.Gzip if _env("COMPRESSION").lower() == "gzip" else None
+        self.metadata = list(settings.headers.items())
+        self.timeout = settings.timeout
+        self.compression = grpc.Compression.Gzip if settings.gzip else None
         self._grpc = grpc
 
     def send(self, body: bytes) -> tuple[bool, str]:

@@ -44,7 +44,7 @@ from .buffer import Buffer
 from .context import RunResources, StageContext
 from .mapping import mapped
 from .spec import Node, Spec
-from .telemetry import observe_runtime
+from .telemetry import observe_runtime, setup
 from .tracing import Lineage, StageSpans, traced
 
 _MOCK_REF = re.compile(r"\$\{mocks\.([A-Za-z_][A-Za-z0-9_-]*)\.url\}")
@@ -141,11 +141,9 @@ class Runtime:
         self._stop_requested = False  # a plain flag: read once per source item
         self.resources = RunResources(self._record)
         self.resources.errors = self.errors
-        from .telemetry import setup
-
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry = self.telemetry
-        if getattr(self.telemetry, "tracing", False):
+        if self.telemetry.tracing:
             self.resources.lineage = Lineage()
         self._status = "completed"
         self._stopping = asyncio.Event()
@@ -321,6 +319,13 @@ class Runtime:
             return None
         return StageSpans(self.telemetry.tracer, self.resources.lineage, node.name, kind.name)
 
+    def _latency(self, node: Node, index: int) -> Any:
+        """The stage's series of the duration histogram, when metrics are on."""
+        if not self.telemetry.metering:
+            return None
+        histogram = self.telemetry.histogram("flow.stage.duration", "s", "time per item of a stage")
+        return histogram.bind({"flow.node": node.name, "flow.stage": node.stages[index].kind.name})
+
     async def _node(self, node: Node) -> None:
         with self.telemetry.tracer.start_as_current_span(
             f"node {node.name}", attributes={"flow.node": node.name}
@@ -338,11 +343,10 @@ class Runtime:
         for index in range(first, last + 1):
             stage = node.stages[index]
             params, ctx = self._params(stage.params), self._context(node, index)
-            spans = self._spans(node, index)
+            spans, latency = self._spans(node, index), self._latency(node, index)
             if stage.kind.per_item:
-                stream = mapped(stream, stage.kind.run, params, ctx, spans)
-            elif spans is not None or self.telemetry.metering:
-                latency = self.telemetry.histogram("flow.stage.duration", "s", "time per item of a stage")
+                stream = mapped(stream, stage.kind.run, params, ctx, spans, latency)
+            elif spans is not None or latency is not None:
                 stream = traced(stage.kind.run, stream, params, ctx, spans, latency)
             else:
                 stream = stage.kind.run(stream, params, ctx)

@@ -34,6 +34,7 @@ from opentelemetry import trace as otel_trace
 
 from . import __version__
 from .metrics import LocalCounter, LocalHistogram, LocalMetrics, with_local_metrics
+from .otlp import otlp_env
 
 FLUSH_TIMEOUT = 5.0  # seconds the end of a run waits for the exporters
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # flow.breaker.state values
@@ -47,8 +48,7 @@ class Telemetry:
     providers: list[Any] = field(default_factory=list)
     tracing: bool = False  # spans are recorded and exported (else the tracer is a no-op)
     metering: bool = False  # metrics are exported (else the meter is a no-op)
-    instruments: dict[str, Any] = field(default_factory=dict)
-
+    instruments: list[Any] = field(default_factory=list)  # observable instruments, kept alive
     local: LocalMetrics = field(default_factory=LocalMetrics)
 
     def counter(self, name: str, unit: str = "1", description: str = "") -> LocalCounter:
@@ -58,13 +58,6 @@ class Telemetry:
     def histogram(self, name: str, unit: str = "s", description: str = "") -> LocalHistogram:
         """A hot-path histogram, explicit buckets in seconds (flow.metrics)."""
         return self.local.histogram(name, unit, description)
-
-    def gauge(self, name: str, callback: Any, unit: str = "1", description: str = "") -> Any:
-        if name not in self.instruments:
-            self.instruments[name] = self.meter.create_observable_gauge(
-                name, callbacks=[callback], unit=unit, description=description
-            )
-        return self.instruments[name]
 
     def shutdown(self) -> None:
         """Flush and stop the exporters (idempotent; blocking)."""
@@ -114,13 +107,10 @@ def _choice(config: dict[str, Any], signal: str) -> str:
     chosen = config.get(signal)
     if chosen:
         return str(chosen)
-    env = os.environ
-    chosen = env.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip().lower()
+    chosen = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "").strip().lower()
     if chosen in ("none", "console"):
         return chosen
-    if env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        return "otlp"
-    return "none"
+    return "otlp" if otlp_env("ENDPOINT", signal.upper()) else "none"
 
 
 def setup(config: dict[str, Any] | None = None) -> Telemetry:
@@ -136,14 +126,9 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
     if not os.environ.get("OTEL_SERVICE_NAME"):  # the standard variable wins
         attributes["service.name"] = "flow"
     resource = Resource.create(attributes)
-    env = os.environ
 
     def protocol(signal: str) -> str:
-        return str(
-            config.get("protocol")
-            or env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        )
+        return str(config.get("protocol") or otlp_env("PROTOCOL", signal, "http/protobuf"))
 
     endpoint = config.get("endpoint")
     telemetry = Telemetry(otel_trace.NoOpTracer(), otel_metrics.NoOpMeter("flow"), run_id)
@@ -201,12 +186,15 @@ def observe_runtime(t: Telemetry, runtime: Any) -> None:
     per-item cost on the hot path."""
     from opentelemetry.metrics import Observation
 
-    def items(options: Any) -> list[Any]:
-        return [
-            Observation(s.items_out, {"flow.node": n, "flow.stage": s.stage})
-            for n, node in runtime.stats.items()
-            for s in node.stages
-        ]
+    def per_stage(field: str) -> Any:
+        def observe(options: Any) -> list[Any]:
+            return [
+                Observation(getattr(s, field), {"flow.node": n, "flow.stage": s.stage})
+                for n, node in runtime.stats.items()
+                for s in node.stages
+            ]
+
+        return observe
 
     def items_in(options: Any) -> list[Any]:
         return [
@@ -223,13 +211,6 @@ def observe_runtime(t: Telemetry, runtime: Any) -> None:
             if (fetcher := state.get("fetcher")) is not None
         ]
 
-    def errors(options: Any) -> list[Any]:
-        return [
-            Observation(s.errors, {"flow.node": n, "flow.stage": s.stage})
-            for n, node in runtime.stats.items()
-            for s in node.stages
-        ]
-
     def fill(options: Any) -> list[Any]:
         return [
             Observation(b.statistics().fill, {"flow.node": n, "flow.capacity": b.capacity})
@@ -243,21 +224,26 @@ def observe_runtime(t: Telemetry, runtime: Any) -> None:
             for k, v in c.items()
         ]
 
-    t.instruments["items"] = t.meter.create_observable_counter(
-        "flow.stage.items_out", callbacks=[items], description="items yielded by a stage"
-    )
-    t.instruments["items_in"] = t.meter.create_observable_counter(
-        "flow.stage.items_in", callbacks=[items_in], description="items taken by a stage"
-    )
-    t.gauge(
-        "flow.breaker.state",
-        breakers,
-        description="circuit breaker per endpoint: 0 closed, 1 half-open, 2 open",
-    )
-    t.instruments["errors"] = t.meter.create_observable_counter(
-        "flow.stage.errors", callbacks=[errors], description="stage failures"
-    )
-    t.gauge("flow.buffer.fill", fill, description="items waiting in a node's input buffer")
-    t.instruments["counters"] = t.meter.create_observable_counter(
-        "flow.node.events", callbacks=[counters], description="pages, retries, dead letters, ..."
-    )
+    meter = t.meter
+    t.instruments += [
+        meter.create_observable_counter(
+            "flow.stage.items_out", [per_stage("items_out")], description="items yielded by a stage"
+        ),
+        meter.create_observable_counter(
+            "flow.stage.items_in", [items_in], description="items taken by a stage"
+        ),
+        meter.create_observable_counter(
+            "flow.stage.errors", [per_stage("errors")], description="stage failures"
+        ),
+        meter.create_observable_gauge(
+            "flow.breaker.state",
+            [breakers],
+            description="circuit breaker per endpoint: 0 closed, 1 half-open, 2 open",
+        ),
+        meter.create_observable_gauge(
+            "flow.buffer.fill", [fill], description="items waiting in a node's input buffer"
+        ),
+        meter.create_observable_counter(
+            "flow.node.events", [counters], description="pages, retries, dead letters, ..."
+        ),
+    ]

@@ -168,18 +168,17 @@ async def traced(
     spans: StageSpans | None,
     latency: Any = None,
 ) -> AsyncIterator[Any]:
-    """A streaming stage measured per input item (see the module doc): the
-    time of each turn into the `latency` histogram and, with `spans`, one span
-    per item. While a span is open it is `ctx.span`, so the stage's events
-    (dead letters, errors) land on it."""
-    series = latency.bind({"flow.node": ctx.node, "flow.stage": ctx.stage}) if latency is not None else None
+    """A streaming stage measured per input item (see the module doc): with
+    `latency` (a flow.metrics.HistogramSeries) the time of each turn, with
+    `spans` one span per item. While a span is open it is `ctx.span`, so the
+    stage's events (dead letters, errors) land on it."""
     started: float | None = None
 
     def end(error: BaseException | None = None) -> None:
         nonlocal started
         if started is not None:
-            if series is not None:
-                series.record(time.perf_counter() - started)
+            if latency is not None:
+                latency.record(time.perf_counter() - started)
             started = None
         span = ctx.span
         if span is not None:

@@ -105,7 +105,7 @@ def _fetcher(params: FetchParams, ctx: Any) -> Fetcher:
         rng=random.Random(),
         concurrency=params.concurrency,
         on_event=event,
-        tracer=getattr(ctx.resources.telemetry, "tracer", None),
+        tracer=ctx.resources.telemetry.tracer if ctx.tracing else None,  # off: no per-attempt span work
         telemetry=ctx.resources.telemetry,
     )
 

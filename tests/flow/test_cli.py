@@ -31,6 +31,12 @@ def graph(tmp_path: Path) -> Path:
     return path
 
 
+# The built-in stage kinds, in the order `flow stages` and the schema list them.
+BUILT_IN = sorted(
+    "collect dedupe fetch merge normalize paginate parse quality rate_limit redact sequence summary_json window".split()
+)
+
+
 def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--help"])
@@ -93,21 +99,7 @@ def test_graph_mermaid_and_dot(graph, capsys):
 def test_stages_list_and_describe(capsys):
     assert main(["stages"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in listing] == [
-        "collect",
-        "dedupe",
-        "fetch",
-        "merge",
-        "normalize",
-        "paginate",
-        "parse",
-        "quality",
-        "rate_limit",
-        "redact",
-        "sequence",
-        "summary_json",
-        "window",
-    ]
+    assert [line.split()[0] for line in listing] == BUILT_IN
     assert main(["stages", "sequence"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("sequence: (source) -> records\n")
@@ -122,22 +114,7 @@ def test_schema_covers_stage_params(capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     entry = schema["$defs"]["NodeSpec"]["properties"]["pipe"]["items"]["anyOf"]
-    names = [
-        "collect",
-        "dedupe",
-        "fetch",
-        "merge",
-        "normalize",
-        "paginate",
-        "parse",
-        "quality",
-        "rate_limit",
-        "redact",
-        "sequence",
-        "summary_json",
-        "window",
-    ]
-    assert {"enum": names} in entry
+    assert {"enum": BUILT_IN} in entry
     assert "SequenceParams" in schema["$defs"] and "ServerSpec" in schema["$defs"]
 
 
