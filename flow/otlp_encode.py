@@ -21,10 +21,15 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 _Q = struct.Struct("<Q").pack  # fixed64
 _D = struct.Struct("<d").pack  # double
 _I = struct.Struct("<I").pack  # fixed32
+_TIMES = struct.Struct("<BQBQ").pack  # start and end: two fixed64 fields with their keys
 _CACHE_LIMIT = 4096
+# Span.flags (fixed32, field 16): sampled, "has is_remote", and is_remote.
+_LOCAL, _REMOTE = b"\x85\x01" + _I(0x101), b"\x85\x01" + _I(0x301)
 
 
 def varint(n: int) -> bytes:
@@ -38,6 +43,10 @@ def varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+# Span.kind (field 6): the API's INTERNAL=0.. are OTLP's INTERNAL=1.. (0 is UNSPECIFIED).
+_KIND = {kind: b"\x30" + varint(kind.value + 1) for kind in SpanKind}
 
 
 def _field(key: bytes, payload: bytes) -> bytes:
@@ -66,44 +75,48 @@ class Encoder:
     """Encodes batches of flow.spans.Span for one resource and scope."""
 
     def __init__(self, resource: Mapping[str, Any], scope: tuple[str, str]) -> None:
-        self._kv: dict[tuple[str, type, Any], bytes] = {}
+        self._kv: dict[tuple[bytes, str, type, Any], bytes] = {}
+        self._last_trace: tuple[int, bytes] = (0, b"")
         resource_body = self._attributes(b"\x0a", resource)
         scope_body = _field(b"\x0a", scope[0].encode()) + _field(b"\x12", scope[1].encode())
         # ResourceSpans.resource, then ScopeSpans.scope: the same for every batch.
         self._resource = _field(b"\x0a", resource_body)
         self._scope = _field(b"\x0a", scope_body)
 
-    def _key_value(self, key: str, value: Any) -> bytes:
-        """A KeyValue body; str/bool values (which repeat) are cached."""
-        cacheable = isinstance(value, str | bool)
-        if cacheable:
-            cached = self._kv.get((key, type(value), value))
-            if cached is not None:
-                return cached
-        body = _field(b"\x0a", key.encode()) + _field(b"\x12", any_value(value))
-        if cacheable:
-            if len(self._kv) >= _CACHE_LIMIT:
-                self._kv.clear()
-            self._kv[(key, type(value), value)] = body
-        return body
+    def _attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
+        """Repeated KeyValue fields under `tag`. Each whole field is cached:
+        node, endpoint and page repeat on every span of a page."""
+        cache, parts = self._kv, []
+        for key, value in attributes.items():
+            if value is None:
+                continue
+            # Strings and ints only: floats compare equal across encodings (-0.0 == 0.0).
+            memo = (tag, key, type(value), value) if isinstance(value, str | int) else None
+            field = cache.get(memo) if memo is not None else None
+            if field is None:
+                field = _field(tag, _field(b"\x0a", key.encode()) + _field(b"\x12", any_value(value)))
+                if memo is not None:
+                    if len(cache) >= _CACHE_LIMIT:
+                        cache.clear()
+                    cache[memo] = field
+            parts.append(field)
+        return b"".join(parts)
 
-    def _attributes(self, key: bytes, attributes: Mapping[str, Any]) -> bytes:
-        return b"".join(_field(key, self._key_value(k, v)) for k, v in attributes.items() if v is not None)
+    def _trace_id(self, trace_id: int) -> bytes:
+        """The trace id field; a run is one trace, so this is computed once."""
+        if self._last_trace[0] != trace_id:
+            self._last_trace = (trace_id, b"\x0a\x10" + trace_id.to_bytes(16, "big"))
+        return self._last_trace[1]
 
     def span(self, span: Any) -> bytes:
         """The body of a Span message."""
         own, parent = span.get_span_context(), span.parent
-        parts = [
-            b"\x0a\x10" + own.trace_id.to_bytes(16, "big"),
-            b"\x12\x08" + own.span_id.to_bytes(8, "big"),
-        ]
+        parts = [self._trace_id(own.trace_id), b"\x12\x08" + own.span_id.to_bytes(8, "big")]
         if parent is not None:
             parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
         parts.append(_field(b"\x2a", span.name.encode()))
-        kind = span.kind.value + 1  # the API's INTERNAL=0.. vs OTLP's UNSPECIFIED=0, INTERNAL=1..
-        parts.append(b"\x30" + varint(kind))
-        parts.append(b"\x39" + _Q(span.start_ns))
-        parts.append(b"\x41" + _Q(span.end_ns))
+        parts.append(_KIND[span.kind])
+        parts.append(_TIMES(0x39, span.start_ns, 0x41, span.end_ns))
         if span.attributes:
             parts.append(self._attributes(b"\x4a", span.attributes))
         for name, when, attributes in span.events:
@@ -120,8 +133,7 @@ class Encoder:
             message = status.description or ""
             body = (_field(b"\x12", message.encode()) if message else b"") + b"\x18" + varint(code)
             parts.append(_field(b"\x7a", body))
-        remote = parent is not None and parent.is_remote
-        parts.append(b"\x85\x01" + _I(0x101 | (0x200 if remote else 0)))  # sampled; has is_remote
+        parts.append(_REMOTE if parent is not None and parent.is_remote else _LOCAL)
         return b"".join(parts)
 
     def request(self, spans: Iterable[Any]) -> bytes:

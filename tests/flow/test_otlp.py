@@ -377,3 +377,26 @@ def test_graph_endpoints_are_base_urls_or_full_signal_urls(monkeypatch):
     assert (
         _metrics_url("http://c:4318") == _metrics_url("http://c:4318/v1/traces") == "http://c:4318/v1/metrics"
     )
+
+
+def test_cached_attributes_keep_values_that_compare_equal_apart():
+    """0.0 == -0.0 and 1 == True, yet they encode differently: the encoder's
+    attribute cache must not hand one out for the other."""
+    tracer = Tracer(lambda s: None, seed=2)
+    batch = []
+    for value in (0.0, -0.0, 1, True, 1.0):
+        span = tracer.start_span("s", attributes={"k": value})
+        span.end()
+        batch.append(span)
+    encoder = Encoder({}, ("flow", "0"))
+    decoded = ExportTraceServiceRequest.FromString(encoder.request(batch))
+    assert decoded == reference(batch, {}, ("flow", "0"))
+    values = [s.attributes[0].value for s in decoded.resource_spans[0].scope_spans[0].spans]
+    assert [v.WhichOneof("value") for v in values] == [
+        "double_value",
+        "double_value",
+        "int_value",
+        "bool_value",
+        "double_value",
+    ]
+    assert str(values[1].double_value) == "-0.0"
