@@ -29,6 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)  # immutable, shared
 
 
 class Span(trace.Span):
@@ -63,7 +64,7 @@ class Span(trace.Span):
         self.attributes: dict[str, Any] = dict(attributes) if attributes else {}
         self.links = list(links) if links else []
         self.events: list[tuple[str, int, dict[str, Any]]] = []
-        self.status = Status(StatusCode.UNSET)
+        self.status = _UNSET
         self.start_ns = start_ns if start_ns is not None else time.time_ns()
         self.end_ns: int | None = None
         self._sink = sink

@@ -27,17 +27,16 @@ only when telemetry is on.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from opentelemetry import context, trace
+from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 
 Key = tuple[str, int]
@@ -142,22 +141,11 @@ class StageSpans:
         self.lineage.claim(key, span)
         return span
 
-    @contextlib.contextmanager
-    def current(self, item: Any) -> Iterator[Any]:
-        """A span for `item`, current inside the `with` (per-item stages: each
-        item runs in its own task, so attach/detach pair up)."""
-        span = self.start(item)
-        token = context.attach(trace.set_span_in_context(span))
-        try:
-            yield span
-        except BaseException as exc:
-            if not isinstance(exc, GeneratorExit | asyncio.CancelledError):
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            raise
-        finally:
-            context.detach(token)
-            span.end()
+    def current(self, item: Any) -> Any:
+        """A span for `item`, current inside the `with`, ended on leaving it
+        with any exception recorded (per-item stages: each item runs in its
+        own task or turn, so the context attach/detach pair up)."""
+        return trace.use_span(self.start(item), end_on_exit=True)
 
 
 async def traced(
