@@ -1,8 +1,8 @@
 """Phase 2 of loading a graph: `${VAR}` from the environment, then overrides.
 
 `${VAR}` and `${VAR:-default}` are substituted as text (values taken from the
-environment are never echoed in messages); `${mocks.NAME.url}` is left for the
-run, when the mocks' ports are known. Overrides apply afterwards:
+environment are never echoed in messages); `${mocks.NAME.url}` is filled in from
+`refs` once the mocks' ports are known (left as written before). Overrides apply afterwards:
 `FLOW__RUN__DEADLINE=30s` variables, then `--set run.deadline=30s`.
 """
 
@@ -21,18 +21,27 @@ _REF = re.compile(r"^mocks\.([A-Za-z_][A-Za-z0-9_-]*)\.url$")
 ENV_PREFIX = "FLOW__"
 
 
-def interpolate(value: Any, path: Path, env: Mapping[str, str], problems: list[Problem]) -> Any:
+def interpolate(
+    value: Any,
+    path: Path,
+    env: Mapping[str, str],
+    problems: list[Problem],
+    refs: Mapping[str, str] | None = None,
+) -> Any:
+    """`value` with `${...}` filled in; `refs` maps mock names to their URLs
+    (without it, `${mocks.NAME.url}` stays as written)."""
     if isinstance(value, dict):
-        return {k: interpolate(v, (*path, k), env, problems) for k, v in value.items()}
+        return {k: interpolate(v, (*path, k), env, problems, refs) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, (*path, i), env, problems) for i, v in enumerate(value)]
+        return [interpolate(v, (*path, i), env, problems, refs) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def substitute(match: re.Match[str]) -> str:
         body = match[1]
-        if _REF.match(body):  # ${mocks.NAME.url}: resolved when the mocks start
-            return match[0]
+        ref = _REF.match(body)
+        if ref:  # ${mocks.NAME.url}: resolved once the mocks have started
+            return refs[ref[1]] if refs is not None and ref[1] in refs else match[0]
         name, sep, default = body.partition(":-")
         if not _VAR_NAME.match(name):
             problems.append(

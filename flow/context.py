@@ -1,148 +1,274 @@
-"""What stages may use from the engine: their context and the run's shared
-resources (one HTTP session, named rate limiters, per-node shared state, the
-run's error records)."""
+"""What a stage may ask of the engine: its `StageContext`.
+
+One documented surface, used by every stage kind, built-in or not:
+
+    side outputs    await ctx.error(...), await ctx.dead_letter(...),
+                    await ctx.emit(port, item)     -> NODE.errors / .dead_letters / .PORT
+    counters        ctx.count(name, n); ctx.counters(node) to read them back
+    events          ctx.record_event(name, ...)    a notable moment: run report + span event
+                    ctx.add_event(name, ...)       a span event only (retries, waits)
+                    ctx.record_emit(name, covers)  an output summing up many batches (a window)
+    telemetry       ctx.client_span(name, attrs), ctx.histogram/counter(...), ctx.gauge(...)
+                    (no-ops while telemetry is off; stages never see a tracer or meter)
+    resources       ctx.resource(key, factory, close): one per key and run, closed by the engine
+    run facts       ctx.deadline_at, ctx.started_at (loop time), ctx.out_dir, ctx.open_output()
+
+`RunState` is the engine's side of it: one per run, owned by the runtime.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
-from .ratelimit import Limiters
-from .tracing import safe_url
+from .items import DeadLetter, ErrorRecord, utc_now
+
+T = TypeVar("T")
+Emit = Callable[[str, str, Any], Awaitable[None]]
 
 
-def _attribute(key: str, value: Any) -> Any:
-    if key == "url":
-        return safe_url(str(value))
+def _attribute(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool) else str(value)
 
 
-class RunResources:
-    """Created once per run; closed by the engine when the run ends."""
+class RunState:
+    """Created once per run by the runtime; what its stages share through the
+    engine. Everything here is touched only from the run's event loop."""
 
-    def __init__(self, record: Callable[..., None], deadline_at: float | None = None) -> None:
-        self.record = record
+    def __init__(self, emit: Emit | None = None, deadline_at: float | None = None) -> None:
         self.deadline_at = deadline_at  # loop time after which no new request starts
         self.started_at: float | None = None  # loop time the run started
-        self.errors: list[dict[str, Any]] = []  # the run's error records (the engine's list)
-        self.limiters = Limiters()
-        self.node_state: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+        self.errors: list[dict[str, Any]] = []  # the run report's error records
         self.events: list[dict[str, Any]] = []  # breaker transitions and other notable moments
-        self.dead_letters: list[dict[str, Any]] = []  # records that could not be used, and why
-        self.windows: dict[str, list[Any]] = {}  # node -> closed windows (flow.windows.WindowStats)
-        self._closers: list[Callable[[], Any]] = []
+        self.dead_letters: list[dict[str, Any]] = []  # the run report's dead letters (no raw records)
         self.counters: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self._session: Any = None
+        self.gauges: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
         self.telemetry: Any = None  # flow.telemetry.Telemetry of the run
         self.lineage: Any = None  # flow.tracing.Lineage while tracing is on
         self.node_spans: dict[str, Any] = {}  # node -> its span (tracing on)
+        self.emitted: list[tuple[str, str, Any]] = []  # side items when no runtime routes them
+        self._emit = emit
+        # key -> (resource, close); closed in reverse order of creation.
+        self._resources: dict[Hashable, tuple[Any, Callable[[Any], Any] | None]] = {}
 
-    def session(self) -> Any:
-        """The run's one aiohttp ClientSession, made on first use."""
-        if self._session is None:
-            from .fetcher import make_session
+    async def emit(self, node: str, port: str, item: Any) -> None:
+        if self._emit is None:
+            self.emitted.append((node, port, item))
+        else:
+            await self._emit(node, port, item)
 
-            self._session = make_session()
-        return self._session
+    def record_error(self, record: ErrorRecord) -> None:
+        self.errors.append(record.to_dict())
 
-    def on_close(self, closer: Callable[[], Any]) -> None:
-        """Call `closer` when the run ends (e.g. shut a thread pool down)."""
-        self._closers.append(closer)
+    def resource(self, key: Hashable, factory: Callable[[], T], close: Callable[[T], Any] | None) -> T:
+        found = self._resources.get(key)
+        if found is None:
+            found = self._resources[key] = (factory(), close)
+        return found[0]  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        for closer in reversed(self._closers):
-            closer()
-        self._closers.clear()
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        """Close every resource, newest first; one failing close does not
+        keep the others open."""
+        resources, self._resources = list(self._resources.values()), {}
+        for value, close in reversed(resources):
+            if close is None:
+                continue
+            with contextlib.suppress(Exception):
+                result = close(value)
+                if inspect.isawaitable(result):
+                    await result
+
+
+class _Off:
+    """A metric instrument while metrics are off: every call is a no-op."""
+
+    def record(self, *args: Any) -> None:
+        pass
+
+    def add(self, *args: Any) -> None:
+        pass
+
+    def bind(self, attributes: dict[str, Any]) -> _Off:
+        return self
+
+
+_OFF = _Off()
 
 
 class StageContext:
-    """What a stage may ask of the engine."""
+    """What a stage may ask of the engine (see the module doc)."""
 
-    def __init__(
-        self, node: str, stage: str, index: int, out_dir: Path, resources: RunResources | None = None
-    ) -> None:
+    def __init__(self, node: str, stage: str, index: int, out_dir: Path, run: RunState | None = None) -> None:
         self.node, self.stage, self.index, self.out_dir = node, stage, index, out_dir
-        self.resources = resources or RunResources(lambda *a, **k: None)
+        self.run = run or RunState()
         # The span of the item this (streaming) stage works on, set by the
         # engine while tracing; per-item stages use the current span instead.
         self.span: Any = None
 
+    def __repr__(self) -> str:
+        return f"<StageContext {self.node}[{self.index}] {self.stage}>"
+
+    # --- run facts -------------------------------------------------------------
+    @property
+    def deadline_at(self) -> float | None:
+        return self.run.deadline_at
+
+    @property
+    def started_at(self) -> float | None:
+        return self.run.started_at
+
     @property
     def tracing(self) -> bool:
         """Whether spans are recorded (to skip work that only feeds them)."""
-        return self.resources.lineage is not None
+        return self.run.lineage is not None
 
-    @property
-    def shared(self) -> dict[str, Any]:
-        """State shared by the stages of this node (e.g. paginate and fetch)."""
-        return self.resources.node_state[self.node]
+    def open_output(self, path: str) -> BinaryIO:
+        """A binary file for writing under the run's output directory."""
+        target = self.output_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target.open("wb")
 
-    def record_error(self, error: str, detail: str = "", **fields: Any) -> None:
-        """An error record on the run report, attributed to this node and stage
-        (`endpoint` defaults to the node: one node fetches one endpoint)."""
-        fields.setdefault("endpoint", self.node)
-        self.resources.record(self.node, self.stage, error, detail, **fields)
-        self.add_event("error", error=error, detail=detail, **fields)
+    def output_path(self, path: str) -> Path:
+        """`path` resolved against the run's output directory."""
+        return Path(path) if os.path.isabs(path) else self.out_dir / path
+
+    # --- side outputs ------------------------------------------------------------
+    async def error(self, error: str, detail: str = "", *, endpoint: str | None = None, **fields: Any) -> None:
+        """An error record on `NODE.errors` and the run report (`endpoint`
+        defaults to the node: one source node fetches one endpoint)."""
+        record = ErrorRecord(
+            node=self.node,
+            stage=self.stage,
+            error=error,
+            detail=detail,
+            timestamp=utc_now(),
+            endpoint=endpoint or self.node,
+            fields=fields,
+        )
+        self.run.record_error(record)
+        self.add_event("error", error=error, detail=detail, endpoint=record.endpoint, **fields)
+        await self.run.emit(self.node, "errors", record)
+
+    async def dead_letter(
+        self,
+        *,
+        endpoint: str,
+        page: int | None,
+        position: int | None,
+        reason: str,
+        raw: Any = None,
+        id: Any = None,
+    ) -> None:
+        """A record that could not be used, on `NODE.dead_letters`: its
+        source, page, position, reason and the record as served."""
+        letter = DeadLetter(
+            node=self.node,
+            stage=self.stage,
+            endpoint=endpoint,
+            page=page,
+            position=position,
+            reason=reason,
+            raw=raw,
+            id=id,
+            timestamp=utc_now(),
+        )
+        fields = {"endpoint": endpoint, "page": page, "position": position, "reason": reason, "id": id}
+        self.run.dead_letters.append({"node": self.node, "stage": self.stage, **fields})
+        self.count("dead_letters")
+        self.add_event("dead_letter", **fields)  # not the record: it is data
+        await self.run.emit(self.node, "dead_letters", letter)
+
+    async def emit(self, port: str, item: Any) -> None:
+        """An item on this node's side output `port` (declared by the kind)."""
+        await self.run.emit(self.node, port, item)
+
+    # --- counters and events -------------------------------------------------------
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add to one of this node's counters on the run report (e.g. retries)."""
+        self.run.counters[self.node][counter] += n
+
+    def counters(self, node: str | None = None) -> dict[str, int]:
+        """A copy of a node's counters (default: this node's)."""
+        return dict(self.run.counters.get(node or self.node, {}))
+
+    def record_event(self, event: str, **fields: Any) -> None:
+        """A notable moment (e.g. a breaker transition) on the run report."""
+        self.run.events.append(
+            {"node": self.node, "stage": self.stage, "event": event, **fields, "timestamp": utc_now()}
+        )
+        self.add_event(event, **fields)
 
     def add_event(self, name: str, **attributes: Any) -> None:
         """A span event on the span of the item being worked on (no-op when
-        tracing is off). Attribute values that are not str/int/float/bool
-        are given as text; None values are left out."""
-        if self.resources.lineage is None:  # tracing off
+        tracing is off). Values that are not str/int/float/bool are given as
+        text; None values are left out."""
+        if self.run.lineage is None:  # tracing off
             return
         span = self.span if self.span is not None else trace.get_current_span()
         if span.is_recording():
-            span.add_event(name, {k: _attribute(k, v) for k, v in attributes.items() if v is not None})
+            span.add_event(name, {k: _attribute(v) for k, v in attributes.items() if v is not None})
 
     def record_emit(self, name: str, covers: Iterable[tuple[str, int]], **attributes: Any) -> None:
         """A domain output that sums up many batches (e.g. a closed window):
         a span under the node's span, linked to the root span of each batch
         `(endpoint, page)` it covers. No-op when tracing is off."""
-        resources = self.resources
-        node_span = resources.node_spans.get(self.node)
-        if resources.lineage is None or node_span is None:
+        run = self.run
+        node_span = run.node_spans.get(self.node)
+        if run.lineage is None or node_span is None:
             return
-        span = resources.telemetry.tracer.start_span(
+        span = run.telemetry.tracer.start_span(
             name,
             context=trace.set_span_in_context(node_span),
-            links=resources.lineage.links(covers),
+            links=run.lineage.links(covers),
             attributes={"flow.node": self.node, "flow.stage": self.stage, **attributes},
         )
         span.end()
 
-    def record_event(self, event: str, **fields: Any) -> None:
-        """A notable moment (e.g. a breaker transition) on the run report."""
-        from .runtime import utc_now
+    # --- telemetry --------------------------------------------------------------------
+    def client_span(self, name: str, attributes: dict[str, Any]) -> Any:
+        """A client span (e.g. one HTTP attempt), current inside the `with`;
+        yields the span, or None while tracing is off. Callers pass only
+        attributes fit for export (no secrets)."""
+        if self.run.lineage is None:
+            return contextlib.nullcontext()
+        return self.run.telemetry.tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
-        self.resources.events.append(
-            {"node": self.node, "stage": self.stage, "event": event, **fields, "timestamp": utc_now()}
-        )
-        self.add_event(event, **fields)
+    def histogram(self, name: str, unit: str = "s", description: str = "") -> Any:
+        """An engine-owned histogram (`.record(value, attrs)`, `.bind(attrs)`);
+        a no-op while metrics are off."""
+        telemetry = self.run.telemetry
+        if telemetry is None or not telemetry.metering:
+            return _OFF
+        return telemetry.histogram(name, unit, description)
 
-    def dead_letter(self, **fields: Any) -> None:
-        """A record that could not be used: its source, page, position and reason."""
-        from .runtime import utc_now
+    def counter(self, name: str, unit: str = "1", description: str = "") -> Any:
+        """An engine-owned counter (`.add(n, attrs)`); a no-op while metrics are off."""
+        telemetry = self.run.telemetry
+        if telemetry is None or not telemetry.metering:
+            return _OFF
+        return telemetry.counter(name, unit, description)
 
-        self.resources.dead_letters.append(
-            {"node": self.node, "stage": self.stage, **fields, "timestamp": utc_now()}
-        )
-        self.count("dead_letters")
-        self.add_event("dead_letter", **{k: v for k, v in fields.items() if k != "raw"})  # raw: data
+    @property
+    def metering(self) -> bool:
+        telemetry = self.run.telemetry
+        return telemetry is not None and telemetry.metering
 
-    def count(self, counter: str, n: int = 1) -> None:
-        """Add to one of this node's counters on the run report (e.g. retries)."""
-        self.resources.counters[self.node][counter] += n
+    def gauge(self, name: str, value: float, **attributes: Any) -> None:
+        """Set a gauge series (e.g. a breaker's state); exported while metrics are on."""
+        self.run.gauges[(name, tuple(sorted(attributes.items())))] = value
 
-    def open_output(self, path: str) -> BinaryIO:
-        """A binary file for writing under the run's output directory."""
-        target = Path(path) if os.path.isabs(path) else self.out_dir / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target.open("wb")
+    # --- resources ----------------------------------------------------------------------
+    def resource(self, key: Hashable, factory: Callable[[], T], close: Callable[[T], Any] | None = None) -> T:
+        """The run's resource under `key`, made by `factory()` on first use and
+        closed with `close(resource)` (sync or async) when the run ends. Use a
+        key naming the owner (`("fetch", node, index)`) for private state, a
+        shared one (`"http.session"`) for what several stages share."""
+        return self.run.resource(key, factory, close)

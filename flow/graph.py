@@ -2,41 +2,114 @@
 
 `check(spec)` returns located problems (errors and warnings) for:
 
-- inputs: `from:` names that are not nodes (with a did-you-mean), a node
-  reading from itself, a source given inputs, a node without inputs that does
-  not start with a source, several inputs without a fan-in stage first;
+- inputs: `from:` entries that are not nodes (with a did-you-mean) or not
+  ports of their node (`shop_a.windows` without a window stage), a node
+  reading from itself, a source given inputs, a node without inputs that
+  does not start with a source, several inputs without a fan-in stage first;
 - stage order: sources only first, sinks only last;
-- item kinds: each stage consumes what the one before produces, across edges
-  too, and the inputs of a fan-in agree (`parse` after `normalize` is an
-  error naming both);
-- cycles, named node by node;
+- item kinds (classes): each stage consumes, by subclass, every kind that
+  can reach it, across edges and side outputs too (`normalize` after
+  `sequence` is an error naming both); page requests, whose planner waits
+  for their answers, never end unanswered (in a generic sink, or at the end
+  of the graph);
+- cycles, named node by node, side outputs included;
 - a node that ends in a sink but has readers; nodes whose output reaches no
   sink (a warning: their items are dropped at the end of the graph).
+
+A `from:` entry is `NODE` (its output), `NODE.PORT` (a side output:
+`errors`, `dead_letters`, or a port its stages declare, e.g. `windows`) or
+`*.PORT` (see `edges`).
 """
 
 from __future__ import annotations
 
 import difflib
+from typing import Any, NamedTuple
 
 from ._yaml import Path
+from .items import PORTS
+from .registry import Kinds, kind_names
 from .spec import Node, Problem, Spec
 
-
-def _kind(k: str | None) -> str:
-    return "nothing" if k is None else k
+WILDCARD = "*"
 
 
-def output_kind(node: Node, given: str | None) -> str | None:
+class Edge(NamedTuple):
+    """One input of a node: `source`'s output, or its side output `port`."""
+
+    source: str
+    port: str | None
+    at: Path  # the `from:` entry, for messages
+
+    def __str__(self) -> str:
+        return self.source if self.port is None else f"{self.source}.{self.port}"
+
+
+def ports(node: Node) -> dict[str, type]:
+    """A node's side outputs and their item kinds: the built-in errors and
+    dead_letters, plus those its stage kinds declare."""
+    out = dict(PORTS)
+    for stage in node.stages:
+        out.update(stage.kind.outputs)
+    return out
+
+
+def edges(spec: Spec) -> dict[str, list[Edge]]:
+    """Every node's inputs, `*.PORT` expanded: that port of every node that
+    reads no wildcard itself and is not downstream of the reader (so that a
+    report sink reading `*.errors` never forms a cycle). Names that are not
+    nodes are kept, for `check` to report."""
+    nodes = spec.nodes
+    explicit: dict[str, list[Edge]] = {}
+    wildcards: dict[str, list[Edge]] = {}
+    for name, node in nodes.items():
+        from_path: Path = (*node.path, "from")
+        for i, text in enumerate(node.inputs):
+            at = (*from_path, i) if len(node.inputs) > 1 else from_path
+            source, dot, port = text.partition(".")
+            edge = Edge(source, port if dot else None, at)
+            (wildcards if source == WILDCARD else explicit).setdefault(name, []).append(edge)
+    out = {name: list(explicit.get(name, [])) for name in nodes}
+    for name, found in wildcards.items():
+        downstream = _downstream(name, explicit)
+        for edge in found:
+            out[name] += [
+                Edge(other, edge.port, edge.at)
+                for other, node in nodes.items()
+                if other != name
+                and other not in wildcards
+                and other not in downstream
+                and edge.port in ports(node)
+            ]
+    return out
+
+
+def _downstream(name: str, explicit: dict[str, list[Edge]]) -> set[str]:
+    readers: dict[str, set[str]] = {}
+    for reader, found in explicit.items():
+        for edge in found:
+            readers.setdefault(edge.source, set()).add(reader)
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        for reader in readers.get(todo.pop(), ()):
+            if reader not in seen:
+                seen.add(reader)
+                todo.append(reader)
+    return seen
+
+
+def output_kind(node: Node, given: Kinds | None) -> Kinds | None:
     kind = given
     for stage in node.stages:
         kind = stage.kind.output(kind)
     return kind
 
 
-def _cycle(nodes: dict[str, Node]) -> list[str] | None:
+def _cycle(inputs: dict[str, list[str]]) -> list[str] | None:
     """One cycle as [a, b, ..., a], or None. Iterative DFS, three colours."""
-    colour = dict.fromkeys(nodes, 0)  # 0 unseen, 1 on the stack, 2 done
-    for start in nodes:
+    colour = dict.fromkeys(inputs, 0)  # 0 unseen, 1 on the stack, 2 done
+    for start in inputs:
         if colour[start]:
             continue
         stack: list[tuple[str, int]] = [(start, 0)]
@@ -47,10 +120,10 @@ def _cycle(nodes: dict[str, Node]) -> list[str] | None:
                 colour[name] = 1
                 trail.append(name)
             # Self-reads are reported on their own, not as a cycle.
-            readers = [n for n in nodes[name].inputs if n in nodes and n != name]
-            if i < len(readers):
+            sources = [n for n in inputs[name] if n in inputs and n != name]
+            if i < len(sources):
                 stack.append((name, i + 1))
-                nxt = readers[i]
+                nxt = sources[i]
                 if colour[nxt] == 1:
                     cycle = [*trail[trail.index(nxt) :], nxt]
                     return cycle[::-1]  # data-flow order: producer -> consumer
@@ -62,50 +135,72 @@ def _cycle(nodes: dict[str, Node]) -> list[str] | None:
     return None
 
 
-def topological(nodes: dict[str, Node]) -> list[str]:
+def topological(inputs: dict[str, list[str]]) -> list[str]:
     """Producers before consumers (the graph is known to be acyclic)."""
     order: list[str] = []
     done: set[str] = set()
-
-    def visit(name: str) -> None:
-        stack = [(name, iter(nodes[name].inputs))]
+    for name in inputs:
+        stack = [(name, iter(inputs[name]))]
         while stack:
-            current, inputs = stack[-1]
-            for nxt in inputs:
-                if nxt not in done and nxt in nodes:
-                    stack.append((nxt, iter(nodes[nxt].inputs)))
+            current, pending = stack[-1]
+            for nxt in pending:
+                if nxt not in done and nxt in inputs:
+                    stack.append((nxt, iter(inputs[nxt])))
                     break
             else:
                 stack.pop()
                 if current not in done:
                     done.add(current)
                     order.append(current)
-
-    for name in nodes:
-        if name not in done:
-            visit(name)
     return order
 
 
 def check(spec: Spec) -> list[Problem]:
+    """Every problem of a decoded graph (see the module doc)."""
     nodes = spec.nodes
-    problems: list[Problem] = []
-    readers: dict[str, list[str]] = {name: [] for name in nodes}
-    for name, node in nodes.items():
-        from_path: Path = (*node.path, "from")
-        for i, source in enumerate(node.inputs):
-            at = (*from_path, i) if len(node.inputs) > 1 else from_path
-            if source == name:
-                problems.append(Problem(at, f"node '{name}' reads from itself"))
-            elif source not in nodes:
-                close = difflib.get_close_matches(source, list(nodes), n=1)
+    wiring = edges(spec)
+    problems = _inputs(spec, wiring) + _shapes(spec, wiring)
+    cycle = _cycle({name: [e.source for e in found] for name, found in wiring.items()})
+    if cycle:
+        problems.append(
+            Problem(
+                (*nodes[cycle[-1]].path, "from"),
+                "cycle: " + " -> ".join(cycle),
+                "a graph must not feed a node's output back into it",
+            )
+        )
+    if problems:
+        return problems
+    return _kinds(spec, wiring)
+
+
+def _inputs(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
+    """`from:` entries: nodes that exist, ports they have, no self-reads."""
+    nodes, problems = spec.nodes, []
+    for name, found in wiring.items():
+        for edge in found:
+            if edge.source == name:
+                problems.append(Problem(edge.at, f"node '{name}' reads from itself"))
+            elif edge.source not in nodes:
+                close = difflib.get_close_matches(edge.source, list(nodes), n=1)
                 hint = f"did you mean '{close[0]}'?" if close else f"nodes are: {', '.join(nodes)}"
                 problems.append(
-                    Problem(at, f"node '{name}' reads from '{source}', which is not a node", hint)
+                    Problem(edge.at, f"node '{name}' reads from '{edge.source}', which is not a node", hint)
                 )
-            else:
-                readers[source].append(name)
-        first = node.stages[0]
+            elif edge.port is not None and edge.port not in ports(nodes[edge.source]):
+                have = ", ".join(f"{edge.source}.{p}" for p in ports(nodes[edge.source]))
+                problems.append(
+                    Problem(edge.at, f"node '{edge.source}' has no side output '{edge.port}'", f"it has {have}")
+                )
+    return problems
+
+
+def _shapes(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
+    """Sources first, sinks last, fan-in where several inputs meet."""
+    problems = []
+    for name, node in spec.nodes.items():
+        from_path: Path = (*node.path, "from")
+        first, inputs = node.stages[0], wiring[name]
         if not node.inputs and node.has_buffer:
             problems.append(Problem((*node.path, "buffer"), f"node '{name}' has no inputs, so its 'buffer' "
                                     "has no effect", "set the buffer on the nodes that read from it",
@@ -127,11 +222,11 @@ def check(spec: Spec) -> list[Problem]:
                     "add 'from: NODE' or start the pipe with a source",
                 )
             )
-        if len(node.inputs) > 1 and not first.kind.fan_in:
+        if len(inputs) > 1 and not first.kind.fan_in:
             problems.append(
                 Problem(
                     first.path,
-                    f"node '{name}' reads from {len(node.inputs)} nodes, so its "
+                    f"node '{name}' reads from {len(inputs)} outputs, so its "
                     f"pipe must start with a fan-in stage, not '{first.kind.name}'",
                     "start the pipe with 'merge'",
                 )
@@ -147,38 +242,30 @@ def check(spec: Spec) -> list[Problem]:
                         "a sink ends its pipe",
                     )
                 )
-    cycle = _cycle(nodes)
-    if cycle:
-        problems.append(
-            Problem(
-                (*nodes[cycle[-1]].path, "from"),
-                "cycle: " + " -> ".join(cycle),
-                "a graph must not feed a node's output back into it",
-            )
-        )
-    if problems:
-        return problems
-    # Item kinds, in data-flow order, now that every input exists.
-    out: dict[str, str | None] = {}
-    for name in topological(nodes):
+    return problems
+
+
+def _kinds(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
+    """Item kinds in data-flow order: each stage consumes what reaches it, by
+    subclass; requests that await an answer never end in a generic sink."""
+    nodes, problems = spec.nodes, []
+    out: dict[str, Kinds | None] = {}
+    readers: dict[str, list[str]] = {name: [] for name in nodes}
+    for name, found in wiring.items():
+        for edge in found:
+            if edge.port is None:
+                readers[edge.source].append(name)
+    for name in topological({n: [e.source for e in found] for n, found in wiring.items()}):
         node = nodes[name]
-        given = {out[i] for i in node.inputs}
-        if len(given) > 1:
-            kinds = ", ".join(f"'{i}' gives {_kind(out[i])}" for i in node.inputs)
-            problems.append(
-                Problem((*node.path, "from"), f"node '{name}' merges inputs of different kinds: {kinds}")
-            )
-        kind = next(iter(given)) if len(given) == 1 else None
-        previous = f"node '{node.inputs[0]}'" if node.inputs else None
+        given: Kinds | None = None
+        if wiring[name]:
+            arriving = [(ports(nodes[e.source])[e.port],) if e.port else out[e.source] for e in wiring[name]]
+            given = tuple(dict.fromkeys(k for kinds in arriving for k in kinds or ()))
+        previous = f"'{wiring[name][0]}'" if len(wiring[name]) == 1 else "its inputs"
+        kind = given
         for stage in node.stages:
-            if not stage.kind.is_source and not stage.kind.accepts(kind):
-                problems.append(
-                    Problem(
-                        stage.path,
-                        f"stage '{stage.kind.name}' consumes {stage.kind.consumes} "
-                        f"but {previous} before it produces {_kind(kind)}",
-                    )
-                )
+            if not stage.kind.is_source:
+                problems += _consumes(stage, kind, previous)
             kind = stage.kind.output(kind)
             previous = f"'{stage.kind.name}'"
         out[name] = kind
@@ -189,6 +276,16 @@ def check(spec: Spec) -> list[Problem]:
                     f"node '{name}' ends in sink "
                     f"'{node.stages[-1].kind.name}' but {', '.join(map(repr, readers[name]))} "
                     "read from it",
+                )
+            )
+        unanswered = [k for k in kind or () if getattr(k, "needs_answer", False)]
+        if unanswered and not readers[name]:
+            problems.append(
+                Problem(
+                    (*node.path, "pipe"),
+                    f"node '{name}' ends with {kind_names(tuple(unanswered))} that nothing answers; "
+                    "their planner would wait for the answers until the deadline",
+                    "add a 'fetch' stage, here or in a node reading from it",
                 )
             )
     for name, node in nodes.items():
@@ -205,6 +302,30 @@ def check(spec: Spec) -> list[Problem]:
     return problems
 
 
+def _consumes(stage: Any, given: Kinds | None, previous: str) -> list[Problem]:
+    rejected = stage.kind.rejects(given)
+    if rejected:
+        return [
+            Problem(
+                stage.path,
+                f"stage '{stage.kind.name}' consumes {kind_names(stage.kind.consumes)} "
+                f"but {previous} before it produces {kind_names(given)}",
+                f"'{stage.kind.name}' cannot take {kind_names(tuple(rejected))}",
+            )
+        ]
+    dropped = [k for k in given or () if getattr(k, "needs_answer", False) and stage.kind.drops(k)]
+    if dropped:
+        return [
+            Problem(
+                stage.path,
+                f"stage '{stage.kind.name}' would drop {kind_names(tuple(dropped))}, "
+                "whose planner waits for their answers",
+                "fetch them first: put a 'fetch' stage before it",
+            )
+        ]
+    return []
+
+
 def _reaches_sink(name: str, nodes: dict[str, Node], readers: dict[str, list[str]]) -> bool:
     seen, todo = set(), [name]
     while todo:
@@ -219,13 +340,17 @@ def _reaches_sink(name: str, nodes: dict[str, Node], readers: dict[str, list[str
 
 
 def to_mermaid(spec: Spec) -> str:
+    """Main edges solid, labelled with the reader's buffer; side outputs dotted."""
     lines = ["flowchart LR"]
     for name, node in spec.nodes.items():
         chain = " → ".join(s.kind.name for s in node.stages)
         lines.append(f'    {name}["{name}<br/>{chain}"]')
-    for name, node in spec.nodes.items():
-        for source in node.inputs:
-            lines.append(f"    {source} -- {node.buffer} --> {name}")
+    for name, found in edges(spec).items():
+        for edge in found:
+            if edge.port is None:
+                lines.append(f"    {edge.source} -- {spec.nodes[name].buffer} --> {name}")
+            else:
+                lines.append(f"    {edge.source} -. {edge.port} .-> {name}")
     return "\n".join(lines) + "\n"
 
 
@@ -234,8 +359,11 @@ def to_dot(spec: Spec) -> str:
     for name, node in spec.nodes.items():
         chain = " → ".join(s.kind.name for s in node.stages)
         lines.append(f'    "{name}" [label="{name}\\n{chain}"];')
-    for name, node in spec.nodes.items():
-        for source in node.inputs:
-            lines.append(f'    "{source}" -> "{name}" [label="{node.buffer}"];')
+    for name, found in edges(spec).items():
+        for edge in found:
+            if edge.port is None:
+                lines.append(f'    "{edge.source}" -> "{name}" [label="{spec.nodes[name].buffer}"];')
+            else:
+                lines.append(f'    "{edge.source}" -> "{name}" [label="{edge.port}", style=dashed];')
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -1,54 +1,60 @@
 """Stage kinds: what a name in a `pipe:` means.
 
 A stage kind is a typed params struct plus an async generator, registered
-under a name with the item kinds it consumes and produces:
+under a name with the item kinds (classes) it consumes and produces:
 
-    @stage("merge", Params, consumes=ANY, produces=SAME, fan_in=True)
-    async def merge(source, params, ctx):
-        ...
+    @stage("parse", ParseParams, consumes=PageResponse, produces=Records)
+    async def parse(source, params, ctx):
+        async for page in source:
+            ...
+            yield records
 
 The engine closes every stage's generator, downstream first, when its node
 ends, so a stage may iterate its source with a plain `async for`.
 
-Item kinds are plain names ("records", "pages", ...). `consumes=None` makes a
-source (first in a pipe, no `from:`), `produces=None` a sink (last in a
-pipe). `ANY` accepts whatever arrives and `SAME` produces what it consumed,
-so generic stages type-check in any position.
+Item kinds are classes, checked edge by edge by subclass (`flow validate`).
+`consumes=None` makes a source (first in a pipe, no `from:`), `produces=None`
+a sink (last in a pipe). `consumes` may be a tuple (a sink reading products
+and errors); `ANY` (object) accepts whatever arrives, and `produces=SAME`
+passes on what was consumed, so generic stages type-check in any position.
+`outputs={"windows": WindowStats}` declares side outputs besides the
+built-in `errors` and `dead_letters` (flow.items), readable as `NODE.windows`.
 
-Built-in kinds live in the `stages` package; other distributions add theirs
-through the entry-point group `flow.stages` (each entry point names a
-StageKind).
+Every kind, built-in or not, registers through the entry-point group
+`flow.stages` (each entry point names a StageKind); the engine holds no list
+of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Annotated, Any
 
 import msgspec
 
-ANY = "any"
-SAME = "same"
+ANY: type = object
 ENTRY_POINT_GROUP = "flow.stages"
-BUILTIN_MODULES = (
-    "stages.sequence",
-    "stages.merge",
-    "stages.collect",
-    "stages.paginate",
-    "stages.rate_limit",
-    "stages.fetch",
-    "stages.parse",
-    "stages.normalize",
-    "stages.dedupe",
-    "stages.window",
-    "stages.quality",
-    "stages.redact",
-    "stages.summary_json",
-)
+BUILTIN_DISTRIBUTION = "flow"
+Kinds = tuple[type, ...]  # an edge's item kinds: one class, or several after a fan-in
+
+
+class _Same:
+    def __repr__(self) -> str:
+        return "SAME"
+
+
+SAME: Any = _Same()  # produces what it consumed
+
+
+def kind_names(kinds: Kinds | None) -> str:
+    """`Records`, `ProductBatch | ErrorRecord`, or `nothing`."""
+    if not kinds:
+        return "nothing"
+    return " | ".join("anything" if k is object else k.__name__ for k in kinds)
 
 
 class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -70,13 +76,14 @@ class StageKind:
     name: str
     params: type[Params]
     run: Operator
-    consumes: str | None  # None: a source
-    produces: str | None  # None: a sink
+    consumes: Kinds | None  # None: a source
+    produces: type | None  # None: a sink; SAME: what it consumed
     fan_in: bool = False  # may start a node that reads from several nodes
     per_item: bool = False  # run is `async def run(item, params, ctx) -> item`, mapped by the engine
     spans: bool = True  # a span per item when tracing (off for pass-through kinds such as merge)
+    outputs: Mapping[str, type] = field(default_factory=dict)  # side outputs beyond errors/dead_letters
     doc: str = ""
-    origin: str = field(default="flow", compare=False)  # "flow" or the entry point's distribution
+    origin: str = field(default=BUILTIN_DISTRIBUTION, compare=False)  # the distribution that registered it
 
     @property
     def is_source(self) -> bool:
@@ -86,12 +93,22 @@ class StageKind:
     def is_sink(self) -> bool:
         return self.produces is None
 
-    def output(self, given: str | None) -> str | None:
-        """The kind this stage produces when fed `given`."""
-        return given if self.produces == SAME else self.produces
+    def output(self, given: Kinds | None) -> Kinds | None:
+        """The kinds this stage produces when fed `given`."""
+        if self.produces is None:
+            return None
+        return given if self.produces is SAME else (self.produces,)
 
-    def accepts(self, given: str | None) -> bool:
-        return self.consumes in (ANY, given) or given == ANY
+    def rejects(self, given: Kinds | None) -> list[type]:
+        """The kinds of `given` this stage cannot consume (empty: it accepts)."""
+        accepted = self.consumes or ()
+        return [k for k in given or () if not any(issubclass(k, c) for c in accepted)]
+
+    def drops(self, kind: type) -> bool:
+        """Whether the stage takes `kind` only as 'anything' and does not pass
+        it on (a generic sink): fine for data, not for a request awaiting its answer."""
+        takes_it_as_itself = any(c is not object and issubclass(kind, c) for c in self.consumes or ())
+        return not takes_it_as_itself and self.produces is not SAME
 
     def operator(self, ctx: Any = None) -> Any:
         """This stage as an aiostream operator, to compose stages outside the
@@ -124,32 +141,39 @@ def stage(
     name: str,
     params: type[Params],
     *,
-    consumes: str | None,
-    produces: str | None,
+    consumes: type | tuple[type, ...] | None,
+    produces: type | None,
     fan_in: bool = False,
     per_item: bool = False,
     spans: bool = True,
+    outputs: Mapping[str, type] | None = None,
 ) -> Callable[[Operator], StageKind]:
     """Decorator: the generator becomes a StageKind named `name`.
 
     With `per_item=True` the function is a coroutine `run(item, params, ctx)`
-    returning the output item, and its params must derive from
-    ConcurrentParams: the engine maps it over the input with aiostream's
-    `map(task_limit=concurrency, ordered=ordered)`, never unbounded.
+    returning the output item (or None: nothing passed on), and its params
+    must derive from ConcurrentParams: the engine maps it over the input with
+    at most `concurrency` items in flight, never unbounded.
     `spans=False`: no span per item when tracing (a kind that only passes
     items on)."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
+    accepted = None if consumes is None else consumes if isinstance(consumes, tuple) else (consumes,)
+    for kind in [*(accepted or ()), *([produces] if isinstance(produces, type) else [])]:
+        if not isinstance(kind, type):
+            raise TypeError(f"stage '{name}': item kinds are classes, got {kind!r}")
 
     def register(run: Operator) -> StageKind:
         doc = (run.__doc__ or "").strip()
-        return StageKind(name, params, run, consumes, produces, fan_in, per_item, spans, doc)
+        return StageKind(
+            name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), doc
+        )
 
     return register
 
 
 class Registry:
-    """Stage kinds by name; built-ins first, then entry points."""
+    """Stage kinds by name."""
 
     def __init__(self, kinds: list[StageKind] | None = None) -> None:
         self._kinds: dict[str, StageKind] = {}
@@ -176,15 +200,22 @@ class Registry:
 
 
 def default_registry(*, plugins: bool = True) -> Registry:
-    """The built-in stage kinds plus, unless `plugins` is off, the installed
-    `flow.stages` entry points."""
-    registry = Registry([importlib.import_module(module).KIND for module in BUILTIN_MODULES])
-    if plugins:
-        for point in entry_points(group=ENTRY_POINT_GROUP):
-            kind = point.load()
-            if not isinstance(kind, StageKind):
-                raise TypeError(f"entry point {point.name!r} ({point.value}) is not a flow StageKind")
-            registry.add(kind)
+    """The stage kinds of the `flow.stages` entry points: flow's own, plus,
+    unless `plugins` is off, those of other installed distributions."""
+    registry = Registry()
+    points = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name)
+    for point in points:
+        origin = point.dist.name if point.dist is not None else ""
+        if not plugins and origin != BUILTIN_DISTRIBUTION:
+            continue
+        kind = point.load()
+        if not isinstance(kind, StageKind):
+            raise TypeError(f"entry point {point.name!r} ({point.value}) is not a flow StageKind")
+        if kind.name != point.name:
+            raise TypeError(f"entry point {point.name!r} ({point.value}) registers a kind named {kind.name!r}")
+        if origin != BUILTIN_DISTRIBUTION:
+            kind = dataclasses.replace(kind, origin=origin)
+        registry.add(kind)
     return registry
 
 
@@ -216,4 +247,6 @@ def _type_name(t: msgspec.inspect.Type) -> str:
         return f"list[{_type_name(t.item_type)}]"
     if isinstance(t, msgspec.inspect.LiteralType):
         return " | ".join(repr(v) for v in t.values)
+    if isinstance(t, msgspec.inspect.CustomType):
+        return t.cls.__name__.lower()  # duration, rate
     return type(t).__name__.removesuffix("Type").lower()

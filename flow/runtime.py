@@ -10,6 +10,13 @@ Wiring (one asyncio task per node):
   each item into each reader's buffer in turn, so every reader sees every
   item and the slowest sets the pace (fan-out). Items are shared, not copied:
   stages must not mutate what they receive.
+- Side outputs (`NODE.errors`, `NODE.dead_letters`, `NODE.windows`, ...)
+  are edges like any other: a stage's `await ctx.error(...)` puts the record
+  into the buffer of every node reading that port, and waits while one is
+  full (backpressure, as on the main output). A port nobody reads costs
+  nothing; errors always reach the run report as well. Each node has one
+  input buffer read in arrival order, and the graph is acyclic, side edges
+  included, so these waits cannot deadlock.
 - Stopping (SIGINT, the deadline) ends the sources: a node whose source is
   waiting for its next item is cancelled right there (and only there: the
   cancellation is caught at the source and the rest of the node carries on);
@@ -27,31 +34,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from opentelemetry import trace
 
-from mocks._spec import parse_duration
-
 from .buffer import Buffer
-from .context import RunResources, StageContext
+from .context import RunState, StageContext
+from .graph import edges
+from .items import ErrorRecord, utc_now
 from .mapping import mapped
 from .spec import Node, Spec
 from .telemetry import observe_runtime, setup
 from .tracing import Lineage, StageSpans, traced
-
-_MOCK_REF = re.compile(r"\$\{mocks\.([A-Za-z_][A-Za-z0-9_-]*)\.url\}")
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -75,7 +73,6 @@ class RunResult:
     seconds: float
     nodes: dict[str, NodeStats]
     errors: list[dict[str, Any]]
-    sink_items: dict[str, list[Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
@@ -102,45 +99,34 @@ class RunResult:
 
 
 class Runtime:
-    def __init__(
-        self,
-        spec: Spec,
-        *,
-        out_dir: str | Path | None = None,
-        keep_sink_items: bool = False,
-        mock_urls: dict[str, str] | None = None,
-        telemetry: Any = None,
-    ) -> None:
+    def __init__(self, spec: Spec, *, out_dir: str | Path | None = None, telemetry: Any = None) -> None:
         self.spec = spec
         self.out_dir = Path(out_dir if out_dir is not None else spec.run.out)
-        self.keep_sink_items = keep_sink_items
-        self.mock_urls = mock_urls or {}
-        self.deadline = parse_duration(spec.run.deadline)
-        self.grace = parse_duration(spec.run.grace)
+        self.deadline = float(spec.run.deadline)
+        self.grace = float(spec.run.grace)
         self.nodes = spec.nodes
-        self.errors: list[dict[str, Any]] = []
         self.stats = {
             name: NodeStats([StageStats(s.kind.name) for s in node.stages])
             for name, node in self.nodes.items()
         }
-        readers: dict[str, list[str]] = {name: [] for name in self.nodes}
-        for name, node in self.nodes.items():
-            for source in node.inputs:
-                readers[source].append(name)
-        self.readers = readers
+        wiring = edges(spec)
+        # Who reads a node's output (port None) and each of its side outputs.
+        self.readers: dict[tuple[str, str | None], list[str]] = {}
+        for name, found in wiring.items():
+            for edge in found:
+                self.readers.setdefault((edge.source, edge.port), []).append(name)
         # A node's input buffer, written by all its inputs (sources have none).
         self.buffers = {
-            name: Buffer(node.buffer, producers=len(node.inputs), name=name)
+            name: Buffer(node.buffer, producers=len(wiring[name]), name=name)
             for name, node in self.nodes.items()
-            if node.inputs
+            if wiring[name]
         }
-        self.sink_items: dict[str, list[Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # Per source node task: a one-element flag, set while it awaits its source.
         self._pulling: dict[asyncio.Task[Any] | None, list[bool]] = {}
         self._stop_requested = False  # a plain flag: read once per source item
-        self.resources = RunResources(self._record)
-        self.resources.errors = self.errors
+        self.resources = RunState(self._emit)
+        self.errors = self.resources.errors  # the run report's error records
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry = self.telemetry
         if self.telemetry.tracing:
@@ -188,7 +174,7 @@ class Runtime:
             await asyncio.wait_for(asyncio.shield(work), self.deadline)
         except TimeoutError:
             self.stop("deadline")
-            self._record(None, None, "deadline_exceeded", f"run.deadline {self.spec.run.deadline} reached")
+            self._record("deadline_exceeded", f"run.deadline {self.spec.run.deadline} reached")
         except asyncio.CancelledError:
             self.stop("interrupted")
         if not work.done():
@@ -197,7 +183,7 @@ class Runtime:
             if not done:
                 for task in tasks:
                     task.cancel()
-                self._record(None, None, "grace_exceeded", f"run.grace {self.spec.run.grace} reached")
+                self._record("grace_exceeded", f"run.grace {self.spec.run.grace} reached")
                 await asyncio.wait({work})
         await self.resources.close()
         run_span.set_attribute("flow.status", self._status)
@@ -206,7 +192,7 @@ class Runtime:
         await self.telemetry.flush()
         for outcome in work.result():
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
-                self._record(None, None, "internal_error", f"{type(outcome).__name__}: {outcome}")
+                self._record("internal_error", f"{type(outcome).__name__}: {outcome}")
         counters = {node: dict(c) for node, c in self.resources.counters.items()}
         return RunResult(
             self._status,
@@ -214,7 +200,6 @@ class Runtime:
             time.monotonic() - started,
             self.stats,
             self.errors,
-            self.sink_items,
             self.resources.events,
             counters,
             self.resources.dead_letters,
@@ -226,43 +211,34 @@ class Runtime:
             return None if node.stages[0].kind.is_source else self.buffers[node.name].statistics().taken
         return self.stats[node.name].stages[index - 1].items_out
 
-    def _failed(self, node: Node, index: int, exc: Exception) -> None:
+    async def _failed(self, node: Node, index: int, exc: Exception) -> None:
         """A stage raised: an error record naming the node, the stage and the
-        input item it had last taken (1-based; a batch counts as one item)."""
+        input item it had last taken (1-based; a batch counts as one item),
+        on the report and on `NODE.errors`."""
         self.stats[node.name].stages[index].errors += 1
-        self._record(
-            node.name,
-            node.stages[index].kind.name,
-            type(exc).__name__,
-            str(exc),
+        record = ErrorRecord(
+            node=node.name,
+            stage=node.stages[index].kind.name,
+            error=type(exc).__name__,
+            detail=str(exc),
             item=self.taken(node, index),
+            timestamp=utc_now(),
         )
+        self.resources.record_error(record)
+        await self._emit(node.name, "errors", record)
 
-    def _record(
-        self,
-        node: str | None,
-        stage: str | None,
-        error: str,
-        detail: str,
-        item: int | None = None,
-        **fields: Any,
-    ) -> None:
-        record = {"node": node, "stage": stage, "item": item, "error": error, "detail": detail}
-        self.errors.append({**record, **fields, "timestamp": utc_now()})
+    def _record(self, error: str, detail: str) -> None:
+        """An error of the run itself (deadline, grace, internal): report only."""
+        self.resources.record_error(ErrorRecord(node=None, stage=None, error=error, detail=detail,
+                                                timestamp=utc_now()))  # fmt: skip
+
+    async def _emit(self, node: str, port: str, item: Any) -> None:
+        """A side output item into the buffer of every node reading it."""
+        for reader in self.readers.get((node, port), ()):
+            await self.buffers[reader].put(item)
 
     def _context(self, node: Node, index: int) -> StageContext:
         return StageContext(node.name, node.stages[index].kind.name, index, self.out_dir, self.resources)
-
-    def _params(self, params: Any) -> Any:
-        """Stage params with `${mocks.NAME.url}` filled in, when any."""
-        if not self.mock_urls:
-            return params
-        raw = msgspec.to_builtins(params)
-        text = msgspec.json.encode(raw).decode()
-        if "${mocks." not in text:
-            return params
-        filled = _MOCK_REF.sub(lambda m: self.mock_urls.get(m[1], m[0]), text)
-        return msgspec.convert(msgspec.json.decode(filled), type(params))
 
     async def _source(self, node: Node) -> AsyncIterator[Any]:
         """The node's source stage, guarded, ending early when the run stops.
@@ -273,7 +249,7 @@ class Runtime:
         counting and error capture are inlined: one generator layer less.)"""
         stage = node.stages[0]
         stats = self.stats[node.name].stages[0]
-        generator = stage.kind.run(None, self._params(stage.params), self._context(node, 0))
+        generator = stage.kind.run(None, stage.params, self._context(node, 0))
         task = asyncio.current_task()
         pulling = self._pulling[task] = [False]  # [awaiting the source right now]
         anext_item = generator.__anext__
@@ -290,7 +266,7 @@ class Runtime:
                     task.uncancel()  # the stop ended the source; the node drains on
                     return
                 except Exception as exc:
-                    self._failed(node, 0, exc)
+                    await self._failed(node, 0, exc)
                     return
                 finally:
                     pulling[0] = False
@@ -307,7 +283,7 @@ class Runtime:
                 stats.items_out += 1
                 yield item
         except Exception as exc:  # the stage failed: record it, end this branch
-            self._failed(node, index, exc)
+            await self._failed(node, index, exc)
         finally:
             with contextlib.suppress(Exception):
                 await generator.aclose()  # type: ignore[attr-defined]
@@ -342,7 +318,7 @@ class Runtime:
         last = len(node.stages) - 1
         for index in range(first, last + 1):
             stage = node.stages[index]
-            params, ctx = self._params(stage.params), self._context(node, index)
+            params, ctx = stage.params, self._context(node, index)
             spans, latency = self._spans(node, index), self._latency(node, index)
             if stage.kind.per_item:
                 stream = mapped(stream, stage.kind.run, params, ctx, spans, latency)
@@ -353,25 +329,21 @@ class Runtime:
             if index < last:  # the last stage is guarded inline below: one layer less
                 stream = self._guard(node, index, stream)
             chain.append(stream)
-        outputs = [self.buffers[reader] for reader in self.readers[node.name]]
-        keep = self.keep_sink_items and node.stages[-1].kind.is_sink
-        kept = self.sink_items.setdefault(node.name, []) if keep else None
+        outputs = [self.buffers[reader] for reader in self.readers.get((node.name, None), ())]
         # The last stage is counted here unless it is the source (counted there).
         stats = self.stats[node.name].stages[last] if last >= first else StageStats("")
         try:
             try:
-                if outputs or kept is not None:
+                if outputs:
                     async for item in stream:
                         stats.items_out += 1
-                        if kept is not None:
-                            kept.append(item)
                         for output in outputs:
                             await output.put(item)
                 else:  # a sink nobody reads, the common end of a graph
                     async for _ in stream:
                         stats.items_out += 1
             except Exception as exc:  # the last stage failed (the others are guarded)
-                self._failed(node, last, exc)
+                await self._failed(node, last, exc)
             # If the branch ended on an error, keep taking (and counting) the
             # input so that upstream nodes never block on this one.
             if buffer is not None:
@@ -386,4 +358,8 @@ class Runtime:
                     await generator.aclose()  # type: ignore[attr-defined]
             for output in outputs:
                 output.done()
+            for (source, port), readers in self.readers.items():
+                if source == node.name and port is not None:
+                    for reader in readers:
+                        self.buffers[reader].done()
             self.stats[node.name].seconds = asyncio.get_running_loop().time() - self._started_at

@@ -10,17 +10,18 @@ from typing import Any
 
 import msgspec
 
-from mocks import ServerSpec
-
 from .registry import Registry, default_registry
 from .spec import GraphSpec, NodeSpec
+from .units import schema_hook
 
 
-def graph_schema(registry: Registry | None = None) -> dict[str, Any]:
+def graph_schema(registry: Registry | None = None, mocks_type: type | None = None) -> dict[str, Any]:
+    """The schema of graph.yaml; `mocks_type`: what each `mocks:` entry is
+    (the CLI passes the mocks' ServerSpec; the engine knows no servers)."""
     registry = registry or default_registry()
     kinds = [registry[name] for name in registry.names()]
-    types = [GraphSpec, NodeSpec, ServerSpec, *(kind.params for kind in kinds)]
-    (graph, node, server, *params), components = msgspec.json.schema_components(types)
+    types = [GraphSpec, NodeSpec, mocks_type or dict[str, Any], *(kind.params for kind in kinds)]
+    (graph, node, server, *params), components = msgspec.json.schema_components(types, schema_hook=schema_hook)
     defs = components
     entry = {
         "anyOf": [

@@ -18,7 +18,7 @@ messages quote the `${VAR}` text of the file instead.
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -28,13 +28,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from mocks import ServerSpec
-from mocks._spec import parse_duration
-
 from ._interpolate import interpolate, overrides_from_env, references, scalar, set_path
 from ._yaml import Locator, Path, YAMLError, load
-from .problems import Problem, SpecError, format_problem
+from .problems import Problem, SpecError, decode, format_problem
 from .registry import Params, Registry, StageKind
+from .units import Duration
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -43,23 +41,15 @@ class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     pass
 
 
-Duration = str | float | int
-
-
 class RunSpec(Base):
-    deadline: Duration = "60s"  # the whole run, then drain and stop
-    grace: Duration = "5s"  # how long draining may take after a stop
+    deadline: Duration = Duration(60)  # the whole run, then drain and stop
+    grace: Duration = Duration(5)  # how long draining may take after a stop
     out: str = "out"  # directory for outputs and the report
     buffer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 8  # default edge capacity
 
     def __post_init__(self) -> None:
-        for name in ("deadline", "grace"):
-            try:
-                seconds = parse_duration(getattr(self, name))
-            except ValueError as err:
-                raise ValueError(f"{name}: {err}") from None
-            if name == "deadline" and seconds <= 0:
-                raise ValueError("deadline: must be longer than 0s")
+        if self.deadline <= 0:
+            raise ValueError("deadline: must be longer than 0s")
 
 
 class NodeSpec(Base, kw_only=True):
@@ -112,7 +102,7 @@ class Spec:
 
     file: str
     run: RunSpec
-    mocks: dict[str, ServerSpec]
+    mocks: dict[str, Any]  # raw settings; the CLI decodes them (the engine runs no servers)
     telemetry: dict[str, Any]
     nodes: dict[str, Node]
     locator: Locator
@@ -120,79 +110,6 @@ class Spec:
 
     def where(self, problem: Problem) -> str:
         return format_problem(self.file, self.locator, problem)
-
-
-# --- phase 3 and 4: decoding ------------------------------------------------------
-_AT = re.compile(r" - at `\$((?:\.[^.\[`]+|\[\d+\])*)`$")
-_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_NAMED = re.compile(r"^([a-z_]+): (.*)$", re.S)
-_MISSING = re.compile(r"^Object missing required field `([^`]*)`")
-_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`")
-
-
-def _decode(value: Any, cls: type[Any], path: Path, problems: list[Problem]) -> Any:
-    try:
-        return msgspec.convert(value, cls, strict=False)
-    except msgspec.ValidationError as err:
-        message = str(err)
-        match = _AT.search(message)
-        steps: list[str | int] = []
-        if match:
-            message = message[: match.start()]
-            steps = [name if name else int(index) for name, index in _STEP.findall(match[1])]
-        full = (*path, *steps)
-        unknown = _UNKNOWN.match(message)
-        missing = _MISSING.match(message)
-        target = _type_at(msgspec.inspect.type_info(cls), steps)
-        if unknown:
-            fields = [f.encode_name for f in getattr(target, "fields", ())]
-            close = difflib.get_close_matches(unknown[1], fields, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(fields)}"
-            if not close and not steps and cls is GraphSpec:
-                hint += " (top-level keys starting with 'x-' are free for YAML anchors)"
-            problems.append(Problem((*full, unknown[1]), f"unknown key '{unknown[1]}'", hint, key=True))
-        elif missing:
-            problems.append(Problem(full, f"missing required key '{missing[1]}'"))
-        else:
-            # Cross-field checks (`__post_init__`) name their field first:
-            # point at that field's value when it is there.
-            named = _NAMED.match(message)
-            if named and isinstance(_at(value, steps), dict) and named[1] in _at(value, steps):
-                full = (*full, named[1])
-            hint = ""
-            if full == ("version",):
-                hint = "flow reads graph files of version 1"
-            elif isinstance(target, msgspec.inspect.LiteralType):
-                hint = "choose one of: " + ", ".join(map(str, target.values))
-            problems.append(Problem(full, message[0].lower() + message[1:], hint))
-        return None
-
-
-def _type_at(t: Any, steps: Sequence[str | int]) -> Any:
-    """The msgspec type at a path inside `t` (for hints), or None."""
-    for step in steps:
-        while isinstance(t, msgspec.inspect.UnionType):
-            t = next((x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)), None)
-        if isinstance(t, msgspec.inspect.StructType):
-            t = next((f.type for f in t.fields if f.encode_name == step), None)
-        elif isinstance(t, msgspec.inspect.DictType):
-            t = t.value_type
-        elif isinstance(t, msgspec.inspect.ListType):
-            t = t.item_type
-        else:
-            return None
-    while isinstance(t, msgspec.inspect.UnionType) and len(t.types) == 2:
-        t = next((x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)), t)
-    return t
-
-
-def _at(value: Any, steps: Sequence[str | int]) -> Any:
-    for step in steps:
-        try:
-            value = value[step]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return value
 
 
 def _stages(
@@ -228,7 +145,7 @@ def _stages(
             )
             continue
         kind = registry[name]
-        decoded = _decode(params, kind.params, (*entry_path, name), problems)
+        decoded = decode(params, kind.params, (*entry_path, name), problems)
         if decoded is not None:
             out.append(StageSpec(kind, decoded, entry_path))
     return out
@@ -240,6 +157,8 @@ def load_spec(
     *,
     env: Mapping[str, str] | None = None,
     sets: Sequence[str] = (),
+    mocks_type: type[Any] | None = None,
+    refs: Mapping[str, str] | None = None,
 ) -> Spec:
     """Decode and check a graph file (phases 1-4); raise SpecError."""
     file = str(file)
@@ -247,7 +166,7 @@ def load_spec(
         text = FilePath(file).read_text(encoding="utf-8")
     except OSError as err:
         raise SpecError([f"{file}: cannot read: {err.strerror or err}"]) from None
-    return parse_spec(text, registry, file=file, env=env, sets=sets)
+    return parse_spec(text, registry, file=file, env=env, sets=sets, mocks_type=mocks_type, refs=refs)
 
 
 def parse_spec(
@@ -257,7 +176,12 @@ def parse_spec(
     file: str = "graph.yaml",
     env: Mapping[str, str] | None = None,
     sets: Sequence[str] = (),
+    mocks_type: type[Any] | None = None,
+    refs: Mapping[str, str] | None = None,
 ) -> Spec:
+    """Decode a graph file's text. `mocks_type`: decode each `mocks:` entry
+    into it (else they stay raw); `refs`: the URL of each mock server, filled
+    into `${mocks.NAME.url}` (else those stay as written, for validation)."""
     env = os.environ if env is None else env
     try:
         data, locator = load(text)
@@ -269,6 +193,40 @@ def parse_spec(
         # A value shared through a YAML anchor fails once per use: report it once.
         return SpecError(list(dict.fromkeys(format_problem(file, locator, p) for p in problems)))
 
+    data = _prepare(data, env, sets, refs, problems)
+    if problems:
+        raise fail()
+    top = decode(data, GraphSpec, (), problems, unknown_hint="top-level keys starting with 'x-' are free for "
+                 "YAML anchors")  # fmt: skip
+    if top is None:
+        for i, problem in enumerate(problems):
+            if problem.path == ("version",):
+                problems[i] = dataclasses.replace(problem, hint="flow reads graph files of version 1")
+        raise fail()
+    mocks = {}
+    for name, fields in top.mocks.items():
+        raw = fields if fields is not None else {}
+        server = raw if mocks_type is None else decode(raw, mocks_type, ("mocks", name), problems)
+        if server is not None:
+            mocks[name] = server
+    nodes = _nodes(top, registry, problems)
+    for name, value in references(data):
+        if name not in top.mocks:
+            problems.append(Problem(value, f"'${{mocks.{name}.url}}' names no server of the mocks: block"))
+    if problems:
+        raise fail()
+    telemetry = {k: v for k, v in msgspec.structs.asdict(top.telemetry).items() if v is not None}
+    return Spec(file, top.run, mocks, telemetry, nodes, locator)
+
+
+def _prepare(
+    data: Any,
+    env: Mapping[str, str],
+    sets: Sequence[str],
+    refs: Mapping[str, str] | None,
+    problems: list[Problem],
+) -> Any:
+    """Phase 2: `${...}` filled in, overrides applied, `x-` keys dropped."""
     if not isinstance(data, dict):
         problems.append(
             Problem(
@@ -277,8 +235,8 @@ def parse_spec(
                 "start from the graph.yaml that ships with flow",
             )
         )
-        raise fail()
-    data = interpolate(data, (), env, problems)
+        return data
+    data = interpolate(data, (), env, problems, refs)
     for assignment in [*overrides_from_env(env), *sets]:
         dotted, sep, raw = assignment.partition("=")
         if not sep or not dotted:
@@ -288,20 +246,12 @@ def parse_spec(
             set_path(data, dotted, scalar(raw))
         except (KeyError, IndexError, TypeError):
             problems.append(Problem(("--set", assignment), f"no place for '{dotted}' in the graph"))
-    if problems:
-        raise fail()
-
     # Top-level keys starting with "x-" are free for YAML anchors, as in
     # compose files: `x-shop: &shop {...}` then `shop_a: *shop`.
-    data = {k: v for k, v in data.items() if not str(k).startswith("x-")}
-    top = _decode(data, GraphSpec, (), problems)
-    if top is None:
-        raise fail()
-    mocks = {}
-    for name, fields in top.mocks.items():
-        spec = _decode(fields if fields is not None else {}, ServerSpec, ("mocks", name), problems)
-        if spec is not None:
-            mocks[name] = spec
+    return {k: v for k, v in data.items() if not str(k).startswith("x-")}
+
+
+def _nodes(top: GraphSpec, registry: Registry, problems: list[Problem]) -> dict[str, Node]:
     nodes = {}
     for name, fields in top.nodes.items():
         path: Path = ("nodes", name)
@@ -315,17 +265,11 @@ def parse_spec(
                 )
             )
             continue
-        node = _decode(fields, NodeSpec, path, problems)
+        node = decode(fields, NodeSpec, path, problems)
         if node is None:
             continue
         stages = _stages(name, node.pipe, (*path, "pipe"), registry, problems)
         if len(stages) == len(node.pipe):
             buffer = node.buffer or top.run.buffer
             nodes[name] = Node(name, node.sources, stages, buffer, path, node.buffer is not None)
-    for name, value in references(data):
-        if name not in mocks and name not in top.mocks:
-            problems.append(Problem(value, f"'${{mocks.{name}.url}}' names no server of the mocks: block"))
-    if problems:
-        raise fail()
-    telemetry = {k: v for k, v in msgspec.structs.asdict(top.telemetry).items() if v is not None}
-    return Spec(file, top.run, mocks, telemetry, nodes, locator)
+    return nodes

@@ -37,7 +37,6 @@ from .metrics import LocalCounter, LocalHistogram, LocalMetrics, with_local_metr
 from .otlp import otlp_env
 
 FLUSH_TIMEOUT = 5.0  # seconds the end of a run waits for the exporters
-BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # flow.breaker.state values
 
 
 @dataclass
@@ -204,11 +203,11 @@ def observe_runtime(t: Telemetry, runtime: Any) -> None:
             if (taken := runtime.taken(node, i)) is not None
         ]
 
-    def breakers(options: Any) -> list[Any]:
+    def breakers(options: Any) -> list[Any]:  # set by the fetch stages through ctx.gauge
         return [
-            Observation(BREAKER_STATES.get(fetcher.breaker.state, -1), {"flow.endpoint": n})
-            for n, state in list(runtime.resources.node_state.items())
-            if (fetcher := state.get("fetcher")) is not None
+            Observation(value, dict(attributes))
+            for (name, attributes), value in list(runtime.resources.gauges.items())
+            if name == "flow.breaker.state"
         ]
 
     def fill(options: Any) -> list[Any]:

@@ -1,4 +1,15 @@
-"""Testing helpers that ship with flow: an event loop on virtual time.
+"""Testing helpers that ship with flow: lists in and out of a graph, and an
+event loop on virtual time.
+
+    sinks = {}
+    result = run_graph(GRAPH, sources={"items": [1, 2, 3]}, sinks=sinks)
+    assert sinks["out"] == [...]     # what reached the node ending in `testing_sink`
+
+`testing_source: {name: items}` emits the items of `sources["items"]`;
+`testing_sink` appends what reaches it to `sinks[NODE]` (both registered
+beside the installed kinds by `run_graph`; `testing_kinds(...)` gives them
+for a Registry of your own). `run_graph(..., virtual=True)` runs on virtual
+time.
 
 `run_virtual(coro)` runs a coroutine on a loop whose clock only moves when
 every task is waiting for a timer: then it jumps straight to the next timer.
@@ -14,10 +25,72 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
+from .registry import ANY, Params, Registry, StageKind, default_registry, stage
+
 T = TypeVar("T")
+
+
+class TestingSourceParams(Params):
+    name: str  # the key of the list in `sources`
+
+
+class TestingSinkParams(Params):
+    """No parameters."""
+
+
+def testing_kinds(sources: Mapping[str, list[Any]], sinks: dict[str, list[Any]]) -> list[StageKind]:
+    """`testing_source` over `sources` and `testing_sink` into `sinks`."""
+
+    @stage("testing_source", TestingSourceParams, consumes=None, produces=ANY)
+    async def testing_source(source: None, params: TestingSourceParams, ctx: Any) -> AsyncIterator[Any]:
+        """Emit the items of the named test list."""
+        for item in sources[params.name]:
+            yield item
+
+    @stage("testing_sink", TestingSinkParams, consumes=ANY, produces=None, fan_in=True)
+    async def testing_sink(source: AsyncIterator[Any], params: Any, ctx: Any) -> AsyncIterator[Any]:
+        """Append every item to the test's list for this node."""
+        kept = sinks.setdefault(ctx.node, [])
+        async for item in source:
+            kept.append(item)
+            yield item
+
+    return [testing_source, testing_sink]
+
+
+def run_graph(
+    text: str,
+    *,
+    sources: Mapping[str, list[Any]] | None = None,
+    sinks: dict[str, list[Any]] | None = None,
+    kinds: list[StageKind] | None = None,
+    out_dir: str | Path | None = None,
+    refs: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    virtual: bool = False,
+) -> Any:
+    """Parse, check (errors raise AssertionError) and run a graph; the
+    RunResult. `kinds`: more stage kinds beside the installed ones."""
+    from .graph import check
+    from .runtime import Runtime
+    from .spec import parse_spec
+
+    sinks = {} if sinks is None else sinks
+    registry = Registry([*_installed(), *testing_kinds(sources or {}, sinks), *(kinds or [])])
+    spec = parse_spec(text, registry, env={} if env is None else env, refs=refs)
+    errors = [spec.where(p) for p in check(spec) if not p.warning]
+    assert not errors, "\n".join(errors)
+    runtime = Runtime(spec, out_dir=out_dir)
+    return run_virtual(runtime.run()) if virtual else asyncio.run(runtime.run())
+
+
+def _installed() -> list[StageKind]:
+    registry = default_registry(plugins=False)
+    return [registry[name] for name in registry.names()]
 
 
 class _VirtualSelector(selectors.DefaultSelector):

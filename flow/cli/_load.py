@@ -20,16 +20,23 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_checked(args: argparse.Namespace):  # -> flow.spec.Spec
-    """The checked spec; located errors abort with exit 2, warnings are printed."""
+def load_checked(args: argparse.Namespace, refs: dict[str, str] | None = None):  # -> flow.spec.Spec
+    """The checked spec, its `mocks:` decoded into the mocks' ServerSpecs
+    (the CLI is where the engine meets its stages and mocks); `refs`: the
+    mock servers' URLs, once started. Located errors abort with exit 2,
+    warnings are printed."""
+    from mocks import ServerSpec
+
     from ..graph import check
     from ..registry import default_registry
     from ..spec import SpecError, load_spec
 
     try:
-        spec = load_spec(args.graph, default_registry(), sets=args.sets)
+        spec = load_spec(args.graph, default_registry(), sets=args.sets, mocks_type=ServerSpec, refs=refs)
     except SpecError as err:
         raise Abort("\n".join(err.lines)) from None
+    if refs is not None:
+        return spec  # checked before the mocks started
     problems = check(spec)
     errors = [spec.where(p) for p in problems if not p.warning]
     for p in problems:

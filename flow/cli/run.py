@@ -59,14 +59,16 @@ def write_json_atomically(path: Path, data: Any) -> None:
         raise
 
 
-async def _run(spec: Any, out_dir: Path, live: bool = False) -> Any:
+async def _run(args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = False) -> Any:
     from mocks import serve
 
     from ..runtime import Runtime
 
     loop = asyncio.get_running_loop()
     async with serve(spec.mocks) as servers:
-        runtime = Runtime(spec, out_dir=out_dir, mock_urls={name: s.url for name, s in servers.items()})
+        if servers:  # their ports are known now: fill in ${mocks.NAME.url}
+            spec = load_checked(args, refs={name: s.url for name, s in servers.items()})
+        runtime = Runtime(spec, out_dir=out_dir)
         task = asyncio.current_task()
         assert task is not None
         presses = 0
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     _quiet_exporter_logs()
     out_dir = Path(args.out or spec.run.out)
     live = not args.no_progress and not args.quiet and sys.stderr.isatty()
-    result, final_rows = asyncio.run(_run(spec, out_dir, live))
+    result, final_rows = asyncio.run(_run(args, spec, out_dir, live))
     report = out_dir / "run.json"
     write_json_atomically(report, result.report())
     if not args.quiet:

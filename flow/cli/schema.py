@@ -12,8 +12,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import msgspec
 
+    from mocks import ServerSpec
+
     from ..schema import graph_schema
     from ._output import out
 
-    out(msgspec.json.format(msgspec.json.encode(graph_schema()), indent=2).decode())
+    out(msgspec.json.format(msgspec.json.encode(graph_schema(mocks_type=ServerSpec)), indent=2).decode())
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ._output import Abort, out
 
@@ -11,14 +12,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME", help="a stage kind to describe")
 
 
-def _kinds(consumes: str | None, produces: str | None) -> str:
-    return f"{consumes or '(source)'} -> {produces or '(sink)'}"
+def _kinds(kind: Any) -> str:
+    from ..registry import SAME, kind_names
+
+    consumes = "(source)" if kind.consumes is None else kind_names(kind.consumes)
+    produces = "(sink)" if kind.produces is None else "same" if kind.produces is SAME else kind.produces.__name__
+    return f"{consumes} -> {produces}"
 
 
 def run(args: argparse.Namespace) -> int:
     import msgspec
 
     from ..registry import default_registry, describe_params
+    from ..units import enc_hook
 
     registry = default_registry()
     if args.name is None:
@@ -26,14 +32,14 @@ def run(args: argparse.Namespace) -> int:
         for name in registry.names():
             kind = registry[name]
             summary = kind.doc.splitlines()[0] if kind.doc else ""
-            out(f"{name:<{width}}  {_kinds(kind.consumes, kind.produces):<22}  {summary}")
+            out(f"{name:<{width}}  {_kinds(kind):<22}  {summary}")
         return 0
     if args.name not in registry:
         close = registry.suggest(args.name)
         hint = f"; did you mean '{close}'?" if close else f"; stages are: {', '.join(registry.names())}"
         raise Abort(f"unknown stage '{args.name}'{hint}")
     kind = registry[args.name]
-    out(f"{kind.name}: {_kinds(kind.consumes, kind.produces)}" + ("  (fan-in)" if kind.fan_in else ""))
+    out(f"{kind.name}: {_kinds(kind)}" + ("  (fan-in)" if kind.fan_in else ""))
     if kind.doc:
         out("")
         out("\n".join("  " + line.strip() for line in kind.doc.splitlines()))
@@ -43,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
         out("params: none")
     for name, type_name, default in params:
         shown = (
-            "required" if default is msgspec.NODEFAULT else f"default {msgspec.json.encode(default).decode()}"
+            "required"
+            if default is msgspec.NODEFAULT
+            else f"default {msgspec.json.encode(default, enc_hook=enc_hook).decode()}"
         )
         out(f"  {name}: {type_name}  ({shown})")
     return 0

@@ -225,9 +225,9 @@ def test_stage_kinds_compose_as_aiostream_operators_with_the_engines_result(tmp_
     """The same chain, once through the engine and once as aiostream pipes."""
     from aiostream import stream
 
-    from stages.collect import CollectParams
-    from stages.merge import MergeParams
-    from stages.sequence import SequenceParams
+    from stages.generic.collect import CollectParams
+    from stages.generic.merge import MergeParams
+    from stages.generic.sequence import SequenceParams
 
     reg = default_registry(plugins=False)
 

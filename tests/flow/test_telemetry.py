@@ -220,7 +220,7 @@ def test_stage_metrics_match_the_report(tmp_path):
     assert counters["retry"] == attempts - pages == result.counters["shop"]["retry"]
     assert counters["dead_letters"] == len(result.dead_letters)
     assert counters["products"] == products  # the products normalize put out = the report's
-    [(breaker, state)] = points["flow.breaker.state"]
+    [(breaker, state)] = points["stages.http.breaker.state"]
     assert breaker == {"flow.endpoint": "shop"} and state.as_int in {0, 1, 2}
 
 

@@ -10,8 +10,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from flow.context import StageContext
-from flow.paging import PageRequest, PageResponse
-from flow.tracing import Lineage, StageSpans, provenance, safe_url, traced
+from flow.tracing import Lineage, StageSpans, provenance, traced
+from stages.http.paging import PageRequest, PageResponse
+from stages.http.urls import safe_url
 
 
 def test_safe_url_drops_credentials_and_secret_query_values():

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flow.records import Product
-from flow.windows import Windows, percentile
+from stages.records.product import Product
+from stages.records.windows import Windows, percentile
 
 
 def product(price: float, category: str = "c", source: str = "s") -> Product:

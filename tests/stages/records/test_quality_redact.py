@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flow.records import Product
-from stages.quality import QualityParams, score
-from stages.redact import redact_text
+from stages.records.product import Product
+from stages.records.quality import QualityParams, score
+from stages.records.redact import redact_text
 
 
 def product(**fields: object) -> Product:
@@ -54,8 +54,8 @@ def test_redact(text, expected, removed):
 
 
 def test_normalize_keeps_declared_extra_fields():
-    from stages.normalize import PRESETS, normalize_batch
-    from stages.parse import Records
+    from stages.records.normalize import PRESETS, normalize_batch
+    from stages.records.parse import Records
 
     batch = Records(
         "shop",

@@ -10,12 +10,12 @@ import random
 from collections import Counter
 from typing import Any
 
-from flow.breaker import OPEN, CircuitBreaker
-from flow.fetcher import Fetched, Fetcher, FetchFailed, Timeouts, make_session
-from flow.ratelimit import SlidingWindowLimiter
-from flow.retry import RetryPolicy
 from flow.testing import run_virtual
 from mocks import LoopClock, MockServer, ServerSpec, windows_over_limit
+from stages.http.breaker import OPEN, CircuitBreaker
+from stages.http.fetcher import Fetched, Fetcher, FetchFailed, Timeouts, make_session
+from stages.http.limiter import SlidingWindowLimiter
+from stages.http.retry import RetryPolicy
 
 
 async def fetch_pages(server: MockServer, fetcher_args: dict[str, Any], pages: int, workers: int = 8,

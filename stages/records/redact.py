@@ -12,6 +12,8 @@ import msgspec
 
 from flow.registry import Params, stage
 
+from .items import ProductBatch
+
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # International or national numbers: 7+ digits with optional +, spaces, dots,
 # dashes and parentheses between them.
@@ -40,7 +42,7 @@ def redact_text(text: str, replacement: str = "[redacted]") -> tuple[str, int]:
     return " ".join(text.split()), removed + emails
 
 
-@stage("redact", RedactParams, consumes="products", produces="products", spans=False)
+@stage("redact", RedactParams, consumes=ProductBatch, produces=ProductBatch, spans=False)
 async def redact(source: AsyncIterator[Any], params: RedactParams, ctx: Any) -> AsyncIterator[Any]:
     """Trim text fields; replace e-mail addresses and phone numbers in them."""
     async for batch in source:

@@ -19,8 +19,10 @@ from typing import Annotated, Any
 
 import msgspec
 
-from flow.records import DEFAULT_CATEGORY, Product
 from flow.registry import Params, stage
+
+from .items import ProductBatch
+from .product import DEFAULT_CATEGORY, Product
 
 
 class QualityParams(Params):
@@ -45,7 +47,7 @@ def score(product: Product, params: QualityParams) -> float:
     return round(max(0.0, 1.0 - deductions), 2)
 
 
-@stage("quality", QualityParams, consumes="products", produces="products", spans=False)
+@stage("quality", QualityParams, consumes=ProductBatch, produces=ProductBatch, spans=False)
 async def quality(source: AsyncIterator[Any], params: QualityParams, ctx: Any) -> AsyncIterator[Any]:
     """Score each product (documented deductions); optionally drop low scores."""
     async for batch in source:

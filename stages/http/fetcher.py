@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from .breaker import CircuitBreaker
-from .ratelimit import SlidingWindowLimiter
+from .limiter import SlidingWindowLimiter
 from .retry import RetryPolicy, parse_retry_after, retryable_status
-from .tracing import safe_url, server_of
+from .urls import safe_url, server_of
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,9 @@ class FetchFailed:
     detail: str = ""
 
 
+ERROR = Status(StatusCode.ERROR)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -87,10 +89,22 @@ def make_session(*, connections: int = 100) -> aiohttp.ClientSession:
     return session
 
 
+class Unlimited:
+    """The limiter of a request no rate_limit stage has seen."""
+
+    async def acquire(self) -> float:
+        return 0.0
+
+    def hold_until(self, when: float) -> None:
+        pass
+
+
+UNLIMITED = Unlimited()
+
+
 @dataclass
 class Fetcher:
     session: aiohttp.ClientSession
-    limiter: SlidingWindowLimiter
     breaker: CircuitBreaker
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -99,30 +113,35 @@ class Fetcher:
     rng: random.Random = field(default_factory=random.Random)
     on_event: Callable[[str, dict[str, Any]], None] | None = None  # retries and waits
     concurrency: int = 4  # requests in flight at once, taken before the limiter slot
-    tracer: Any = None  # OpenTelemetry tracer: a span per attempt (None: no spans)
-    telemetry: Any = None  # flow.telemetry.Telemetry: request and wait metrics (None: none)
+    # The engine's telemetry, as a StageContext offers it (client_span,
+    # histogram, counter, metering); None: no spans, no metrics.
+    telemetry: Any = None
 
     def __post_init__(self) -> None:
         self._in_flight = asyncio.Semaphore(self.concurrency)
-        if self.telemetry is not None and not self.telemetry.metering:
-            self.telemetry = None  # metrics off: nothing to measure
-        self._wait = (
-            self.telemetry.histogram("flow.rate_limit.wait", "s", "time waiting for a send slot").bind(
-                {"flow.endpoint": self.breaker.name}
-            )
-            if self.telemetry is not None
-            else None
-        )
+        t = self.telemetry
+        self._spans = t is not None and t.tracing  # off: no per-attempt span work at all
+        self._metering = t is not None and t.metering
+        endpoint = {"flow.endpoint": self.breaker.name}
+        if self._metering:
+            self._wait = t.histogram("flow.rate_limit.wait", "s", "time waiting for a send slot").bind(endpoint)
+            self._requests = t.counter("flow.http.requests", "1", "HTTP attempts by status")
+            self._durations = t.histogram("flow.http.duration", "s", "HTTP attempt duration")
 
     def _event(self, name: str, **attrs: Any) -> None:
-        if self.tracer is not None:  # retries, waits: events on the current (stage) span
-            trace.get_current_span().add_event(name, {k: v for k, v in attrs.items() if v is not None})
         if self.on_event is not None:
             self.on_event(name, attrs)
 
     async def fetch(
-        self, url: str, *, params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        limiter: SlidingWindowLimiter | Unlimited | None = None,
     ) -> Fetched | FetchFailed:
+        """GET `url`; every attempt takes a slot of `limiter` first."""
+        limiter = limiter or UNLIMITED
         loop = asyncio.get_running_loop()
         last, last_status = "", None
         attempt = 0
@@ -141,8 +160,8 @@ class Fetcher:
             retry_after = None
             try:
                 async with self._in_flight:
-                    waited = await self.limiter.acquire()
-                    if self._wait is not None:
+                    waited = await limiter.acquire()
+                    if self._metering:
                         self._wait.record(waited)
                     if waited > 0:
                         self._event("rate_limit_wait", seconds=waited)
@@ -176,7 +195,7 @@ class Fetcher:
                     retry_after = parse_retry_after(response_headers.get("Retry-After"), time.time())
                     if retry_after is not None:
                         held = min(retry_after, self.policy.retry_after_cap)
-                        self.limiter.hold_until(loop.time() + held)
+                        limiter.hold_until(loop.time() + held)
                 elif retryable_status(status):
                     permit.failure(loop.time())
                 else:
@@ -193,11 +212,10 @@ class Fetcher:
     ) -> tuple[int, bytes, Mapping[str, str]]:
         t = self.timeouts
         timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
-        if self.tracer is None:
+        if not self._spans:
             span_cm: Any = contextlib.nullcontext()
         else:
-            attributes = _http_attributes(url, params, attempt)
-            span_cm = self.tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes=attributes)
+            span_cm = self.telemetry.client_span("GET", _http_attributes(url, params, attempt))
         loop = asyncio.get_running_loop()
         started, outcome = loop.time(), ""
         try:
@@ -207,7 +225,7 @@ class Fetcher:
                     if span is not None:
                         span.set_attribute("http.response.status_code", response.status)
                         if response.status >= 400:
-                            span.set_status(Status(StatusCode.ERROR))
+                            span.set_status(ERROR)
                     chunks, size = [], 0
                     async for chunk in response.content.iter_chunked(65536):
                         size += len(chunk)
@@ -222,7 +240,7 @@ class Fetcher:
             self._measure(outcome, loop.time() - started)
 
     def _measure(self, outcome: str, seconds: float) -> None:
-        if self.telemetry is None:
+        if not self._metering:
             return
         # Semantic conventions: a status code when there was an answer, else
         # `error.type` (TimeoutError, ClientOSError, ...).
@@ -231,8 +249,8 @@ class Fetcher:
             attrs["http.response.status_code"] = int(outcome)
         else:
             attrs["error.type"] = outcome
-        self.telemetry.counter("flow.http.requests", "1", "HTTP attempts by status").add(1, attrs)
-        self.telemetry.histogram("flow.http.duration", "s", "HTTP attempt duration").record(seconds, attrs)
+        self._requests.add(1, attrs)
+        self._durations.record(seconds, attrs)
 
 
 def _http_attributes(url: str, params: Mapping[str, str] | None, attempt: int) -> dict[str, Any]:

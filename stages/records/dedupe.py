@@ -20,13 +20,15 @@ import msgspec
 
 from flow.registry import Params, stage
 
+from .items import ProductBatch
+
 
 class DedupeParams(Params):
     key: str = "id"  # a Product field
     hold: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 200  # records kept back to find better copies
 
 
-@stage("dedupe", DedupeParams, consumes="products", produces="products", spans=False)
+@stage("dedupe", DedupeParams, consumes=ProductBatch, produces=ProductBatch, spans=False)
 async def dedupe(source: AsyncIterator[Any], params: DedupeParams, ctx: Any) -> AsyncIterator[Any]:
     """One record per key: the best copy within `hold` records, else the first."""
     passed: set[Any] = set()  # keys already passed on

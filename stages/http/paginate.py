@@ -4,8 +4,8 @@ Where the style allows, pages are requested concurrently: page, skip_limit
 and link plan every page once the first answer gives the total; offset keeps
 `prefetch` pages in flight until a short or empty page shows the end (pages
 planned past it come back empty and are counted as overshoot); cursor is
-strictly sequential. `fetch`, later in the same node, reports each answer
-back to the planner.
+strictly sequential. Each request carries this endpoint's planner; the
+`fetch` that answers it, in this node or downstream, reports back to it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from flow.paging import Pager, PageRequest
 from flow.registry import Params, stage
+
+from .paging import Pager, PageRequest
 
 _DEFAULTS = {  # style -> (items_path, total_path, cursor_path)
     "page": (None, "total_pages", None),
@@ -58,10 +59,10 @@ def _pager(params: PaginateParams, endpoint: str) -> Pager:
     )
 
 
-@stage("paginate", PaginateParams, consumes=None, produces="requests")
+@stage("paginate", PaginateParams, consumes=None, produces=PageRequest)
 async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
     """Plan page requests for one endpoint, concurrently where the style allows."""
-    pager = ctx.shared["pager"] = _pager(params, ctx.node)
+    pager = _pager(params, ctx.node)
     limit = params.max_pages or 10**12
     if params.max_items:
         limit = min(limit, -(-params.max_items // params.page_size))
@@ -70,7 +71,7 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
         page = 0
         while page + 1 < limit:
             if await pager.outcome(page) is None:
-                ctx.record_error(
+                await ctx.error(
                     "pagination_stopped", "a page failed, so the next cursor is unknown", page=page
                 )
                 return
@@ -83,7 +84,7 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
     if params.style in ("page", "skip_limit", "link"):
         first = await pager.outcome(0)
         if first is None:
-            ctx.record_error("pagination_stopped", "the first page failed, so the total is unknown", page=0)
+            await ctx.error("pagination_stopped", "the first page failed, so the total is unknown", page=0)
             return
         if pager.total_pages is not None:
             for page in range(1, min(pager.total_pages, limit)):
@@ -102,7 +103,7 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
             p for p in range(max(0, planned - params.prefetch), planned) if pager.items.get(p, 0) is None
         ]
         if len(failed) == params.prefetch:
-            ctx.record_error("pagination_stopped", f"{len(failed)} pages in a row failed", page=planned)
+            await ctx.error("pagination_stopped", f"{len(failed)} pages in a row failed", page=planned)
             return
         await pager.changed()
     if pager.end is not None and planned > pager.end + 1:

@@ -1,8 +1,12 @@
-"""Pagination bookkeeping shared by the `paginate` and `fetch` stages of a node.
+"""Pagination bookkeeping: what `paginate` plans and `fetch` answers.
 
-`paginate` plans PageRequests; `fetch` reports each outcome back through
-`Pager.observe`, because where an API ends (or what its next cursor is) is
-only known from its answers. The pager reads just what it needs from a page:
+`paginate` plans PageRequests, each carrying its endpoint's `Pager`; the
+`fetch` that answers a request (in the same node or any node downstream)
+reports the outcome through `request.pager.observe`, because where an API
+ends (or what its next cursor is) is only known from its answers. A request
+also carries the limiter its `rate_limit` stage assigned, so the budget
+holds wherever the fetch runs. `flow validate` rejects a graph in which a
+request could end without a fetch (the planner would wait for an answer). The pager reads just what it needs from a page:
 the number of items, and the total, next cursor or Link header, decoding the
 body into a struct built from the configured paths (items are not parsed).
 
@@ -18,17 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
 
 class PageRequest(msgspec.Struct, frozen=True):
+    """One page to fetch. Must reach a `fetch`: its planner waits for the answer."""
+
     endpoint: str
     url: str
     params: dict[str, str]
     headers: dict[str, str]
     page: int  # 0-based position in the walk
+    pager: Any = None  # the Pager to tell the outcome (None: nobody waits)
+    limiter: Any = None  # the send budget its rate_limit assigned (None: unlimited)
+
+    needs_answer: ClassVar[bool] = True  # flow.graph: may not end in a generic sink
 
 
 class PageResponse(msgspec.Struct, frozen=True):
@@ -92,7 +102,7 @@ class Pager:
             query[position] = str(page * self.page_size)
         elif cursor:
             query[position] = cursor
-        return PageRequest(self.endpoint, self.url, query, self.headers, page)
+        return PageRequest(self.endpoint, self.url, query, self.headers, page, self)
 
     def observe(self, request: PageRequest, body: bytes | None, headers: dict[str, str] | None) -> None:
         """Record a page's outcome (body None: it failed for good)."""

@@ -35,6 +35,8 @@ class PriceStats(msgspec.Struct, frozen=True):
 
 
 class WindowStats(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A closed window: `NODE.windows` items."""
+
     start: float
     end: float
     count: int
@@ -44,6 +46,7 @@ class WindowStats(msgspec.Struct, frozen=True, omit_defaults=True):
     per_source: dict[str, int]
     throughput: dict[str, float] = {}  # products per second per source (time windows)
     trend: float | None = None  # avg price change vs the previous closed window, in percent
+    node: str = ""  # the node whose window stage closed it
 
 
 def percentile(ordered: list[float], q: float) -> float:

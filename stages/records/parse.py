@@ -4,7 +4,7 @@ A page decodes once with msgspec into an envelope whose records stay raw, so
 one malformed record cannot sink its page: each record then decodes on its
 own. A page that does not decode at all (truncated JSON, an HTML error page
 with status 200) is a page error; a record that is not a JSON object is a
-dead letter with its source, page, position and a snippet.
+dead letter with its source, page, position and the value as served.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Any
 
 import msgspec
 
-from flow.paging import PageResponse
 from flow.registry import Params, stage
+from stages.http.paging import PageResponse
+from stages.http.urls import safe_url
 
-SCHEMAS = {"dummyjson": "products", "platzi": None, "reqres": "data", "jsonserver": None, "cursor": "data"}
+from .items import Records
+from .presets import PRESETS
 
 
 class ParseParams(Params):
@@ -25,16 +27,8 @@ class ParseParams(Params):
     items: str | None = None  # else: the body key holding the records (None: the body is a list)
 
     def __post_init__(self) -> None:
-        if self.schema is not None and self.schema not in SCHEMAS:
-            raise ValueError(f"schema: unknown schema {self.schema!r}; shipped: {', '.join(SCHEMAS)}")
-
-
-class Records(msgspec.Struct, frozen=True):
-    """A page's worth of decoded records, with where they came from."""
-
-    endpoint: str
-    page: int
-    records: list[tuple[int, dict[str, Any]]]  # (position on the page, record)
+        if self.schema is not None and self.schema not in PRESETS:
+            raise ValueError(f"schema: unknown schema {self.schema!r}; shipped: {', '.join(PRESETS)}")
 
 
 def _decoder(items: str | None) -> Any:
@@ -45,10 +39,11 @@ def _decoder(items: str | None) -> Any:
     return lambda body: getattr(decode(body), items)
 
 
-@stage("parse", ParseParams, consumes="pages", produces="records")
+@stage("parse", ParseParams, consumes=PageResponse, produces=Records)
 async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: Any) -> AsyncIterator[Records]:
     """Decode page bodies into records; dead-letter what is not a record."""
-    items_key = params.items if params.items is not None else SCHEMAS.get(params.schema or "")
+    preset = PRESETS.get(params.schema or "")
+    items_key = params.items if params.items is not None else preset.items if preset else None
     decode_page = _decoder(items_key)
     decode_record = msgspec.json.Decoder().decode
     async for page in source:
@@ -57,13 +52,13 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
             raws = decode_page(page.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
             kind = "html_instead_of_json" if page.body.lstrip()[:1] == b"<" else "invalid_json"
-            ctx.record_error(
+            await ctx.error(
                 kind,
                 str(err)[:200],
                 endpoint=request.endpoint,
                 page=request.page,
                 attempts=page.attempts,
-                url=request.url,
+                url=safe_url(request.url),
             )
             continue
         records = []
@@ -71,21 +66,22 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
             try:
                 record = decode_record(raw)
             except msgspec.DecodeError as err:  # pragma: no cover - raw came from valid JSON
-                record, reason = None, str(err)
+                record, reason = bytes(raw).decode("utf-8", "replace"), str(err)
             else:
-                reason = "" if isinstance(record, dict) else f"a record is a JSON {type(record).__name__}"
+                reason = "" if isinstance(record, dict) else f"a record is a JSON {_json_type(record)}"
             if reason:
-                ctx.dead_letter(
-                    endpoint=request.endpoint,
-                    page=request.page,
-                    position=position,
-                    reason=reason,
-                    raw=bytes(raw)[:200].decode("utf-8", "replace"),
+                await ctx.dead_letter(
+                    endpoint=request.endpoint, page=request.page, position=position, reason=reason, raw=record
                 )
                 continue
             records.append((position, record))
         ctx.count("records", len(raws))
         yield Records(request.endpoint, request.page, records)
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 KIND = parse

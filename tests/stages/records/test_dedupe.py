@@ -9,10 +9,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flow.context import RunResources, StageContext
-from flow.records import Product
-from stages.dedupe import DedupeParams, dedupe
-from stages.normalize import ProductBatch
+from flow.context import RunState, StageContext
+from stages.records.dedupe import DedupeParams, dedupe
+from stages.records.normalize import ProductBatch
+from stages.records.product import Product
 
 
 def p(sid: int, quality: float = 1.0) -> Product:
@@ -30,7 +30,7 @@ def p(sid: int, quality: float = 1.0) -> Product:
 
 
 def run(batches: list[list[Product]], hold: int) -> tuple[list[Product], dict[str, int]]:
-    resources = RunResources(lambda *a, **k: None)
+    resources = RunState()
     ctx = StageContext("n", "dedupe", 0, __import__("pathlib").Path("."), resources)
 
     async def source() -> Any:

@@ -12,14 +12,14 @@ class CollectParams(Params):
     path: str | None = None  # JSON lines file; relative paths are under run.out
 
 
-@stage("collect", CollectParams, consumes=ANY, produces=None)
+@stage("collect", CollectParams, consumes=ANY, produces=None, fan_in=True)
 async def collect(source: AsyncIterator[Any], params: CollectParams, ctx: Any) -> AsyncIterator[Any]:
     """Write every item as JSON lines to `path` (one line per record of a batch:
-    a list, a batch of products or of parsed records), or only count the
-    items when no path is given."""
+    a list, a batch of products or of parsed records; one per dead letter,
+    error or window), or only count the items when no path is given."""
     import msgspec
 
-    encode = msgspec.json.Encoder().encode
+    encode = msgspec.json.Encoder(enc_hook=_encode_other).encode
     out = ctx.open_output(params.path) if params.path else None
     try:
         async for item in source:
@@ -32,9 +32,19 @@ async def collect(source: AsyncIterator[Any], params: CollectParams, ctx: Any) -
             out.close()
 
 
+def _encode_other(value: Any) -> Any:
+    """Durations and rates as text; what is not data (a request's planner or
+    limiter) as null."""
+    encode = getattr(value, "__flow_encode__", None)
+    return encode() if encode is not None else None
+
+
 def _elements(item: Any) -> list[Any]:
     if isinstance(item, list):
         return item
+    to_dict = getattr(item, "to_dict", None)  # an error record: flat, as in the reports
+    if to_dict is not None:
+        return [to_dict()]
     products = getattr(item, "products", None)
     if products is not None:
         return products

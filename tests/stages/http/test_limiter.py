@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flow.ratelimit import Limiters, SlidingWindowLimiter
 from flow.testing import run_virtual
 from mocks import SlidingWindowLimit, max_per_window
+from stages.http.limiter import Limiters, SlidingWindowLimiter
 
 
 def test_reserve_spaces_the_sixth_request():

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from flow.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from stages.http.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 def test_opens_at_the_threshold_and_refuses_until_the_cooldown():

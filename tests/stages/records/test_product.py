@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flow.records import Invalid, clean_title, flatten_category, parse_price, source_id
 from mocks import Catalogue
 from mocks.styles._common import PRICE_FORMS
+from stages.records.product import Invalid, clean_title, flatten_category, parse_price, source_id
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
@@ -69,7 +69,7 @@ def test_every_mock_product_normalises_or_is_a_declared_defect():
 
     for style in ("dummyjson", "platzi", "reqres", "jsonserver", "cursor"):
         renderer = make_style(style)
-        from stages.normalize import PRESETS
+        from stages.records.normalize import PRESETS
 
         fields = PRESETS[style]
         for product in catalogue.products(0, 3000):

@@ -23,25 +23,11 @@ from typing import Annotated, Any
 
 import msgspec
 
-from flow.records import Invalid, Product, clean_title, flatten_category, parse_price, source_id
 from flow.registry import ConcurrentParams, stage
 
-from .parse import Records
-
-PRESETS: dict[str, dict[str, str]] = {
-    "dummyjson": {"id": "id", "title": "title", "price": "price", "category": "category"},
-    "platzi": {"id": "id", "title": "title", "price": "price", "category": "category"},
-    "reqres": {"id": "id", "title": "name", "price": "cost", "category": "department"},
-    "jsonserver": {"id": "id", "title": "title", "price": "price", "category": "categories"},
-    "cursor": {"id": "id", "title": "name", "price": "unit_amount", "category": "metadata.category"},
-}
-_CENTS = {"cursor"}
-
-
-class ProductBatch(msgspec.Struct, frozen=True):
-    endpoint: str
-    page: int
-    products: list[Product]
+from .items import ProductBatch, Records
+from .presets import PRESETS
+from .product import Invalid, Product, clean_title, flatten_category, parse_price, source_id
 
 
 class NormalizeParams(ConcurrentParams):
@@ -57,10 +43,14 @@ class NormalizeParams(ConcurrentParams):
     def __post_init__(self) -> None:
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"preset: unknown preset {self.preset!r}; shipped: {', '.join(PRESETS)}")
-        fields = {**PRESETS.get(self.preset or "", {}), **self.map}
+        fields = {**self.preset_fields, **self.map}
         missing = {"id", "title", "price"} - set(fields)
         if missing:
             raise ValueError(f"map: no path for {', '.join(sorted(missing))}; set a preset or map them")
+
+    @property
+    def preset_fields(self) -> dict[str, str]:
+        return PRESETS[self.preset].fields if self.preset is not None else {}
 
 
 def _get(record: dict[str, Any], path: str) -> Any:
@@ -113,6 +103,7 @@ def normalize_batch(
                     "position": position,
                     "id": record.get("id") if isinstance(record.get("id"), int | str) else None,
                     "reason": str(why),
+                    "raw": record,
                 }
             )
         except Exception as exc:  # a converter bug must not lose the record silently either
@@ -122,27 +113,35 @@ def normalize_batch(
                     "page": batch.page,
                     "position": position,
                     "reason": f"internal: {type(exc).__name__}: {exc}",
+                    "raw": record,
                 }
             )
     return products, dead
 
 
-@stage("normalize", NormalizeParams, consumes="records", produces="products", per_item=True)
+def _shutdown(pool: ThreadPoolExecutor) -> None:
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+@stage("normalize", NormalizeParams, consumes=Records, produces=ProductBatch, per_item=True)
 async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> ProductBatch:
     """Map raw records to Products on a bounded thread pool; bad ones to dead letters."""
-    pool = ctx.shared.get("normalize_pool")
-    if pool is None:
-        pool = ctx.shared["normalize_pool"] = ThreadPoolExecutor(params.workers, f"normalize-{ctx.node}")
-        ctx.resources.on_close(lambda: pool.shutdown(wait=False, cancel_futures=True))
-    fields = {**PRESETS.get(params.preset or "", {}), **params.map}
-    cents = params.price_in_cents if params.price_in_cents is not None else params.preset in _CENTS
+    pool = ctx.resource(
+        ("normalize", ctx.node, ctx.index),
+        lambda: ThreadPoolExecutor(params.workers, f"normalize-{ctx.node}"),
+        _shutdown,
+    )
+    fields = {**params.preset_fields, **params.map}
+    cents = params.price_in_cents if params.price_in_cents is not None else bool(
+        params.preset and PRESETS[params.preset].cents
+    )
     source = params.source or batch.endpoint
     loop = asyncio.get_running_loop()
     products, dead = await loop.run_in_executor(
         pool, normalize_batch, batch, fields, cents, params.currency, source, params.extra
     )
     for letter in dead:
-        ctx.dead_letter(**letter)
+        await ctx.dead_letter(**letter)
     ctx.count("products", len(products))
     return ProductBatch(batch.endpoint, batch.page, products)
 

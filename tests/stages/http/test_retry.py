@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flow.retry import RetryPolicy, parse_retry_after, retryable_status
+from stages.http.retry import RetryPolicy, parse_retry_after, retryable_status
 
 
 @pytest.mark.parametrize(

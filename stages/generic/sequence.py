@@ -15,7 +15,7 @@ class SequenceParams(Params):
     batch: Annotated[int, msgspec.Meta(ge=1)] = 20
 
 
-@stage("sequence", SequenceParams, consumes=None, produces="records")
+@stage("sequence", SequenceParams, consumes=None, produces=list)
 async def sequence(source: None, params: SequenceParams, ctx: Any) -> AsyncIterator[list[dict[str, Any]]]:
     """Emit `items` records `{"source": NODE, "n": N}` in batches of `batch`."""
     node = getattr(ctx, "node", "sequence")

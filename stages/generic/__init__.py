@@ -1,0 +1,1 @@
+"""generic stage kinds."""

@@ -1,0 +1,130 @@
+"""`fetch`: GET each planned page with timeouts, retries and a circuit breaker.
+
+A per-item stage: up to `concurrency` pages in flight per endpoint. Every
+attempt takes a slot of the limiter its request carries (assigned by a
+`rate_limit` stage upstream, in this node or another); the breaker is per
+endpoint. Each outcome goes back to the request's planner. A page that fails
+for good becomes an error record (endpoint, error, page, attempts, url) on
+`NODE.errors` and nothing goes downstream.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Annotated, Any
+
+import msgspec
+
+from flow.registry import ConcurrentParams, Params, stage
+from flow.units import Duration
+
+from .breaker import CircuitBreaker
+from .fetcher import Fetched, Fetcher, Timeouts, make_session
+from .paging import PageRequest, PageResponse
+from .retry import RetryPolicy
+from .urls import safe_url
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # flow.breaker.state values
+
+
+class RetryParams(Params):
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
+    backoff: Duration = Duration(0.5)
+    max: Duration = Duration(8)
+    retry_after_cap: Duration = Duration(60)
+
+
+class BreakerParams(Params):
+    failures: Annotated[int, msgspec.Meta(ge=1)] = 5
+    failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    window: Annotated[int, msgspec.Meta(ge=1)] = 20
+    cooldown: Duration = Duration(10)
+    probes: Annotated[int, msgspec.Meta(ge=1)] = 1
+    half_open_timeout: Duration = Duration(30)
+
+
+class FetchParams(ConcurrentParams):
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    ordered: bool = False
+    timeout: Duration = Duration(10)
+    connect_timeout: Duration = Duration(3)
+    read_timeout: Duration = Duration(5)
+    max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 * 1024 * 1024
+    retry: RetryParams = RetryParams()
+    breaker: BreakerParams = BreakerParams()
+
+
+def _close_session(session: Any) -> Any:
+    return session.close()
+
+
+def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
+    r, b = params.retry, params.breaker
+
+    def transition(t: Any) -> None:
+        ctx.record_event("breaker", endpoint=endpoint, old=t.old, new=t.new, reason=t.reason)
+        ctx.count(f"breaker_{t.new}")
+        ctx.gauge("flow.breaker.state", BREAKER_STATES.get(t.new, -1), **{"flow.endpoint": endpoint})
+
+    def event(name: str, attrs: dict[str, Any]) -> None:
+        ctx.count(name)  # retries, breaker waits, connection errors
+        ctx.add_event(name, **attrs)
+
+    breaker = CircuitBreaker(
+        failures=b.failures,
+        failure_rate=b.failure_rate,
+        window=b.window,
+        cooldown=b.cooldown,
+        probes=b.probes,
+        half_open_timeout=b.half_open_timeout,
+        name=endpoint,
+        on_transition=transition,
+    )
+    ctx.gauge("flow.breaker.state", 0, **{"flow.endpoint": endpoint})
+    return Fetcher(
+        ctx.resource("http.session", make_session, _close_session),
+        breaker,
+        RetryPolicy(r.retries, r.backoff, r.max, r.retry_after_cap),
+        Timeouts(params.timeout, params.connect_timeout, params.read_timeout),
+        params.max_bytes,
+        deadline=ctx.deadline_at,
+        rng=random.Random(),
+        concurrency=params.concurrency,
+        on_event=event,
+        telemetry=ctx,
+    )
+
+
+@stage("fetch", FetchParams, consumes=PageRequest, produces=PageResponse, per_item=True)
+async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResponse | None:
+    """GET one page: rate-limited attempts, retries with backoff, a breaker per endpoint."""
+    # This stage's fetchers, one per endpoint (breaker, in-flight bound).
+    fetchers: dict[str, Fetcher] = ctx.resource(("fetch", ctx.node, ctx.index), dict)
+    fetcher = fetchers.get(request.endpoint)
+    if fetcher is None:
+        fetcher = fetchers[request.endpoint] = _fetcher(request.endpoint, params, ctx)
+    result = await fetcher.fetch(
+        request.url, params=request.params, headers=request.headers, limiter=request.limiter
+    )
+    pager = request.pager
+    if isinstance(result, Fetched):
+        headers = dict(result.headers)
+        if pager is not None:
+            pager.observe(request, result.body, headers)
+        ctx.count("pages")
+        return PageResponse(request, result.status, result.body, headers, result.attempts)
+    if pager is not None:
+        pager.observe(request, None, None)
+    await ctx.error(
+        result.error,
+        result.detail,
+        endpoint=request.endpoint,
+        page=request.page,
+        attempts=result.attempts,
+        status=result.status,
+        url=safe_url(request.url),
+    )
+    return None
+
+
+KIND = fetch

@@ -1,0 +1,47 @@
+"""`rate_limit`: assign each page request a send budget, shared by name.
+
+The limiter travels with the request, so the `fetch` that sends it (in this
+node or any node downstream) spaces its attempts by it: first tries,
+retries and breaker probes all count. Nodes naming the same limiter share
+one budget (several nodes against one host).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from flow.registry import Params, stage
+from flow.units import Duration, Rate
+
+from .limiter import Limiters
+from .paging import PageRequest
+
+
+class RateLimitParams(Params):
+    rate: Rate = Rate(5, 1.0)  # at most this many requests in any sliding window, retries included
+    name: str | None = None  # nodes naming the same limiter share one budget (default: the node)
+    margin: Duration = Duration(0.05)  # spacing beyond the window, for network jitter
+
+    def __post_init__(self) -> None:
+        if self.rate.unlimited:
+            raise ValueError("rate: 'off' is not a limit; remove the rate_limit stage instead")
+
+
+@stage("rate_limit", RateLimitParams, consumes=PageRequest, produces=PageRequest, spans=False)
+async def rate_limit(
+    source: AsyncIterator[PageRequest], params: RateLimitParams, ctx: Any
+) -> AsyncIterator[PageRequest]:
+    """Give every page request a sliding-window send budget (first tries,
+    retries and breaker probes all count) and pass it on."""
+    limiters = ctx.resource("http.limiters", Limiters)
+    assert params.rate.count is not None  # checked when decoded
+    limiter = limiters.get(params.name or ctx.node, params.rate.count, params.rate.window, margin=params.margin)
+    replace = msgspec.structs.replace
+    async for request in source:
+        yield replace(request, limiter=limiter)
+
+
+KIND = rate_limit

@@ -1,0 +1,33 @@
+"""What flow knows of the API styles the mocks imitate (and the real APIs
+behind them), in one table: where a page keeps its records, and which
+record fields map to the unified product.
+
+    style       records under   id / title / price / category           prices in
+    dummyjson   products        id, title, price, category               units
+    platzi      (a bare list)   id, title, price, category               units
+    reqres      data            id, name, cost, department               units
+    jsonserver  (a bare list)   id, title, price, categories             units
+    cursor      data            id, name, unit_amount, metadata.category cents
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Preset(NamedTuple):
+    items: str | None  # body key holding the records (None: the body is a list)
+    fields: dict[str, str]  # Product field -> dotted path in the record
+    cents: bool = False  # prices in minor units
+
+
+PRESETS: dict[str, Preset] = {
+    "dummyjson": Preset("products", {"id": "id", "title": "title", "price": "price", "category": "category"}),
+    "platzi": Preset(None, {"id": "id", "title": "title", "price": "price", "category": "category"}),
+    "reqres": Preset("data", {"id": "id", "title": "name", "price": "cost", "category": "department"}),
+    "jsonserver": Preset(None, {"id": "id", "title": "title", "price": "price", "category": "categories"}),
+    "cursor": Preset(
+        "data", {"id": "id", "title": "name", "price": "unit_amount", "category": "metadata.category"}, True
+    ),
+}
+STYLES = tuple(PRESETS)

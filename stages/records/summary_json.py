@@ -1,0 +1,177 @@
+"""`summary_json`: the run's dataset and report in one JSON file, streamed.
+
+    {"products": [...], "errors": [...], "per_source": {...},
+     "metrics": {"category_distribution": {...}, "windows": [...], "price_trends": [...]},
+     "summary": {"total_products", "processing_time_seconds", "success_rate", "sources"}}
+
+What it reports arrives through the graph: product batches, and whatever
+side outputs the node reads (`*.errors`, `*.dead_letters`, `NODE.windows`).
+Products are written as they arrive; errors and dead letters (each with
+`endpoint`, `error`, `timestamp` and its locating fields) are spilled to a
+temporary file as they arrive and copied in at the end, so memory holds
+only per-source aggregates and the closed windows. The file is written under
+a temporary name and renamed at the end, so a reader never sees half a
+report; an interrupted run drains into it and still gets a valid (partial)
+one.
+
+success_rate = products written / (products written + dead letters): the share
+of the distinct records received that made it into the dataset. Pages that
+failed for good are listed in `errors`; their records were never received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from typing import Any, BinaryIO
+
+import msgspec
+
+from flow.items import DeadLetter, ErrorRecord
+from flow.registry import Params, stage
+
+from .items import ProductBatch
+from .windows import WindowStats
+
+
+class SummaryParams(Params):
+    path: str = "summary.json"  # relative paths are under run.out
+    dead_letters: str | None = None  # also write the dead letters it receives as JSON lines here
+
+
+class _Source:
+    __slots__ = ("count", "dead", "maximum", "minimum", "total")
+
+    def __init__(self) -> None:
+        self.count, self.total, self.minimum, self.maximum, self.dead = 0, 0.0, float("inf"), 0.0, 0
+
+
+class _Report:
+    """What the summary adds up while products stream through."""
+
+    def __init__(self, spill: BinaryIO, letters: BinaryIO | None) -> None:
+        self.sources: defaultdict[str, _Source] = defaultdict(_Source)
+        self.categories: Counter[str] = Counter()
+        self.windows: list[WindowStats] = []
+        self.written = self.dead = self.errors = 0
+        self.spill, self.letters = spill, letters
+        self.encode = msgspec.json.Encoder().encode
+
+    def product(self, product: Any) -> None:
+        s = self.sources[product.source]
+        s.count += 1
+        s.total += product.price
+        s.minimum = min(s.minimum, product.price)
+        s.maximum = max(s.maximum, product.price)
+        self.categories[product.category] += 1
+
+    def side(self, item: Any) -> None:
+        """An error, dead letter or window that reached the sink."""
+        if isinstance(item, WindowStats):
+            self.windows.append(item)
+            return
+        if isinstance(item, DeadLetter):
+            self.dead += 1
+            self.sources[item.endpoint].dead += 1
+            entry = {**msgspec.structs.asdict(item), "error": "invalid_record", "detail": item.reason}
+            if self.letters is not None:
+                self.letters.write(self.encode(item) + b"\n")
+        else:
+            entry = item.to_dict()
+        self.spill.write((b",\n" if self.errors else b"\n") + self.encode(entry))
+        self.errors += 1
+
+
+@stage(
+    "summary_json",
+    SummaryParams,
+    consumes=(ProductBatch, ErrorRecord, DeadLetter, WindowStats),
+    produces=None,
+    fan_in=True,
+)
+async def summary_json(source: AsyncIterator[Any], params: SummaryParams, ctx: Any) -> AsyncIterator[Any]:
+    """Write products, errors, per-source statistics and the summary to one JSON file."""
+    final = ctx.output_path(params.path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp", delete=False)
+    spill = tempfile.TemporaryFile(dir=final.parent)
+    letters = ctx.open_output(params.dead_letters) if params.dead_letters else None
+    report = _Report(spill, letters)
+    encode = report.encode
+    try:
+        out.write(b'{"products": [')
+        async for item in source:
+            if isinstance(item, ProductBatch):
+                for product in item.products:
+                    out.write(b",\n" if report.written else b"\n")
+                    out.write(encode(product))
+                    report.written += 1
+                    report.product(product)
+            else:
+                report.side(item)
+            yield item
+        out.write(b'\n],\n"errors": [')
+        spill.seek(0)
+        shutil.copyfileobj(spill, out)
+        out.write(b"\n],\n")
+        for key, value in _closing(report, ctx).items():
+            out.write(b'"%s": %s,\n' % (key.encode(), encode(value)))
+        out.write(b'"summary": %s}\n' % encode(_summary(report, ctx)))
+        out.close()
+        os.replace(out.name, final)
+    finally:
+        spill.close()
+        if letters is not None:
+            letters.close()
+        if not out.closed:
+            out.close()
+        if os.path.exists(out.name):
+            os.unlink(out.name)
+
+
+def _closing(report: _Report, ctx: Any) -> dict[str, Any]:
+    """per_source and metrics, once the input has ended."""
+    per_source = {
+        name: {
+            "products": s.count,
+            "price_min": round(s.minimum, 2) if s.count else None,
+            "price_avg": round(s.total / s.count, 2) if s.count else None,
+            "price_max": round(s.maximum, 2) if s.count else None,
+            "dead_letters": s.dead,
+            **ctx.counters(name),  # engine-owned: pages, retries, ...
+        }
+        for name, s in sorted(report.sources.items())
+        if s.count or s.dead
+    }
+    metrics: dict[str, Any] = {"category_distribution": dict(report.categories.most_common())}
+    if report.windows:
+        metrics["price_trends"] = [
+            {
+                "start": round(w.start, 3),
+                "count": w.count,
+                "avg_price": w.price.avg if w.price else None,
+                "trend_percent": w.trend,
+            }
+            for w in report.windows
+        ]
+        metrics["windows"] = report.windows
+    return {"per_source": per_source, "metrics": metrics}
+
+
+def _summary(report: _Report, ctx: Any) -> dict[str, Any]:
+    loop_now = asyncio.get_running_loop().time()
+    elapsed = loop_now - ctx.started_at if ctx.started_at is not None else 0.0
+    written, dead = report.written, report.dead
+    return {
+        "total_products": written,
+        "processing_time_seconds": round(elapsed, 3),
+        "success_rate": round(written / (written + dead), 4) if written + dead else 1.0,
+        "sources": sorted(name for name, s in report.sources.items() if s.count),
+    }
+
+
+KIND = summary_json
