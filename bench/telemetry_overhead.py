@@ -109,15 +109,14 @@ async def one_run(products: int, telemetry_port: int | None, page_size: int = 20
         name: ServerSpec(style=style, products=products, rate_limit="off", max_page_size=100)
         for name, style in (("a", "dummyjson"), ("b", "platzi"), ("c", "reqres"))
     }
-    spec = parse_spec(GRAPH.format(page_size=page_size), default_registry(), env={})
     config: dict[str, Any] = {"traces": "none", "metrics": "none"}
     if telemetry_port is not None:
         config = {"traces": "otlp", "metrics": "otlp", "endpoint": f"http://127.0.0.1:{telemetry_port}"}
     async with serve(specs) as servers:
+        urls = {n: s.url for n, s in servers.items()}
+        spec = parse_spec(GRAPH.format(page_size=page_size), default_registry(), env={}, refs=urls)
         with tempfile.TemporaryDirectory() as out:
-            runtime = Runtime(
-                spec, out_dir=out, mock_urls={n: s.url for n, s in servers.items()}, telemetry=setup(config)
-            )
+            runtime = Runtime(spec, out_dir=out, telemetry=setup(config))
             started, cpu = time.perf_counter(), time.process_time()
             result = await runtime.run()
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -141,7 +141,9 @@ class StageContext:
         return Path(path) if os.path.isabs(path) else self.out_dir / path
 
     # --- side outputs ------------------------------------------------------------
-    async def error(self, error: str, detail: str = "", *, endpoint: str | None = None, **fields: Any) -> None:
+    async def error(
+        self, error: str, detail: str = "", *, endpoint: str | None = None, **fields: Any
+    ) -> None:
         """An error record on `NODE.errors` and the run report (`endpoint`
         defaults to the node: one source node fetches one endpoint)."""
         record = ErrorRecord(
@@ -239,7 +241,8 @@ class StageContext:
         attributes fit for export (no secrets)."""
         if self.run.lineage is None:
             return contextlib.nullcontext()
-        return self.run.telemetry.tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        tracer = self.run.telemetry.tracer
+        return tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
     def histogram(self, name: str, unit: str = "s", description: str = "") -> Any:
         """An engine-owned histogram (`.record(value, attrs)`, `.bind(attrs)`);

@@ -190,7 +190,9 @@ def _inputs(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
             elif edge.port is not None and edge.port not in ports(nodes[edge.source]):
                 have = ", ".join(f"{edge.source}.{p}" for p in ports(nodes[edge.source]))
                 problems.append(
-                    Problem(edge.at, f"node '{edge.source}' has no side output '{edge.port}'", f"it has {have}")
+                    Problem(
+                        edge.at, f"node '{edge.source}' has no side output '{edge.port}'", f"it has {have}"
+                    )
                 )
     return problems
 

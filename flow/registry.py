@@ -212,7 +212,9 @@ def default_registry(*, plugins: bool = True) -> Registry:
         if not isinstance(kind, StageKind):
             raise TypeError(f"entry point {point.name!r} ({point.value}) is not a flow StageKind")
         if kind.name != point.name:
-            raise TypeError(f"entry point {point.name!r} ({point.value}) registers a kind named {kind.name!r}")
+            raise TypeError(
+                f"entry point {point.name!r} ({point.value}) registers a kind named {kind.name!r}"
+            )
         if origin != BUILTIN_DISTRIBUTION:
             kind = dataclasses.replace(kind, origin=origin)
         registry.add(kind)
@@ -224,7 +226,9 @@ def describe_params(params: type[Params]) -> list[tuple[str, str, Any]]:
     info = msgspec.inspect.type_info(params)
     out = []
     for f in info.fields:  # type: ignore[attr-defined]
-        default = f.default if f.default is not msgspec.NODEFAULT else msgspec.NODEFAULT
+        default = f.default
+        if default is msgspec.NODEFAULT and f.default_factory is not msgspec.NODEFAULT:
+            default = f.default_factory()
         out.append((f.encode_name, _type_name(f.type), default))
     return out
 

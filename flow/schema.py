@@ -21,7 +21,9 @@ def graph_schema(registry: Registry | None = None, mocks_type: type | None = Non
     registry = registry or default_registry()
     kinds = [registry[name] for name in registry.names()]
     types = [GraphSpec, NodeSpec, mocks_type or dict[str, Any], *(kind.params for kind in kinds)]
-    (graph, node, server, *params), components = msgspec.json.schema_components(types, schema_hook=schema_hook)
+    (graph, node, server, *params), components = msgspec.json.schema_components(
+        types, schema_hook=schema_hook
+    )
     defs = components
     entry = {
         "anyOf": [

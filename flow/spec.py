@@ -42,8 +42,8 @@ class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 
 class RunSpec(Base):
-    deadline: Duration = Duration(60)  # the whole run, then drain and stop
-    grace: Duration = Duration(5)  # how long draining may take after a stop
+    deadline: Duration = Duration.default(60)  # the whole run, then drain and stop
+    grace: Duration = Duration.default(5)  # how long draining may take after a stop
     out: str = "out"  # directory for outputs and the report
     buffer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 8  # default edge capacity
 
@@ -73,7 +73,7 @@ class TelemetrySpec(Base):
 
 class GraphSpec(Base):
     version: Literal[1]
-    run: RunSpec = RunSpec()
+    run: RunSpec = msgspec.field(default_factory=RunSpec)
     mocks: dict[str, Any] = {}
     telemetry: TelemetrySpec = TelemetrySpec()
     nodes: dict[str, Any] = {}

@@ -7,7 +7,7 @@ event loop on virtual time.
 
 `testing_source: {name: items}` emits the items of `sources["items"]`;
 `testing_sink` appends what reaches it to `sinks[NODE]` (both registered
-beside the installed kinds by `run_graph`; `testing_kinds(...)` gives them
+beside the installed kinds by `run_graph`; `list_kinds(...)` gives them
 for a Registry of your own). `run_graph(..., virtual=True)` runs on virtual
 time.
 
@@ -42,7 +42,7 @@ class TestingSinkParams(Params):
     """No parameters."""
 
 
-def testing_kinds(sources: Mapping[str, list[Any]], sinks: dict[str, list[Any]]) -> list[StageKind]:
+def list_kinds(sources: Mapping[str, list[Any]], sinks: dict[str, list[Any]]) -> list[StageKind]:
     """`testing_source` over `sources` and `testing_sink` into `sinks`."""
 
     @stage("testing_source", TestingSourceParams, consumes=None, produces=ANY)
@@ -80,7 +80,7 @@ def run_graph(
     from .spec import parse_spec
 
     sinks = {} if sinks is None else sinks
-    registry = Registry([*_installed(), *testing_kinds(sources or {}, sinks), *(kinds or [])])
+    registry = Registry([*_installed(), *list_kinds(sources or {}, sinks), *(kinds or [])])
     spec = parse_spec(text, registry, env={} if env is None else env, refs=refs)
     errors = [spec.where(p) for p in check(spec) if not p.warning]
     assert not errors, "\n".join(errors)

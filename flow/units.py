@@ -18,6 +18,8 @@ import math
 import re
 from typing import Any
 
+import msgspec
+
 __all__ = ["Duration", "Rate", "dec_hook", "enc_hook", "parse_duration", "parse_rate", "schema_hook"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
@@ -57,8 +59,19 @@ def parse_rate(value: str) -> tuple[int, float] | None:
     return count, window
 
 
+def _field(value: Any) -> Any:
+    # A default factory, not a default: msgspec's JSON Schema encodes plain
+    # defaults without hooks, and these types need one.
+    return msgspec.field(default_factory=lambda: value)
+
+
 class Duration(float):
     """Seconds, decoded from "250ms" / "2s" / "1m" / a number."""
+
+    @classmethod
+    def default(cls, value: Any) -> Any:
+        """A struct field default: `timeout: Duration = Duration.default("10s")`."""
+        return _field(cls.__flow_decode__(value))
 
     @classmethod
     def __flow_decode__(cls, value: Any) -> Duration:
@@ -90,6 +103,11 @@ class Rate:
         self.count, self.window = count, float(window)
 
     @classmethod
+    def default(cls, text: str) -> Any:
+        """A struct field default: `rate: Rate = Rate.default("5/s")`."""
+        return _field(cls.parse(text))
+
+    @classmethod
     def parse(cls, text: str) -> Rate:
         parsed = parse_rate(text)
         return cls(None) if parsed is None else cls(*parsed)
@@ -109,7 +127,8 @@ class Rate:
 
     @classmethod
     def __flow_schema__(cls) -> dict[str, Any]:
-        return {"type": "string", "pattern": _RATE.pattern + "|^off$", "description": "a rate: '5/s', '10/2s'"}
+        pattern = _RATE.pattern + "|^off$"
+        return {"type": "string", "pattern": pattern, "description": "a rate: '5/s', '10/2s'"}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Rate) and (self.count, self.window) == (other.count, other.window)

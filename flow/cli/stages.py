@@ -16,7 +16,9 @@ def _kinds(kind: Any) -> str:
     from ..registry import SAME, kind_names
 
     consumes = "(source)" if kind.consumes is None else kind_names(kind.consumes)
-    produces = "(sink)" if kind.produces is None else "same" if kind.produces is SAME else kind.produces.__name__
+    produces = "(sink)" if kind.produces is None else "same"
+    if kind.produces is not None and kind.produces is not SAME:
+        produces = kind.produces.__name__
     return f"{consumes} -> {produces}"
 
 

@@ -29,29 +29,29 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # flow.breaker.state 
 
 class RetryParams(Params):
     retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
-    backoff: Duration = Duration(0.5)
-    max: Duration = Duration(8)
-    retry_after_cap: Duration = Duration(60)
+    backoff: Duration = Duration.default(0.5)
+    max: Duration = Duration.default(8)
+    retry_after_cap: Duration = Duration.default(60)
 
 
 class BreakerParams(Params):
     failures: Annotated[int, msgspec.Meta(ge=1)] = 5
     failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     window: Annotated[int, msgspec.Meta(ge=1)] = 20
-    cooldown: Duration = Duration(10)
+    cooldown: Duration = Duration.default(10)
     probes: Annotated[int, msgspec.Meta(ge=1)] = 1
-    half_open_timeout: Duration = Duration(30)
+    half_open_timeout: Duration = Duration.default(30)
 
 
 class FetchParams(ConcurrentParams):
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     ordered: bool = False
-    timeout: Duration = Duration(10)
-    connect_timeout: Duration = Duration(3)
-    read_timeout: Duration = Duration(5)
+    timeout: Duration = Duration.default(10)
+    connect_timeout: Duration = Duration.default(3)
+    read_timeout: Duration = Duration.default(5)
     max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 * 1024 * 1024
-    retry: RetryParams = RetryParams()
-    breaker: BreakerParams = BreakerParams()
+    retry: RetryParams = msgspec.field(default_factory=RetryParams)
+    breaker: BreakerParams = msgspec.field(default_factory=BreakerParams)
 
 
 def _close_session(session: Any) -> Any:

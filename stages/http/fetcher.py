@@ -116,6 +116,7 @@ class Fetcher:
     # The engine's telemetry, as a StageContext offers it (client_span,
     # histogram, counter, metering); None: no spans, no metrics.
     telemetry: Any = None
+    limiter: SlidingWindowLimiter | Unlimited | None = None  # for calls that name none
 
     def __post_init__(self) -> None:
         self._in_flight = asyncio.Semaphore(self.concurrency)
@@ -124,7 +125,8 @@ class Fetcher:
         self._metering = t is not None and t.metering
         endpoint = {"flow.endpoint": self.breaker.name}
         if self._metering:
-            self._wait = t.histogram("flow.rate_limit.wait", "s", "time waiting for a send slot").bind(endpoint)
+            wait = t.histogram("flow.rate_limit.wait", "s", "time waiting for a send slot")
+            self._wait = wait.bind(endpoint)
             self._requests = t.counter("flow.http.requests", "1", "HTTP attempts by status")
             self._durations = t.histogram("flow.http.duration", "s", "HTTP attempt duration")
 
@@ -141,7 +143,7 @@ class Fetcher:
         limiter: SlidingWindowLimiter | Unlimited | None = None,
     ) -> Fetched | FetchFailed:
         """GET `url`; every attempt takes a slot of `limiter` first."""
-        limiter = limiter or UNLIMITED
+        limiter = limiter or self.limiter or UNLIMITED
         loop = asyncio.get_running_loop()
         last, last_status = "", None
         attempt = 0

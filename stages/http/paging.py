@@ -1,14 +1,16 @@
 """Pagination bookkeeping: what `paginate` plans and `fetch` answers.
 
 `paginate` plans PageRequests, each carrying its endpoint's `Pager`; the
-`fetch` that answers a request (in the same node or any node downstream)
+`fetch` that answers a request (in the same node or one downstream)
 reports the outcome through `request.pager.observe`, because where an API
 ends (or what its next cursor is) is only known from its answers. A request
 also carries the limiter its `rate_limit` stage assigned, so the budget
 holds wherever the fetch runs. `flow validate` rejects a graph in which a
-request could end without a fetch (the planner would wait for an answer). The pager reads just what it needs from a page:
-the number of items, and the total, next cursor or Link header, decoding the
-body into a struct built from the configured paths (items are not parsed).
+request could end without a fetch (the planner would wait for an answer).
+
+The pager reads just what it needs from a page: the number of items, and
+the total, next cursor or Link header, decoding the body into a struct built
+from the configured paths (items are not parsed).
 
 Styles:
     page        ?page=N&per_page=S, N from 1; total_pages or total in the body

@@ -21,9 +21,9 @@ from .paging import PageRequest
 
 
 class RateLimitParams(Params):
-    rate: Rate = Rate(5, 1.0)  # at most this many requests in any sliding window, retries included
+    rate: Rate = Rate.default("5/s")  # at most this many requests in any sliding window, retries included
     name: str | None = None  # nodes naming the same limiter share one budget (default: the node)
-    margin: Duration = Duration(0.05)  # spacing beyond the window, for network jitter
+    margin: Duration = Duration.default(0.05)  # spacing beyond the window, for network jitter
 
     def __post_init__(self) -> None:
         if self.rate.unlimited:
@@ -37,8 +37,9 @@ async def rate_limit(
     """Give every page request a sliding-window send budget (first tries,
     retries and breaker probes all count) and pass it on."""
     limiters = ctx.resource("http.limiters", Limiters)
-    assert params.rate.count is not None  # checked when decoded
-    limiter = limiters.get(params.name or ctx.node, params.rate.count, params.rate.window, margin=params.margin)
+    assert params.rate.count is not None  # 'off' is rejected when decoded
+    rate = params.rate
+    limiter = limiters.get(params.name or ctx.node, rate.count, rate.window, margin=params.margin)
     replace = msgspec.structs.replace
     async for request in source:
         yield replace(request, limiter=limiter)

@@ -22,6 +22,7 @@ failed for good are listed in `errors`; their records were never received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -97,40 +98,49 @@ async def summary_json(source: AsyncIterator[Any], params: SummaryParams, ctx: A
     """Write products, errors, per-source statistics and the summary to one JSON file."""
     final = ctx.output_path(params.path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    out = tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp", delete=False)
-    spill = tempfile.TemporaryFile(dir=final.parent)
-    letters = ctx.open_output(params.dead_letters) if params.dead_letters else None
-    report = _Report(spill, letters)
-    encode = report.encode
-    try:
-        out.write(b'{"products": [')
-        async for item in source:
-            if isinstance(item, ProductBatch):
-                for product in item.products:
-                    out.write(b",\n" if report.written else b"\n")
-                    out.write(encode(product))
-                    report.written += 1
-                    report.product(product)
-            else:
-                report.side(item)
-            yield item
-        out.write(b'\n],\n"errors": [')
-        spill.seek(0)
-        shutil.copyfileobj(spill, out)
-        out.write(b"\n],\n")
-        for key, value in _closing(report, ctx).items():
-            out.write(b'"%s": %s,\n' % (key.encode(), encode(value)))
-        out.write(b'"summary": %s}\n' % encode(_summary(report, ctx)))
-        out.close()
-        os.replace(out.name, final)
-    finally:
-        spill.close()
+    with contextlib.ExitStack() as files:
+        # Written under a temporary name, renamed when complete; errors and
+        # dead letters spill to an anonymous file until the products are out.
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        files.callback(_discard, tmp)
+        out = files.enter_context(os.fdopen(fd, "wb"))
+        spill = files.enter_context(tempfile.TemporaryFile(dir=final.parent))
+        letters = ctx.open_output(params.dead_letters) if params.dead_letters else None
         if letters is not None:
-            letters.close()
-        if not out.closed:
-            out.close()
-        if os.path.exists(out.name):
-            os.unlink(out.name)
+            files.enter_context(letters)
+        report = _Report(spill, letters)
+        async for item in _write(source, out, report, ctx):
+            yield item
+        out.close()
+        os.replace(tmp, final)
+
+
+async def _write(source: AsyncIterator[Any], out: BinaryIO, report: _Report, ctx: Any) -> AsyncIterator[Any]:
+    """Products as they come, side items to the report; then the rest."""
+    encode = report.encode
+    out.write(b'{"products": [')
+    async for item in source:
+        if isinstance(item, ProductBatch):
+            for product in item.products:
+                out.write(b",\n" if report.written else b"\n")
+                out.write(encode(product))
+                report.written += 1
+                report.product(product)
+        else:
+            report.side(item)
+        yield item
+    out.write(b'\n],\n"errors": [')
+    report.spill.seek(0)
+    shutil.copyfileobj(report.spill, out)
+    out.write(b"\n],\n")
+    for key, value in _closing(report, ctx).items():
+        out.write(b'"%s": %s,\n' % (key.encode(), encode(value)))
+    out.write(b'"summary": %s}\n' % encode(_summary(report, ctx)))
+
+
+def _discard(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _closing(report: _Report, ctx: Any) -> dict[str, Any]:

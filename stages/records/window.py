@@ -26,7 +26,7 @@ from .windows import Windows, WindowStats
 
 
 class WindowParams(Params):
-    every: Duration | None = Duration(1)  # window length in processing time...
+    every: Duration | None = Duration.default(1)  # window length in processing time...
     count: Annotated[int, msgspec.Meta(ge=1)] | None = None  # ...or in products (then `every` is ignored)
     slide: Duration | None = None  # sliding windows: the step, in seconds or products (default: tumbling)
     path: str | None = None  # also write each closed window as a JSON line

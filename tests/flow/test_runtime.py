@@ -18,6 +18,7 @@ from flow.graph import check
 from flow.registry import ANY, SAME, ConcurrentParams, Params, Registry, default_registry, stage
 from flow.runtime import Runtime
 from flow.spec import parse_spec
+from flow.testing import list_kinds
 
 
 class NoParams(Params):
@@ -59,9 +60,17 @@ async def fail(source: AsyncIterator[Any], params: FailParams, ctx: Any) -> Asyn
             yield item
 
 
+SINKS: dict[str, list[Any]] = {}  # what reached each node ending in `testing_sink`
+
+
 def registry() -> Registry:
     base = default_registry(plugins=False)
-    return Registry([base[name] for name in base.names()] + [probe, fail])
+    return Registry([base[name] for name in base.names()] + [probe, fail, *list_kinds({}, SINKS)])
+
+
+def run(spec: Any, out_dir: Any) -> Any:
+    SINKS.clear()
+    return asyncio.run(Runtime(spec, out_dir=out_dir).run())
 
 
 def load(text: str) -> Any:
@@ -90,7 +99,7 @@ def dags(draw: Any) -> tuple[str, dict[str, list[str]], dict[str, int]]:
     lines = ["version: 1", "nodes:"]
     for name in names:
         buffer = draw(st.integers(1, 4))
-        sink = [] if name in read else ["collect"]
+        sink = [] if name in read else ["testing_sink"]
         if inputs[name]:
             pipe = ["merge", *sink]
             lines.append(f"  {name}: {{from: [{', '.join(inputs[name])}], buffer: {buffer}, pipe: {pipe}}}")
@@ -114,12 +123,13 @@ def test_every_item_reaches_every_downstream_sink_once_per_path(tmp_path_factory
     (exactly once when the path is unique, as in every tree)."""
     text, inputs, items = dag
     spec = load(text)
-    runtime = Runtime(spec, out_dir=tmp_path_factory.mktemp("out"), keep_sink_items=True)
+    SINKS.clear()
+    runtime = Runtime(spec, out_dir=tmp_path_factory.mktemp("out"))
     result = asyncio.run(runtime.run())
     assert result.status == "completed" and result.errors == []
     sinks = [name for name, node in spec.nodes.items() if node.stages[-1].kind.is_sink]
     for sink in sinks:
-        got = Counter((r["source"], r["n"]) for batch in result.sink_items[sink] for r in batch)
+        got = Counter((r["source"], r["n"]) for batch in SINKS.get(sink, []) for r in batch)
         expected = Counter(
             {(src, n): paths(inputs, src, sink) for src, count in items.items() for n in range(count)}
         )
@@ -156,16 +166,16 @@ def test_a_failing_branch_is_recorded_and_the_others_complete(tmp_path):
     spec = load(
         "version: 1\nnodes:\n"
         "  src: {pipe: [{sequence: {items: 100, batch: 10}}]}\n"
-        "  bad: {from: src, pipe: [{fail: {after: 3}}, collect]}\n"
-        "  good: {from: src, pipe: [collect]}\n"
+        "  bad: {from: src, pipe: [{fail: {after: 3}}, testing_sink]}\n"
+        "  good: {from: src, pipe: [testing_sink]}\n"
     )
-    result = asyncio.run(Runtime(spec, out_dir=tmp_path, keep_sink_items=True).run())
+    result = run(spec, tmp_path)
     assert result.status == "completed"
     assert [(e["node"], e["stage"], e["item"], e["error"], e["detail"]) for e in result.errors] == [
         ("bad", "fail", 4, "ValueError", "broken after 3 items")  # it failed on the 4th batch it took
     ]
-    assert sum(len(batch) for batch in result.sink_items["good"]) == 100
-    assert len(result.sink_items["bad"]) == 3
+    assert sum(len(batch) for batch in SINKS["good"]) == 100
+    assert len(SINKS["bad"]) == 3
     # Accounting: what bad took = what passed + the one it failed on + what it dropped.
     assert result.nodes["bad"].dropped == 10 - 3 - 1
     report = msgspec.json.decode(msgspec.json.encode(result.report()))
@@ -245,9 +255,9 @@ def test_stage_kinds_compose_as_aiostream_operators_with_the_engines_result(tmp_
         return await stream.list(piped)
 
     via_aiostream = asyncio.run(collect_all())
-    spec = load("version: 1\nnodes:\n  a: {pipe: [{sequence: {items: 45, batch: 7}}, merge, collect]}\n")
-    result = asyncio.run(Runtime(spec, out_dir=tmp_path, keep_sink_items=True).run())
-    assert via_aiostream == result.sink_items["a"]
+    spec = load("version: 1\nnodes:\n  a: {pipe: [{sequence: {items: 45, batch: 7}}, merge, testing_sink]}\n")
+    run(spec, tmp_path)
+    assert via_aiostream == SINKS["a"]
     assert sum(map(len, via_aiostream)) == 45
 
 
@@ -285,16 +295,16 @@ def test_per_item_stages_never_exceed_their_concurrency(tmp_path_factory, concur
         "version: 1\nnodes:\n  a:\n    pipe:\n"
         f"      - sequence: {{items: {items}, batch: 1}}\n"
         f"      - work: {{concurrency: {concurrency}, ordered: {str(ordered).lower()}}}\n"
-        "      - collect\n",
+        "      - testing_sink\n",
         per_item_registry(),
         env={},
     )
     IN_FLIGHT.update(now=0, max=0)
-    result = asyncio.run(Runtime(spec, out_dir=tmp_path_factory.mktemp("o"), keep_sink_items=True).run())
+    result = run(spec, tmp_path_factory.mktemp("o"))
     assert (result.status, result.errors) == ("completed", [])
-    out = [batch[0]["n"] for batch in result.sink_items["a"]]
+    out = [batch[0]["n"] for batch in SINKS.get("a", [])]
     assert sorted(out) == list(range(items))
-    assert all(batch[0]["worked"] for batch in result.sink_items["a"])
+    assert all(batch[0]["worked"] for batch in SINKS.get("a", []))
     assert IN_FLIGHT["max"] <= concurrency  # never exceeded...
     if items >= 3 * concurrency:
         assert IN_FLIGHT["max"] == concurrency  # ...and used, given enough work

@@ -9,6 +9,7 @@ from flow.cli import main
 from flow.graph import check
 from flow.registry import default_registry
 from flow.spec import SpecError, parse_spec
+from mocks import ServerSpec
 
 BROKEN = [
     pytest.param(
@@ -59,7 +60,7 @@ BROKEN = [
     ),
     pytest.param(
         "version: 1\nrun: {deadline: 5 minutes}\n",
-        "graph.yaml:2:17: deadline: expected a duration such as '250ms' or '2s', got '5 minutes'",
+        "graph.yaml:2:17: expected a duration such as '250ms' or '2s', got '5 minutes'",
         id="bad-deadline",
     ),
     pytest.param(
@@ -162,8 +163,8 @@ BROKEN = [
         id="no-inputs-no-source",
     ),
     pytest.param(
-        "version: 1\nnodes:\n  a: {pipe: [sequence]}\n  b: {pipe: [sequence]}\n  c: {from: [a, b], pipe: [collect]}\n",
-        "graph.yaml:5:28: node 'c' reads from 2 nodes, so its pipe must start with a fan-in stage, not 'collect'; hint: start the pipe with 'merge'",
+        "version: 1\nnodes:\n  a: {pipe: [sequence]}\n  b: {pipe: [sequence]}\n  c: {from: [a, b], pipe: [redact, collect]}\n",
+        "graph.yaml:5:28: node 'c' reads from 2 outputs, so its pipe must start with a fan-in stage, not 'redact'; hint: start the pipe with 'merge'",
         id="fan-in-without-merge",
     ),
     pytest.param(
@@ -251,7 +252,7 @@ nodes:
 
 def test_defaults_anchors_and_merge_keys():
     spec = parse_spec(GOOD, REGISTRY, env={})
-    assert spec.run.deadline == "30s"
+    assert spec.run.deadline == 30.0 and str(spec.run.deadline) == "30s"
     assert spec.nodes["a"].stages[0].params.items == 40  # "${ITEMS:-40}" fills an int field
     assert spec.nodes["out"].buffer == 2 and spec.nodes["a"].buffer == 8
     assert check(spec) == []
@@ -261,9 +262,9 @@ def test_environment_then_set_override_the_file():
     env = {"ITEMS": "7", "FLOW__RUN__DEADLINE": "20s", "FLOW__RUN__BUFFER": "3"}
     spec = parse_spec(GOOD, REGISTRY, env=env)
     assert spec.nodes["a"].stages[0].params.items == 7
-    assert (spec.run.deadline, spec.run.buffer) == ("20s", 3)
+    assert (spec.run.deadline, spec.run.buffer) == (20.0, 3)
     spec = parse_spec(GOOD, REGISTRY, env=env, sets=["run.deadline=10s", "nodes.out.buffer=5"])
-    assert (spec.run.deadline, spec.run.buffer, spec.nodes["out"].buffer) == ("10s", 3, 5)
+    assert (spec.run.deadline, spec.run.buffer, spec.nodes["out"].buffer) == (10.0, 3, 5)
 
 
 def test_values_from_the_environment_are_never_echoed():
@@ -278,6 +279,9 @@ def test_mock_references_are_kept_for_run_time():
     text = "version: 1\nmocks: {shop_a: {style: platzi}}\nnodes:\n  a: {pipe: [sequence, {collect: {path: '${mocks.shop_a.url}'}}]}\n"
     spec = parse_spec(text, REGISTRY, env={})
     assert spec.nodes["a"].stages[1].params.path == "${mocks.shop_a.url}"
+    assert spec.mocks["shop_a"] == {"style": "platzi"}  # the engine keeps a mock's settings raw
+    spec = parse_spec(text, REGISTRY, env={}, mocks_type=ServerSpec, refs={"shop_a": "http://127.0.0.1:9"})
+    assert spec.nodes["a"].stages[1].params.path == "http://127.0.0.1:9"  # filled in once started
     assert spec.mocks["shop_a"].style == "platzi"
 
 

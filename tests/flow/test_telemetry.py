@@ -69,9 +69,9 @@ async def run_with_receiver(tmp_path: Any) -> tuple[Receiver, Any]:
     )
     try:
         async with MockServer(spec_server) as shop:
-            spec = parse_spec(GRAPH, default_registry(plugins=False), env={})
+            spec = parse_spec(GRAPH, default_registry(plugins=False), env={}, refs={"shop": shop.url})
             telemetry = setup({"traces": "otlp", "metrics": "otlp", "endpoint": f"http://127.0.0.1:{port}"})
-            runtime = Runtime(spec, out_dir=tmp_path, mock_urls={"shop": shop.url}, telemetry=telemetry)
+            runtime = Runtime(spec, out_dir=tmp_path, telemetry=telemetry)
             result = await runtime.run()
     finally:
         await runner.cleanup()
@@ -220,7 +220,7 @@ def test_stage_metrics_match_the_report(tmp_path):
     assert counters["retry"] == attempts - pages == result.counters["shop"]["retry"]
     assert counters["dead_letters"] == len(result.dead_letters)
     assert counters["products"] == products  # the products normalize put out = the report's
-    [(breaker, state)] = points["stages.http.breaker.state"]
+    [(breaker, state)] = points["flow.breaker.state"]
     assert breaker == {"flow.endpoint": "shop"} and state.as_int in {0, 1, 2}
 
 

@@ -63,12 +63,12 @@ def test_a_streaming_stage_gets_one_span_per_input_item_with_its_events():
     tracer, exporter = _tracer()
     lineage = Lineage()
     ctx = StageContext("n", "keep_even", 1, __import__("pathlib").Path("."))
-    ctx.resources.lineage = lineage
+    ctx.run.lineage = lineage
 
     async def keep_even(source, params, ctx):
         async for request in source:
             if request.page % 2:
-                ctx.dead_letter(page=request.page, reason="odd")
+                await ctx.dead_letter(endpoint="e", page=request.page, position=None, reason="odd")
             else:
                 yield request
 

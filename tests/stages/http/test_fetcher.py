@@ -90,7 +90,7 @@ def test_retry_after_is_honoured():
 def test_a_404_is_tried_once():
     async def main() -> tuple[Any, dict[str, Any]]:
         async with MockServer(ServerSpec(), clock=LoopClock()) as server, make_session() as session:
-            fetcher = Fetcher(session, limiter(), CircuitBreaker())
+            fetcher = Fetcher(session, CircuitBreaker(), limiter=limiter())
             result = await fetcher.fetch(server.url + "/nope")
             return result, server.stats()
 
@@ -129,7 +129,7 @@ def test_a_hang_becomes_timeout_after_retries():
 
     async def main() -> Any:
         async with MockServer(spec, clock=LoopClock()) as server, make_session() as session:
-            fetcher = Fetcher(session, limiter(), CircuitBreaker(failures=10),
+            fetcher = Fetcher(session, CircuitBreaker(failures=10), limiter=limiter(),
                               timeouts=Timeouts(total=1.0, connect=1.0, read=1.0))  # fmt: skip
             result = await fetcher.fetch(server.api_url)
             await asyncio.wait_for(server.idle(), 5)

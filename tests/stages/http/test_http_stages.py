@@ -42,9 +42,9 @@ def graph(style: str, page_size: int, rate: str = "5/s", retries: int = 3) -> st
 def run_graph(text: str, spec: ServerSpec, tmp_path: Any) -> tuple[Any, dict[str, Any]]:
     async def main() -> tuple[Any, dict[str, Any]]:
         async with MockServer(spec, clock=LoopClock()) as server:
-            parsed = parse_spec(text, default_registry(plugins=False), env={})
+            parsed = parse_spec(text, default_registry(plugins=False), env={}, refs={"shop": server.url})
             assert check(parsed) == []
-            runtime = Runtime(parsed, out_dir=tmp_path, keep_sink_items=True, mock_urls={"shop": server.url})
+            runtime = Runtime(parsed, out_dir=tmp_path)
             result = await runtime.run()
             return result, server.stats()
 
@@ -63,7 +63,7 @@ def test_every_page_once_and_all_records_served(tmp_path, style):
     pages = Counter(r["query"].get(position, "") for r in ok)
     assert max(pages.values()) == 1  # no page fetched twice
     assert windows_over_limit([r["t"] for r in stats["requests"]], 5) == []
-    assert len(result.sink_items["out"]) == result.nodes["shop"].stages[-1].items_out
+    assert result.nodes["out"].stages[-1].items_out == result.nodes["shop"].stages[-1].items_out
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -132,9 +132,9 @@ def test_a_dead_endpoint_does_not_slow_the_others(tmp_path):
         for server in servers.values():
             await server.start()
         try:
-            parsed = parse_spec(ISOLATION, default_registry(plugins=False), env={})
             urls = {name: server.url for name, server in servers.items()}
-            return await Runtime(parsed, out_dir=tmp_path, mock_urls=urls).run()
+            parsed = parse_spec(ISOLATION, default_registry(plugins=False), env={}, refs=urls)
+            return await Runtime(parsed, out_dir=tmp_path).run()
         finally:
             for server in servers.values():
                 await server.close()

@@ -69,9 +69,9 @@ def test_every_mock_product_normalises_or_is_a_declared_defect():
 
     for style in ("dummyjson", "platzi", "reqres", "jsonserver", "cursor"):
         renderer = make_style(style)
-        from stages.records.normalize import PRESETS
+        from stages.records.presets import PRESETS
 
-        fields = PRESETS[style]
+        fields = PRESETS[style].fields
         for product in catalogue.products(0, 3000):
             record = renderer.render(product)
             title = record.get(fields["title"])

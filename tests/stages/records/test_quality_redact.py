@@ -54,8 +54,9 @@ def test_redact(text, expected, removed):
 
 
 def test_normalize_keeps_declared_extra_fields():
-    from stages.records.normalize import PRESETS, normalize_batch
+    from stages.records.normalize import normalize_batch
     from stages.records.parse import Records
+    from stages.records.presets import PRESETS
 
     batch = Records(
         "shop",
@@ -74,7 +75,7 @@ def test_normalize_keeps_declared_extra_fields():
         ],
     )
     [product], dead = normalize_batch(
-        batch, PRESETS["dummyjson"], False, "USD", "shop", {"brand": "brand", "x": "nope"}
+        batch, PRESETS["dummyjson"].fields, False, "USD", "shop", {"brand": "brand", "x": "nope"}
     )
     assert dead == []
     assert (product.id, product.title, product.price, product.currency, product.category, product.extra) == (

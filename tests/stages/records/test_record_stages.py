@@ -7,6 +7,8 @@ import json
 from collections import Counter
 from typing import Any
 
+import msgspec
+
 from flow.graph import check
 from flow.registry import default_registry
 from flow.runtime import Runtime
@@ -26,13 +28,21 @@ nodes:
   c: {pipe: [{paginate: {url: "${mocks.c.url}/api/products", style: page, headers: {x-api-key: reqres-free-v1}}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: reqres}}, {normalize: {preset: reqres}}]}
   d: {pipe: [{paginate: {url: "${mocks.d.url}/products", style: link}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: jsonserver}}, {normalize: {preset: jsonserver}}]}
   e: {pipe: [{paginate: {url: "${mocks.e.url}/items", style: cursor}}, {rate_limit: {rate: 5/s}}, *fetch, {parse: {schema: cursor}}, {normalize: {preset: cursor}}]}
-  products: {from: [a, b, c, d, e], pipe: [merge, dedupe, {window: {count: 50}}, summary_json]}
+  products: {from: [a, b, c, d, e], pipe: [merge, dedupe, {window: {count: 50}}]}
+  report: {from: [products, products.windows, "*.errors", "*.dead_letters"], pipe: [summary_json]}
+  rejects: {from: "*.dead_letters", pipe: [{collect: {path: dead_letters.jsonl}}]}
+  trends: {from: products.windows, pipe: [{collect: {path: windows.jsonl}}]}
+  failures: {from: "*.errors", pipe: [{collect: {path: errors.jsonl}}]}
 """
 STYLES = {"a": "dummyjson", "b": "platzi", "c": "reqres", "d": "jsonserver", "e": "cursor"}
 
 
 def test_conservation_from_ground_truth_to_the_report(tmp_path):
-    async def main() -> tuple[Any, dict[str, Any]]:
+    """Also the side outputs, routed by the graph to JSON-lines sinks: every
+    malformed record served is one dead-letter line carrying the record as
+    the server rendered it; the windows file holds every product once."""
+
+    async def main() -> tuple[Any, dict[str, Any], dict[str, Any]]:
         servers = {
             name: MockServer(
                 ServerSpec(
@@ -54,16 +64,23 @@ def test_conservation_from_ground_truth_to_the_report(tmp_path):
         for server in servers.values():
             await server.start()
         try:
-            spec = parse_spec(CHAIN, default_registry(plugins=False), env={})
+            spec = parse_spec(CHAIN, default_registry(plugins=False), env={}, refs={name: server.url for name, server in servers.items()})
             assert check(spec) == []
-            urls = {name: server.url for name, server in servers.items()}
-            result = await Runtime(spec, out_dir=tmp_path, mock_urls=urls).run()
-            return result, {name: server.stats()["truth"] for name, server in servers.items()}
+            result = await Runtime(spec, out_dir=tmp_path).run()
+            truths = {name: server.stats()["truth"] for name, server in servers.items()}
+            served_raw = {  # what each server rendered for its malformed slots
+                (name, m["index"]): msgspec.json.decode(
+                    server.style.render_page(server.catalogue, m["index"], m["index"] + 1)
+                )[0]
+                for name, server in servers.items()
+                for m in truths[name]["served"]["malformed"]
+            }
+            return result, truths, served_raw
         finally:
             for server in servers.values():
                 await server.close()
 
-    result, truths = run_virtual(main())
+    result, truths, served_raw = run_virtual(main())
     assert result.status == "completed"
     report = json.loads((tmp_path / "summary.json").read_text())
     ids = [p["id"] for p in report["products"]]
@@ -95,3 +112,14 @@ def test_conservation_from_ground_truth_to_the_report(tmp_path):
                                                 "http_502_after_retries", "http_503_after_retries",
                                                 "pagination_stopped"}  # fmt: skip
     assert all({"endpoint", "error", "timestamp"} <= set(e) for e in report["errors"])
+
+    # The side outputs, as the graph routed them.
+    letters = [json.loads(line) for line in (tmp_path / "dead_letters.jsonl").read_text().splitlines()]
+    assert len(letters) == len(served_raw) > 0
+    got_raw = {(d["endpoint"], d["page"] * 20 + d["position"]): d["raw"] for d in letters}
+    assert got_raw == served_raw  # one line per malformed record served, with the record itself
+    assert all(d["reason"] and d["stage"] == "normalize" for d in letters)
+    lines = (tmp_path / "windows.jsonl").read_text().splitlines()
+    assert [json.loads(line)["count"] for line in lines] == [w["count"] for w in windows]
+    errors = [json.loads(line) for line in (tmp_path / "errors.jsonl").read_text().splitlines()]
+    assert Counter(e["error"] for e in errors) == Counter(e["error"] for e in page_errors) != Counter()
