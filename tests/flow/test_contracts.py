@@ -1,0 +1,124 @@
+"""The contracts between the engine and its stages, tried the way a user
+would break them: a graph that validates runs, and one that would not run
+does not validate."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from flow.graph import check
+from flow.registry import default_registry
+from flow.runtime import Runtime
+from flow.spec import parse_spec
+from flow.testing import run_virtual
+from mocks import LoopClock, MockServer, ServerSpec, windows_over_limit
+
+REGISTRY = default_registry(plugins=False)
+
+SPLIT = """\
+version: 1
+run: {deadline: 10m}
+mocks: {shop: {style: platzi}}
+nodes:
+  plan:
+    pipe:
+      - paginate: {url: "${mocks.shop.url}/api/v1/products", style: offset, page_size: 20}
+      - rate_limit: {rate: 5/s}
+  get:
+    from: plan
+    pipe:
+      - fetch: {concurrency: 8, retry: {retries: 3, backoff: 100ms, max: 1s}, breaker: {failures: 50}}
+      - parse: {schema: platzi}
+      - normalize: {preset: platzi}
+      - summary_json
+"""
+
+
+def test_a_planner_and_its_fetch_in_different_nodes_fetch_every_page_within_the_rate(tmp_path):
+    """paginate + rate_limit in one node, fetch in the node reading it: the
+    requests carry their planner and their limiter across the edge."""
+    spec_server = ServerSpec(style="platzi", products=230, latency="5ms..80ms", error_rate=0.1, seed=2,
+                             duplicate_rate=0.0, defect_rate=0.0)  # fmt: skip
+
+    async def main() -> tuple[Any, dict[str, Any]]:
+        async with MockServer(spec_server, clock=LoopClock()) as server:
+            spec = parse_spec(SPLIT, REGISTRY, env={}, refs={"shop": server.url})
+            assert check(spec) == []
+            result = await Runtime(spec, out_dir=tmp_path).run()
+            return result, server.stats()
+
+    result, stats = run_virtual(main(), start=10.0)
+    assert result.status == "completed"
+    served = stats["truth"]["served"]
+    report = json.loads((tmp_path / "summary.json").read_text())
+    assert sorted(p["source_id"] for p in report["products"]) == sorted(map(str, served["valid"]))
+    assert len(served["valid"]) == 230  # every record reached the output
+    assert windows_over_limit([r["t"] for r in stats["requests"]], 5) == []  # retries included
+    assert sum(r["status"] != 200 for r in stats["requests"]) > 0  # faults happened and were retried
+    planned = result.nodes["plan"].stages[0].items_out
+    assert result.counters["get"]["pages"] == planned and result.errors == []  # every page fetched
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "version: 1\nnodes:\n  a: {pipe: [sequence, {normalize: {preset: dummyjson}}, summary_json]}\n",
+            "graph.yaml:3:24: stage 'normalize' consumes Records but 'sequence' before it produces list; "
+            "hint: 'normalize' cannot take list",
+            id="sequence-into-normalize",
+        ),
+        pytest.param(
+            "version: 1\nnodes:\n  a: {pipe: [sequence]}\n  b: {from: a, pipe: [{normalize: {preset: dummyjson}}, summary_json]}\n",
+            "graph.yaml:4:23: stage 'normalize' consumes Records but 'a' before it produces list; "
+            "hint: 'normalize' cannot take list",
+            id="across-an-edge",
+        ),
+        pytest.param(
+            "version: 1\nnodes:\n  a: {pipe: [{paginate: {url: 'http://127.0.0.1:9/x', style: offset}}, collect]}\n",
+            "graph.yaml:3:72: stage 'collect' would drop PageRequest, whose planner waits for their answers; "
+            "hint: fetch them first: put a 'fetch' stage before it",
+            id="requests-into-a-generic-sink",
+        ),
+        pytest.param(
+            "version: 1\nnodes:\n  a: {pipe: [{paginate: {url: 'http://127.0.0.1:9/x', style: offset}}, rate_limit]}\n",
+            "graph.yaml:3:13: node 'a' ends with PageRequest that nothing answers; their planner would wait "
+            "for the answers until the deadline; hint: add a 'fetch' stage, here or in a node reading from it",
+            id="requests-nobody-fetches",
+        ),
+        pytest.param(
+            "version: 1\nnodes:\n  a: {pipe: [sequence]}\n  b: {from: a.windows, pipe: [collect]}\n",
+            "graph.yaml:4:13: node 'a' has no side output 'windows'; hint: it has a.errors, a.dead_letters",
+            id="a-port-the-node-lacks",
+        ),
+        pytest.param(
+            "version: 1\nnodes:\n  a: {pipe: [sequence, collect]}\n  b: {from: a.errors, pipe: [{normalize: {preset: dummyjson}}, collect]}\n",
+            "graph.yaml:4:30: stage 'normalize' consumes Records but 'a.errors' before it produces ErrorRecord; "
+            "hint: 'normalize' cannot take ErrorRecord",
+            id="side-output-kinds-are-checked",
+        ),
+    ],
+)
+def test_a_graph_that_cannot_run_does_not_validate(text, message):
+    spec = parse_spec(text, REGISTRY, env={})
+    problems = [spec.where(p) for p in check(spec) if not p.warning]
+    assert problems == [message]
+
+
+def test_wildcards_read_every_upstream_node_and_never_form_a_cycle():
+    from flow.graph import edges
+
+    text = (
+        "version: 1\nnodes:\n  a: {pipe: [sequence]}\n  b: {from: a, pipe: [merge]}\n"
+        "  report: {from: [b, b.dead_letters, '*.errors'], pipe: [collect]}\n"
+        "  log: {from: '*.errors', pipe: [collect]}\n"
+    )
+    spec = parse_spec(text, REGISTRY, env={})
+    assert [p for p in check(spec) if not p.warning] == []
+    wiring = {name: [str(e) for e in found] for name, found in edges(spec).items()}
+    # Wildcard readers take every other node's errors, not each other's.
+    assert wiring["report"] == ["b", "b.dead_letters", "a.errors", "b.errors"]
+    assert wiring["log"] == ["a.errors", "b.errors"]
