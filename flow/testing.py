@@ -72,15 +72,17 @@ def run_graph(
     refs: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
     virtual: bool = False,
+    plugins: bool = False,
 ) -> Any:
     """Parse, check (errors raise AssertionError) and run a graph; the
-    RunResult. `kinds`: more stage kinds beside the installed ones."""
+    RunResult. `kinds`: more stage kinds beside flow's own (and, with
+    `plugins`, those of other installed distributions)."""
     from .graph import check
     from .runtime import Runtime
     from .spec import parse_spec
 
     sinks = {} if sinks is None else sinks
-    registry = Registry([*_installed(), *list_kinds(sources or {}, sinks), *(kinds or [])])
+    registry = Registry([*_installed(plugins), *list_kinds(sources or {}, sinks), *(kinds or [])])
     spec = parse_spec(text, registry, env={} if env is None else env, refs=refs)
     errors = [spec.where(p) for p in check(spec) if not p.warning]
     assert not errors, "\n".join(errors)
@@ -88,8 +90,8 @@ def run_graph(
     return run_virtual(runtime.run()) if virtual else asyncio.run(runtime.run())
 
 
-def _installed() -> list[StageKind]:
-    registry = default_registry(plugins=False)
+def _installed(plugins: bool) -> list[StageKind]:
+    registry = default_registry(plugins=plugins)
     return [registry[name] for name in registry.names()]
 
 

@@ -6,7 +6,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser  # no options
+    parser.add_argument(
+        "--builtin", action="store_true", help="only flow's own stage kinds, not other installed distributions'"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -14,8 +16,10 @@ def run(args: argparse.Namespace) -> int:
 
     from mocks import ServerSpec
 
+    from ..registry import default_registry
     from ..schema import graph_schema
     from ._output import out
 
-    out(msgspec.json.format(msgspec.json.encode(graph_schema(mocks_type=ServerSpec)), indent=2).decode())
+    schema = graph_schema(default_registry(plugins=not args.builtin), mocks_type=ServerSpec)
+    out(msgspec.json.format(msgspec.json.encode(schema), indent=2).decode())
     return 0

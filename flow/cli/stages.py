@@ -31,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
     registry = default_registry()
     if args.name is None:
         width = max(map(len, registry.names()))
+        kinds_width = max(len(_kinds(registry[name])) for name in registry.names())
         for name in registry.names():
             kind = registry[name]
             summary = kind.doc.splitlines()[0] if kind.doc else ""
-            out(f"{name:<{width}}  {_kinds(kind):<22}  {summary}")
+            origin = f"  ({kind.origin})" if kind.origin != "flow" else ""
+            out(f"{name:<{width}}  {_kinds(kind):<{kinds_width}}  {summary}{origin}")
         return 0
     if args.name not in registry:
         close = registry.suggest(args.name)
