@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+# Re-exported: the mocks parse durations and rates with flow's grammar.
+from flow.units import parse_duration, parse_rate
+
 from ._catalogue import Catalogue, Slot
 from ._group import serve
 from ._ratelimit import SlidingWindowLimit
 from ._server import LoopClock, ManualClock, MockServer, SystemClock
-from ._spec import STYLES, ServerSpec, parse_duration, parse_range, parse_rate
+from ._spec import STYLES, ServerSpec, parse_range
 from .evidence import max_per_window, windows_over_limit
 
 __all__ = [

@@ -12,7 +12,9 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from ._spec import STYLES, ServerSpec, parse_duration, parse_range, parse_rate
+from flow.units import parse_duration, parse_rate
+
+from ._spec import STYLES, ServerSpec, parse_range
 
 EPILOG = """\
 examples:

@@ -17,8 +17,10 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from flow.units import parse_duration
+
 from ._hashing import stream_key, text_draw, unit
-from ._spec import ServerSpec, parse_duration, parse_range
+from ._spec import ServerSpec, parse_range
 
 KINDS = ("error", "hang", "truncate", "invalid_json", "html", "reset")
 ERROR_STATUSES = (500, 502, 503)

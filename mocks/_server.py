@@ -27,10 +27,12 @@ from typing import Any, Protocol
 import msgspec
 from aiohttp import web
 
+from flow.units import parse_rate
+
 from ._catalogue import Catalogue
 from ._faults import HTML_PAGE, FaultPlan, invalid_json, truncated
 from ._ratelimit import SlidingWindowLimit, retry_after_header
-from ._spec import ServerSpec, parse_rate
+from ._spec import ServerSpec
 from .styles import BadRequest, make_style
 
 # One request-log entry is a list in this order (cheap to append on the hot path).

@@ -1,27 +1,29 @@
-"""Configuration of one mock server: a frozen, validated struct plus parsers.
+"""Configuration of one mock server: a frozen, validated struct.
 
 `ServerSpec` is what a `mocks:` entry of graph.yaml decodes into and what the
 `python -m mocks` flags build. Text values (durations, ranges, rates) are
 checked in `__post_init__`, so a decode error carries its full path, e.g.
 `$.mocks.shop_b.latency`. The server turns a spec into parsed numbers once.
+Durations and rates are parsed by `flow.units` (one grammar for graph.yaml
+and the mocks); only the mocks' `LOW..HIGH` ranges are parsed here.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Annotated, Literal
 
 import msgspec
+
+# The one duration and rate grammar is flow's (graph.yaml uses it too); the
+# spec keeps its text fields and checks them with these parsers.
+from flow.units import parse_duration, parse_rate
 
 __all__ = [
     "DEFAULT_API_KEY",
     "STYLES",
     "FaultRates",
     "ServerSpec",
-    "parse_duration",
     "parse_range",
-    "parse_rate",
 ]
 
 STYLES = ("dummyjson", "platzi", "reqres", "jsonserver", "cursor")
@@ -29,27 +31,7 @@ Style = Literal["dummyjson", "platzi", "reqres", "jsonserver", "cursor"]
 DEFAULT_API_KEY = "reqres-free-v1"  # the public key reqres.in documents
 
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-Duration = str | float | int
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d*)?\s*(?:ms|s|m|h)?|s|m|h)\s*$")
-
-
-def parse_duration(value: Duration) -> float:
-    """`"250ms"`, `"1.5s"`, `"2m"`, `0.25` (seconds) -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as '250ms' or '2s', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(f"expected a duration such as '250ms' or '2s', got {value!r}")
-        seconds = float(match[1]) * _UNITS[match[2]]
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"a duration must be finite and >= 0, got {value!r}")
-    return seconds
+Duration = str | float | int  # text as written ("250ms") or seconds
 
 
 def parse_range(value: Duration) -> tuple[float, float]:
@@ -62,20 +44,6 @@ def parse_range(value: Duration) -> tuple[float, float]:
         return low, high
     fixed = parse_duration(value)
     return fixed, fixed
-
-
-def parse_rate(value: str) -> tuple[int, float] | None:
-    """`"5/s"` -> (5, 1.0); `"10/2s"` -> (10, 2.0); `"off"` -> None."""
-    if value.strip().lower() in {"off", "none", "0"}:
-        return None
-    match = _RATE.match(value)
-    if match is None:
-        raise ValueError(f"expected a rate such as '5/s', '10/2s' or 'off', got {value!r}")
-    count, per = int(match[1]), match[2].strip()
-    window = _UNITS[per] if per in _UNITS else parse_duration(per)
-    if count < 1 or window <= 0:
-        raise ValueError(f"a rate needs at least 1 request per positive window, got {value!r}")
-    return count, window
 
 
 def _outage(window: str) -> tuple[float, float]:

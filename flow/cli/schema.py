@@ -7,7 +7,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--builtin", action="store_true", help="only flow's own stage kinds, not other installed distributions'"
+        "--builtin", action="store_true", help="only flow's own stage kinds (not other distributions')"
     )
 
 

@@ -1,4 +1,5 @@
-"""Parsing of durations, ranges and rates, and ServerSpec validation."""
+"""Parsing of durations, ranges and rates, ServerSpec validation, and its
+located errors when read from a config file."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flow import units
 from mocks import ServerSpec, parse_duration, parse_range, parse_rate
+from mocks._config import ConfigError, load_mocks
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,11 @@ def test_ranges():
     assert parse_range("1s") == (1.0, 1.0)
     with pytest.raises(ValueError, match="runs backwards"):
         parse_range("2s..1s")
+
+
+def test_durations_and_rates_are_flows():
+    # One grammar for graph.yaml and the mocks: the re-exports are flow's parsers.
+    assert (parse_duration, parse_rate) == (units.parse_duration, units.parse_rate)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +85,50 @@ def test_spec_validation_names_the_field(fields, message):
     with pytest.raises(msgspec.ValidationError) as info:
         msgspec.convert(fields, ServerSpec)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "server,message",
+    [
+        ("{latency: 5..2ms}", "2:16: latency: range '5..2ms' runs backwards; write 'LOW..HIGH'"),
+        ("{rate_limit: lots}", "2:19: rate_limit: expected a rate such as '5/s', '10/2s' or 'off', got 'lots'"),
+        (
+            "{outages: [2s..4s, 3s]}",
+            "2:16: outages: an outage is 'START..END' after start, e.g. '2s..6s', got '3s'",
+        ),
+        (
+            "{error_rate: 0.6, reset_rate: 0.6}",
+            "2:6: fault rates add up to 1.200; each request gets at most one fault, so their sum must be <= 1",
+        ),
+        ("{error_rate: 1.5}", "2:19: expected `float` <= 1.0"),
+        ("{page_size: 50, max_page_size: 20}", "2:6: page_size 50 exceeds max_page_size 20"),
+        ("5", "2:6: expected `object`, got `int`"),
+    ],
+)
+def test_config_errors_point_at_the_value(tmp_path, server, message):
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"mocks:\n  a: {server}\n")
+    with pytest.raises(ConfigError) as info:
+        load_mocks(config)
+    assert str(info.value) == f"{config}:{message}"
+
+
+def test_config_duplicate_servers_are_an_error(tmp_path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("mocks:\n  a: {style: reqres}\n  a: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_mocks(config)
+    assert str(info.value) == f"{config}:3:3: duplicate key 'a' (first defined on line 2)"
+
+
+def test_config_servers_decode_by_name(tmp_path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("x: &base {style: reqres, seed: 3}\nmocks:\n  a: *base\n  b: {<<: *base, seed: 4}\n")
+    specs = load_mocks(config)
+    assert {name: (spec.style, spec.seed) for name, spec in specs.items()} == {
+        "a": ("reqres", 3),
+        "b": ("reqres", 4),
+    }
 
 
 def test_defaults_match_the_brief():
