@@ -100,9 +100,11 @@ class StageKind:
         return given if self.produces is SAME else (self.produces,)
 
     def rejects(self, given: Kinds | None) -> list[type]:
-        """The kinds of `given` this stage cannot consume (empty: it accepts)."""
+        """The kinds of `given` this stage cannot consume (empty: it accepts).
+        What a generic source produces (`ANY`: not known before the run) is
+        not rejected."""
         accepted = self.consumes or ()
-        return [k for k in given or () if not any(issubclass(k, c) for c in accepted)]
+        return [k for k in given or () if k is not object and not any(issubclass(k, c) for c in accepted)]
 
     def drops(self, kind: type) -> bool:
         """Whether the stage takes `kind` only as 'anything' and does not pass
