@@ -153,6 +153,15 @@ class Style:
     def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
         raise NotImplementedError
 
+    def numbered_page(
+        self, query: Mapping[str, str], page: str, size: str, *, default: int, maximum: int
+    ) -> Page:
+        """The window of a page-numbered API (`?page=2&per_page=20`): pages count
+        from 1, the size is at least 1 and at most `maximum`."""
+        number = int_param(query, page, 1, low=1, error=self.error_body)
+        limit = min(int_param(query, size, default, low=1, error=self.error_body), maximum)
+        return Page((number - 1) * limit, limit, number)
+
     def render(self, product: Product) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -52,9 +52,7 @@ class JSONServer(Style):
         if "_page" not in query:
             limit = int_param(query, "_limit", maximum, error=self.error_body)
             return Page(0, min(limit, maximum), 0)
-        page = int_param(query, "_page", 1, low=1, error=self.error_body)
-        limit = min(int_param(query, "_limit", default, low=1, error=self.error_body), maximum)
-        return Page((page - 1) * limit, limit, page)
+        return self.numbered_page(query, "_page", "_limit", default=default, maximum=maximum)
 
     def render(self, product: Product) -> dict[str, Any]:
         bits = product.bits

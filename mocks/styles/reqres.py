@@ -15,16 +15,7 @@ from typing import Any
 import msgspec
 
 from .._catalogue import CATEGORIES, Product
-from ._common import (
-    Page,
-    Reply,
-    Style,
-    category_of,
-    cleaned,
-    int_param,
-    price_of,
-    title_of,
-)
+from ._common import Page, Reply, Style, category_of, cleaned, price_of, title_of
 
 _encode = msgspec.json.encode
 
@@ -49,9 +40,7 @@ class Reqres(Style):
     native_category = tuple(_encode(c[1]) for c in CATEGORIES)
 
     def window(self, query: Mapping[str, str], *, default: int, maximum: int, total: int) -> Page:
-        page = int_param(query, "page", 1, low=1, error=self.error_body)
-        per_page = min(int_param(query, "per_page", default, low=1, error=self.error_body), maximum)
-        return Page((page - 1) * per_page, per_page, page)
+        return self.numbered_page(query, "page", "per_page", default=default, maximum=maximum)
 
     def render(self, product: Product) -> dict[str, Any]:
         bits = product.bits

@@ -91,7 +91,10 @@ def test_spec_validation_names_the_field(fields, message):
     "server,message",
     [
         ("{latency: 5..2ms}", "2:16: latency: range '5..2ms' runs backwards; write 'LOW..HIGH'"),
-        ("{rate_limit: lots}", "2:19: rate_limit: expected a rate such as '5/s', '10/2s' or 'off', got 'lots'"),
+        (
+            "{rate_limit: lots}",
+            "2:19: rate_limit: expected a rate such as '5/s', '10/2s' or 'off', got 'lots'",
+        ),
         (
             "{outages: [2s..4s, 3s]}",
             "2:16: outages: an outage is 'START..END' after start, e.g. '2s..6s', got '3s'",
@@ -103,6 +106,7 @@ def test_spec_validation_names_the_field(fields, message):
         ("{error_rate: 1.5}", "2:19: expected `float` <= 1.0"),
         ("{page_size: 50, max_page_size: 20}", "2:6: page_size 50 exceeds max_page_size 20"),
         ("5", "2:6: expected `object`, got `int`"),
+        ("{style: reqres}\n  a: {}", "3:3: duplicate key 'a' (first defined on line 2)"),
     ],
 )
 def test_config_errors_point_at_the_value(tmp_path, server, message):
@@ -111,14 +115,6 @@ def test_config_errors_point_at_the_value(tmp_path, server, message):
     with pytest.raises(ConfigError) as info:
         load_mocks(config)
     assert str(info.value) == f"{config}:{message}"
-
-
-def test_config_duplicate_servers_are_an_error(tmp_path):
-    config = tmp_path / "cfg.yaml"
-    config.write_text("mocks:\n  a: {style: reqres}\n  a: {}\n")
-    with pytest.raises(ConfigError) as info:
-        load_mocks(config)
-    assert str(info.value) == f"{config}:3:3: duplicate key 'a' (first defined on line 2)"
 
 
 def test_config_servers_decode_by_name(tmp_path):
