@@ -43,8 +43,11 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-def parse_rate(value: str) -> tuple[int, float] | None:
-    """`"5/s"` -> (5, 1.0); `"10/2s"` -> (10, 2.0); `"off"` -> None."""
+def parse_rate(value: Any) -> tuple[int, float] | None:
+    """`"5/s"` -> (5, 1.0); `"10/2s"` -> (10, 2.0); `"off"` -> None (also
+    an unquoted YAML `off`, which YAML 1.1 reads as false)."""
+    if value is False:
+        return None
     if not isinstance(value, str):
         raise ValueError(f"expected a rate such as '5/s', '10/2s' or 'off', got {value!r}")
     if value.strip().lower() in {"off", "none", "0"}:

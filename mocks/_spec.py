@@ -75,7 +75,7 @@ class ServerSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     page_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
     max_page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
-    rate_limit: str = "5/s"
+    rate_limit: str | bool = "5/s"  # "off" (or YAML's unquoted off, read as false): no limit
     latency: Duration = 0
     error_rate: Rate = 0.0
     hang_rate: Rate = 0.0

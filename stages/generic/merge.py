@@ -17,8 +17,8 @@ async def merge(source: AsyncIterator[Any], params: MergeParams, ctx: Any) -> As
     """Pass on the items of every input node, in arrival order.
 
     The engine feeds a node's inputs into one bounded buffer; `merge` marks
-    the node as a fan-in point and requires its inputs to agree on the item
-    kind."""
+    the node as a fan-in point and passes on the union of its inputs' item
+    kinds, which every later stage must accept (checked by `flow validate`)."""
     async for item in source:
         yield item
 
