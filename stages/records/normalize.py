@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
 
+from flow.items import utc_now
 from flow.registry import ConcurrentParams, stage
 
 from .items import ProductBatch, Records
@@ -72,7 +72,7 @@ def normalize_batch(
 ) -> tuple[list[Product], list[dict[str, Any]]]:
     """Pure and synchronous: runs in a worker thread. Never raises for a bad
     record: (products, dead letters)."""
-    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    now = utc_now()
     products, dead = [], []
     category_path = fields.get("category")
     for position, record in batch.records:
