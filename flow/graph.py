@@ -55,10 +55,13 @@ def ports(node: Node) -> dict[str, type]:
 
 
 def edges(spec: Spec) -> dict[str, list[Edge]]:
-    """Every node's inputs, `*.PORT` expanded: that port of every node that
-    reads no wildcard itself and is not downstream of the reader (so that a
-    report sink reading `*.errors` never forms a cycle). Names that are not
-    nodes are kept, for `check` to report."""
+    """Every node's inputs, `*.PORT` expanded to that port of every node that
+    is neither a wildcard reader nor downstream of one (explicit edges
+    followed). Wildcard edges thus only run from the part of the graph no
+    wildcard reader reaches into a wildcard reader, so they never close a
+    cycle. A wildcard adds only what the node does not read already; one
+    that matches nothing stays as an Edge from "*", and names that are not
+    nodes stay too, for `check` to report."""
     nodes = spec.nodes
     explicit: dict[str, list[Edge]] = {}
     wildcards: dict[str, list[Edge]] = {}
@@ -70,17 +73,16 @@ def edges(spec: Spec) -> dict[str, list[Edge]]:
             edge = Edge(source, port if dot else None, at)
             (wildcards if source == WILDCARD else explicit).setdefault(name, []).append(edge)
     out = {name: list(explicit.get(name, [])) for name in nodes}
+    fenced = set(wildcards).union(*(_downstream(name, explicit) for name in wildcards))
     for name, found in wildcards.items():
-        downstream = _downstream(name, explicit)
         for edge in found:
-            out[name] += [
+            have = {(e.source, e.port) for e in out[name]}
+            matched = [
                 Edge(other, edge.port, edge.at)
                 for other, node in nodes.items()
-                if other != name
-                and other not in wildcards
-                and other not in downstream
-                and edge.port in ports(node)
+                if other not in fenced and edge.port in ports(node) and (other, edge.port) not in have
             ]
+            out[name] += matched or [edge]
     return out
 
 
@@ -175,11 +177,19 @@ def check(spec: Spec) -> list[Problem]:
 
 
 def _inputs(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
-    """`from:` entries: nodes that exist, ports they have, no self-reads."""
+    """`from:` entries: nodes that exist, ports they have, no self-reads,
+    nothing read twice, wildcards that match."""
     nodes, problems = spec.nodes, []
     for name, found in wiring.items():
+        seen: set[tuple[str, str | None]] = set()
         for edge in found:
-            if edge.source == name:
+            if (edge.source, edge.port) in seen:
+                problems.append(Problem(edge.at, f"node '{name}' reads '{edge}' twice",
+                                        "each item would arrive twice; list it once"))  # fmt: skip
+            seen.add((edge.source, edge.port))
+            if edge.source == WILDCARD:
+                problems.append(_unmatched(spec, name, edge))
+            elif edge.source == name:
                 problems.append(Problem(edge.at, f"node '{name}' reads from itself"))
             elif edge.source not in nodes:
                 close = difflib.get_close_matches(edge.source, list(nodes), n=1)
@@ -195,6 +205,16 @@ def _inputs(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def _unmatched(spec: Spec, name: str, edge: Edge) -> Problem:
+    offered = sorted({port for node in spec.nodes.values() for port in ports(node)})
+    message = f"'{edge}' matches no node"
+    if edge.port not in offered:
+        return Problem(edge.at, f"{message}: no node has a side output '{edge.port}'",
+                       f"side outputs here: {', '.join(offered)}")  # fmt: skip
+    return Problem(edge.at, f"{message} that node '{name}' may read",
+                   "a wildcard reads the nodes upstream of every wildcard reader")  # fmt: skip
 
 
 def _shapes(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
@@ -287,7 +307,7 @@ def _kinds(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
                     (*node.path, "pipe"),
                     f"node '{name}' ends with {kind_names(tuple(unanswered))} that nothing answers; "
                     "their planner would wait for the answers until the deadline",
-                    "add a 'fetch' stage, here or in a node reading from it",
+                    f"add a '{unanswered[0].needs_answer}' stage, here or in a node reading from it",
                 )
             )
     for name, node in nodes.items():
@@ -322,7 +342,7 @@ def _consumes(stage: Any, given: Kinds | None, previous: str) -> list[Problem]:
                 stage.path,
                 f"stage '{stage.kind.name}' would drop {kind_names(tuple(dropped))}, "
                 "whose planner waits for their answers",
-                "fetch them first: put a 'fetch' stage before it",
+                f"answer them first: put a '{dropped[0].needs_answer}' stage before it",
             )
         ]
     return []

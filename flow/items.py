@@ -8,6 +8,12 @@
 Any node may read them (`from: shop_a.errors`, or `*.errors` for every
 node's) and route them to any sink. Stage kinds may declare more ports of
 their own (`window` emits `NODE.windows`).
+
+Two optional attributes of any item kind (class) concern the engine:
+`needs_answer` (a string naming the stage kind that answers it, e.g.
+"fetch"): `flow validate` rejects a graph where such an item could end
+elsewhere; `abandon(reason)`: called when the engine drops the item (its
+node's branch failed), so that whoever waits for its answer stops waiting.
 """
 
 from __future__ import annotations
@@ -61,3 +67,10 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 PORTS: dict[str, type] = {"errors": ErrorRecord, "dead_letters": DeadLetter}
+
+
+def abandon(item: Any, reason: str) -> None:
+    """Tell an item that the engine dropped it (see the module doc)."""
+    hook = getattr(item, "abandon", None)
+    if hook is not None:
+        hook(reason)

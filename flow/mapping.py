@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .items import abandon
+
 
 async def mapped(
     source: AsyncIterator[Any], run: Any, params: Any, ctx: Any, spans: Any = None, latency: Any = None
@@ -29,6 +31,9 @@ async def mapped(
                 return await run(item, params, ctx)
             with spans.current(item):
                 return await run(item, params, ctx)
+        except BaseException:  # failed, or cancelled because its branch ended
+            abandon(item, "dropped: the stage did not finish it")
+            raise
         finally:
             if latency is not None:
                 latency.record(loop.time() - started)

@@ -45,7 +45,7 @@ from opentelemetry import trace
 from .buffer import Buffer
 from .context import RunState, StageContext
 from .graph import edges
-from .items import ErrorRecord, utc_now
+from .items import ErrorRecord, abandon, utc_now
 from .mapping import mapped
 from .spec import Node, Spec
 from .telemetry import observe_runtime, setup
@@ -347,8 +347,9 @@ class Runtime:
             # If the branch ended on an error, keep taking (and counting) the
             # input so that upstream nodes never block on this one.
             if buffer is not None:
-                async for _ in buffer:
+                async for item in buffer:
                     self.stats[node.name].dropped += 1
+                    abandon(item, "dropped: its node's branch failed")
         finally:
             # Close the chain downstream first, so every stage's generator and
             # its upstream are finalised here, not by the garbage collector:

@@ -92,19 +92,21 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
             return
     # offset, or a total-less page/link API: keep `prefetch` pages in flight
     # until a short or empty page marks the end.
+    # Checked before every new page, not only when `prefetch` are in flight:
+    # failures can come back as fast as pages are planned (a failing branch
+    # downstream drops them at once), and must still stop the walk.
     planned = 1
     while planned < limit and (pager.end is None or planned <= pager.end):
-        in_flight = planned - len(pager.items)
-        if in_flight < params.prefetch:
-            yield pager.request(planned)
-            planned += 1
-            continue
         failed = [
             p for p in range(max(0, planned - params.prefetch), planned) if pager.items.get(p, 0) is None
         ]
         if len(failed) == params.prefetch:
             await ctx.error("pagination_stopped", f"{len(failed)} pages in a row failed", page=planned)
             return
+        if planned - len(pager.items) < params.prefetch:  # pages in flight
+            yield pager.request(planned)
+            planned += 1
+            continue
         await pager.changed()
     if pager.end is not None and planned > pager.end + 1:
         ctx.count("overshoot", planned - (pager.end + 1))  # pages planned past the end

@@ -40,7 +40,12 @@ class PageRequest(msgspec.Struct, frozen=True):
     pager: Any = None  # the Pager to tell the outcome (None: nobody waits)
     limiter: Any = None  # the send budget its rate_limit assigned (None: unlimited)
 
-    needs_answer: ClassVar[bool] = True  # flow.graph: may not end in a generic sink
+    needs_answer: ClassVar[str] = "fetch"  # flow.graph: may end only in this kind of stage
+
+    def abandon(self, reason: str) -> None:
+        """The engine dropped this request: its page failed, for the planner."""
+        if self.pager is not None:
+            self.pager.observe(self, None, None)
 
 
 class PageResponse(msgspec.Struct, frozen=True):

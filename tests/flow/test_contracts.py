@@ -80,7 +80,7 @@ def test_a_planner_and_its_fetch_in_different_nodes_fetch_every_page_within_the_
         pytest.param(
             "version: 1\nnodes:\n  a: {pipe: [{paginate: {url: 'http://127.0.0.1:9/x', style: offset}}, collect]}\n",
             "graph.yaml:3:72: stage 'collect' would drop PageRequest, whose planner waits for their answers; "
-            "hint: fetch them first: put a 'fetch' stage before it",
+            "hint: answer them first: put a 'fetch' stage before it",
             id="requests-into-a-generic-sink",
         ),
         pytest.param(
@@ -122,3 +122,60 @@ def test_wildcards_read_every_upstream_node_and_never_form_a_cycle():
     # Wildcard readers take every other node's errors, not each other's.
     assert wiring["report"] == ["b", "b.dead_letters", "a.errors", "b.errors"]
     assert wiring["log"] == ["a.errors", "b.errors"]
+
+
+FAILING_FETCH_NODE = """\
+version: 1
+run: {deadline: 10m}
+mocks: {shop: {style: platzi}}
+nodes:
+  plan:
+    pipe:
+      - paginate: {url: "${mocks.shop.url}/api/v1/products", style: offset, page_size: 20, prefetch: 4}
+      - rate_limit: {rate: 5/s}
+  get:
+    from: plan
+    pipe:
+      - fetch: {concurrency: 4}
+      - explode: {after: 2}
+      - collect
+"""
+
+
+def test_requests_dropped_by_a_failing_branch_release_their_planner(tmp_path):
+    """The fetch node's branch fails after two pages: the requests it then
+    drops are reported to the planner as failed, which stops paginating, so
+    the run completes instead of waiting out its deadline."""
+    from collections.abc import AsyncIterator
+
+    from flow.registry import ANY, SAME, Params, Registry, stage
+
+    class ExplodeParams(Params):
+        after: int
+
+    @stage("explode", ExplodeParams, consumes=ANY, produces=SAME)
+    async def explode(source: AsyncIterator[Any], params: ExplodeParams, ctx: Any) -> AsyncIterator[Any]:
+        """Pass `after` items on, then raise."""
+        n = 0
+        async for item in source:
+            if n == params.after:
+                raise RuntimeError("the branch broke")
+            n += 1
+            yield item
+
+    registry = Registry([REGISTRY[name] for name in REGISTRY.names()] + [explode])
+
+    async def main() -> tuple[Any, float]:
+        async with MockServer(ServerSpec(style="platzi", products=400), clock=LoopClock()) as server:
+            spec = parse_spec(FAILING_FETCH_NODE, registry, env={}, refs={"shop": server.url})
+            assert check(spec) == []
+            loop = __import__("asyncio").get_running_loop()
+            started = loop.time()
+            result = await Runtime(spec, out_dir=tmp_path).run()
+            return result, loop.time() - started
+
+    result, took = run_virtual(main(), start=10.0)
+    assert result.status == "completed" and took < 60  # not the 10-minute deadline
+    errors = [(e["node"], e["error"]) for e in result.errors]
+    assert ("get", "RuntimeError") in errors and ("plan", "pagination_stopped") in errors
+    assert result.nodes["get"].dropped > 0
