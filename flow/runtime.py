@@ -123,7 +123,10 @@ class Runtime:
         }
         self._tasks: list[asyncio.Task[None]] = []
         # Per source node task: a one-element flag, set while it awaits its source.
-        self._pulling: dict[asyncio.Task[Any] | None, list[bool]] = {}
+        # Per source: [the task awaiting the source's next item right now, or
+        # None]. Not always the node's task: a per-item stage with concurrency
+        # pulls its input from a task of aiostream's.
+        self._pulling: list[list[asyncio.Task[Any] | None]] = []
         self._stop_requested = False  # a plain flag: read once per source item
         self.resources = RunState(self._emit)
         self.errors = self.resources.errors  # the run report's error records
@@ -145,8 +148,9 @@ class Runtime:
         self._status = reason
         self._stop_requested = True
         self._stopping.set()
-        for task, pulling in list(self._pulling.items()):
-            if pulling[0] and task is not None:
+        for pulling in self._pulling:
+            task = pulling[0]
+            if task is not None:
                 task.cancel()
 
     def cancel_all(self) -> None:
@@ -243,19 +247,19 @@ class Runtime:
     async def _source(self, node: Node) -> AsyncIterator[Any]:
         """The node's source stage, guarded, ending early when the run stops.
 
-        `stop()` cancels the node task only while it is waiting here for the
-        source's next item; the cancellation ends the source, not the node,
+        `stop()` cancels the task that is waiting here for the source's next
+        item, and only while it waits; the cancellation ends the source, not the node,
         so what the source already yielded is never lost. (The guard's
         counting and error capture are inlined: one generator layer less.)"""
         stage = node.stages[0]
         stats = self.stats[node.name].stages[0]
         generator = stage.kind.run(None, stage.params, self._context(node, 0))
-        task = asyncio.current_task()
-        pulling = self._pulling[task] = [False]  # [awaiting the source right now]
+        pulling: list[asyncio.Task[Any] | None] = [None]
+        self._pulling.append(pulling)
         anext_item = generator.__anext__
         try:
             while not self._stop_requested:
-                pulling[0] = True
+                task = pulling[0] = asyncio.current_task()
                 try:
                     item = await anext_item()
                 except StopAsyncIteration:
@@ -269,7 +273,7 @@ class Runtime:
                     await self._failed(node, 0, exc)
                     return
                 finally:
-                    pulling[0] = False
+                    pulling[0] = None
                 stats.items_out += 1
                 yield item
         finally:

@@ -317,3 +317,26 @@ def test_per_item_stages_never_exceed_their_concurrency(tmp_path_factory, concur
 def test_a_per_item_stage_needs_concurrent_params():
     with pytest.raises(TypeError, match="needs params derived from ConcurrentParams"):
         stage("bad", NoParams, consumes=ANY, produces=SAME, per_item=True)(work.run)
+
+
+def test_the_deadline_stops_a_source_that_a_concurrent_per_item_stage_pulls(tmp_path):
+    """aiostream's map pulls the source from a task of its own; the stop must
+    cancel that task's wait, so the run drains at once instead of running
+    into `run.grace`."""
+    from flow.testing import run_graph
+
+    @stage("forever", NoParams, consumes=None, produces=ANY)
+    async def forever(source: None, params: NoParams, ctx: Any) -> AsyncIterator[Any]:
+        """One item, then wait for ever."""
+        yield [{"n": 0}]
+        await asyncio.Event().wait()
+
+    for concurrency in (1, 4):
+        graph = (
+            "version: 1\nrun: {deadline: 1s, grace: 30s}\nnodes:\n"
+            f"  a: {{pipe: [forever, {{work: {{concurrency: {concurrency}, steps: 0}}}}, testing_sink]}}\n"
+        )
+        sinks: dict[str, list[Any]] = {}
+        result = run_graph(graph, kinds=[forever, work], sinks=sinks, out_dir=tmp_path, virtual=True)
+        assert (result.status, [e["error"] for e in result.errors]) == ("deadline", ["deadline_exceeded"])
+        assert len(sinks["a"]) == 1 and sinks["a"][0][0]["worked"]  # what was in flight drained
