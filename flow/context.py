@@ -184,7 +184,7 @@ class StageContext:
         )
         fields = {"endpoint": endpoint, "page": page, "position": position, "reason": reason, "id": id}
         self.run.dead_letters.append({"node": self.node, "stage": self.stage, **fields})
-        self.count("dead_letters")
+        self.count("dead_letters", on=endpoint)
         self.add_event("dead_letter", **fields)  # not the record: it is data
         await self.run.emit(self.node, "dead_letters", letter)
 
@@ -193,9 +193,11 @@ class StageContext:
         await self.run.emit(self.node, port, item)
 
     # --- counters and events -------------------------------------------------------
-    def count(self, counter: str, n: int = 1) -> None:
-        """Add to one of this node's counters on the run report (e.g. retries)."""
-        self.run.counters[self.node][counter] += n
+    def count(self, counter: str, n: int = 1, *, on: str | None = None) -> None:
+        """Add to a counter on the run report (e.g. retries): this node's, or
+        with `on` the ledger of the source an item came from (its endpoint),
+        so a source's pages and records add up wherever they are counted."""
+        self.run.counters[on or self.node][counter] += n
 
     def counters(self, node: str | None = None) -> dict[str, int]:
         """A copy of a node's counters (default: this node's)."""

@@ -63,11 +63,11 @@ def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
 
     def transition(t: Any) -> None:
         ctx.record_event("breaker", endpoint=endpoint, old=t.old, new=t.new, reason=t.reason)
-        ctx.count(f"breaker_{t.new}")
+        ctx.count(f"breaker_{t.new}", on=endpoint)
         ctx.gauge("flow.breaker.state", BREAKER_STATES.get(t.new, -1), **{"flow.endpoint": endpoint})
 
     def event(name: str, attrs: dict[str, Any]) -> None:
-        ctx.count(name)  # retries, breaker waits, connection errors
+        ctx.count(name, on=endpoint)  # retries, breaker waits, connection errors
         ctx.add_event(name, **attrs)
 
     breaker = CircuitBreaker(
@@ -111,7 +111,7 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
         headers = dict(result.headers)
         if pager is not None:
             pager.observe(request, result.body, headers)
-        ctx.count("pages")
+        ctx.count("pages", on=request.endpoint)
         return PageResponse(request, result.status, result.body, headers, result.attempts)
     if pager is not None:
         pager.observe(request, None, None)

@@ -142,7 +142,7 @@ async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> Produc
     )
     for letter in dead:
         await ctx.dead_letter(**letter)
-    ctx.count("products", len(products))
+    ctx.count("products", len(products), on=batch.endpoint)
     return ProductBatch(batch.endpoint, batch.page, products)
 
 

@@ -75,7 +75,7 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
                 )
                 continue
             records.append((position, record))
-        ctx.count("records", len(raws))
+        ctx.count("records", len(raws), on=request.endpoint)
         yield Records(request.endpoint, request.page, records)
 
 

@@ -59,7 +59,11 @@ def test_a_planner_and_its_fetch_in_different_nodes_fetch_every_page_within_the_
     assert windows_over_limit([r["t"] for r in stats["requests"]], 5) == []  # retries included
     assert sum(r["status"] != 200 for r in stats["requests"]) > 0  # faults happened and were retried
     planned = result.nodes["plan"].stages[0].items_out
-    assert result.counters["get"]["pages"] == planned and result.errors == []  # every page fetched
+    assert result.counters["plan"]["pages"] == planned and result.errors == []  # every page fetched
+    # The source's ledger is kept under the source, whichever node counted it.
+    ledger = report["per_source"]["plan"]
+    assert (ledger["pages"], ledger["records"], ledger["products"]) == (planned, 230, 230)
+    assert "get" not in result.counters
 
 
 @pytest.mark.parametrize(
