@@ -173,7 +173,19 @@ def check(spec: Spec) -> list[Problem]:
         )
     if problems:
         return problems
-    return _kinds(spec, wiring)
+    return _kinds(spec, wiring) + _kind_checks(spec)
+
+
+def _kind_checks(spec: Spec) -> list[Problem]:
+    """Each kind's own check over all its uses in the graph."""
+    uses: dict[str, list[tuple[str, Any]]] = {}
+    checks = {}
+    for name, node in spec.nodes.items():
+        for stage in node.stages:
+            if stage.kind.check is not None:
+                uses.setdefault(stage.kind.name, []).append((name, stage))
+                checks[stage.kind.name] = stage.kind.check
+    return [problem for kind, found in uses.items() for problem in checks[kind](found)]
 
 
 def _inputs(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:

@@ -82,6 +82,9 @@ class StageKind:
     per_item: bool = False  # run is `async def run(item, params, ctx) -> item`, mapped by the engine
     spans: bool = True  # a span per item when tracing (off for pass-through kinds such as merge)
     outputs: Mapping[str, type] = field(default_factory=dict)  # side outputs beyond errors/dead_letters
+    # A check across every use of the kind in a graph, run by `flow validate`:
+    # given [(node name, StageSpec)], the flow.problems.Problems it finds.
+    check: Callable[[list[tuple[str, Any]]], list[Any]] | None = None
     doc: str = ""
     origin: str = field(default=BUILTIN_DISTRIBUTION, compare=False)  # the distribution that registered it
 
@@ -149,6 +152,7 @@ def stage(
     per_item: bool = False,
     spans: bool = True,
     outputs: Mapping[str, type] | None = None,
+    check: Callable[[list[tuple[str, Any]]], list[Any]] | None = None,
 ) -> Callable[[Operator], StageKind]:
     """Decorator: the generator becomes a StageKind named `name`.
 
@@ -157,7 +161,8 @@ def stage(
     must derive from ConcurrentParams: the engine maps it over the input with
     at most `concurrency` items in flight, never unbounded.
     `spans=False`: no span per item when tracing (a kind that only passes
-    items on)."""
+    items on). `check`: a graph-wide check of the kind's uses (e.g. limiters
+    shared by name must agree on their rate)."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
     accepted = None if consumes is None else consumes if isinstance(consumes, tuple) else (consumes,)
@@ -168,7 +173,7 @@ def stage(
     def register(run: Operator) -> StageKind:
         doc = (run.__doc__ or "").strip()
         return StageKind(
-            name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), doc
+            name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), check, doc
         )
 
     return register

@@ -98,7 +98,7 @@ class Limiters:
         limiter = self._by_name.get(name)
         if limiter is None:
             limiter = self._by_name[name] = SlidingWindowLimiter(rate, window, margin=margin, name=name)
-        elif (limiter.rate, limiter.window) != (rate, window):
+        elif (limiter.rate, limiter.window, limiter.margin) != (rate, window, margin):
             raise ValueError(
                 f"limiter '{name}' is {limiter.rate}/{limiter.window:g}s in one place and "
                 f"{rate}/{window:g}s in another; a shared limiter has one rate"

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from flow.problems import Problem
 from flow.registry import Params, stage
 from flow.units import Duration, Rate
 
@@ -30,7 +31,35 @@ class RateLimitParams(Params):
             raise ValueError("rate: 'off' is not a limit; remove the rate_limit stage instead")
 
 
-@stage("rate_limit", RateLimitParams, consumes=PageRequest, produces=PageRequest, spans=False)
+def _one_budget(uses: list[tuple[str, Any]]) -> list[Problem]:
+    """Nodes naming the same limiter must give it the same rate and margin."""
+    first: dict[str, tuple[str, RateLimitParams]] = {}
+    problems = []
+    for node, use in uses:
+        params = use.params
+        name = params.name or node
+        seen = first.setdefault(name, (node, params))
+        other_node, other = seen
+        if (params.rate, params.margin) != (other.rate, other.margin):
+            problems.append(
+                Problem(
+                    use.path,
+                    f"limiter '{name}' is {params.rate} (margin {params.margin}) here but {other.rate} "
+                    f"(margin {other.margin}) in node '{other_node}'; a shared limiter has one budget",
+                    "give every use the same rate and margin, or different names",
+                )
+            )
+    return problems
+
+
+@stage(
+    "rate_limit",
+    RateLimitParams,
+    consumes=PageRequest,
+    produces=PageRequest,
+    spans=False,
+    check=_one_budget,
+)
 async def rate_limit(
     source: AsyncIterator[PageRequest], params: RateLimitParams, ctx: Any
 ) -> AsyncIterator[PageRequest]:

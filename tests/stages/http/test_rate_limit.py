@@ -64,17 +64,26 @@ def test_nodes_naming_one_limiter_share_it_and_others_do_not(tmp_path):
     assert sinks["c"][0].limiter is not sinks["a"][0].limiter
 
 
-def test_one_limiter_name_with_two_rates_fails_the_run_loudly(tmp_path):
-    graph = (
-        "version: 1\nnodes:\n"
-        "  a: {pipe: [requests, {rate_limit: {rate: 5/s, name: host}}, answered, testing_sink]}\n"
-        "  b: {pipe: [requests, {rate_limit: {rate: 9/s, name: host}}, answered, testing_sink]}\n"
+def test_one_limiter_name_with_two_budgets_does_not_validate():
+    from flow.graph import check
+
+    shop = "{pipe: [{paginate: {url: 'http://127.0.0.1:9/p', style: offset}}, {rate_limit: %s}, fetch, collect]}"
+    graph = "version: 1\nnodes:\n" + "".join(
+        f"  {node}: {shop % limit}\n"
+        for node, limit in [
+            ("a", "{rate: 5/s, name: host}"),
+            ("b", "{rate: 9/s, name: host}"),
+            ("c", "{rate: 5/s, name: host, margin: 0.2s}"),
+            ("d", "{rate: 9/s}"),
+        ]
     )
-    result, sinks = run(graph, tmp_path)
-    [error] = result.errors
-    assert (error["node"], error["stage"], error["error"]) == ("b", "rate_limit", "ValueError")
-    assert "limiter 'host' is 5/1s in one place and 9/1s in another" in error["detail"]
-    assert (len(sinks["a"]), sinks.get("b", [])) == (3, [])
+    spec = parse_spec(graph, default_registry(plugins=False), env={})
+    assert [spec.where(p) for p in check(spec)] == [
+        "graph.yaml:4:72: limiter 'host' is 9/s (margin 50ms) here but 5/s (margin 50ms) in node 'a'; a "
+        "shared limiter has one budget; hint: give every use the same rate and margin, or different names",
+        "graph.yaml:5:72: limiter 'host' is 5/s (margin 200ms) here but 5/s (margin 50ms) in node 'a'; a "
+        "shared limiter has one budget; hint: give every use the same rate and margin, or different names",
+    ]
 
 
 @pytest.mark.parametrize(
