@@ -21,8 +21,8 @@ COMMANDS = {
     "mocks": ("mocks", "run the embedded mock APIs on 127.0.0.1"),
 }
 EPILOG = """\
-exit codes: 0 done, 1 done with errors (--fail-on-error), 2 bad usage or invalid
-graph, 130 interrupted. FLOW_DEBUG=1 shows tracebacks.
+exit codes: 0 done, 1 deadline reached or done with errors (--fail-on-error),
+2 bad usage or invalid graph, 130 interrupted. FLOW_DEBUG=1 shows tracebacks.
 """
 
 

@@ -119,7 +119,12 @@ def test_conservation_from_ground_truth_to_the_report(tmp_path):
     got_raw = {(d["endpoint"], d["page"] * 20 + d["position"]): d["raw"] for d in letters}
     assert got_raw == served_raw  # one line per malformed record served, with the record itself
     assert all(d["reason"] and d["stage"] == "normalize" for d in letters)
-    lines = (tmp_path / "windows.jsonl").read_text().splitlines()
-    assert [json.loads(line)["count"] for line in lines] == [w["count"] for w in windows]
+    routed = [json.loads(line) for line in (tmp_path / "windows.jsonl").read_text().splitlines()]
+    assert routed == windows  # the same closed windows, whichever sink reads them
+    # Against the servers' truth: the windows hold each distinct valid record served exactly once.
+    per_source = Counter()
+    for w in routed:
+        per_source.update(w["per_source"])
+    assert per_source == Counter({name: len(t["served"]["valid"]) for name, t in truths.items()})
     errors = [json.loads(line) for line in (tmp_path / "errors.jsonl").read_text().splitlines()]
     assert Counter(e["error"] for e in errors) == Counter(e["error"] for e in page_errors) != Counter()
