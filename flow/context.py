@@ -22,12 +22,12 @@ import contextlib
 import inspect
 import os
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .items import DeadLetter, ErrorRecord, utc_now
 
@@ -85,6 +85,24 @@ class RunState:
                 result = close(value)
                 if inspect.isawaitable(result):
                     await result
+
+
+class ClientSpan:
+    """What a stage may do to its client span: add attributes, mark it failed."""
+
+    __slots__ = ("_span",)
+
+    def __init__(self, span: Any) -> None:
+        self._span = span
+
+    def set(self, key: str, value: str | int | float | bool) -> None:
+        self._span.set_attribute(key, value)
+
+    def failed(self) -> None:
+        self._span.set_status(_ERROR)
+
+
+_ERROR = Status(StatusCode.ERROR)
 
 
 class _Off:
@@ -237,14 +255,17 @@ class StageContext:
         span.end()
 
     # --- telemetry --------------------------------------------------------------------
-    def client_span(self, name: str, attributes: dict[str, Any]) -> Any:
+    @contextlib.contextmanager
+    def client_span(self, name: str, attributes: dict[str, Any]) -> Iterator[ClientSpan | None]:
         """A client span (e.g. one HTTP attempt), current inside the `with`;
-        yields the span, or None while tracing is off. Callers pass only
+        yields a ClientSpan, or None while tracing is off. Callers pass only
         attributes fit for export (no secrets)."""
         if self.run.lineage is None:
-            return contextlib.nullcontext()
+            yield None
+            return
         tracer = self.run.telemetry.tracer
-        return tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
+            yield ClientSpan(span)
 
     def histogram(self, name: str, unit: str = "s", description: str = "") -> Any:
         """An engine-owned histogram (`.record(value, attrs)`, `.bind(attrs)`);

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from opentelemetry.trace import Status, StatusCode
 
 from .breaker import CircuitBreaker
 from .limiter import SlidingWindowLimiter
@@ -63,9 +62,6 @@ class FetchFailed:
     attempts: int
     status: int | None = None
     detail: str = ""
-
-
-ERROR = Status(StatusCode.ERROR)
 
 
 class _TooLarge(Exception):
@@ -225,9 +221,9 @@ class Fetcher:
                 async with self.session.get(url, params=params, headers=headers, timeout=timeout) as response:
                     outcome = str(response.status)
                     if span is not None:
-                        span.set_attribute("http.response.status_code", response.status)
+                        span.set("http.response.status_code", response.status)
                         if response.status >= 400:
-                            span.set_status(ERROR)
+                            span.failed()
                     chunks, size = [], 0
                     async for chunk in response.content.iter_chunked(65536):
                         size += len(chunk)
