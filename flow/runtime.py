@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -123,10 +124,11 @@ class Runtime:
         }
         self._tasks: list[asyncio.Task[None]] = []
         # Per source node task: a one-element flag, set while it awaits its source.
-        # Per source: [the task awaiting the source's next item right now, or
-        # None]. Not always the node's task: a per-item stage with concurrency
-        # pulls its input from a task of aiostream's.
-        self._pulling: list[list[asyncio.Task[Any] | None]] = []
+        # Per source: [the task that pulls its items, its async generator].
+        # The generator's `ag_running` says whether it is awaiting right now.
+        # Not always the node's task: a per-item stage with concurrency pulls
+        # its input from tasks of aiostream's.
+        self._pulling: list[list[Any]] = []
         self._stop_requested = False  # a plain flag: read once per source item
         self.resources = RunState(self._emit)
         self.errors = self.resources.errors  # the run report's error records
@@ -148,9 +150,8 @@ class Runtime:
         self._status = reason
         self._stop_requested = True
         self._stopping.set()
-        for pulling in self._pulling:
-            task = pulling[0]
-            if task is not None:
+        for task, generator in self._pulling:
+            if task is not None and generator.ag_running:
                 task.cancel()
 
     def cancel_all(self) -> None:
@@ -254,12 +255,19 @@ class Runtime:
         stage = node.stages[0]
         stats = self.stats[node.name].stages[0]
         generator = stage.kind.run(None, stage.params, self._context(node, 0))
-        pulling: list[asyncio.Task[Any] | None] = [None]
+        if not inspect.isasyncgen(generator):  # an async iterator of another make
+            generator = _as_generator(generator)
+        task = asyncio.current_task()
+        pulling = [task, generator]
         self._pulling.append(pulling)
         anext_item = generator.__anext__
+        # aiostream's concurrent map pulls its input from tasks of its own:
+        # then look the puller up at every pull, else once (it costs ~2%).
+        follow = any(s.kind.per_item and getattr(s.params, "concurrency", 1) > 1 for s in node.stages)
         try:
             while not self._stop_requested:
-                task = pulling[0] = asyncio.current_task()
+                if follow:
+                    task = pulling[0] = asyncio.current_task()
                 try:
                     item = await anext_item()
                 except StopAsyncIteration:
@@ -272,8 +280,6 @@ class Runtime:
                 except Exception as exc:
                     await self._failed(node, 0, exc)
                     return
-                finally:
-                    pulling[0] = None
                 stats.items_out += 1
                 yield item
         finally:
@@ -368,3 +374,8 @@ class Runtime:
                     for reader in readers:
                         self.buffers[reader].done()
             self.stats[node.name].seconds = asyncio.get_running_loop().time() - self._started_at
+
+
+async def _as_generator(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for item in items:
+        yield item
