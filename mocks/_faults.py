@@ -17,10 +17,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from flow.units import parse_duration
-
 from ._hashing import stream_key, text_draw, unit
-from ._spec import ServerSpec, parse_range
+from ._spec import ServerSpec
 
 KINDS = ("error", "hang", "truncate", "invalid_json", "html", "reset")
 ERROR_STATUSES = (500, 502, 503)
@@ -48,9 +46,9 @@ class FaultPlan:
             if rate > 0:
                 edge += rate
                 self._bands.append((edge, kind))
-        self.latency = parse_range(spec.latency)
-        self.hang = parse_duration(spec.hang)
-        self.outages = [parse_range(window) for window in spec.outages]
+        self.latency = spec.timing.latency
+        self.hang = spec.timing.hang
+        self.outages = spec.timing.outages
         self.outage_status = spec.outage_status
         self._key = stream_key(spec.seed, "fault")
         self._latency_key = stream_key(spec.seed, "latency")

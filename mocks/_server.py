@@ -27,8 +27,6 @@ from typing import Any, Protocol
 import msgspec
 from aiohttp import web
 
-from flow.units import parse_rate
-
 from ._catalogue import Catalogue
 from ._faults import HTML_PAGE, FaultPlan, invalid_json, truncated
 from ._ratelimit import SlidingWindowLimit, retry_after_header
@@ -112,7 +110,7 @@ class MockServer:
             defect_rate=self.spec.defect_rate,
             duplicate_rate=self.spec.duplicate_rate,
         )
-        rate = parse_rate(self.spec.rate_limit)
+        rate = self.spec.timing.rate
         self.limiter = SlidingWindowLimit(*rate) if rate else None
         self.faults = FaultPlan(self.spec)
         self._api_key = self.spec.required_api_key

@@ -10,7 +10,8 @@ and the mocks); only the mocks' `LOW..HIGH` ranges are parsed here.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 STYLES = ("dummyjson", "platzi", "reqres", "jsonserver", "cursor")
+T = TypeVar("T")
 Style = Literal["dummyjson", "platzi", "reqres", "jsonserver", "cursor"]
 DEFAULT_API_KEY = "reqres-free-v1"  # the public key reqres.in documents
 
@@ -52,6 +54,13 @@ def _outage(window: str) -> tuple[float, float]:
     return parse_range(window)
 
 
+def _parsed(field: str, parse: Callable[[Any], T], value: Any) -> T:
+    try:
+        return parse(value)
+    except ValueError as err:
+        raise ValueError(f"{field}: {err}") from None
+
+
 class FaultRates(msgspec.Struct, frozen=True):
     """Share of requests answered with each fault; at most one fault per request."""
 
@@ -66,8 +75,22 @@ class FaultRates(msgspec.Struct, frozen=True):
         return sum(msgspec.structs.astuple(self))
 
 
-class ServerSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+class Timing(NamedTuple):
+    """A spec's text values, parsed once, when the spec is made."""
+
+    rate: tuple[int, float] | None  # None: no rate limit
+    latency: tuple[float, float]
+    hang: float
+    outages: list[tuple[float, float]]
+
+
+class ServerSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, dict=True):
     """One mock server. Every option of `python -m mocks` has a field here."""
+
+    # Durations, ranges and the rate stay as written (the server reports them
+    # so) and are parsed once, in `__post_init__`, into `timing`; a bad value
+    # fails there, with the field's name, wherever the spec comes from (a
+    # graph.yaml, `python -m mocks` flags, Python).
 
     style: Style = "dummyjson"
     products: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 200
@@ -93,18 +116,14 @@ class ServerSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
 
     def __post_init__(self) -> None:
         # ValueErrors raised here reach the user with the server's path; the
-        # message names the field.
-        checks = [
-            ("rate_limit", parse_rate, self.rate_limit),
-            ("latency", parse_range, self.latency),
-            ("hang", parse_duration, self.hang),
-        ]
-        checks += [("outages", _outage, window) for window in self.outages]
-        for field, parse, value in checks:
-            try:
-                parse(value)  # type: ignore[operator]
-            except ValueError as err:
-                raise ValueError(f"{field}: {err}") from None
+        # message names the field. `timing` lives in the instance dict (the
+        # struct is frozen; `dict=True` gives it one), not a field.
+        self.__dict__["_timing"] = Timing(
+            _parsed("rate_limit", parse_rate, self.rate_limit),
+            _parsed("latency", parse_range, self.latency),
+            _parsed("hang", parse_duration, self.hang),
+            [_parsed("outages", _outage, window) for window in self.outages],
+        )
         if self.page_size > self.max_page_size:
             raise ValueError(f"page_size {self.page_size} exceeds max_page_size {self.max_page_size}")
         if self.faults.total() > 1.0 + 1e-9:
@@ -114,6 +133,10 @@ class ServerSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
             )
         if self.defect_rate + self.duplicate_rate > 1.0 + 1e-9:
             raise ValueError("defect_rate + duplicate_rate must be <= 1")
+
+    @property
+    def timing(self) -> Timing:
+        return self.__dict__["_timing"]  # type: ignore[no-any-return]
 
     @property
     def faults(self) -> FaultRates:
