@@ -171,9 +171,9 @@ def check(spec: Spec) -> list[Problem]:
                 "a graph must not feed a node's output back into it",
             )
         )
-    if problems:
-        return problems
-    return _kinds(spec, wiring) + _kind_checks(spec)
+    if any(not p.warning for p in problems):
+        return problems  # the kinds are checked on a well-formed graph only
+    return problems + _kinds(spec, wiring) + _kind_checks(spec)
 
 
 def _kind_checks(spec: Spec) -> list[Problem]:

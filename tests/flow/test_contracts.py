@@ -183,3 +183,15 @@ def test_requests_dropped_by_a_failing_branch_release_their_planner(tmp_path):
     errors = [(e["node"], e["error"]) for e in result.errors]
     assert ("get", "RuntimeError") in errors and ("plan", "pagination_stopped") in errors
     assert result.nodes["get"].dropped > 0
+
+
+def test_a_warning_does_not_switch_the_kind_checks_off():
+    text = (
+        "version: 1\nnodes:\n"
+        "  a: {buffer: 4, pipe: [sequence]}\n"  # a buffer on a source: a warning
+        "  b: {from: a, pipe: [{normalize: {preset: dummyjson}}, summary_json]}\n"
+    )
+    spec = parse_spec(text, REGISTRY, env={})
+    problems = check(spec)
+    assert [p.warning for p in problems] == [True, False]
+    assert "stage 'normalize' consumes Records" in problems[1].message
