@@ -45,6 +45,9 @@ class Timeouts:
     connect: float = 3.0
     read: float = 5.0
 
+    def __str__(self) -> str:
+        return f"{self.total:g}s (connect {self.connect:g}s, read {self.read:g}s)"
+
 
 @dataclass
 class Fetched:
@@ -141,7 +144,7 @@ class Fetcher:
         """GET `url`; every attempt takes a slot of `limiter` first."""
         limiter = limiter or self.limiter or UNLIMITED
         loop = asyncio.get_running_loop()
-        last, last_status = "", None
+        last, last_status, detail = "", None, ""
         attempt = 0
         while attempt < self.policy.attempts:
             permit = self.breaker.allow(loop.time())
@@ -154,8 +157,9 @@ class Fetcher:
                 continue
             if self.deadline is not None and loop.time() >= self.deadline:
                 permit.neutral(loop.time())
-                return FetchFailed(url, "deadline", attempt, last_status)
-            retry_after = None
+                why = "run.deadline reached before the next attempt"
+                return FetchFailed(url, "deadline", attempt, last_status, why)
+            retry_after: float | None = None
             try:
                 async with self._in_flight:
                     waited = await limiter.acquire()
@@ -178,32 +182,42 @@ class Fetcher:
                 return FetchFailed(url, "body_too_large", attempt, None, f"over {self.max_bytes} bytes")
             except TimeoutError:
                 permit.failure(loop.time())
-                last, last_status = "timeout", None
+                last, last_status, detail = "timeout", None, f"no complete answer within {self.timeouts}"
             except (aiohttp.ClientError, OSError) as exc:
                 permit.failure(loop.time())
-                last, last_status = "connection_error", None
+                last, last_status, detail = "connection_error", None, f"{type(exc).__name__}: {exc}"
                 self._event("connection_error", error=type(exc).__name__)
             else:
                 if 200 <= status < 300:
                     permit.success(loop.time())
                     return Fetched(url, status, body, response_headers, attempt)
-                last, last_status = f"http_{status}", status
-                if status == 429:
+                last, last_status, detail = f"http_{status}", status, f"HTTP {status}"
+                if not retryable_status(status):
                     permit.neutral(loop.time())
-                    retry_after = parse_retry_after(response_headers.get("Retry-After"), time.time())
-                    if retry_after is not None:
-                        held = min(retry_after, self.policy.retry_after_cap)
-                        limiter.hold_until(loop.time() + held)
-                elif retryable_status(status):
-                    permit.failure(loop.time())
-                else:
-                    permit.neutral(loop.time())
-                    return FetchFailed(url, last, attempt, status)
+                    return FetchFailed(url, last, attempt, status, f"HTTP {status}, not retried")
+                retry_after = self._answered(status, response_headers, permit, limiter)
             if attempt < self.policy.attempts:
                 wait = self.policy.wait(attempt, self.rng, retry_after)
                 self._event("retry", attempt=attempt + 1, error=last, wait=wait)
                 await asyncio.sleep(wait)
-        return FetchFailed(url, f"{last}_after_retries", self.policy.attempts, last_status)
+        attempts = self.policy.attempts
+        why = f"{attempts} attempts, the last: {detail}"
+        return FetchFailed(url, f"{last}_after_retries", attempts, last_status, why)
+
+    def _answered(self, status: int, headers: Mapping[str, str], permit: Any, limiter: Any) -> float | None:
+        """A retryable status: 429 is neutral for the breaker, 5xx a failure.
+        A `Retry-After` on any of them (seconds or an HTTP date) is honoured:
+        every sender of this limiter holds off until then (capped), and the
+        retry waits at least that long. Returns it, or None."""
+        now = asyncio.get_running_loop().time()
+        if status == 429:
+            permit.neutral(now)
+        else:
+            permit.failure(now)
+        retry_after = parse_retry_after(headers.get("Retry-After"), time.time())
+        if retry_after is not None:
+            limiter.hold_until(now + min(retry_after, self.policy.retry_after_cap))
+        return retry_after
 
     async def _get(
         self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str] | None, attempt: int = 1

@@ -139,3 +139,46 @@ def test_a_hang_becomes_timeout_after_retries():
     assert isinstance(result, FetchFailed)
     assert (result.error, result.attempts) == ("timeout_after_retries", 4)
     assert [r["status"] for r in stats["requests"]] == [499] * 4  # each hung request was given up
+
+
+async def _scripted(answers: list[tuple[int, dict[str, str]]]) -> tuple[Any, list[float], str]:
+    """A loopback server answering each request with the next scripted
+    (status, headers), then 200; it logs arrival times (loop time)."""
+    from aiohttp import web
+
+    arrivals: list[float] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        arrivals.append(asyncio.get_running_loop().time())
+        status, headers = answers.pop(0) if answers else (200, {})
+        return web.Response(status=status, headers=headers, body=b"[]", content_type="application/json")
+
+    runner = web.AppRunner(web.Application(handler_args={}, middlewares=[]), access_log=None)
+    runner.app.router.add_get("/p", handle)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, arrivals, f"http://127.0.0.1:{port}/p"
+
+
+def test_retry_after_on_a_503_is_honoured_and_failures_say_why():
+    async def main() -> tuple[Any, Any, list[float], list[float]]:
+        runner, arrivals, url = await _scripted([(503, {"Retry-After": "2"})])
+        other_runner, other_arrivals, other_url = await _scripted([(503, {})] * 10)
+        try:
+            async with make_session() as session:
+                fetcher = Fetcher(session, CircuitBreaker(failures=50), limiter=limiter(),
+                                  policy=RetryPolicy(retries=2, base=0.01, cap=0.02))  # fmt: skip
+                ok = await fetcher.fetch(url)
+                failed = await fetcher.fetch(other_url)
+        finally:
+            await runner.cleanup()
+            await other_runner.cleanup()
+        return ok, failed, arrivals, other_arrivals
+
+    ok, failed, arrivals, other_arrivals = run_virtual(main())
+    assert isinstance(ok, Fetched) and ok.attempts == 2
+    assert arrivals[1] - arrivals[0] >= 2.0  # "come back in 2 s", measured at the server
+    assert isinstance(failed, FetchFailed) and len(other_arrivals) == 3
+    assert (failed.error, failed.detail) == ("http_503_after_retries", "3 attempts, the last: HTTP 503")
