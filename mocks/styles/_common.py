@@ -89,13 +89,24 @@ PRICE_FORMS: dict[str, Callable[[int], Any]] = {
 }
 
 
+def price_form(product: Product, forms: tuple[str, ...]) -> str:
+    """Which of the style's price forms this product is served in."""
+    return forms[0] if product.price_form == 0 else forms[1 + (product.price_form - 1) % (len(forms) - 1)]
+
+
 def price_of(product: Product, forms: tuple[str, ...]) -> Any:
     """The price in the style's native form (forms[0]) or a variant of it."""
     if product.defect == "null_price":
         return None
     cents = -product.cents if product.defect == "negative_price" else product.cents
-    form = forms[0] if product.price_form == 0 else forms[1 + (product.price_form - 1) % (len(forms) - 1)]
-    return PRICE_FORMS[form](cents)
+    return PRICE_FORMS[price_form(product, forms)](cents)
+
+
+def price_meant(product: Product, forms: tuple[str, ...]) -> float:
+    """Ground truth: the amount in major units (dollars) that the served
+    price means (whole dollars where the form is a rounded integer)."""
+    cents = -product.cents if product.defect == "negative_price" else product.cents
+    return float(round(cents / 100)) if price_form(product, forms) == "int" else round(cents / 100, 2)
 
 
 # --- category forms ----------------------------------------------------------

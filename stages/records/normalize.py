@@ -34,7 +34,7 @@ class NormalizeParams(ConcurrentParams):
     preset: str | None = None  # a shipped mapping: dummyjson, platzi, reqres, jsonserver, cursor
     map: dict[str, str] = {}  # Product field -> dotted path in the record; overrides the preset
     extra: dict[str, str] = {}  # extra output field -> dotted path, kept as is (e.g. {brand: brand})
-    price_in_cents: bool | None = None  # default: true for the cursor preset
+    price_in_cents: bool | None = None  # integer prices are cents (default: true for the cursor preset)
     currency: str = "USD"  # when the price names none
     source: str | None = None  # the `source` of the records (default: the endpoint, i.e. the node)
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2

@@ -44,7 +44,10 @@ class Product(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 def parse_price(value: Any, *, cents: bool = False) -> tuple[float, str | None]:
     """(amount, currency or None). Raises Invalid for missing, negative,
-    non-finite or unreadable prices."""
+    non-finite or unreadable prices. With `cents`, an integer amount (a JSON
+    integer, or a string of digits only) is in minor units; an amount written
+    with a decimal separator ("67.19", "$38.58", 38.5) is already in major
+    units, whatever the API's native form."""
     currency = None
     if isinstance(value, dict):
         currency = value.get("currency") if isinstance(value.get("currency"), str) else None
@@ -54,13 +57,13 @@ def parse_price(value: Any, *, cents: bool = False) -> tuple[float, str | None]:
     if isinstance(value, bool):
         raise Invalid(f"price is a boolean ({value})")
     if isinstance(value, int | float):
-        amount = float(value)
+        amount, minor = float(value), isinstance(value, int)
     elif isinstance(value, str):
         amount, found = _parse_price_text(value)
-        currency = currency or found
+        currency, minor = currency or found, value.strip().isdigit()
     else:
         raise Invalid(f"price has type {type(value).__name__}")
-    if cents:
+    if cents and minor:
         amount /= 100
     if not math.isfinite(amount):
         raise Invalid("price is not a finite number")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mocks import Catalogue
@@ -83,3 +83,24 @@ def test_every_mock_product_normalises_or_is_a_declared_defect():
                 assert product.defect is not None, (style, record)
             else:
                 assert product.defect is None, (style, record)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_every_preset_reads_the_price_each_mock_meant(seed):
+    """Every served price form of every style (cents, floats, "$1,299.00",
+    "12,50 €", {"amount": "67.19"}, ...) comes out as the amount the mock
+    meant, in major units: cents are divided only where they are integers."""
+    from mocks.styles import make_style
+    from mocks.styles._common import price_meant
+    from stages.records.presets import PRESETS
+
+    catalogue = Catalogue(200, seed=seed, heterogeneity=1.0, defect_rate=0.0)
+    for style, preset in PRESETS.items():
+        renderer = make_style(style)
+        for product in catalogue.products(0, 200):
+            if product.defect is not None:  # copies of defective slots (duplicates)
+                continue
+            served = renderer.render(product)[preset.fields["price"]]
+            amount, _ = parse_price(served, cents=preset.cents)
+            assert amount == price_meant(product, renderer.price_forms), (style, served)
