@@ -50,6 +50,7 @@ class FetchParams(ConcurrentParams):
     connect_timeout: Duration = Duration.default(3)
     read_timeout: Duration = Duration.default(5)
     max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 * 1024 * 1024
+    expect_json: bool = True  # a 2xx body that is not JSON (HTML, cut short) is a failure, retried
     retry: RetryParams = msgspec.field(default_factory=RetryParams)
     breaker: BreakerParams = msgspec.field(default_factory=BreakerParams)
 
@@ -92,6 +93,7 @@ def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
         concurrency=params.concurrency,
         on_event=event,
         telemetry=ctx,
+        check_json=params.expect_json,
     )
 
 

@@ -8,7 +8,10 @@ what an endpoint does (only cancellation propagates). Per attempt, in order:
     first tries, retries and probes draw on the same budget) -> GET with
     connect/read/total timeouts and a body size cap -> classify:
 
-    2xx                      success
+    2xx                      success; with `check_json`, a body that is not
+                             JSON (an HTML page, a cut-off body) is a failure
+                             for the breaker and retried (invalid_json,
+                             html_instead_of_json)
     429                      neutral for the breaker; retry after
                              max(backoff, Retry-After), and every caller of
                              the limiter holds off until then
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from .breaker import CircuitBreaker
 from .limiter import SlidingWindowLimiter
@@ -65,6 +69,9 @@ class FetchFailed:
     attempts: int
     status: int | None = None
     detail: str = ""
+
+
+_RAW_JSON = msgspec.json.Decoder(msgspec.Raw).decode
 
 
 class _TooLarge(Exception):
@@ -116,6 +123,7 @@ class Fetcher:
     # histogram, counter, metering); None: no spans, no metrics.
     telemetry: Any = None
     limiter: SlidingWindowLimiter | Unlimited | None = None  # for calls that name none
+    check_json: bool = False  # a 2xx body that is not JSON is a failure, retried
 
     def __post_init__(self) -> None:
         self._in_flight = asyncio.Semaphore(self.concurrency)
@@ -188,14 +196,19 @@ class Fetcher:
                 last, last_status, detail = "connection_error", None, f"{type(exc).__name__}: {exc}"
                 self._event("connection_error", error=type(exc).__name__)
             else:
-                if 200 <= status < 300:
+                undecodable = self._undecodable(body) if 200 <= status < 300 else None
+                if 200 <= status < 300 and undecodable is None:
                     permit.success(loop.time())
                     return Fetched(url, status, body, response_headers, attempt)
-                last, last_status, detail = f"http_{status}", status, f"HTTP {status}"
-                if not retryable_status(status):
-                    permit.neutral(loop.time())
-                    return FetchFailed(url, last, attempt, status, f"HTTP {status}, not retried")
-                retry_after = self._answered(status, response_headers, permit, limiter)
+                if undecodable is not None:  # the endpoint misbehaves: retried like a 5xx
+                    permit.failure(loop.time())
+                    (last, detail), last_status = undecodable, status
+                else:
+                    last, last_status, detail = f"http_{status}", status, f"HTTP {status}"
+                    if not retryable_status(status):
+                        permit.neutral(loop.time())
+                        return FetchFailed(url, last, attempt, status, f"HTTP {status}, not retried")
+                    retry_after = self._answered(status, response_headers, permit, limiter)
             if attempt < self.policy.attempts:
                 wait = self.policy.wait(attempt, self.rng, retry_after)
                 self._event("retry", attempt=attempt + 1, error=last, wait=wait)
@@ -203,6 +216,20 @@ class Fetcher:
         attempts = self.policy.attempts
         why = f"{attempts} attempts, the last: {detail}"
         return FetchFailed(url, f"{last}_after_retries", attempts, last_status, why)
+
+    def _undecodable(self, body: bytes) -> tuple[str, str] | None:
+        """(error, detail) when a 2xx body that should be JSON is not: an HTML
+        page from a proxy, a body cut short. Checked without building any
+        object (msgspec validates the syntax while skipping to Raw, ~4 µs a
+        page); None when it decodes or checking is off."""
+        if not self.check_json:
+            return None
+        try:
+            _RAW_JSON(body)
+        except msgspec.DecodeError as err:
+            kind = "html_instead_of_json" if body.lstrip()[:1] == b"<" else "invalid_json"
+            return kind, f"a {len(body)}-byte body that is not JSON: {err}"
+        return None
 
     def _answered(self, status: int, headers: Mapping[str, str], permit: Any, limiter: Any) -> float | None:
         """A retryable status: 429 is neutral for the breaker, 5xx a failure.

@@ -182,3 +182,41 @@ def test_retry_after_on_a_503_is_honoured_and_failures_say_why():
     assert arrivals[1] - arrivals[0] >= 2.0  # "come back in 2 s", measured at the server
     assert isinstance(failed, FetchFailed) and len(other_arrivals) == 3
     assert (failed.error, failed.detail) == ("http_503_after_retries", "3 attempts, the last: HTTP 503")
+
+
+def test_a_body_that_is_not_json_is_retried_until_one_is():
+    """An HTML page with status 200 (a proxy in the way), then a cut-off
+    body: both are failures of the attempt, retried; the third answer is
+    good. Without the check the first answer would be the page's."""
+
+    async def main() -> tuple[Any, Any, list[float]]:
+        from aiohttp import web
+
+        bodies = [b"<html><body>Bad gateway</body></html>", b'[{"id": 1}, {"id"', b'[{"id": 1}]']
+        arrivals: list[float] = []
+
+        async def handle(request: web.Request) -> web.Response:
+            arrivals.append(asyncio.get_running_loop().time())
+            return web.Response(body=bodies.pop(0) if bodies else b"<html/>", content_type="application/json")
+
+        runner = web.AppRunner(web.Application(), access_log=None)
+        runner.app.router.add_get("/p", handle)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/p"  # type: ignore[union-attr]
+        try:
+            async with make_session() as session:
+                fetcher = Fetcher(session, CircuitBreaker(failures=50), limiter=limiter(), check_json=True,
+                                  policy=RetryPolicy(retries=3, base=0.01, cap=0.02))  # fmt: skip
+                good = await fetcher.fetch(url)
+                bad = await fetcher.fetch(url)  # HTML every time now
+        finally:
+            await runner.cleanup()
+        return good, bad, arrivals
+
+    good, bad, arrivals = run_virtual(main())
+    assert isinstance(good, Fetched) and (good.attempts, good.body) == (3, b'[{"id": 1}]')
+    assert isinstance(bad, FetchFailed) and bad.error == "html_instead_of_json_after_retries"
+    assert bad.detail.startswith("4 attempts, the last: a 7-byte body that is not JSON")
+    assert len(arrivals) == 3 + 4  # every attempt reached the server once
