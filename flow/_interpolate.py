@@ -95,10 +95,11 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
         raise KeyError(last)
 
 
-def overrides_from_env(env: Mapping[str, str]) -> list[str]:
-    """`FLOW__RUN__DEADLINE=30s` -> `run.deadline=30s` (lower-cased path)."""
+def overrides_from_env(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """`FLOW__RUN__DEADLINE=30s` -> (`FLOW__RUN__DEADLINE`, `run.deadline=30s`):
+    where to point a message (the variable, never its value) and what to set."""
     return [
-        f"{name[len(ENV_PREFIX) :].lower().replace('__', '.')}={value}"
+        (name, f"{name[len(ENV_PREFIX) :].lower().replace('__', '.')}={value}")
         for name, value in sorted(env.items())
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX)
     ]

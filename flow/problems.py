@@ -40,8 +40,8 @@ class SpecError(Exception):
 
 
 def format_problem(file: str, locator: Locator, problem: Problem) -> str:
-    if problem.path and problem.path[0] == "--set":
-        place = f"--set {problem.path[1]}"
+    if problem.path and problem.path[0] == OVERRIDE:
+        place = str(problem.path[1])  # `--set run.deadline=5m` or `FLOW__RUN__DEADLINE`
     else:
         at = locator.where(problem.path, key=problem.key) or (1, 1)
         place = f"{file}:{at[0]}:{at[1]}"
@@ -49,6 +49,9 @@ def format_problem(file: str, locator: Locator, problem: Problem) -> str:
     if problem.hint:
         text += f"; hint: {problem.hint}"
     return f"{place}: warning: {text[len(place) + 2 :]}" if problem.warning else text
+
+
+OVERRIDE = "--set"  # a Problem path (OVERRIDE, label): the value came from an override
 
 
 _AT = re.compile(r" - at `\$((?:\.[^.\[`]+|\[\d+\])*)`$")

@@ -30,7 +30,7 @@ import msgspec
 
 from ._interpolate import interpolate, overrides_from_env, references, scalar, set_path
 from ._yaml import Locator, Path, YAMLError, load
-from .problems import Problem, SpecError, decode, format_problem
+from .problems import OVERRIDE, Problem, SpecError, decode, format_problem
 from .registry import Params, Registry, StageKind
 from .units import Duration
 
@@ -166,6 +166,11 @@ def load_spec(
         text = FilePath(file).read_text(encoding="utf-8")
     except OSError as err:
         raise SpecError([f"{file}: cannot read: {err.strerror or err}"]) from None
+    except UnicodeDecodeError as err:
+        raise SpecError([f"{file}: not UTF-8 text (byte {err.start}); a graph file is YAML"]) from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise SpecError([f"{file}:{line}: a NUL byte; a graph file is YAML text"])
     return parse_spec(text, registry, file=file, env=env, sets=sets, mocks_type=mocks_type, refs=refs)
 
 
@@ -191,9 +196,11 @@ def parse_spec(
 
     def fail() -> SpecError:
         # A value shared through a YAML anchor fails once per use: report it once.
-        return SpecError(list(dict.fromkeys(format_problem(file, locator, p) for p in problems)))
+        located = (_at_override(p, overridden) for p in problems)
+        return SpecError(list(dict.fromkeys(format_problem(file, locator, p) for p in located)))
 
-    data = _prepare(data, env, sets, refs, problems)
+    overridden: dict[tuple[str, ...], str] = {}  # path -> the override that set it
+    data = _prepare(data, env, sets, refs, problems, overridden)
     if problems:
         raise fail()
     top = decode(data, GraphSpec, (), problems, unknown_hint="top-level keys starting with 'x-' are free for "
@@ -210,6 +217,9 @@ def parse_spec(
         if server is not None:
             mocks[name] = server
     nodes = _nodes(top, registry, problems)
+    if not top.nodes:
+        problems.append(Problem((), "the graph has no nodes", "add 'nodes:' with a source and a sink, as in "
+                                "the graph.yaml that ships with flow"))  # fmt: skip
     for name, value in references(data):
         if name not in top.mocks:
             problems.append(Problem(value, f"'${{mocks.{name}.url}}' names no server of the mocks: block"))
@@ -219,14 +229,26 @@ def parse_spec(
     return Spec(file, top.run, mocks, telemetry, nodes, locator)
 
 
+def _at_override(problem: Problem, overridden: dict[tuple[str, ...], str]) -> Problem:
+    """A problem with a value an override set points at that override."""
+    steps = tuple(str(step) for step in problem.path)
+    for length in range(len(steps), 0, -1):
+        label = overridden.get(steps[:length])
+        if label is not None:
+            return dataclasses.replace(problem, path=(OVERRIDE, label), key=False)
+    return problem
+
+
 def _prepare(
     data: Any,
     env: Mapping[str, str],
     sets: Sequence[str],
     refs: Mapping[str, str] | None,
     problems: list[Problem],
+    overridden: dict[tuple[str, ...], str],
 ) -> Any:
-    """Phase 2: `${...}` filled in, overrides applied, `x-` keys dropped."""
+    """Phase 2: `${...}` filled in, overrides applied (each remembered in
+    `overridden`, to point messages at it), `x-` keys dropped."""
     if not isinstance(data, dict):
         problems.append(
             Problem(
@@ -237,15 +259,17 @@ def _prepare(
         )
         return data
     data = interpolate(data, (), env, problems, refs)
-    for assignment in [*overrides_from_env(env), *sets]:
+    for label, assignment in [*overrides_from_env(env), *((f"--set {s}", s) for s in sets)]:
         dotted, sep, raw = assignment.partition("=")
         if not sep or not dotted:
-            problems.append(Problem(("--set", assignment), "expected PATH=VALUE, e.g. run.deadline=30s"))
+            problems.append(Problem((OVERRIDE, label), "expected PATH=VALUE, e.g. run.deadline=30s"))
             continue
         try:
             set_path(data, dotted, scalar(raw))
         except (KeyError, IndexError, TypeError):
-            problems.append(Problem(("--set", assignment), f"no place for '{dotted}' in the graph"))
+            problems.append(Problem((OVERRIDE, label), f"no place for '{dotted}' in the graph"))
+        else:
+            overridden[tuple(dotted.split("."))] = label
     # Top-level keys starting with "x-" are free for YAML anchors, as in
     # compose files: `x-shop: &shop {...}` then `shop_a: *shop`.
     return {k: v for k, v in data.items() if not str(k).startswith("x-")}

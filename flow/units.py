@@ -48,13 +48,17 @@ def parse_rate(value: Any) -> tuple[int, float] | None:
     an unquoted YAML `off`, which YAML 1.1 reads as false)."""
     if value is False:
         return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        hint = f"did you mean '{value}/s'?"
+        raise ValueError(f"expected a rate such as '5/s', '10/2s' or 'off', got {value}; {hint}")
     if not isinstance(value, str):
         raise ValueError(f"expected a rate such as '5/s', '10/2s' or 'off', got {value!r}")
     if value.strip().lower() in {"off", "none", "0"}:
         return None
     match = _RATE.match(value)
     if match is None:
-        raise ValueError(f"expected a rate such as '5/s', '10/2s' or 'off', got {value!r}")
+        hint = f"; did you mean '{value.strip()}/s'?" if value.strip().isdigit() else ""
+        raise ValueError(f"expected a rate such as '5/s', '10/2s' or 'off', got {value!r}{hint}")
     count, per = int(match[1]), match[2].strip()
     window = _UNITS[per] if per in _UNITS else parse_duration(per)
     if count < 1 or window <= 0:

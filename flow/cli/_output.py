@@ -29,6 +29,7 @@ def error(text: str) -> None:
 
 
 def _located(text: str) -> bool:
-    """Located messages (`graph.yaml:3:5: ...`) stand on their own."""
+    """Located messages (`graph.yaml:3:5: ...`, `graph.yaml:2: ...`, `--set
+    K=V: ...`, `FLOW__RUN__DEADLINE: ...`) stand on their own."""
     head = text.split(": ", 1)[0]
-    return head.count(":") >= 2 or head.startswith("--set ")
+    return head.rsplit(":", 1)[-1].isdigit() or head.startswith(("--set ", "FLOW__"))

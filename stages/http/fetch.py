@@ -54,6 +54,11 @@ class FetchParams(ConcurrentParams):
     retry: RetryParams = msgspec.field(default_factory=RetryParams)
     breaker: BreakerParams = msgspec.field(default_factory=BreakerParams)
 
+    def __post_init__(self) -> None:
+        for name in ("timeout", "connect_timeout", "read_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be longer than 0s (without a timeout a request can hang)")
+
 
 def _close_session(session: Any) -> Any:
     return session.close()

@@ -29,7 +29,7 @@ _DEFAULTS = {  # style -> (items_path, total_path, cursor_path)
 
 
 class PaginateParams(Params):
-    url: str
+    url: str  # http(s)://..., or ${mocks.NAME.url}... (filled in when the mocks start)
     style: Literal["page", "skip_limit", "offset", "link", "cursor"]
     page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
     params: dict[str, str] = {}  # static query parameters
@@ -40,6 +40,10 @@ class PaginateParams(Params):
     max_pages: Annotated[int, msgspec.Meta(ge=1)] | None = None
     max_items: Annotated[int, msgspec.Meta(ge=1)] | None = None
     prefetch: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4  # offset style: pages in flight
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://", "${")):
+            raise ValueError(f"url: expected an http:// or https:// URL, got {self.url[:80]!r}")
 
 
 def _pager(params: PaginateParams, endpoint: str) -> Pager:

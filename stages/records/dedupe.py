@@ -12,6 +12,7 @@ first copy on at once.
 
 from __future__ import annotations
 
+import difflib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -20,12 +21,19 @@ import msgspec
 
 from flow.registry import Params, stage
 
-from .items import ProductBatch
+from .items import Product, ProductBatch
 
 
 class DedupeParams(Params):
     key: str = "id"  # a Product field
     hold: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 200  # records kept back to find better copies
+
+    def __post_init__(self) -> None:
+        fields = Product.__struct_fields__
+        if self.key not in fields:
+            close = difflib.get_close_matches(self.key, fields, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"fields: {', '.join(fields)}"
+            raise ValueError(f"key: '{self.key}' is not a field of the product record; {hint}")
 
 
 @stage("dedupe", DedupeParams, consumes=ProductBatch, produces=ProductBatch, spans=False)

@@ -17,6 +17,7 @@ hop costs a few microseconds per record, not per call.
 from __future__ import annotations
 
 import asyncio
+import difflib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
@@ -28,6 +29,8 @@ from flow.registry import ConcurrentParams, stage
 from .items import ProductBatch, Records
 from .presets import PRESETS
 from .product import Invalid, Product, clean_title, flatten_category, parse_price, source_id
+
+MAPPED = ("id", "title", "price", "category")  # the Product fields taken from a record by path
 
 
 class NormalizeParams(ConcurrentParams):
@@ -43,6 +46,11 @@ class NormalizeParams(ConcurrentParams):
     def __post_init__(self) -> None:
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"preset: unknown preset {self.preset!r}; shipped: {', '.join(PRESETS)}")
+        for key in self.map:
+            if key not in MAPPED:
+                close = difflib.get_close_matches(key, MAPPED, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"mapped fields: {', '.join(MAPPED)}"
+                raise ValueError(f"map: '{key}' is not a mapped field; {hint} (other fields: `extra:`)")
         fields = {**self.preset_fields, **self.map}
         missing = {"id", "title", "price"} - set(fields)
         if missing:

@@ -203,19 +203,51 @@ BROKEN = [
         id="mock-ref-unknown",
     ),
     pytest.param(
-        "version: 1\nmocks:\n  shop_a: {style: dummyjson, eror_rate: 0.1}\n",
+        "version: 1\nmocks:\n  shop_a: {style: dummyjson, eror_rate: 0.1}\nnodes: {a: {pipe: [sequence, collect]}}\n",
         "graph.yaml:3:30: unknown key 'eror_rate'; hint: did you mean 'error_rate'?",
         id="mock-option-typo",
     ),
     pytest.param(
-        "version: 1\nmocks:\n  shop_a: {style: dummyjson, rate_limit: fast}\n",
+        "version: 1\nmocks:\n  shop_a: {style: dummyjson, rate_limit: fast}\nnodes: {a: {pipe: [sequence, collect]}}\n",
         "graph.yaml:3:42: rate_limit: expected a rate such as '5/s', '10/2s' or 'off', got 'fast'",
         id="mock-bad-rate",
     ),
     pytest.param(
-        "version: 1\nmocks:\n  shop_a: {style: shopify}\n",
+        "version: 1\nmocks:\n  shop_a: {style: shopify}\nnodes: {a: {pipe: [sequence, collect]}}\n",
         "graph.yaml:3:19: invalid enum value 'shopify'; hint: choose one of: cursor, dummyjson, jsonserver, platzi, reqres",
         id="mock-bad-style",
+    ),
+    pytest.param(
+        "version: 1\nnodes:\n  a: {pipe: [{paginate: {url: example.com/p, style: offset}}, fetch, collect]}\n",
+        "graph.yaml:3:31: url: expected an http:// or https:// URL, got 'example.com/p'",
+        id="url-without-scheme",
+    ),
+    pytest.param(
+        "version: 1\nnodes:\n  a: {pipe: [{paginate: {url: 'http://x/p', style: offset}}, {fetch: {timeout: 0s}}, collect]}\n",
+        "graph.yaml:3:80: timeout: must be longer than 0s (without a timeout a request can hang)",
+        id="timeout-zero",
+    ),
+    pytest.param(
+        "version: 1\nnodes:\n  a: {pipe: [sequence, {normalize: {preset: reqres, map: {titel: name}}}, collect]}\n",
+        "graph.yaml:3:58: map: 'titel' is not a mapped field; did you mean 'title'? (other fields: `extra:`)",
+        id="map-key-typo",
+    ),
+    pytest.param(
+        "version: 1\nnodes:\n  a: {pipe: [sequence, {dedupe: {key: sku}}, collect]}\n",
+        "graph.yaml:3:39: key: 'sku' is not a field of the product record; fields: id, source_id, title, source, "
+        "price, currency, category, processed_at, quality, extra",
+        id="dedupe-key-not-a-field",
+    ),
+    pytest.param(
+        "version: 1\n",
+        "graph.yaml:1:1: the graph has no nodes; hint: add 'nodes:' with a source and a sink, as in the graph.yaml "
+        "that ships with flow",
+        id="no-nodes",
+    ),
+    pytest.param(
+        "version: 1\nnodes:\n  a: {pipe: [{paginate: {url: 'http://x/p', style: offset}}, {rate_limit: {rate: 5}}, fetch, collect]}\n",
+        "graph.yaml:3:82: expected a rate such as '5/s', '10/2s' or 'off', got 5; did you mean '5/s'?",
+        id="rate-without-unit",
     ),
 ]
 
@@ -305,3 +337,20 @@ def test_every_problem_of_a_file_is_reported_at_once():
         "graph.yaml:3:14: unknown stage 'sequense'; hint: did you mean 'sequence'?",
         "graph.yaml:4:26: unknown key 'itemz'; hint: did you mean 'items'?",
     ]
+
+
+def test_overrides_are_blamed_for_their_own_values(tmp_path, monkeypatch, capsys):
+    (tmp_path / "graph.yaml").write_text("version: 1\nnodes:\n  a: {pipe: [sequence, collect]}\n")
+    monkeypatch.setenv("FLOW__RUN__DEADLINE", "soon")
+    assert main(["validate", str(tmp_path / "graph.yaml")]) == 2
+    err = capsys.readouterr().err  # the variable is named, not a line of the file
+    assert err == "FLOW__RUN__DEADLINE: expected a duration such as '250ms' or '2s', got 'soon'\n"
+
+
+def test_a_file_that_is_not_text_gets_a_message_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "nul.yaml").write_bytes(b"version: 1\nnodes: {}\x00\n")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    assert main(["validate", str(tmp_path / "nul.yaml")]) == 2
+    assert capsys.readouterr().err == f"{tmp_path / 'nul.yaml'}:2: a NUL byte; a graph file is YAML text\n"
+    assert main(["validate", str(tmp_path / "bin.yaml")]) == 2
+    assert capsys.readouterr().err == f"flow: error: {tmp_path / 'bin.yaml'}: not UTF-8 text (byte 0); a graph file is YAML\n"
