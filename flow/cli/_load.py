@@ -20,7 +20,9 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_checked(args: argparse.Namespace, refs: dict[str, str] | None = None):  # -> flow.spec.Spec
+def load_checked(  # -> flow.spec.Spec
+    args: argparse.Namespace, refs: dict[str, str] | None = None, *, strict: bool = False
+):
     """The checked spec, its `mocks:` decoded into the mocks' ServerSpecs
     (the CLI is where the engine meets its stages and mocks); `refs`: the
     mock servers' URLs, once started. Located errors abort with exit 2,
@@ -38,9 +40,9 @@ def load_checked(args: argparse.Namespace, refs: dict[str, str] | None = None): 
     if refs is not None:
         return spec  # checked before the mocks started
     problems = check(spec)
-    errors = [spec.where(p) for p in problems if not p.warning]
+    errors = [spec.where(p) for p in problems if strict or not p.warning]
     for p in problems:
-        if p.warning:
+        if p.warning and not strict:
             warning(spec.where(p))
     if errors:
         raise Abort("\n".join(errors))

@@ -10,10 +10,11 @@ from ._output import out
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_graph_arguments(parser)
+    parser.add_argument("--strict", action="store_true", help="warnings are errors (exit 2)")
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = load_checked(args)
+    spec = load_checked(args, strict=args.strict)
     stages = sum(len(node.stages) for node in spec.nodes.values())
     out(f"{args.graph}: valid ({len(spec.nodes)} nodes, {stages} stages, {len(spec.mocks)} mock servers)")
     return 0

@@ -178,3 +178,12 @@ def test_help_imports_nothing_heavy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_validate_strict_makes_warnings_errors(tmp_path, capsys):
+    path = tmp_path / "g.yaml"
+    path.write_text("version: 1\nnodes:\n  a: {buffer: 3, pipe: [sequence, collect]}\n")
+    assert main(["validate", str(path)]) == 0
+    assert "warning: node 'a' has no inputs" in capsys.readouterr().err
+    assert main(["validate", "--strict", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"{path}:3:7: warning: node 'a' has no inputs")
