@@ -27,13 +27,15 @@ def interpolate(
     env: Mapping[str, str],
     problems: list[Problem],
     refs: Mapping[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
 ) -> Any:
     """`value` with `${...}` filled in; `refs` maps mock names to their URLs
-    (without it, `${mocks.NAME.url}` stays as written)."""
+    (without it, `${mocks.NAME.url}` stays as written). Values taken from the
+    environment go into `secrets` (value -> `${NAME}`), for `scrub`."""
     if isinstance(value, dict):
-        return {k: interpolate(v, (*path, k), env, problems, refs) for k, v in value.items()}
+        return {k: interpolate(v, (*path, k), env, problems, refs, secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, (*path, i), env, problems, refs) for i, v in enumerate(value)]
+        return [interpolate(v, (*path, i), env, problems, refs, secrets) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -49,6 +51,8 @@ def interpolate(
             )
             return match[0]
         if name in env:
+            if secrets is not None and _worth_hiding(env[name]):
+                secrets[env[name]] = f"${{{name}}}"
             return env[name]
         if sep:
             return default
@@ -64,6 +68,21 @@ def interpolate(
     # Substituted values stay strings; decoding is lax (strict=False), so
     # "${WORKERS:-4}" still fills an int field and an API key "0123" stays text.
     return _VAR.sub(substitute, value)
+
+
+def _worth_hiding(value: str) -> bool:
+    """Short numbers (`${WORKERS}` = 4) would scrub unrelated text; keys,
+    tokens and paths are longer."""
+    return len(value) >= 6 or (len(value) >= 4 and not value.isdigit())
+
+
+def scrub(text: str, secrets: Mapping[str, str]) -> str:
+    """`text` with every value taken from the environment replaced by its
+    `${NAME}`: messages, reports and spans never echo them."""
+    for value, name in secrets.items():
+        if value in text:
+            text = text.replace(value, name)
+    return text
 
 
 def scalar(text: str) -> Any:

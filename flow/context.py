@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ._interpolate import scrub
 from .items import DeadLetter, ErrorRecord, utc_now
 
 T = TypeVar("T")
@@ -55,6 +56,7 @@ class RunState:
         self.lineage: Any = None  # flow.tracing.Lineage while tracing is on
         self.node_spans: dict[str, Any] = {}  # node -> its span (tracing on)
         self.emitted: list[tuple[str, str, Any]] = []  # side items when no runtime routes them
+        self.secrets: dict[str, str] = {}  # values taken from the environment -> ${NAME}
         self._emit = emit
         # key -> (resource, close); closed in reverse order of creation.
         self._resources: dict[Hashable, tuple[Any, Callable[[Any], Any] | None]] = {}
@@ -164,6 +166,9 @@ class StageContext:
     ) -> None:
         """An error record on `NODE.errors` and the run report (`endpoint`
         defaults to the node: one source node fetches one endpoint)."""
+        if self.run.secrets:  # reports and spans never echo values from the environment
+            detail = self.scrub(detail)
+            fields = {k: self.scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
         record = ErrorRecord(
             node=self.node,
             stage=self.stage,
@@ -209,6 +214,12 @@ class StageContext:
     async def emit(self, port: str, item: Any) -> None:
         """An item on this node's side output `port` (declared by the kind)."""
         await self.run.emit(self.node, port, item)
+
+    def scrub(self, text: str) -> str:
+        """`text` with every value taken from the environment (`${KEY}` in
+        graph.yaml) replaced by its `${NAME}`: for what goes into reports and
+        spans (URLs, details)."""
+        return scrub(text, self.run.secrets) if self.run.secrets else text
 
     # --- counters and events -------------------------------------------------------
     def count(self, counter: str, n: int = 1, *, on: str | None = None) -> None:

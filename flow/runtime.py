@@ -43,6 +43,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from ._interpolate import scrub
 from .buffer import Buffer
 from .context import RunState, StageContext
 from .graph import edges
@@ -131,6 +132,7 @@ class Runtime:
         self._pulling: list[list[Any]] = []
         self._stop_requested = False  # a plain flag: read once per source item
         self.resources = RunState(self._emit)
+        self.resources.secrets = spec.secrets
         self.errors = self.resources.errors  # the run report's error records
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry = self.telemetry
@@ -225,7 +227,7 @@ class Runtime:
             node=node.name,
             stage=node.stages[index].kind.name,
             error=type(exc).__name__,
-            detail=str(exc),
+            detail=scrub(str(exc), self.spec.secrets),
             item=self.taken(node, index),
             timestamp=utc_now(),
         )

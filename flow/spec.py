@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ._interpolate import interpolate, overrides_from_env, references, scalar, set_path
+from ._interpolate import interpolate, overrides_from_env, references, scalar, scrub, set_path
 from ._yaml import Locator, Path, YAMLError, load
 from .problems import OVERRIDE, Problem, SpecError, decode, format_problem
 from .registry import Params, Registry, StageKind
@@ -107,9 +107,10 @@ class Spec:
     nodes: dict[str, Node]
     locator: Locator
     warnings: list[str] = field(default_factory=list)
+    secrets: dict[str, str] = field(default_factory=dict)  # env values -> ${NAME}, scrubbed from outputs
 
     def where(self, problem: Problem) -> str:
-        return format_problem(self.file, self.locator, problem)
+        return scrub(format_problem(self.file, self.locator, problem), self.secrets)
 
 
 def _stages(
@@ -197,10 +198,12 @@ def parse_spec(
     def fail() -> SpecError:
         # A value shared through a YAML anchor fails once per use: report it once.
         located = (_at_override(p, overridden) for p in problems)
-        return SpecError(list(dict.fromkeys(format_problem(file, locator, p) for p in located)))
+        lines = (scrub(format_problem(file, locator, p), secrets) for p in located)
+        return SpecError(list(dict.fromkeys(lines)))
 
     overridden: dict[tuple[str, ...], str] = {}  # path -> the override that set it
-    data = _prepare(data, env, sets, refs, problems, overridden)
+    secrets: dict[str, str] = {}  # values taken from the environment -> ${NAME}
+    data = _prepare(data, env, sets, refs, problems, overridden, secrets)
     if problems:
         raise fail()
     top = decode(data, GraphSpec, (), problems, unknown_hint="top-level keys starting with 'x-' are free for "
@@ -226,7 +229,7 @@ def parse_spec(
     if problems:
         raise fail()
     telemetry = {k: v for k, v in msgspec.structs.asdict(top.telemetry).items() if v is not None}
-    return Spec(file, top.run, mocks, telemetry, nodes, locator)
+    return Spec(file, top.run, mocks, telemetry, nodes, locator, secrets=secrets)
 
 
 def _at_override(problem: Problem, overridden: dict[tuple[str, ...], str]) -> Problem:
@@ -246,6 +249,7 @@ def _prepare(
     refs: Mapping[str, str] | None,
     problems: list[Problem],
     overridden: dict[tuple[str, ...], str],
+    secrets: dict[str, str],
 ) -> Any:
     """Phase 2: `${...}` filled in, overrides applied (each remembered in
     `overridden`, to point messages at it), `x-` keys dropped."""
@@ -258,7 +262,7 @@ def _prepare(
             )
         )
         return data
-    data = interpolate(data, (), env, problems, refs)
+    data = interpolate(data, (), env, problems, refs, secrets)
     for label, assignment in [*overrides_from_env(env), *((f"--set {s}", s) for s in sets)]:
         dotted, sep, raw = assignment.partition("=")
         if not sep or not dotted:

@@ -254,7 +254,9 @@ class Fetcher:
         if not self._spans:
             span_cm: Any = contextlib.nullcontext()
         else:
-            span_cm = self.telemetry.client_span("GET", _http_attributes(url, params, attempt))
+            attributes = _http_attributes(url, params, attempt)
+            attributes["url.full"] = self.telemetry.scrub(attributes["url.full"])
+            span_cm = self.telemetry.client_span("GET", attributes)
         loop = asyncio.get_running_loop()
         started, outcome = loop.time(), ""
         try:
