@@ -78,11 +78,13 @@ class RunResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # what the run lost, in words (empty: nothing)
 
     def report(self) -> dict[str, Any]:
         """The run report (`run.json`); valid for partial runs too."""
         return {
             "status": self.status,
+            "lost": self.lost,
             "started_at": self.started_at,
             "seconds": round(self.seconds, 3),
             "nodes": {
@@ -210,7 +212,23 @@ class Runtime:
             self.resources.events,
             counters,
             self.resources.dead_letters,
+            self._losses(),
         )
+
+    def _losses(self) -> list[str]:
+        """What did not make it: pages or items that failed for good (error
+        records of nodes), sources that produced nothing, a cut-short run.
+        Dead letters and counted duplicates are accounted for, not lost."""
+        lost = []
+        if self._status != "completed":
+            lost.append(f"the run was cut short ({self._status})")
+        failed = sum(1 for e in self.errors if e["node"] is not None)
+        if failed:
+            lost.append(f"{failed} pages or items failed for good (see errors)")
+        for name, node in self.nodes.items():
+            if node.stages[0].kind.is_source and self.stats[name].stages[-1].items_out == 0:
+                lost.append(f"source '{name}' produced nothing")
+        return lost
 
     def taken(self, node: Node, index: int) -> int | None:
         """How many items stage `index` of `node` has taken from its input."""

@@ -46,6 +46,7 @@ class RunSpec(Base):
     grace: Duration = Duration.default(5)  # how long draining may take after a stop
     out: str = "out"  # directory for outputs and the report
     buffer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 8  # default edge capacity
+    on_loss: Literal["fail", "warn"] = "fail"  # exit 1 when anything was lost, or only say so
 
     def __post_init__(self) -> None:
         if self.deadline <= 0:

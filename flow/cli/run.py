@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="no live progress display (it is also off when stderr is not a terminal, or with -q)",
     )
     parser.add_argument(
-        "--fail-on-error", action="store_true", help="exit 1 when the run completed with recorded errors"
+        "--fail-on-error",
+        action="store_true",
+        help="exit 1 when anything was lost even if the graph says run.on_loss: warn",
     )
 
 
@@ -146,4 +148,6 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if result.status == "deadline":
         return 1
-    return 1 if args.fail_on_error and result.errors else 0
+    if result.lost and not args.quiet:
+        info("flow: lost: " + "; ".join(result.lost))
+    return 1 if result.lost and (spec.run.on_loss == "fail" or args.fail_on_error) else 0

@@ -40,6 +40,7 @@ class PaginateParams(Params):
     max_pages: Annotated[int, msgspec.Meta(ge=1)] | None = None
     max_items: Annotated[int, msgspec.Meta(ge=1)] | None = None
     prefetch: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4  # offset style: pages in flight
+    give_up_after: Annotated[int, msgspec.Meta(ge=1)] = 4  # pages failed in a row that end the walk
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://", "${")):
@@ -92,20 +93,20 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
             return
         if pager.total_pages is not None:
             for page in range(1, min(pager.total_pages, limit)):
+                if pager.failed_in_a_row >= params.give_up_after:
+                    await _gave_up(ctx, pager, page)
+                    return
                 yield pager.request(page)
             return
     # offset, or a total-less page/link API: keep `prefetch` pages in flight
     # until a short or empty page marks the end.
-    # Checked before every new page, not only when `prefetch` are in flight:
-    # failures can come back as fast as pages are planned (a failing branch
-    # downstream drops them at once), and must still stop the walk.
+    # The failure streak counts pages in the order their answers came back,
+    # and is checked before every new page: pages still in flight never hide
+    # it, however fast failures arrive.
     planned = 1
     while planned < limit and (pager.end is None or planned <= pager.end):
-        failed = [
-            p for p in range(max(0, planned - params.prefetch), planned) if pager.items.get(p, 0) is None
-        ]
-        if len(failed) == params.prefetch:
-            await ctx.error("pagination_stopped", f"{len(failed)} pages in a row failed", page=planned)
+        if pager.failed_in_a_row >= params.give_up_after:
+            await _gave_up(ctx, pager, planned)
             return
         if planned - len(pager.items) < params.prefetch:  # pages in flight
             yield pager.request(planned)
@@ -114,6 +115,11 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
         await pager.changed()
     if pager.end is not None and planned > pager.end + 1:
         ctx.count("overshoot", planned - (pager.end + 1))  # pages planned past the end
+
+
+async def _gave_up(ctx: Any, pager: Pager, page: int) -> None:
+    why = f"{pager.failed_in_a_row} pages in a row failed; no page from {page} on is planned"
+    await ctx.error("pagination_stopped", why, page=page)
 
 
 KIND = paginate

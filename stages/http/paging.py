@@ -97,6 +97,7 @@ class Pager:
         self.total_pages: int | None = None
         self.cursors: dict[int, str | None] = {}  # page -> cursor for the page after it
         self.end: int | None = None  # the last page, once known
+        self.failed_in_a_row = 0  # pages observed failed since the last good one
         self._changed = asyncio.Event()
 
     def request(self, page: int, cursor: str | None = None) -> PageRequest:
@@ -119,6 +120,7 @@ class Pager:
         except msgspec.DecodeError:
             count, total, cursor = None, None, None  # the parse stage reports the body itself
         self.items[page] = count
+        self.failed_in_a_row = self.failed_in_a_row + 1 if count is None else 0
         if total is not None and self.total_pages is None:
             self.total_pages = total
         if self.style == "cursor":

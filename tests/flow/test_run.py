@@ -127,3 +127,32 @@ def test_live_progress_on_a_terminal(tmp_path):
     assert proc.returncode == 0
     assert b"products/s" in drawn and b"source  pages" in drawn
     assert proc.stdout.splitlines()[-1].startswith("completed: ")
+
+
+LOSSY = """\
+version: 1
+run: {deadline: 30s, on_loss: ON_LOSS}
+mocks: {shop: {style: platzi, products: 30, rate_limit: off}}
+nodes:
+  gone: {pipe: [{paginate: {url: "${mocks.shop.url}/nope", style: offset}}, fetch, {parse: {schema: platzi}}]}
+  shop: {pipe: [{paginate: {url: "${mocks.shop.url}/api/v1/products", style: offset}}, fetch, {parse: {schema: platzi}}]}
+  out: {from: [gone, shop], pipe: [collect]}
+"""
+
+
+@pytest.mark.parametrize(("on_loss", "code"), [("fail", 1), ("warn", 0)])
+def test_a_run_that_lost_a_source_says_so_and_exits_1(tmp_path, on_loss, code):
+    """An endpoint that answers 404: the run completes, the other source is
+    whole, and the loss decides the exit code (run.on_loss: warn relaxes it)."""
+    (tmp_path / "g.yaml").write_text(LOSSY.replace("ON_LOSS", on_loss))
+    result = flow("run", "g.yaml", "--out", "o", cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    report = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert report["status"] == "completed"
+    errors = [e["error"] for e in report["errors"]]
+    assert errors.count("pagination_stopped") == 1 and set(errors) == {"http_404", "pagination_stopped"}
+    assert len(errors) <= 4 + 4 + 1  # it gave up after 4 failures in a row (with up to 4 more in flight)
+    assert report["lost"] == [f"{len(errors)} pages or items failed for good (see errors)",
+                              "source 'gone' produced nothing"]  # fmt: skip
+    assert report["nodes"]["shop"]["counters"]["records"] == 30  # the other source is whole
+    assert f"flow: lost: {len(errors)} pages or items failed for good" in result.stderr
