@@ -179,15 +179,10 @@ class Runtime:
             for name, node in self.nodes.items():
                 tasks.append(asyncio.create_task(self._node(node), name=f"node:{name}"))
         work = asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            await asyncio.wait_for(asyncio.shield(work), self.deadline)
-        except TimeoutError:
-            self.stop("deadline")
-            self._record("deadline_exceeded", f"run.deadline {self.spec.run.deadline} reached")
-        except asyncio.CancelledError:
-            self.stop("interrupted")
+        await self._until_done_or_stopped(work)
         if not work.done():
-            # Draining after a stop: bounded by the grace period.
+            # Draining after a stop (Ctrl-C, the deadline): bounded by the
+            # grace period, which starts at the stop.
             done, _ = await asyncio.wait({work}, timeout=self.grace)
             if not done:
                 for task in tasks:
@@ -229,6 +224,22 @@ class Runtime:
             if node.stages[0].kind.is_source and self.stats[name].stages[-1].items_out == 0:
                 lost.append(f"source '{name}' produced nothing")
         return lost
+
+    async def _until_done_or_stopped(self, work: asyncio.Future[Any]) -> None:
+        """Wait for the nodes to finish, for a stop (`stop()`: Ctrl-C), or for
+        the deadline, which stops the run."""
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        try:
+            first = asyncio.FIRST_COMPLETED
+            done, _ = await asyncio.wait({work, stopped}, timeout=self.deadline, return_when=first)
+        except asyncio.CancelledError:
+            self.stop("interrupted")
+            done = set()
+        finally:
+            stopped.cancel()
+        if not done and not self._stopping.is_set():
+            self.stop("deadline")
+            self._record("deadline_exceeded", f"run.deadline {self.spec.run.deadline} reached")
 
     def taken(self, node: Node, index: int) -> int | None:
         """How many items stage `index` of `node` has taken from its input."""

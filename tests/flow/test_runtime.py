@@ -340,3 +340,36 @@ def test_the_deadline_stops_a_source_that_a_concurrent_per_item_stage_pulls(tmp_
         result = run_graph(graph, kinds=[forever, work], sinks=sinks, out_dir=tmp_path, virtual=True)
         assert (result.status, [e["error"] for e in result.errors]) == ("deadline", ["deadline_exceeded"])
         assert len(sinks["a"]) == 1 and sinks["a"][0][0]["worked"]  # what was in flight drained
+
+
+def test_the_grace_period_starts_at_the_stop_not_at_the_deadline(tmp_path):
+    """A stop (Ctrl-C) while a stage hangs on an item: the run ends one grace
+    period after the stop, not at the deadline."""
+
+    @stage("hang", WorkParams, consumes=ANY, produces=SAME, per_item=True)
+    async def hang(item: Any, params: WorkParams, ctx: Any) -> Any:
+        """Take an item and never finish it (a request that hangs)."""
+        await asyncio.sleep(3600)
+        return item
+
+    spec = parse_spec(
+        "version: 1\nrun: {deadline: 10m, grace: 2s}\nnodes:\n"
+        "  a: {pipe: [{sequence: {items: 5, batch: 1}}, hang, testing_sink]}\n",
+        Registry([*(registry()[n] for n in registry().names()), hang]),
+        env={},
+    )
+
+    async def main() -> tuple[Any, float]:
+        loop = asyncio.get_running_loop()
+        runtime = Runtime(spec, out_dir=tmp_path)
+        loop.call_later(1.0, runtime.stop, "interrupted")
+        started = loop.time()
+        result = await runtime.run()
+        return result, loop.time() - started
+
+    from flow.testing import run_virtual
+
+    result, took = run_virtual(main())
+    assert result.status == "interrupted"
+    assert [e["error"] for e in result.errors] == ["grace_exceeded"]
+    assert 3.0 <= took < 3.5  # the stop at 1 s, then 2 s of grace
