@@ -57,6 +57,8 @@ class RunState:
         self.node_spans: dict[str, Any] = {}  # node -> its span (tracing on)
         self.emitted: list[tuple[str, str, Any]] = []  # side items when no runtime routes them
         self.secrets: dict[str, str] = {}  # values taken from the environment -> ${NAME}
+        self.sources: list[str] = []  # the graph's source nodes
+        self.stopped: str | None = None  # why the run was stopped early ("interrupted", "deadline")
         self._emit = emit
         # key -> (resource, close); closed in reverse order of creation.
         self._resources: dict[Hashable, tuple[Any, Callable[[Any], Any] | None]] = {}
@@ -144,6 +146,16 @@ class StageContext:
     @property
     def started_at(self) -> float | None:
         return self.run.started_at
+
+    @property
+    def sources(self) -> list[str]:
+        """The graph's source nodes (a report lists every one, even if silent)."""
+        return self.run.sources
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the run was stopped early ("interrupted", "deadline"), or None."""
+        return self.run.stopped
 
     @property
     def tracing(self) -> bool:

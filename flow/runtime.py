@@ -135,6 +135,7 @@ class Runtime:
         self._stop_requested = False  # a plain flag: read once per source item
         self.resources = RunState(self._emit)
         self.resources.secrets = spec.secrets
+        self.resources.sources = [n for n, node in self.nodes.items() if node.stages[0].kind.is_source]
         self.errors = self.resources.errors  # the run report's error records
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry = self.telemetry
@@ -151,7 +152,7 @@ class Runtime:
         """Stop the sources; what is in flight drains to the sinks."""
         if self._stopping.is_set():
             return
-        self._status = reason
+        self._status = self.resources.stopped = reason
         self._stop_requested = True
         self._stopping.set()
         for task, generator in self._pulling:

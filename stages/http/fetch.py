@@ -130,6 +130,7 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
         attempts=result.attempts,
         status=result.status,
         url=safe_url(request.url),
+        records_expected=pager.page_size if pager is not None else None,  # what the page would have held
     )
     return None
 

@@ -59,6 +59,8 @@ class _Report:
         self.categories: Counter[str] = Counter()
         self.windows: list[WindowStats] = []
         self.written = self.dead = self.errors = 0
+        self.failures = 0  # error records (pages or items that failed for good)
+        self.records_lost = 0  # what the failed pages would have held, at their expected size
         self.spill, self.letters = spill, letters
         self.encode = msgspec.json.Encoder().encode
 
@@ -83,6 +85,8 @@ class _Report:
                 self.letters.write(self.encode(item) + b"\n")
         else:
             entry = item.to_dict()
+            self.failures += 1
+            self.records_lost += item.fields.get("records_expected") or 0
         self.spill.write((b",\n" if self.errors else b"\n") + self.encode(entry))
         self.errors += 1
 
@@ -143,20 +147,29 @@ def _discard(path: str) -> None:
         os.unlink(path)
 
 
-def _closing(report: _Report, ctx: Any) -> dict[str, Any]:
-    """per_source and metrics, once the input has ended."""
-    per_source = {
-        name: {
-            "products": s.count,
-            "price_min": round(s.minimum, 2) if s.count else None,
-            "price_avg": round(s.total / s.count, 2) if s.count else None,
-            "price_max": round(s.maximum, 2) if s.count else None,
-            "dead_letters": s.dead,
-            **ctx.counters(name),  # engine-owned: pages, retries, ...
-        }
-        for name, s in sorted(report.sources.items())
-        if s.count or s.dead
+def _ledger(name: str, s: _Source, ctx: Any) -> dict[str, Any]:
+    """One source's row: the engine's counters (pages, records, retries, ...;
+    `normalized`: products made before dedupe and filters), then what this
+    report holds of it (`products`: written here)."""
+    counters = ctx.counters(name)
+    counters["normalized"] = counters.pop("products", 0)
+    counters.pop("dead_letters", None)  # counted here, from the dead letters received
+    return {
+        **counters,
+        "products": s.count,
+        "price_min": round(s.minimum, 2) if s.count else None,
+        "price_avg": round(s.total / s.count, 2) if s.count else None,
+        "price_max": round(s.maximum, 2) if s.count else None,
+        "dead_letters": s.dead,
     }
+
+
+def _closing(report: _Report, ctx: Any) -> dict[str, Any]:
+    """per_source and metrics, once the input has ended. Every source node
+    of the graph has a row, a silent one too."""
+    for name in ctx.sources:
+        report.sources[name]
+    per_source = {name: _ledger(name, s, ctx) for name, s in sorted(report.sources.items())}
     metrics: dict[str, Any] = {"category_distribution": dict(report.categories.most_common())}
     if report.windows:
         metrics["price_trends"] = [
@@ -175,12 +188,20 @@ def _closing(report: _Report, ctx: Any) -> dict[str, Any]:
 def _summary(report: _Report, ctx: Any) -> dict[str, Any]:
     loop_now = asyncio.get_running_loop().time()
     elapsed = loop_now - ctx.started_at if ctx.started_at is not None else 0.0
-    written, dead = report.written, report.dead
+    written, dead, lost = report.written, report.dead, report.records_lost
+    silent = [name for name, s in report.sources.items() if not s.count]
+    if not written:
+        status = "failed"
+    elif ctx.stopped or report.failures or silent:
+        status = "partial"
+    else:
+        status = "complete"
     return {
+        "status": status,
         "total_products": written,
         "processing_time_seconds": round(elapsed, 3),
-        "success_rate": round(written / (written + dead), 4) if written + dead else 1.0,
-        "sources": sorted(name for name, s in report.sources.items() if s.count),
+        "success_rate": round(written / (written + dead + lost), 4) if written + dead + lost else 1.0,
+        "sources": sorted(report.sources),
     }
 
 

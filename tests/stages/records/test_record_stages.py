@@ -89,6 +89,15 @@ def test_conservation_from_ground_truth_to_the_report(tmp_path):
     windows = report["metrics"]["windows"]  # tumbling windows of 50 products cover each product once
     assert sum(w["count"] for w in windows) == len(ids) and all(w["count"] == 50 for w in windows[:-1])
     assert report["summary"]["sources"] == sorted(STYLES)
+    # The report agrees with itself: per-source rows add up to the totals.
+    per_source = report["per_source"]
+    assert sum(row["products"] for row in per_source.values()) == report["summary"]["total_products"]
+    failed_pages = [e for e in report["errors"] if e.get("records_expected")]
+    dead = sum(row["dead_letters"] for row in per_source.values())
+    lost = sum(e["records_expected"] for e in failed_pages)
+    assert report["summary"]["success_rate"] == round(len(ids) / (len(ids) + dead + lost), 4)
+    page_failures = [e for e in report["errors"] if e["error"] != "invalid_record"]
+    assert report["summary"]["status"] == ("partial" if page_failures else "complete")
     for name, truth in truths.items():
         served = truth["served"]
         got = {p["source_id"] for p in report["products"] if p["source"] == name}

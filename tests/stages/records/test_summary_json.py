@@ -74,11 +74,13 @@ def test_report_of_products_errors_dead_letters_and_windows(tmp_path):
     assert [t["avg_price"] for t in report["metrics"]["price_trends"]] == [20.0, 5.0]
     assert report["metrics"]["category_distribution"] == {"lamps": 2, "desks": 1}
     assert report["per_source"]["a"] == {
-        "products": 2, "price_min": 10.0, "price_avg": 20.0, "price_max": 30.0, "dead_letters": 0,
+        "normalized": 0, "products": 2, "price_min": 10.0, "price_avg": 20.0, "price_max": 30.0, "dead_letters": 0,
     }  # fmt: skip
     assert report["per_source"]["b"]["dead_letters"] == 1
     summary = report["summary"]
-    assert (summary["total_products"], summary["success_rate"], summary["sources"]) == (3, 0.75, ["a", "b"])
+    # Every source node has a row too (here the test's sources are not the products' endpoints).
+    assert (summary["total_products"], summary["success_rate"], summary["status"]) == (3, 0.75, "partial")
+    assert summary["sources"] == ["a", "b", "bad", "broken", "shop"]
     letters = [json.loads(line) for line in (tmp_path / "out" / "dead.jsonl").read_text().splitlines()]
     assert [(d["reason"], d["raw"]) for d in letters] == [("price missing", {"id": 4})]
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")] == []
@@ -92,6 +94,9 @@ def test_no_input_is_an_empty_report_with_full_success(tmp_path):
     ]
     run_graph(GRAPH, out_dir=tmp_path, kinds=kinds)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert (report["products"], report["errors"], report["per_source"]) == ([], [], {})
+    assert (report["products"], report["errors"]) == ([], [])
+    assert sorted(report["per_source"]) == ["bad", "broken", "shop"]  # silent sources are listed, with zeros
+    assert all(row["products"] == 0 for row in report["per_source"].values())
     assert "windows" not in report["metrics"]
-    assert (report["summary"]["total_products"], report["summary"]["success_rate"]) == (0, 1.0)
+    summary = report["summary"]
+    assert (summary["total_products"], summary["success_rate"], summary["status"]) == (0, 1.0, "failed")
