@@ -1,6 +1,12 @@
 """Per-item stages: `run(item, params, ctx)` mapped over a stream with a
 bounded number in flight (aiostream's `map` with a task limit), a span and a
-duration measurement per item."""
+duration measurement per item.
+
+Isolation per item: an exception on one item becomes an error record for
+that item (on `NODE.errors`, with its endpoint and page when it has them)
+and the stage goes on with the next; only `MAX_FAILURES_IN_A_ROW` failures
+in a row end the branch (a stage that fails on everything is broken, not
+unlucky)."""
 
 from __future__ import annotations
 
@@ -9,6 +15,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .items import abandon
+from .tracing import provenance
+
+MAX_FAILURES_IN_A_ROW = 10
 
 
 async def mapped(
@@ -23,15 +32,27 @@ async def mapped(
     from aiostream import stream
 
     loop = asyncio.get_running_loop()
+    failures = 0  # in a row; one event loop, no lock
 
     async def call(item: Any) -> Any:  # aiostream wants a coroutine function here
+        nonlocal failures
         started = loop.time()
         try:
             if spans is None:
-                return await run(item, params, ctx)
-            with spans.current(item):
-                return await run(item, params, ctx)
-        except BaseException:  # failed, or cancelled because its branch ended
+                result = await run(item, params, ctx)
+            else:
+                with spans.current(item):
+                    result = await run(item, params, ctx)
+            failures = 0
+            return result
+        except Exception as exc:
+            abandon(item, "dropped: the stage failed on it")
+            failures += 1
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                raise  # the engine records it and ends the branch
+            await _failed_item(ctx, item, exc)
+            return None
+        except BaseException:  # cancelled because its branch ended
             abandon(item, "dropped: the stage did not finish it")
             raise
         finally:
@@ -51,3 +72,9 @@ async def mapped(
         async for result in results:
             if result is not None:
                 yield result
+
+
+async def _failed_item(ctx: Any, item: Any, exc: Exception) -> None:
+    key = provenance(item)
+    where = {} if key is None else {"endpoint": key[0], "page": key[1]}
+    await ctx.error(type(exc).__name__, f"{exc} (the stage went on with the next item)", **where)

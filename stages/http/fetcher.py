@@ -229,6 +229,10 @@ class Fetcher:
         except msgspec.DecodeError as err:
             kind = "html_instead_of_json" if body.lstrip()[:1] == b"<" else "invalid_json"
             return kind, f"a {len(body)}-byte body that is not JSON: {err}"
+        except RecursionError:
+            # Valid, perhaps, but nested deeper than any decoder here allows: not
+            # worth a retry (the same page comes back); parse reports the page.
+            return None
         return None
 
     def _answered(self, status: int, headers: Mapping[str, str], permit: Any, limiter: Any) -> float | None:

@@ -117,7 +117,7 @@ class Pager:
         page = request.page
         try:
             count, total, cursor = self._read(body, headers) if body is not None else (None, None, None)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             count, total, cursor = None, None, None  # the parse stage reports the body itself
         self.items[page] = count
         self.failed_in_a_row = self.failed_in_a_row + 1 if count is None else 0
@@ -142,7 +142,9 @@ class Pager:
         if total is not None and self.total_path not in ("total_pages",):
             total = math.ceil(total / self.page_size)  # an item total -> pages
         if self.style == "link" and headers and "X-Total-Count" in headers:
-            total = math.ceil(int(headers["X-Total-Count"]) / self.page_size)
+            # A header that is not a count is no total: the walk ends on a short page.
+            counted = headers["X-Total-Count"].strip()
+            total = math.ceil(int(counted) / self.page_size) if counted.isdigit() else total
         return count, total, cursor
 
     async def outcome(self, page: int) -> int | None:

@@ -50,8 +50,10 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
         request = page.request
         try:
             raws = decode_page(page.body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
             kind = "html_instead_of_json" if page.body.lstrip()[:1] == b"<" else "invalid_json"
+            if isinstance(err, RecursionError):
+                kind, err = "json_too_deep", ValueError("nested deeper than the decoder allows")
             await ctx.error(
                 kind,
                 str(err)[:200],

@@ -373,3 +373,30 @@ def test_the_grace_period_starts_at_the_stop_not_at_the_deadline(tmp_path):
     assert result.status == "interrupted"
     assert [e["error"] for e in result.errors] == ["grace_exceeded"]
     assert 3.0 <= took < 3.5  # the stop at 1 s, then 2 s of grace
+
+
+def test_one_failing_item_is_an_error_record_and_the_stage_goes_on(tmp_path):
+    """A per-item stage raising on one item: that item is an error record,
+    the others pass; ten failures in a row end the branch."""
+    from flow.mapping import MAX_FAILURES_IN_A_ROW
+
+    @stage("picky", WorkParams, consumes=ANY, produces=SAME, per_item=True)
+    async def picky(item: Any, params: WorkParams, ctx: Any) -> Any:
+        """Fail on item 3, and on every item from 20 on."""
+        n = item[0]["n"]
+        if n == 3 or n >= 20:
+            raise ValueError(f"cannot take item {n}")
+        return item
+
+    spec = parse_spec(
+        "version: 1\nnodes:\n  a: {pipe: [{sequence: {items: 40, batch: 1}}, picky, testing_sink]}\n",
+        Registry([*(registry()[n] for n in registry().names()), picky]),
+        env={},
+    )
+    result = run(spec, tmp_path)
+    assert [batch[0]["n"] for batch in SINKS["a"]] == [n for n in range(20) if n != 3]
+    errors = [(e["stage"], e["error"], e["detail"]) for e in result.errors]
+    assert errors[0] == ("picky", "ValueError", "cannot take item 3 (the stage went on with the next item)")
+    assert len(errors) == 1 + MAX_FAILURES_IN_A_ROW  # the tenth failure in a row ended the branch
+    assert errors[-1] == ("picky", "ValueError", f"cannot take item {20 + MAX_FAILURES_IN_A_ROW - 1}")
+    assert result.nodes["a"].stages[1].errors == 1  # the branch ended once

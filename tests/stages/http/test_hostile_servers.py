@@ -1,0 +1,85 @@
+"""Servers flow has never seen, built to break it: a total header that is not
+a number, a record nested 10,000 deep. Each ends in error records and a
+whole node, never a lost source; judged by what the server served."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+from aiohttp import web
+
+from flow.graph import check
+from flow.registry import Registry, default_registry
+from flow.runtime import Runtime
+from flow.spec import parse_spec
+from flow.testing import list_kinds, run_virtual
+
+RECORDS = [{"id": n, "title": f"Lamp {n}", "price": 10 + n, "category": "lamps"} for n in range(45)]
+DEEP = b"[" + b'{"a":' * 10_000 + b"1" + b"}" * 10_000 + b"]"
+
+
+async def serve(pages: dict[int, bytes], headers: dict[str, str]) -> tuple[web.AppRunner, str, list[int]]:
+    """`GET /items?_page=N&_limit=20`: the scripted body of page N (a bare list)."""
+    served: list[int] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        page = int(request.query["_page"])
+        served.append(page)
+        return web.Response(body=pages.get(page, b"[]"), headers=headers, content_type="application/json")
+
+    runner = web.AppRunner(web.Application(), access_log=None)
+    runner.app.router.add_get("/items", handle)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/items", served
+
+
+def run(pages: dict[int, bytes], headers: dict[str, str]) -> tuple[Any, list[Any], list[int]]:
+    sinks: dict[str, list[Any]] = {}
+
+    async def main() -> tuple[Any, list[int]]:
+        runner, url, served = await serve(pages, headers)
+        try:
+            text = (
+                "version: 1\nrun: {deadline: 5m}\nnodes:\n"
+                f"  shop: {{pipe: [{{paginate: {{url: '{url}', style: link}}}}, fetch, parse,"
+                " {normalize: {preset: jsonserver, map: {category: category}}}, testing_sink]}\n"
+            )
+            registry = default_registry(plugins=False)
+            kinds = [registry[n] for n in registry.names()] + list_kinds({}, sinks)
+            spec = parse_spec(text, Registry(kinds), env={})
+            assert [p for p in check(spec) if not p.warning] == []
+            with tempfile.TemporaryDirectory() as out:
+                return await Runtime(spec, out_dir=out).run(), served
+        finally:
+            await runner.cleanup()
+
+    result, served = run_virtual(main())
+    products = [p for batch in sinks.get("shop", []) for p in batch.products]
+    return result, products, served
+
+
+def pages_of(records: list[dict[str, Any]]) -> dict[int, bytes]:
+    import msgspec
+
+    return {n + 1: msgspec.json.encode(records[n * 20 : n * 20 + 20]) for n in range(3)}
+
+
+def test_a_total_header_that_is_not_a_number_is_ignored_not_fatal():
+    result, products, served = run(pages_of(RECORDS), {"X-Total-Count": "lots"})
+    assert result.status == "completed" and result.errors == [] and result.lost == []
+    assert sorted(int(p.source_id) for p in products) == list(range(45))  # every record served is out
+    assert sorted(served)[:3] == [1, 2, 3]  # walked to the short page 3
+
+
+def test_a_record_nested_10000_deep_costs_its_page_not_the_node():
+    pages = pages_of(RECORDS)
+    pages[2] = DEEP  # the second page is one record, too deep for any decoder
+    result, products, served = run(pages, {"X-Total-Count": "45"})
+    assert result.status == "completed"
+    assert [(e["stage"], e["error"], e["page"]) for e in result.errors] == [("parse", "json_too_deep", 1)]
+    assert sorted(int(p.source_id) for p in products) == [*range(20), *range(40, 45)]  # pages 1 and 3
+    assert sorted(served) == [1, 2, 3]
