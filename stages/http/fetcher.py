@@ -16,6 +16,10 @@ what an endpoint does (only cancellation propagates). Per attempt, in order:
                              max(backoff, Retry-After), and every caller of
                              the limiter holds off until then
     5xx, timeout, connection failure, retry with backoff
+    301/302/303/307/308      followed here, not by aiohttp: each hop takes a
+                             limiter slot and counts as an attempt, at most
+                             5 hops (too_many_redirects); a hop to another
+                             origin leaves the configured headers behind
     other 4xx                neutral; not retried (http_404, ...)
     body over the size cap   neutral; not retried (body_too_large)
 
@@ -36,6 +40,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from .breaker import CircuitBreaker
 from .limiter import SlidingWindowLimiter
@@ -72,6 +77,28 @@ class FetchFailed:
 
 
 _RAW_JSON = msgspec.json.Decoder(msgspec.Raw).decode
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _redirect(
+    status: int,
+    headers: Mapping[str, str],
+    url: str,
+    params: Mapping[str, str] | None,
+    sent: Mapping[str, str] | None,
+) -> tuple[str, None, Mapping[str, str] | None] | None:
+    """Where a redirect leads: (url, params, headers) of the next hop, or None.
+    The Location carries its own query. On a hop to another origin (scheme,
+    host, port) the configured headers stay behind: they usually hold
+    credentials (an API key), which requests and httpx drop there as well."""
+    location = headers.get("Location")
+    if status not in _REDIRECTS or not location:
+        return None
+    here = URL(url).with_query(params or {})
+    there = here.join(URL(location))
+    same_origin = (here.scheme, here.host, here.port) == (there.scheme, there.host, there.port)
+    return str(there), None, sent if same_origin else None
 
 
 class _TooLarge(Exception):
@@ -153,6 +180,7 @@ class Fetcher:
         limiter = limiter or self.limiter or UNLIMITED
         loop = asyncio.get_running_loop()
         last, last_status, detail = "", None, ""
+        hops = 0  # redirects followed
         attempt = 0
         while attempt < self.policy.attempts:
             permit = self.breaker.allow(loop.time())
@@ -196,6 +224,16 @@ class Fetcher:
                 last, last_status, detail = "connection_error", None, f"{type(exc).__name__}: {exc}"
                 self._event("connection_error", error=type(exc).__name__)
             else:
+                hop = _redirect(status, response_headers, url, params, headers)
+                if hop is not None:  # followed here, so every hop takes a limiter slot
+                    permit.neutral(loop.time())
+                    hops += 1
+                    last, last_status, detail = "redirect", status, f"HTTP {status} to {safe_url(hop[0])}"
+                    if hops > MAX_REDIRECTS:
+                        why = f"{hops} hops, the last: {detail}"
+                        return FetchFailed(url, "too_many_redirects", attempt, status, why)
+                    url, params, headers = hop
+                    continue
                 undecodable = self._undecodable(body) if 200 <= status < 300 else None
                 if 200 <= status < 300 and undecodable is None:
                     permit.success(loop.time())
@@ -265,7 +303,10 @@ class Fetcher:
         started, outcome = loop.time(), ""
         try:
             with span_cm as span:
-                async with self.session.get(url, params=params, headers=headers, timeout=timeout) as response:
+                get = self.session.get(
+                    url, params=params, headers=headers, timeout=timeout, allow_redirects=False
+                )
+                async with get as response:
                     outcome = str(response.status)
                     if span is not None:
                         span.set("http.response.status_code", response.status)

@@ -4,6 +4,7 @@ whole node, never a lost source; judged by what the server served."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from typing import Any
 
@@ -83,3 +84,55 @@ def test_a_record_nested_10000_deep_costs_its_page_not_the_node():
     assert [(e["stage"], e["error"], e["page"]) for e in result.errors] == [("parse", "json_too_deep", 1)]
     assert sorted(int(p.source_id) for p in products) == [*range(20), *range(40, 45)]  # pages 1 and 3
     assert sorted(served) == [1, 2, 3]
+
+
+async def redirector(routes: dict[str, tuple[int, str]]) -> tuple[web.AppRunner, str, list[tuple[float, str, str]]]:
+    """Each path answers (status, Location) from `routes`, else 200 `[]`; the
+    log holds (loop time, path, the x-api-key header or "")."""
+    log: list[tuple[float, str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        log.append((asyncio.get_running_loop().time(), request.path, request.headers.get("x-api-key", "")))
+        status, location = routes.get(request.path, (200, ""))
+        headers = {"Location": location} if location else {}
+        return web.Response(status=status, headers=headers, body=b"[]", content_type="application/json")
+
+    runner = web.AppRunner(web.Application(), access_log=None)
+    runner.app.router.add_get("/{tail:.*}", handle)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", log  # type: ignore[union-attr]
+
+
+def test_redirects_are_followed_within_the_limit_and_keys_stay_home():
+    from mocks import windows_over_limit
+    from stages.http.breaker import CircuitBreaker
+    from stages.http.fetcher import Fetched, Fetcher, FetchFailed, make_session
+    from stages.http.limiter import SlidingWindowLimiter
+    from stages.http.retry import RetryPolicy
+
+    async def main() -> tuple[list[Any], list[Any], list[Any]]:
+        other, other_url, other_log = await redirector({})
+        home, home_url, home_log = await redirector(
+            {"/loop": (302, "/loop"), "/same": (301, "/data"), "/away": (307, f"{other_url}/data")}
+        )
+        try:
+            async with make_session() as session:
+                fetcher = Fetcher(session, CircuitBreaker(failures=50), limiter=SlidingWindowLimiter(5, 1.0),
+                                  policy=RetryPolicy(retries=10, base=0.01, cap=0.02))  # fmt: skip
+                key = {"x-api-key": "k3y"}
+                results = [await fetcher.fetch(f"{home_url}{p}", headers=key) for p in ("/loop", "/same", "/away")]
+        finally:
+            await home.cleanup()
+            await other.cleanup()
+        return results, home_log, other_log
+
+    (loop_, same, away), home_log, other_log = run_virtual(main())
+    assert isinstance(loop_, FetchFailed) and loop_.error == "too_many_redirects"
+    assert [path for _, path, _ in home_log].count("/loop") == 6  # the first request and 5 hops, no more
+    assert isinstance(same, Fetched) and isinstance(away, Fetched)
+    assert [(p, k) for _, p, k in home_log if p != "/loop"] == [("/same", "k3y"), ("/data", "k3y"), ("/away", "k3y")]
+    assert [(p, k) for _, p, k in other_log] == [("/data", "")]  # the key did not cross to another origin
+    times = sorted(t for t, _, _ in home_log + other_log)
+    assert windows_over_limit(times, 5) == []  # every hop took a limiter slot
