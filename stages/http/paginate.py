@@ -88,6 +88,9 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
         return
     if params.style in ("page", "skip_limit", "link"):
         first = await pager.outcome(0)
+        if pager.capped is not None:
+            asked, served = pager.capped
+            ctx.record_event("page_size_capped", endpoint=ctx.node, asked=asked, served=served)
         if first is None:
             await ctx.error("pagination_stopped", "the first page failed, so the total is unknown", page=0)
             return

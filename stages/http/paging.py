@@ -92,12 +92,15 @@ class Pager:
             fields.append((cursor_path, str | None, None))
         self.items_path, self.total_path, self.cursor_path = items_path, total_path, cursor_path
         envelope = msgspec.defstruct("Envelope", fields) if fields else None
-        self._decode = msgspec.json.Decoder(envelope if envelope else list[msgspec.Raw]).decode
+        # A page may be the envelope or a bare list, whatever the style says.
+        shape: Any = envelope | list[msgspec.Raw] if envelope else list[msgspec.Raw]
+        self._decode = msgspec.json.Decoder(shape).decode
         self.items: dict[int, int | None] = {}  # page -> items on it, None if it failed
         self.total_pages: int | None = None
         self.cursors: dict[int, str | None] = {}  # page -> cursor for the page after it
         self.end: int | None = None  # the last page, once known
         self.failed_in_a_row = 0  # pages observed failed since the last good one
+        self.capped: tuple[int, int] | None = None  # (asked, served) when the server caps the page size
         self._changed = asyncio.Event()
 
     def request(self, page: int, cursor: str | None = None) -> PageRequest:
@@ -116,13 +119,19 @@ class Pager:
         """Record a page's outcome (body None: it failed for good)."""
         page = request.page
         try:
-            count, total, cursor = self._read(body, headers) if body is not None else (None, None, None)
+            count, items, pages, cursor = self._read(body, headers) if body is not None else (None,) * 4
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            count, total, cursor = None, None, None  # the parse stage reports the body itself
+            count, items, pages, cursor = None, None, None, None  # parse reports the body itself
+        if page == 0 and count and count < self.page_size and items is not None and items > count:
+            # The server serves fewer than asked although it holds more: its
+            # cap is the page size from now on (only page 0 is planned yet).
+            self.capped, self.page_size = (self.page_size, count), count
         self.items[page] = count
         self.failed_in_a_row = self.failed_in_a_row + 1 if count is None else 0
-        if total is not None and self.total_pages is None:
-            self.total_pages = total
+        if self.total_pages is None:
+            self.total_pages = pages if pages is not None else None if items is None else (
+                math.ceil(items / self.page_size)
+            )
         if self.style == "cursor":
             self.cursors[page] = cursor
         if count is not None and count < self.page_size:
@@ -131,21 +140,27 @@ class Pager:
                 self.end = end
         self._changed.set()
 
-    def _read(self, body: bytes, headers: dict[str, str] | None) -> tuple[int, int | None, str | None]:
+    def _read(
+        self, body: bytes, headers: dict[str, str] | None
+    ) -> tuple[int, int | None, int | None, str | None]:
+        """(items on the page, total items or None, total pages or None, next cursor)."""
         decoded = self._decode(body)
+        items = pages = cursor = None
         if isinstance(decoded, list):
-            count, total, cursor = len(decoded), None, None
+            count = len(decoded)
         else:
             count = len(getattr(decoded, self.items_path)) if self.items_path else 0
             total = getattr(decoded, self.total_path) if self.total_path else None
             cursor = getattr(decoded, self.cursor_path) if self.cursor_path else None
-        if total is not None and self.total_path not in ("total_pages",):
-            total = math.ceil(total / self.page_size)  # an item total -> pages
+            if self.total_path == "total_pages":
+                pages = total
+            else:
+                items = total
         if self.style == "link" and headers and "X-Total-Count" in headers:
             # A header that is not a count is no total: the walk ends on a short page.
             counted = headers["X-Total-Count"].strip()
-            total = math.ceil(int(counted) / self.page_size) if counted.isdigit() else total
-        return count, total, cursor
+            items = int(counted) if counted.isdigit() else items
+        return count, items, pages, cursor
 
     async def outcome(self, page: int) -> int | None:
         """Wait until `page` has been observed; its item count (None: failed)."""

@@ -8,6 +8,7 @@ import asyncio
 import tempfile
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from flow.graph import check
@@ -20,12 +21,14 @@ RECORDS = [{"id": n, "title": f"Lamp {n}", "price": 10 + n, "category": "lamps"}
 DEEP = b"[" + b'{"a":' * 10_000 + b"1" + b"}" * 10_000 + b"]"
 
 
-async def serve(pages: dict[int, bytes], headers: dict[str, str]) -> tuple[web.AppRunner, str, list[int]]:
-    """`GET /items?_page=N&_limit=20`: the scripted body of page N (a bare list)."""
+async def serve(
+    pages: dict[int, bytes], headers: dict[str, str], position: str = "_page"
+) -> tuple[web.AppRunner, str, list[int]]:
+    """`GET /items?_page=N&_limit=20` (or `position=N`): the scripted body of page N."""
     served: list[int] = []
 
     async def handle(request: web.Request) -> web.Response:
-        page = int(request.query["_page"])
+        page = int(request.query[position])
         served.append(page)
         return web.Response(body=pages.get(page, b"[]"), headers=headers, content_type="application/json")
 
@@ -38,15 +41,17 @@ async def serve(pages: dict[int, bytes], headers: dict[str, str]) -> tuple[web.A
     return runner, f"http://127.0.0.1:{port}/items", served
 
 
-def run(pages: dict[int, bytes], headers: dict[str, str]) -> tuple[Any, list[Any], list[int]]:
+def run(
+    pages: dict[int, bytes], headers: dict[str, str], style: str = "link", position: str = "_page"
+) -> tuple[Any, list[Any], list[int]]:
     sinks: dict[str, list[Any]] = {}
 
     async def main() -> tuple[Any, list[int]]:
-        runner, url, served = await serve(pages, headers)
+        runner, url, served = await serve(pages, headers, position)
         try:
             text = (
                 "version: 1\nrun: {deadline: 5m}\nnodes:\n"
-                f"  shop: {{pipe: [{{paginate: {{url: '{url}', style: link}}}}, fetch, parse,"
+                f"  shop: {{pipe: [{{paginate: {{url: '{url}', style: {style}}}}}, fetch, parse,"
                 " {normalize: {preset: jsonserver, map: {category: category}}}, testing_sink]}\n"
             )
             registry = default_registry(plugins=False)
@@ -136,3 +141,47 @@ def test_redirects_are_followed_within_the_limit_and_keys_stay_home():
     assert [(p, k) for _, p, k in other_log] == [("/data", "")]  # the key did not cross to another origin
     times = sorted(t for t, _, _ in home_log + other_log)
     assert windows_over_limit(times, 5) == []  # every hop took a limiter slot
+
+
+def test_page_style_over_bare_list_pages_walks_to_the_short_page():
+    """`?page=N&per_page=20` answered with bare lists (no total): the walk
+    goes on until a short page instead of stopping after the first."""
+    result, products, served = run(pages_of(RECORDS), {}, style="page", position="page")
+    assert result.status == "completed" and result.errors == [] and result.lost == []
+    assert sorted(int(p.source_id) for p in products) == list(range(45))
+    assert {1, 2, 3} <= set(served)
+
+
+@pytest.mark.parametrize(("style", "path", "mock", "adapts"), [
+    ("dummyjson", "/products", "skip_limit", True),   # skip offsets must follow the cap
+    ("jsonserver", "/products", "link", True),        # X-Total-Count counts items
+    ("reqres", "/api/products", "page", False),       # total_pages is counted in the server's pages
+])  # fmt: skip
+def test_a_server_that_caps_the_page_size_loses_nothing(tmp_path, style, path, mock, adapts):
+    """Asked for 150 a page, the server serves at most 100 and says how many it
+    holds: flow adapts its plan to 100 a page where its plan depends on it,
+    records the event, and every record the server holds comes out once (the
+    server's ground truth)."""
+    from mocks import LoopClock, MockServer, ServerSpec
+
+    headers = ', headers: {x-api-key: "reqres-free-v1"}' if style == "reqres" else ""
+    graph = (
+        "version: 1\nrun: {deadline: 5m}\nnodes:\n"
+        f'  shop: {{pipe: [{{paginate: {{url: "${{mocks.shop.url}}{path}", style: {mock}, page_size: 150{headers}}}}},'
+        f" fetch, {{parse: {{schema: {style}}}}}, {{normalize: {{preset: {style}}}}}, collect]}}\n"
+    )
+    spec_server = ServerSpec(style=style, products=430, max_page_size=100, page_size=20, duplicate_rate=0.0,
+                             defect_rate=0.0, rate_limit="off")  # fmt: skip
+
+    async def main() -> tuple[Any, dict[str, Any]]:
+        async with MockServer(spec_server, clock=LoopClock()) as server:
+            spec = parse_spec(graph, default_registry(plugins=False), env={}, refs={"shop": server.url})
+            assert check(spec) == []
+            return await Runtime(spec, out_dir=tmp_path).run(), server.stats()
+
+    result, stats = run_virtual(main())
+    assert result.status == "completed" and result.errors == [] and result.lost == []
+    assert stats["truth"]["served"]["records"] == 430  # every record went out once, in a good page
+    assert result.counters["shop"]["products"] == 430
+    capped = [(e["asked"], e["served"]) for e in result.events if e["event"] == "page_size_capped"]
+    assert capped == ([(150, 100)] if adapts else [])
