@@ -81,7 +81,7 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
                 )
                 return
             cursor = pager.cursors.get(page)
-            if not cursor:
+            if not cursor or await _repeated(ctx, pager):
                 return
             page += 1
             yield pager.request(page, cursor)
@@ -99,6 +99,8 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
                 if pager.failed_in_a_row >= params.give_up_after:
                     await _gave_up(ctx, pager, page)
                     return
+                if await _repeated(ctx, pager):
+                    return
                 yield pager.request(page)
             return
     # offset, or a total-less page/link API: keep `prefetch` pages in flight
@@ -111,6 +113,8 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
         if pager.failed_in_a_row >= params.give_up_after:
             await _gave_up(ctx, pager, planned)
             return
+        if await _repeated(ctx, pager):
+            return
         if planned - len(pager.items) < params.prefetch:  # pages in flight
             yield pager.request(planned)
             planned += 1
@@ -118,6 +122,16 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
         await pager.changed()
     if pager.end is not None and planned > pager.end + 1:
         ctx.count("overshoot", planned - (pager.end + 1))  # pages planned past the end
+
+
+async def _repeated(ctx: Any, pager: Pager) -> bool:
+    """True (after one error) when the server serves the same records again."""
+    if pager.repeated is None:
+        return False
+    page, earlier = pager.repeated
+    why = f"page {page} holds the same records as page {earlier}: the server ignores the paging parameters"
+    await ctx.error("paging_ignored", why, page=page)
+    return True
 
 
 async def _gave_up(ctx: Any, pager: Pager, page: int) -> None:

@@ -101,6 +101,8 @@ class Pager:
         self.end: int | None = None  # the last page, once known
         self.failed_in_a_row = 0  # pages observed failed since the last good one
         self.capped: tuple[int, int] | None = None  # (asked, served) when the server caps the page size
+        self._seen: dict[int, int] = {}  # fingerprint of a page's records -> the first page that had them
+        self.repeated: tuple[int, int] | None = None  # (page, earlier page) with the same records
         self._changed = asyncio.Event()
 
     def request(self, page: int, cursor: str | None = None) -> PageRequest:
@@ -119,7 +121,7 @@ class Pager:
         """Record a page's outcome (body None: it failed for good)."""
         page = request.page
         try:
-            count, items, pages, cursor = self._read(body, headers) if body is not None else (None,) * 4
+            count, items, pages, cursor = self._read(body, headers, page) if body is not None else (None,) * 4
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             count, items, pages, cursor = None, None, None, None  # parse reports the body itself
         if page == 0 and count and count < self.page_size and items is not None and items > count:
@@ -141,11 +143,13 @@ class Pager:
         self._changed.set()
 
     def _read(
-        self, body: bytes, headers: dict[str, str] | None
+        self, body: bytes, headers: dict[str, str] | None, page: int = 0
     ) -> tuple[int, int | None, int | None, str | None]:
         """(items on the page, total items or None, total pages or None, next cursor)."""
         decoded = self._decode(body)
         items = pages = cursor = None
+        records = decoded if isinstance(decoded, list) else getattr(decoded, self.items_path or "", [])
+        self._fingerprint(page, records)
         if isinstance(decoded, list):
             count = len(decoded)
         else:
@@ -161,6 +165,17 @@ class Pager:
             counted = headers["X-Total-Count"].strip()
             items = int(counted) if counted.isdigit() else items
         return count, items, pages, cursor
+
+    def _fingerprint(self, page: int, records: list[Any]) -> None:
+        """A server that ignores the paging parameters serves the same
+        records on every page: the second page with a first page's records
+        is noted in `repeated`, for the planner to stop."""
+        if not records:
+            return
+        key = hash((len(records), bytes(records[0]), bytes(records[-1])))
+        first = self._seen.setdefault(key, page)
+        if first != page and self.repeated is None:
+            self.repeated = (page, first)
 
     async def outcome(self, page: int) -> int | None:
         """Wait until `page` has been observed; its item count (None: failed)."""

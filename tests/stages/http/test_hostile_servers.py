@@ -185,3 +185,16 @@ def test_a_server_that_caps_the_page_size_loses_nothing(tmp_path, style, path, m
     assert result.counters["shop"]["products"] == 430
     capped = [(e["asked"], e["served"]) for e in result.events if e["event"] == "page_size_capped"]
     assert capped == ([(150, 100)] if adapts else [])
+
+
+def test_a_server_that_ignores_paging_is_caught_not_walked_to_the_deadline():
+    """Every page answers the same 45 records: the walk stops at the first
+    repeat with one error, instead of planning pages until the deadline."""
+    import msgspec
+
+    same = msgspec.json.encode(RECORDS)
+    result, products, served = run(dict.fromkeys(range(0, 100_000, 20), same), {}, style="offset", position="offset")
+    assert result.status == "completed"
+    assert [e["error"] for e in result.errors] == ["paging_ignored"]
+    assert len(served) <= 1 + 4 + 4  # the first page, the prefetch, and answers in flight
+    assert sorted({int(p.source_id) for p in products}) == list(range(45))
