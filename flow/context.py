@@ -192,6 +192,7 @@ class StageContext:
         )
         self.run.record_error(record)
         self.add_event("error", error=error, detail=detail, endpoint=record.endpoint, **fields)
+        self._span_failed(f"{error}: {detail}")
         await self.run.emit(self.node, "errors", record)
 
     async def dead_letter(
@@ -260,6 +261,14 @@ class StageContext:
         span = self.span if self.span is not None else trace.get_current_span()
         if span.is_recording():
             span.add_event(name, {k: _attribute(v) for k, v in attributes.items() if v is not None})
+
+    def _span_failed(self, description: str) -> None:
+        """The span of the item being worked on ends in error (tracing on)."""
+        if self.run.lineage is None:
+            return
+        span = self.span if self.span is not None else trace.get_current_span()
+        if span.is_recording():
+            span.set_status(Status(StatusCode.ERROR, description))
 
     def record_emit(self, name: str, covers: Iterable[tuple[str, int]], **attributes: Any) -> None:
         """A domain output that sums up many batches (e.g. a closed window):

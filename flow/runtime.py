@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from ._interpolate import scrub
 from .buffer import Buffer
@@ -79,12 +80,14 @@ class RunResult:
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)  # what the run lost, in words (empty: nothing)
+    trace_id: str | None = None  # the run's trace, while tracing (find it in Jaeger)
 
     def report(self) -> dict[str, Any]:
         """The run report (`run.json`); valid for partial runs too."""
         return {
             "status": self.status,
             "lost": self.lost,
+            "trace_id": self.trace_id,
             "started_at": self.started_at,
             "seconds": round(self.seconds, 3),
             "nodes": {
@@ -191,7 +194,11 @@ class Runtime:
                 self._record("grace_exceeded", f"run.grace {self.spec.run.grace} reached")
                 await asyncio.wait({work})
         await self.resources.close()
+        lost = self._losses()
         run_span.set_attribute("flow.status", self._status)
+        if lost:  # the run span tells the truth too
+            run_span.set_status(Status(StatusCode.ERROR, "; ".join(lost)))
+        trace_id = run_span.get_span_context().trace_id
         run_span.end()
         # Exporters do blocking HTTP: flushed off the event loop, bounded in time.
         await self.telemetry.flush()
@@ -208,7 +215,8 @@ class Runtime:
             self.resources.events,
             counters,
             self.resources.dead_letters,
-            self._losses(),
+            lost,
+            f"{trace_id:032x}" if trace_id else None,
         )
 
     def _losses(self) -> list[str]:

@@ -48,7 +48,7 @@ class Receiver:
         return web.Response(body=b"", content_type="application/x-protobuf")
 
 
-async def run_with_receiver(tmp_path: Any) -> tuple[Receiver, Any]:
+async def run_with_receiver(tmp_path: Any, graph: str = GRAPH) -> tuple[Receiver, Any]:
     receiver = Receiver()
     app = web.Application()
     app.router.add_post("/v1/traces", receiver.handle)
@@ -69,7 +69,7 @@ async def run_with_receiver(tmp_path: Any) -> tuple[Receiver, Any]:
     )
     try:
         async with MockServer(spec_server) as shop:
-            spec = parse_spec(GRAPH, default_registry(plugins=False), env={}, refs={"shop": shop.url})
+            spec = parse_spec(graph, default_registry(plugins=False), env={}, refs={"shop": shop.url})
             telemetry = setup({"traces": "otlp", "metrics": "otlp", "endpoint": f"http://127.0.0.1:{port}"})
             runtime = Runtime(spec, out_dir=tmp_path, telemetry=telemetry)
             result = await runtime.run()
@@ -114,6 +114,27 @@ def test_one_trace_with_the_span_tree_and_no_secrets(tmp_path):
     assert any(a["http.request.resend_count"].int_value > 0 for a in attrs)  # retries happened
     events = {e.name for s in spans for e in s.events}
     assert "retry" in events and "breaker" in events
+    assert result.trace_id == root.trace_id.hex()  # run.json names the trace to open in Jaeger
+    assert (result.lost, root.status.code) == ([], 0)  # nothing lost: the run span is not an error
+
+
+def test_a_run_that_lost_pages_says_so_in_its_spans(tmp_path):
+    """Pages that fail for good (a 404 path): their fetch spans end in error,
+    and so does the run span, whose description says what was lost."""
+    graph = GRAPH.replace("/api/products", "/api/nope")
+    receiver, result = asyncio.run(run_with_receiver(tmp_path, graph))
+    assert result.lost and result.errors
+    spans = [
+        span
+        for body in receiver.bodies["/v1/traces"]
+        for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans
+        for scope in resource_spans.scope_spans
+        for span in scope.spans
+    ]
+    erred = [s for s in spans if any(e.name == "error" for e in s.events)]
+    assert erred and all(s.status.code == 2 for s in erred)  # STATUS_CODE_ERROR
+    [root] = [s for s in spans if s.name == "run"]
+    assert root.status.code == 2 and "failed for good" in root.status.message
 
 
 def _attrs(span: Any) -> dict[str, Any]:
