@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -228,16 +230,36 @@ def default_registry(*, plugins: bool = True) -> Registry:
     return registry
 
 
-def describe_params(params: type[Params]) -> list[tuple[str, str, Any]]:
-    """(name, type, default or MISSING) of each field, for `flow stages NAME`."""
+def describe_params(params: type[Params]) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default or NODEFAULT, one-line doc) of each field, for
+    `flow stages NAME`. The doc is the field's trailing `# comment` in the
+    params class (or a base class): one place for the code and the help."""
     info = msgspec.inspect.type_info(params)
+    docs = _field_comments(params)
     out = []
     for f in info.fields:  # type: ignore[attr-defined]
         default = f.default
         if default is msgspec.NODEFAULT and f.default_factory is not msgspec.NODEFAULT:
             default = f.default_factory()
-        out.append((f.encode_name, _type_name(f.type), default))
+        out.append((f.encode_name, _type_name(f.type), default, docs.get(f.name, "")))
     return out
+
+
+_FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
+
+
+def _field_comments(params: type) -> dict[str, str]:
+    docs: dict[str, str] = {}
+    for cls in reversed(params.__mro__):  # subclasses' comments win
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            match = _FIELD_COMMENT.match(line)
+            if match:
+                docs[match[1]] = match[2]
+    return docs
 
 
 def _type_name(t: msgspec.inspect.Type) -> str:

@@ -51,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
     out("")
     if not params:
         out("params: none")
-    for name, type_name, default in params:
+    for name, type_name, default, doc in params:
         shown = (
             "required"
             if default is msgspec.NODEFAULT
             else f"default {msgspec.json.encode(default, enc_hook=enc_hook).decode()}"
         )
-        out(f"  {name}: {type_name}  ({shown})")
+        out(f"  {name}: {type_name}  ({shown})" + (f"  {doc}" if doc else ""))
     return 0

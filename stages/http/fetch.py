@@ -44,15 +44,15 @@ class BreakerParams(Params):
 
 
 class FetchParams(ConcurrentParams):
-    concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
-    ordered: bool = False
-    timeout: Duration = Duration.default(10)
-    connect_timeout: Duration = Duration.default(3)
-    read_timeout: Duration = Duration.default(5)
-    max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 * 1024 * 1024
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4  # requests in flight per endpoint
+    ordered: bool = False  # pass pages on in request order (else as they arrive)
+    timeout: Duration = Duration.default(10)  # one attempt, from connect to the last byte
+    connect_timeout: Duration = Duration.default(3)  # to open a connection
+    read_timeout: Duration = Duration.default(5)  # between two reads of the answer
+    max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 16 * 1024 * 1024  # a bigger body fails the page
     expect_json: bool = True  # a 2xx body that is not JSON (HTML, cut short) is a failure, retried
-    retry: RetryParams = msgspec.field(default_factory=RetryParams)
-    breaker: BreakerParams = msgspec.field(default_factory=BreakerParams)
+    retry: RetryParams = msgspec.field(default_factory=RetryParams)  # retries, backoff, max, retry_after_cap
+    breaker: BreakerParams = msgspec.field(default_factory=BreakerParams)  # failures, cooldown, probes, ...
 
     def __post_init__(self) -> None:
         for name in ("timeout", "connect_timeout", "read_timeout"):

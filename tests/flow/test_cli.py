@@ -187,3 +187,11 @@ def test_validate_strict_makes_warnings_errors(tmp_path, capsys):
     assert "warning: node 'a' has no inputs" in capsys.readouterr().err
     assert main(["validate", "--strict", str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"{path}:3:7: warning: node 'a' has no inputs")
+
+
+def test_stages_name_shows_each_params_doc(capsys):
+    assert main(["stages", "rate_limit"]) == 0
+    text = capsys.readouterr().out
+    assert '  rate: rate  (default "5/s")  at most this many requests in any sliding window, retries included\n' in text
+    assert main(["stages", "fetch"]) == 0
+    assert '  timeout: duration  (default "10s")  one attempt, from connect to the last byte\n' in capsys.readouterr().out
