@@ -43,6 +43,7 @@ def graph_schema(registry: Registry | None = None, mocks_type: type | None = Non
     defs["NodeSpec"]["properties"]["pipe"] = {"type": "array", "minItems": 1, "items": entry}
     defs["GraphSpec"]["properties"]["nodes"] = {"type": "object", "additionalProperties": node}
     defs["GraphSpec"]["properties"]["mocks"] = {"type": "object", "additionalProperties": server}
+    defs["GraphSpec"]["patternProperties"] = {"^x-": {}}  # free for YAML anchors, as in compose files
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "flow graph.yaml",

@@ -27,14 +27,14 @@ from flow.items import utc_now
 from flow.registry import ConcurrentParams, stage
 
 from .items import ProductBatch, Records
-from .presets import PRESETS
+from .presets import PRESETS, Style
 from .product import Invalid, Product, clean_title, flatten_category, parse_price, source_id
 
 MAPPED = ("id", "title", "price", "category")  # the Product fields taken from a record by path
 
 
 class NormalizeParams(ConcurrentParams):
-    preset: str | None = None  # a shipped mapping: dummyjson, platzi, reqres, jsonserver, cursor
+    preset: Style | None = None  # a shipped mapping of the style's fields
     map: dict[str, str] = {}  # Product field -> dotted path in the record; overrides the preset
     extra: dict[str, str] = {}  # extra output field -> dotted path, kept as is (e.g. {brand: brand})
     price_in_cents: bool | None = None  # integer prices are cents (default: true for the cursor preset)
@@ -44,8 +44,6 @@ class NormalizeParams(ConcurrentParams):
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
 
     def __post_init__(self) -> None:
-        if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"preset: unknown preset {self.preset!r}; shipped: {', '.join(PRESETS)}")
         for key in self.map:
             if key not in MAPPED:
                 close = difflib.get_close_matches(key, MAPPED, n=1)

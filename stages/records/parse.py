@@ -19,16 +19,12 @@ from stages.http.paging import PageResponse
 from stages.http.urls import safe_url
 
 from .items import Records
-from .presets import PRESETS
+from .presets import PRESETS, Style
 
 
 class ParseParams(Params):
-    schema: str | None = None  # a shipped schema: dummyjson, platzi, reqres, jsonserver, cursor
+    schema: Style | None = None  # a shipped schema: where the style keeps its records
     items: str | None = None  # else: the body key holding the records (None: the body is a list)
-
-    def __post_init__(self) -> None:
-        if self.schema is not None and self.schema not in PRESETS:
-            raise ValueError(f"schema: unknown schema {self.schema!r}; shipped: {', '.join(PRESETS)}")
 
 
 def _decoder(items: str | None) -> Any:

@@ -12,7 +12,7 @@ record fields map to the unified product.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 
 class Preset(NamedTuple):
@@ -31,3 +31,4 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 STYLES = tuple(PRESETS)
+Style = Literal["dummyjson", "platzi", "reqres", "jsonserver", "cursor"]  # a test holds it equal to PRESETS

@@ -195,3 +195,18 @@ def test_stages_name_shows_each_params_doc(capsys):
     assert '  rate: rate  (default "5/s")  at most this many requests in any sliding window, retries included\n' in text
     assert main(["stages", "fetch"]) == 0
     assert '  timeout: duration  (default "10s")  one attempt, from connect to the last byte\n' in capsys.readouterr().out
+
+
+def test_the_shipped_schema_accepts_the_shipped_graph_and_rejects_a_broken_one():
+    import json
+
+    import jsonschema
+    import yaml
+
+    root = Path(__file__).parents[2]
+    validator = jsonschema.Draft7Validator(json.loads((root / "schema" / "graph.schema.json").read_text()))
+    graph = yaml.safe_load((root / "graph.yaml").read_text())
+    assert [e.message for e in validator.iter_errors(graph)] == []
+    graph["nodes"]["shop_a"]["pipe"][4]["normalize"]["preset"] = "shopify"
+    [error] = validator.iter_errors(graph)
+    assert "'shopify' is not valid" in error.message or "shopify" in str(error.instance)
