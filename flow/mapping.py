@@ -77,4 +77,4 @@ async def mapped(
 async def _failed_item(ctx: Any, item: Any, exc: Exception) -> None:
     key = provenance(item)
     where = {} if key is None else {"endpoint": key[0], "page": key[1]}
-    await ctx.error(type(exc).__name__, f"{exc} (the stage went on with the next item)", **where)
+    await ctx.error(type(exc).__name__, f"{exc or repr(exc)} (the stage went on with the next item)", **where)

@@ -265,7 +265,7 @@ class Runtime:
             node=node.name,
             stage=node.stages[index].kind.name,
             error=type(exc).__name__,
-            detail=scrub(str(exc), self.spec.secrets),
+            detail=scrub(str(exc) or repr(exc), self.spec.secrets),
             item=self.taken(node, index),
             timestamp=utc_now(),
         )

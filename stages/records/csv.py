@@ -43,6 +43,7 @@ async def csv(source: AsyncIterator[ProductBatch], params: CsvParams, ctx: Any) 
     """Write every product as a CSV row (header first), atomically."""
     final = ctx.output_path(params.path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    final.unlink(missing_ok=True)  # no earlier run's file beside this run's report
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:

@@ -102,6 +102,9 @@ async def summary_json(source: AsyncIterator[Any], params: SummaryParams, ctx: A
     """Write products, errors, per-source statistics and the summary to one JSON file."""
     final = ctx.output_path(params.path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # An earlier run's report must not stand beside this run's run.json if
+    # this one is cut short before its report is whole.
+    final.unlink(missing_ok=True)
     with contextlib.ExitStack() as files:
         # Written under a temporary name, renamed when complete; errors and
         # dead letters spill to an anonymous file until the products are out.

@@ -100,3 +100,29 @@ def test_no_input_is_an_empty_report_with_full_success(tmp_path):
     assert "windows" not in report["metrics"]
     summary = report["summary"]
     assert (summary["total_products"], summary["success_rate"], summary["status"]) == (0, 1.0, "failed")
+
+
+def test_a_run_cut_short_leaves_no_earlier_report_behind(tmp_path):
+    """The report of an earlier run is removed when this run's sink starts:
+    if this run is cancelled before its report is whole (a second Ctrl-C, the
+    grace running out), no stale summary stands beside the new run.json."""
+    import asyncio
+
+    from flow.registry import ANY, SAME, ConcurrentParams, stage
+
+    @stage("hang", ConcurrentParams, consumes=ANY, produces=SAME, per_item=True)
+    async def hang(item, params, ctx):
+        """Never finish an item."""
+        await asyncio.sleep(3600)
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text('{"stale": true}')
+    graph = (
+        "version: 1\nrun: {deadline: 1s, grace: 1s}\nnodes:\n"
+        "  shop: {pipe: [batches, hang]}\n"
+        "  report: {from: shop, pipe: [{summary_json: {path: out/report.json}}]}\n"
+    )
+    result = run_graph(graph, out_dir=tmp_path, kinds=[typed_source("batches", ProductBatch, BATCHES), hang],
+                       virtual=True)  # fmt: skip
+    assert [e["error"] for e in result.errors] == ["deadline_exceeded", "grace_exceeded"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no stale report, no temp file
