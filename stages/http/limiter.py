@@ -36,6 +36,7 @@ class SlidingWindowLimiter:
         self._hold_until = float("-inf")
         self.acquired = 0
         self.waited = 0.0  # total seconds callers spent waiting
+        self.stalls = 0  # waiters woken too late for their slot, who reserved again
 
     def __repr__(self) -> str:
         pending = sum(1 for _ in self._slots)
@@ -71,20 +72,32 @@ class SlidingWindowLimiter:
 
     async def acquire(self) -> float:
         """Wait for a send slot; return the seconds waited. Cancellation
-        while waiting returns the slot."""
+        while waiting returns the slot.
+
+        A waiter woken well after its slot (the process stalled: a blocking
+        call, a long GC, a busy CPU) does not send late on the old slot: every
+        waiter due during the stall would send at once and bunch at the
+        server. It gives the slot back and reserves again from the moment it
+        woke, so the reservations stay the send times the server sees."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        slot = self.reserve(now)
-        delay = slot - now
-        if delay > 0:
+        started = now = loop.time()
+        while True:
+            slot = self.reserve(now)
+            if slot <= now:
+                break
             try:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(slot - now)
             except asyncio.CancelledError:
                 self.release(slot)
                 raise
+            now = loop.time()
+            if now - slot <= self.margin / 2:  # on time, give or take the margin
+                break
+            self.release(slot)
+            self.stalls += 1
         self.acquired += 1
-        self.waited += max(0.0, delay)
-        return max(0.0, delay)
+        self.waited += now - started
+        return now - started
 
 
 class Limiters:
