@@ -59,6 +59,7 @@ class RunState:
         self.secrets: dict[str, str] = {}  # values taken from the environment -> ${NAME}
         self.sources: list[str] = []  # the graph's source nodes
         self.stopped: str | None = None  # why the run was stopped early ("interrupted", "deadline")
+        self.outputs: list[str] = []  # files the stages write, for the run's last line
         self._emit = emit
         # key -> (resource, close); closed in reverse order of creation.
         self._resources: dict[Hashable, tuple[Any, Callable[[Any], Any] | None]] = {}
@@ -169,8 +170,12 @@ class StageContext:
         return target.open("wb")
 
     def output_path(self, path: str) -> Path:
-        """`path` resolved against the run's output directory."""
-        return Path(path) if os.path.isabs(path) else self.out_dir / path
+        """`path` resolved against the run's output directory (and noted as
+        one of the run's outputs)."""
+        target = Path(path) if os.path.isabs(path) else self.out_dir / path
+        if str(target) not in self.run.outputs:
+            self.run.outputs.append(str(target))
+        return target
 
     # --- side outputs ------------------------------------------------------------
     async def error(

@@ -81,6 +81,7 @@ class RunResult:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)  # what the run lost, in words (empty: nothing)
     trace_id: str | None = None  # the run's trace, while tracing (find it in Jaeger)
+    outputs: list[str] = field(default_factory=list)  # files the stages wrote
 
     def report(self) -> dict[str, Any]:
         """The run report (`run.json`); valid for partial runs too."""
@@ -217,6 +218,7 @@ class Runtime:
             self.resources.dead_letters,
             lost,
             f"{trace_id:032x}" if trace_id else None,
+            self.resources.outputs,
         )
 
     def _losses(self) -> list[str]:

@@ -124,6 +124,28 @@ def _quiet_exporter_logs() -> None:
     flow_log.propagate = False
 
 
+def _status_line(spec: Any, result: Any, report: Path) -> str:
+    """What happened, in records where the sources count them, and where it went."""
+    totals: dict[str, int] = {}
+    for counters in result.counters.values():
+        for name in ("records", "products", "dead_letters", "duplicates"):
+            totals[name] = totals.get(name, 0) + counters.get(name, 0)
+    if totals.get("records"):
+        what = (
+            f"{totals['records']} records in, {totals['products']} products made, "
+            f"{totals['dead_letters']} dead letters, {totals['duplicates']} duplicates dropped"
+        )
+    else:
+        sinks = [name for name, node in spec.nodes.items() if node.stages[-1].kind.is_sink]
+        items = sum(result.nodes[name].stages[-1].items_out for name in sinks)
+        what = f"{items} items reached {len(sinks)} sinks"
+    outputs = "".join(f"{path}, " for path in result.outputs)
+    return (
+        f"{result.status}: {what}; {len(result.errors)} errors in {result.seconds:.2f}s; "
+        f"outputs: {outputs}{report}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     spec = load_checked(args)
     _quiet_exporter_logs()
@@ -136,12 +158,7 @@ def run(args: argparse.Namespace) -> int:
         from .progress import table
 
         out(table(final_rows).rstrip("\n"))
-        sinks = [name for name, node in spec.nodes.items() if node.stages[-1].kind.is_sink]
-        items = sum(result.nodes[name].stages[-1].items_out for name in sinks)
-        out(
-            f"{result.status}: {len(result.nodes)} nodes, {items} items reached {len(sinks)} sinks, "
-            f"{len(result.errors)} errors in {result.seconds:.2f}s; report: {report}"
-        )
+        out(_status_line(spec, result, report))
     for error in result.errors if args.verbose else []:
         info(f"  {error['node']}/{error['stage']}: {error['error']}: {error['detail']}")
     if result.status == "interrupted":

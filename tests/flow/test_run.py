@@ -35,7 +35,8 @@ def test_run_writes_the_report_and_outputs(tmp_path):
         "source  pages  records  products  dead  retries  errors  breaker",
         "a         0/5        0         0     0        0       0   closed",
     ]
-    assert status.startswith("completed: 2 nodes, 5 items reached 1 sinks, 0 errors in ")
+    assert status.startswith("completed: 5 items reached 1 sinks; 0 errors in ")
+    assert status.endswith("s; outputs: o/nums.jsonl, o/run.json")
     report = json.loads((tmp_path / "o" / "run.json").read_text())
     assert report["status"] == "completed" and report["errors"] == []
     assert report["nodes"]["out"]["stages"] == [{"stage": "collect", "items_out": 5, "errors": 0}]
