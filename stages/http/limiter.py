@@ -26,6 +26,9 @@ import contextlib
 from collections import deque
 
 
+STALL = 0.01  # later than this past its slot, a waiter was held up by a stall, not by timer jitter
+
+
 class SlidingWindowLimiter:
     def __init__(self, rate: int, window: float = 1.0, *, margin: float = 0.05, name: str = "") -> None:
         if rate < 1 or window <= 0 or margin < 0:
@@ -81,6 +84,7 @@ class SlidingWindowLimiter:
         woke, so the reservations stay the send times the server sees."""
         loop = asyncio.get_running_loop()
         started = now = loop.time()
+        retries = 0
         while True:
             slot = self.reserve(now)
             if slot <= now:
@@ -91,10 +95,14 @@ class SlidingWindowLimiter:
                 self.release(slot)
                 raise
             now = loop.time()
-            if now - slot <= self.margin / 2:  # on time, give or take the margin
+            # On time, give or take the margin or a timer's jitter (a margin
+            # of 0 must not make every waiter late for ever); a waiter gets
+            # a second slot at most twice, so it always gets through.
+            if now - slot <= max(self.margin / 2, STALL) or retries == 2:
                 break
             self.release(slot)
             self.stalls += 1
+            retries += 1
         self.acquired += 1
         self.waited += now - started
         return now - started

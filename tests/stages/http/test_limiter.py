@@ -147,3 +147,35 @@ def test_a_stalled_loop_does_not_bunch_the_waiters_due_during_the_stall():
     sent, stalls = run_virtual(main())
     assert len(sent) == 30 and windows_over_limit(sent, 5, 1.0) == []
     assert stalls > 0  # the stall did catch waiters out
+
+
+def test_timer_jitter_with_no_margin_still_sends(monkeypatch):
+    """Timers fire a millisecond late (as real ones do) and the margin is 0:
+    jitter is not a stall, and every sender gets through (the margin is what
+    absorbs jitter at the server; 0 opts out of it)."""
+    import asyncio
+
+    from flow.testing import run_virtual
+    from stages.http import limiter as module
+
+    sleep = asyncio.sleep
+
+    async def late(delay: float) -> None:
+        await sleep(delay + 0.001)
+
+    monkeypatch.setattr(module.asyncio, "sleep", late)
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        limiter = SlidingWindowLimiter(2, 0.2, margin=0.0)
+        sent: list[float] = []
+
+        async def sender() -> None:
+            await limiter.acquire()
+            sent.append(loop.time())
+
+        await asyncio.wait_for(asyncio.gather(*(sender() for _ in range(12))), 60)
+        return sent
+
+    sent = run_virtual(main())
+    assert len(sent) == 12 and sent[-1] < 2.0  # 12 sends at 2 per 0.2 s: about 1 s, not for ever
