@@ -54,6 +54,8 @@ from .spec import Node, Spec
 from .telemetry import observe_runtime, setup
 from .tracing import Lineage, StageSpans, traced
 
+SINK_GRACE = 1.0  # seconds sinks get to close their outputs once the grace is over
+
 
 @dataclass
 class StageStats:
@@ -190,10 +192,8 @@ class Runtime:
             # grace period, which starts at the stop.
             done, _ = await asyncio.wait({work}, timeout=self.grace)
             if not done:
-                for task in tasks:
-                    task.cancel()
                 self._record("grace_exceeded", f"run.grace {self.spec.run.grace} reached")
-                await asyncio.wait({work})
+                await self._cancel(work)
         await self.resources.close()
         lost = self._losses()
         run_span.set_attribute("flow.status", self._status)
@@ -235,6 +235,20 @@ class Runtime:
             if node.stages[0].kind.is_source and self.stats[name].stages[-1].items_out == 0:
                 lost.append(f"source '{name}' produced nothing")
         return lost
+
+    async def _cancel(self, work: asyncio.Future[Any]) -> None:
+        """The grace is over: cancel the nodes that feed others first, so
+        their outputs end and the sinks can close what they write (a partial
+        report beats none), then, after at most a second, the rest."""
+        sinks = {name for name, node in self.nodes.items() if node.stages[-1].kind.is_sink}
+        for task, name in zip(self._tasks, self.nodes, strict=True):
+            if name not in sinks:
+                task.cancel()
+        done, _ = await asyncio.wait({work}, timeout=SINK_GRACE)
+        if not done:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.wait({work})
 
     async def _until_done_or_stopped(self, work: asyncio.Future[Any]) -> None:
         """Wait for the nodes to finish, for a stop (`stop()`: Ctrl-C), or for

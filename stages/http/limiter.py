@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 from collections import deque
 
-
 STALL = 0.01  # later than this past its slot, a waiter was held up by a stall, not by timer jitter
 
 

@@ -372,7 +372,7 @@ def test_the_grace_period_starts_at_the_stop_not_at_the_deadline(tmp_path):
     result, took = run_virtual(main())
     assert result.status == "interrupted"
     assert [e["error"] for e in result.errors] == ["grace_exceeded"]
-    assert 3.0 <= took < 3.5  # the stop at 1 s, then 2 s of grace
+    assert 3.0 <= took <= 4.0 + 1e-6  # the stop at 1 s, 2 s of grace, at most 1 s for the sinks
 
 
 def test_one_failing_item_is_an_error_record_and_the_stage_goes_on(tmp_path):

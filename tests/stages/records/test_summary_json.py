@@ -102,10 +102,10 @@ def test_no_input_is_an_empty_report_with_full_success(tmp_path):
     assert (summary["total_products"], summary["success_rate"], summary["status"]) == (0, 1.0, "failed")
 
 
-def test_a_run_cut_short_leaves_no_earlier_report_behind(tmp_path):
-    """The report of an earlier run is removed when this run's sink starts:
-    if this run is cancelled before its report is whole (a second Ctrl-C, the
-    grace running out), no stale summary stands beside the new run.json."""
+def test_a_run_cut_short_writes_its_own_partial_report(tmp_path):
+    """The grace runs out while a stage hangs: the nodes feeding the sink are
+    cancelled first, so the sink closes this run's report, with its status;
+    an earlier run's report never stands in for it."""
     import asyncio
 
     from flow.registry import ANY, SAME, ConcurrentParams, stage
@@ -125,4 +125,7 @@ def test_a_run_cut_short_leaves_no_earlier_report_behind(tmp_path):
     result = run_graph(graph, out_dir=tmp_path, kinds=[typed_source("batches", ProductBatch, BATCHES), hang],
                        virtual=True)  # fmt: skip
     assert [e["error"] for e in result.errors] == ["deadline_exceeded", "grace_exceeded"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []  # no stale report, no temp file
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.json"]  # no temp file
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    # Every batch was stuck in the hung stage: this run's report, saying so.
+    assert (report["summary"]["status"], report["products"]) == ("failed", []) and "stale" not in report
