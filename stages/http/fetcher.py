@@ -17,8 +17,8 @@ what an endpoint does (only cancellation propagates). Per attempt, in order:
                              the limiter holds off until then
     5xx, timeout, connection failure, retry with backoff
     301/302/303/307/308      followed here, not by aiohttp: each hop takes a
-                             limiter slot and counts as an attempt, at most
-                             5 hops (too_many_redirects); a hop to another
+                             limiter slot (not the retry budget), at most 5
+                             hops (too_many_redirects); a hop to another
                              origin leaves the configured headers behind
     other 4xx                neutral; not retried (http_404, ...)
     body over the size cap   neutral; not retried (body_too_large)
@@ -233,6 +233,7 @@ class Fetcher:
                         why = f"{hops} hops, the last: {detail}"
                         return FetchFailed(url, "too_many_redirects", attempt, status, why)
                     url, params, headers = hop
+                    attempt -= 1  # a hop is not a retry: it takes a limiter slot, not the retry budget
                     continue
                 undecodable = self._undecodable(body) if 200 <= status < 300 else None
                 if 200 <= status < 300 and undecodable is None:
