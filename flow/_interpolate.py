@@ -71,18 +71,26 @@ def interpolate(
 
 
 def _worth_hiding(value: str) -> bool:
-    """Short numbers (`${WORKERS}` = 4) would scrub unrelated text; keys,
-    tokens and paths are longer."""
-    return len(value) >= 6 or (len(value) >= 4 and not value.isdigit())
+    """Short values (`${WORKERS}` = 4, `${STYLE}` = page) would scrub
+    unrelated text; keys, tokens and secret paths are longer."""
+    return len(value) >= (8 if value.isdigit() else 6)
 
 
 def scrub(text: str, secrets: Mapping[str, str]) -> str:
     """`text` with every value taken from the environment replaced by its
     `${NAME}`: messages, reports and spans never echo them."""
     for value, name in secrets.items():
-        if value in text:
-            text = text.replace(value, name)
+        for form in _forms(value):  # as written, and as a URL carries it
+            if form in text:
+                text = text.replace(form, name)
     return text
+
+
+def _forms(value: str) -> tuple[str, ...]:
+    from urllib.parse import quote, quote_plus
+
+    forms = (value, quote(value, safe=""), quote_plus(value), quote(value), quote(value, safe="+"))
+    return tuple(dict.fromkeys(forms))
 
 
 def scalar(text: str) -> Any:

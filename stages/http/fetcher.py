@@ -277,15 +277,16 @@ class Fetcher:
     def _answered(self, status: int, headers: Mapping[str, str], permit: Any, limiter: Any) -> float | None:
         """A retryable status: 429 is neutral for the breaker, 5xx a failure.
         A `Retry-After` on any of them (seconds or an HTTP date) is honoured:
-        every sender of this limiter holds off until then (capped), and the
-        retry waits at least that long. Returns it, or None."""
+        the retry waits at least that long (capped); after a 429, which is
+        about the client's rate, every sender of this limiter holds off too.
+        Returns it, or None."""
         now = asyncio.get_running_loop().time()
         if status == 429:
             permit.neutral(now)
         else:
             permit.failure(now)
         retry_after = parse_retry_after(headers.get("Retry-After"), time.time())
-        if retry_after is not None:
+        if retry_after is not None and status == 429:
             limiter.hold_until(now + min(retry_after, self.policy.retry_after_cap))
         return retry_after
 

@@ -168,11 +168,11 @@ class Pager:
 
     def _fingerprint(self, page: int, records: list[Any]) -> None:
         """A server that ignores the paging parameters serves the same
-        records on every page: the second page with a first page's records
-        is noted in `repeated`, for the planner to stop."""
-        if not records:
+        records on every page: the second page with all of a first page's
+        records, in order, is noted in `repeated`, for the planner to stop."""
+        if len(records) < 2:  # one record may well come again (a duplicate), a page of them not
             return
-        key = hash((len(records), bytes(records[0]), bytes(records[-1])))
+        key = hash(b"\x00".join(bytes(record) for record in records))
         first = self._seen.setdefault(key, page)
         if first != page and self.repeated is None:
             self.repeated = (page, first)

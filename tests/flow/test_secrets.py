@@ -45,3 +45,18 @@ def test_a_secret_in_the_url_path_is_redacted_in_errors_and_the_report(tmp_path)
     report = json.dumps(result.report()) + (tmp_path / "out.jsonl").read_text()
     assert TOKEN not in report
     assert "/${TOKEN}/products" in result.errors[0]["url"]
+
+
+def test_a_url_encoded_secret_is_scrubbed_too():
+    from flow._interpolate import scrub
+
+    secrets = {"ab+cd/ef==": "${SIG}"}
+    assert scrub("http://x/p?sig=ab%2Bcd%2Fef%3D%3D", secrets) == "http://x/p?sig=${SIG}"
+    assert scrub("http://x/p?sig=ab+cd%2Fef%3D%3D", secrets) == "http://x/p?sig=${SIG}"
+
+    from flow.spec import parse_spec as parse
+
+    spec = parse("version: 1\nnodes:\n  a: {pipe: [sequence, collect]}\n", REGISTRY, env={})
+    assert spec.secrets == {}
+    text = "version: 1\nx-s: '${STYLE}'\nnodes:\n  a: {pipe: [sequence, collect]}\n"
+    assert parse(text, REGISTRY, env={"STYLE": "page"}).secrets == {}  # too short to hide: it would scrub "page"

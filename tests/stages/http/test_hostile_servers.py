@@ -198,3 +198,25 @@ def test_a_server_that_ignores_paging_is_caught_not_walked_to_the_deadline():
     assert [e["error"] for e in result.errors] == ["paging_ignored"]
     assert len(served) <= 1 + 4 + 4  # the first page, the prefetch, and answers in flight
     assert sorted({int(p.source_id) for p in products}) == list(range(45))
+
+
+def test_a_duplicate_record_on_a_one_record_page_is_not_ignored_paging(tmp_path):
+    """Pages of one record: a duplicate record is a page with an earlier
+    page's records, and still not a server that ignores paging."""
+    from mocks import LoopClock, MockServer, ServerSpec
+
+    graph = (
+        "version: 1\nrun: {deadline: 10m}\nnodes:\n"
+        '  shop: {pipe: [{paginate: {url: "${mocks.shop.url}/api/v1/products", style: offset, page_size: 1}},'
+        " fetch, {parse: {schema: platzi}}, collect]}\n"
+    )
+    spec_server = ServerSpec(style="platzi", products=120, duplicate_rate=0.1, rate_limit="off")
+
+    async def main() -> tuple[Any, dict[str, Any]]:
+        async with MockServer(spec_server, clock=LoopClock()) as server:
+            spec = parse_spec(graph, default_registry(plugins=False), env={}, refs={"shop": server.url})
+            return await Runtime(spec, out_dir=tmp_path).run(), server.stats()
+
+    result, stats = run_virtual(main())
+    assert stats["truth"]["served"]["duplicates"]  # the server did repeat records
+    assert result.errors == [] and result.counters["shop"]["records"] == 120
