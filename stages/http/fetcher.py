@@ -235,6 +235,8 @@ class Fetcher:
                     url, params, headers = hop
                     attempt -= 1  # a hop is not a retry: it takes a limiter slot, not the retry budget
                     continue
+                if status == 204:  # No Content: a page without records, not a broken body
+                    body = b"[]"
                 undecodable = self._undecodable(body) if 200 <= status < 300 else None
                 if 200 <= status < 300 and undecodable is None:
                     permit.success(loop.time())

@@ -31,8 +31,13 @@ def _decoder(items: str | None) -> Any:
     if items is None:
         return msgspec.json.Decoder(list[msgspec.Raw]).decode
     envelope = msgspec.defstruct("Envelope", [(items, list[msgspec.Raw], [])])
-    decode = msgspec.json.Decoder(envelope).decode
-    return lambda body: getattr(decode(body), items)
+    decode = msgspec.json.Decoder(envelope | list[msgspec.Raw]).decode  # a bare list is records too
+
+    def records(body: bytes) -> list[msgspec.Raw]:
+        page = decode(body)
+        return page if isinstance(page, list) else getattr(page, items)
+
+    return records
 
 
 @stage("parse", ParseParams, consumes=PageResponse, produces=Records)

@@ -22,14 +22,17 @@ DEEP = b"[" + b'{"a":' * 10_000 + b"1" + b"}" * 10_000 + b"]"
 
 
 async def serve(
-    pages: dict[int, bytes], headers: dict[str, str], position: str = "_page"
+    pages: dict[int, bytes], headers: dict[str, str], position: str = "_page", past_end: int = 200
 ) -> tuple[web.AppRunner, str, list[int]]:
-    """`GET /items?_page=N&_limit=20` (or `position=N`): the scripted body of page N."""
+    """`GET /items?_page=N&_limit=20` (or `position=N`): the scripted body of
+    page N; past the last page `[]`, or a 204 with no body."""
     served: list[int] = []
 
     async def handle(request: web.Request) -> web.Response:
         page = int(request.query[position])
         served.append(page)
+        if page not in pages and past_end == 204:
+            return web.Response(status=204)
         return web.Response(body=pages.get(page, b"[]"), headers=headers, content_type="application/json")
 
     runner = web.AppRunner(web.Application(), access_log=None)
@@ -42,12 +45,16 @@ async def serve(
 
 
 def run(
-    pages: dict[int, bytes], headers: dict[str, str], style: str = "link", position: str = "_page"
+    pages: dict[int, bytes],
+    headers: dict[str, str],
+    style: str = "link",
+    position: str = "_page",
+    past_end: int = 200,
 ) -> tuple[Any, list[Any], list[int]]:
     sinks: dict[str, list[Any]] = {}
 
     async def main() -> tuple[Any, list[int]]:
-        runner, url, served = await serve(pages, headers, position)
+        runner, url, served = await serve(pages, headers, position, past_end)
         try:
             text = (
                 "version: 1\nrun: {deadline: 5m}\nnodes:\n"
@@ -220,3 +227,17 @@ def test_a_duplicate_record_on_a_one_record_page_is_not_ignored_paging(tmp_path)
     result, stats = run_virtual(main())
     assert stats["truth"]["served"]["duplicates"]  # the server did repeat records
     assert result.errors == [] and result.counters["shop"]["records"] == 120
+
+
+def test_a_204_past_the_end_is_an_empty_page_not_a_failure():
+    pages = {offset: msgspec_encode(RECORDS[offset : offset + 20]) for offset in (0, 20, 40)}
+    result, products, served = run(pages, {}, style="offset", position="offset", past_end=204)
+    assert result.status == "completed" and result.errors == [] and result.lost == []
+    assert sorted(int(p.source_id) for p in products) == list(range(45))
+    assert len(served) <= 3 + 4  # the pages and the prefetch past the end: no retries of the 204s
+
+
+def msgspec_encode(value: Any) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(value)
