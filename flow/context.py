@@ -57,7 +57,7 @@ class RunState:
         self.node_spans: dict[str, Any] = {}  # node -> its span (tracing on)
         self.emitted: list[tuple[str, str, Any]] = []  # side items when no runtime routes them
         self.secrets: dict[str, str] = {}  # values taken from the environment -> ${NAME}
-        self.sources: list[str] = []  # the graph's source nodes
+        self.sources: dict[str, list[str]] = {}  # node -> the source nodes whose output reaches it
         self.stopped: str | None = None  # why the run was stopped early ("interrupted", "deadline")
         self.outputs: list[str] = []  # files the stages write, for the run's last line
         self._emit = emit
@@ -150,8 +150,9 @@ class StageContext:
 
     @property
     def sources(self) -> list[str]:
-        """The graph's source nodes (a report lists every one, even if silent)."""
-        return self.run.sources
+        """The source nodes whose output reaches this node (a report lists
+        every one, a silent one too)."""
+        return self.run.sources.get(self.node, [])
 
     @property
     def stopped(self) -> str | None:

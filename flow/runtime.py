@@ -141,7 +141,7 @@ class Runtime:
         self._stop_requested = False  # a plain flag: read once per source item
         self.resources = RunState(self._emit)
         self.resources.secrets = spec.secrets
-        self.resources.sources = [n for n, node in self.nodes.items() if node.stages[0].kind.is_source]
+        self.resources.sources = _sources_upstream(self.nodes, wiring)
         self.errors = self.resources.errors  # the run report's error records
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry = self.telemetry
@@ -435,3 +435,19 @@ class Runtime:
 async def _as_generator(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for item in items:
         yield item
+
+
+def _sources_upstream(nodes: dict[str, Node], wiring: dict[str, list[Any]]) -> dict[str, list[str]]:
+    """For every node, the source nodes whose output reaches it (main edges)."""
+    found: dict[str, list[str]] = {}
+
+    def walk(name: str) -> list[str]:
+        if name not in found:
+            found[name] = []  # a guard; the graph is acyclic
+            own = [name] if nodes[name].stages[0].kind.is_source else []
+            found[name] = sorted({*own, *(s for e in wiring[name] if e.port is None for s in walk(e.source))})
+        return found[name]
+
+    for name in nodes:
+        walk(name)
+    return found

@@ -192,7 +192,9 @@ def _summary(report: _Report, ctx: Any) -> dict[str, Any]:
     loop_now = asyncio.get_running_loop().time()
     elapsed = loop_now - ctx.started_at if ctx.started_at is not None else 0.0
     written, dead, lost = report.written, report.dead, report.records_lost
-    silent = [name for name, s in report.sources.items() if not s.count]
+    # Silent: a source feeding this report that received nothing at all (its
+    # records were not deduplicated away: none came).
+    silent = [n for n in ctx.sources if not report.sources[n].count and not ctx.counters(n).get("records")]
     if not written:
         status = "failed"
     elif ctx.stopped or report.failures or silent:

@@ -400,3 +400,20 @@ def test_one_failing_item_is_an_error_record_and_the_stage_goes_on(tmp_path):
     assert len(errors) == 1 + MAX_FAILURES_IN_A_ROW  # the tenth failure in a row ended the branch
     assert errors[-1] == ("picky", "ValueError", f"cannot take item {20 + MAX_FAILURES_IN_A_ROW - 1}")
     assert result.nodes["a"].stages[1].errors == 1  # the branch ended once
+
+
+def test_each_node_knows_the_sources_upstream_of_it():
+    from flow.graph import edges
+    from flow.runtime import _sources_upstream
+
+    spec = load(
+        "version: 1\nnodes:\n"
+        "  a: {pipe: [sequence]}\n  b: {pipe: [sequence]}\n  c: {pipe: [sequence, collect]}\n"
+        "  ab: {from: [a, b], pipe: [merge]}\n"
+        "  only_a: {from: [a, '*.errors'], pipe: [collect]}\n"
+        "  all: {from: ab, pipe: [collect]}\n"
+    )
+    upstream = _sources_upstream(spec.nodes, edges(spec))
+    assert upstream["all"] == ["a", "b"] and upstream["ab"] == ["a", "b"]
+    assert upstream["only_a"] == ["a"]  # side outputs (errors of b, c, ...) carry no records
+    assert upstream["c"] == ["c"]
