@@ -68,47 +68,67 @@ def _pager(params: PaginateParams, endpoint: str) -> Pager:
 async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
     """Plan page requests for one endpoint, concurrently where the style allows."""
     pager = _pager(params, ctx.node)
-    limit = params.max_pages or 10**12
-    if params.max_items:
-        limit = min(limit, -(-params.max_items // params.page_size))
     yield pager.request(0)
     if params.style == "cursor":
-        page = 0
-        while page + 1 < limit:
-            if await pager.outcome(page) is None:
-                await ctx.error(
-                    "pagination_stopped", "a page failed, so the next cursor is unknown", page=page
-                )
-                return
-            cursor = pager.cursors.get(page)
-            if not cursor or await _repeated(ctx, pager):
-                return
-            page += 1
-            yield pager.request(page, cursor)
-        return
-    if params.style in ("page", "skip_limit", "link"):
+        walk = _cursor_walk(pager, params, ctx)
+    else:
+        # Every other style waits for the first answer: it may hold the total
+        # and shows the page size the server really serves (a cap).
         first = await pager.outcome(0)
-        if pager.capped is not None:
-            asked, served = pager.capped
-            ctx.record_event("page_size_capped", endpoint=ctx.node, asked=asked, served=served)
-        if first is None:
+        if first is None and params.style != "offset":
             await ctx.error("pagination_stopped", "the first page failed, so the total is unknown", page=0)
             return
-        if pager.total_pages is not None:
-            for page in range(1, min(pager.total_pages, limit)):
-                if pager.failed_in_a_row >= params.give_up_after:
-                    await _gave_up(ctx, pager, page)
-                    return
-                if await _repeated(ctx, pager):
-                    return
-                yield pager.request(page)
+        walk = _total_walk(pager, params, ctx) if pager.total_pages else _open_walk(pager, params, ctx)
+    reported = False
+    async for request in walk:
+        if pager.capped is not None and not reported:  # known after page 0, or page 1 (no total)
+            reported = True
+            asked, served = pager.capped
+            ctx.record_event("page_size_capped", endpoint=ctx.node, asked=asked, served=served)
+        yield request
+
+
+def _limit(pager: Pager, params: PaginateParams) -> int:
+    """Pages to plan at most, by `max_pages` and `max_items` (at the page size
+    the server really serves)."""
+    limit = params.max_pages or 10**12
+    if params.max_items:
+        limit = min(limit, -(-params.max_items // pager.page_size))
+    return limit
+
+
+async def _cursor_walk(pager: Pager, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
+    """Strictly sequential: each page's answer names the next."""
+    page = 0
+    while page + 1 < _limit(pager, params):
+        if await pager.outcome(page) is None:
+            await ctx.error("pagination_stopped", "a page failed, so the next cursor is unknown", page=page)
             return
-    # offset, or a total-less page/link API: keep `prefetch` pages in flight
-    # until a short or empty page marks the end.
-    # The failure streak counts pages in the order their answers came back,
-    # and is checked before every new page: pages still in flight never hide
-    # it, however fast failures arrive.
-    planned = 1
+        cursor = pager.cursors.get(page)
+        if not cursor or await _repeated(ctx, pager):
+            return
+        page += 1
+        yield pager.request(page, cursor)
+
+
+async def _total_walk(pager: Pager, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
+    """The total is known: every page at once, as fast as they are taken."""
+    assert pager.total_pages is not None
+    for page in range(1, min(pager.total_pages, _limit(pager, params))):
+        if pager.failed_in_a_row >= params.give_up_after:
+            await _gave_up(ctx, pager, page)
+            return
+        if await _repeated(ctx, pager):
+            return
+        yield pager.request(page)
+
+
+async def _open_walk(pager: Pager, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
+    """No total: keep `prefetch` pages in flight until a short or empty page
+    marks the end. The failure streak counts pages in the order their answers
+    came back and is checked before every new page, so pages still in flight
+    never hide it, however fast failures arrive."""
+    planned, limit = 1, _limit(pager, params)
     while planned < limit and (pager.end is None or planned <= pager.end):
         if pager.failed_in_a_row >= params.give_up_after:
             await _gave_up(ctx, pager, planned)

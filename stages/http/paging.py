@@ -101,6 +101,7 @@ class Pager:
         self.end: int | None = None  # the last page, once known
         self.failed_in_a_row = 0  # pages observed failed since the last good one
         self.capped: tuple[int, int] | None = None  # (asked, served) when the server caps the page size
+        self._maybe_capped: tuple[int, int] | None = None  # a short first page, no total: cap or end
         self._seen: dict[int, int] = {}  # fingerprint of a page's records -> the first page that had them
         self.repeated: tuple[int, int] | None = None  # (page, earlier page) with the same records
         self._changed = asyncio.Event()
@@ -124,10 +125,10 @@ class Pager:
             count, items, pages, cursor = self._read(body, headers, page) if body is not None else (None,) * 4
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             count, items, pages, cursor = None, None, None, None  # parse reports the body itself
-        if page == 0 and count and count < self.page_size and items is not None and items > count:
-            # The server serves fewer than asked although it holds more: its
-            # cap is the page size from now on (only page 0 is planned yet).
-            self.capped, self.page_size = (self.page_size, count), count
+        if page == 0 and count and count < self.page_size:
+            self._short_first_page(count, items)
+        if page == 1 and count and self._maybe_capped is not None:
+            self.capped = self._maybe_capped  # records after a short first page: it was a cap
         self.items[page] = count
         self.failed_in_a_row = self.failed_in_a_row + 1 if count is None else 0
         if self.total_pages is None:
@@ -165,6 +166,18 @@ class Pager:
             counted = headers["X-Total-Count"].strip()
             items = int(counted) if counted.isdigit() else items
         return count, items, pages, cursor
+
+    def _short_first_page(self, count: int, items: int | None) -> None:
+        """The first page holds fewer records than asked (only it is planned
+        yet). With a total above that, the server caps the page size: its
+        cap is the page size from now on. Without a total, an offset-style
+        API cannot say whether this is a cap or the end, so the walk goes on
+        at that size: an empty next page ends it (one request more), records
+        confirm a cap."""
+        if items is not None and items > count:
+            self.capped, self.page_size = (self.page_size, count), count
+        elif items is None and self.style in ("offset", "skip_limit"):
+            self._maybe_capped, self.page_size = (self.page_size, count), count
 
     def _fingerprint(self, page: int, records: list[Any]) -> None:
         """A server that ignores the paging parameters serves the same

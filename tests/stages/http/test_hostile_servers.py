@@ -163,6 +163,7 @@ def test_page_style_over_bare_list_pages_walks_to_the_short_page():
     ("dummyjson", "/products", "skip_limit", True),   # skip offsets must follow the cap
     ("jsonserver", "/products", "link", True),        # X-Total-Count counts items
     ("reqres", "/api/products", "page", False),       # total_pages is counted in the server's pages
+    ("platzi", "/api/v1/products", "offset", True),   # no total: the walk goes on at the served size
 ])  # fmt: skip
 def test_a_server_that_caps_the_page_size_loses_nothing(tmp_path, style, path, mock, adapts):
     """Asked for 150 a page, the server serves at most 100 and says how many it
@@ -241,3 +242,22 @@ def msgspec_encode(value: Any) -> bytes:
     import msgspec
 
     return msgspec.json.encode(value)
+
+
+def test_max_items_counts_in_the_page_size_the_server_serves(tmp_path):
+    from mocks import LoopClock, MockServer, ServerSpec
+
+    graph = (
+        "version: 1\nrun: {deadline: 10m}\nnodes:\n"
+        '  shop: {pipe: [{paginate: {url: "${mocks.shop.url}/products", style: skip_limit, page_size: 50,'
+        " max_items: 90}}, fetch, {parse: {schema: dummyjson}}, collect]}\n"
+    )
+    spec_server = ServerSpec(style="dummyjson", products=200, max_page_size=30, page_size=20, rate_limit="off")
+
+    async def main() -> Any:
+        async with MockServer(spec_server, clock=LoopClock()) as server:
+            spec = parse_spec(graph, default_registry(plugins=False), env={}, refs={"shop": server.url})
+            return await Runtime(spec, out_dir=tmp_path).run()
+
+    result = run_virtual(main())
+    assert result.errors == [] and result.counters["shop"]["records"] == 90  # 3 pages of 30, not 2
