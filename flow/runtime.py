@@ -230,7 +230,7 @@ class Runtime:
             lost.append(f"the run was cut short ({self._status})")
         failed = sum(1 for e in self.errors if e["node"] is not None)
         if failed:
-            lost.append(f"{failed} pages or items failed for good (see errors)")
+            lost.append(f"{failed} error records: pages or items that failed for good, walks cut short")
         for name, node in self.nodes.items():
             if node.stages[0].kind.is_source and self.stats[name].stages[-1].items_out == 0:
                 lost.append(f"source '{name}' produced nothing")

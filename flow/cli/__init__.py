@@ -21,9 +21,10 @@ COMMANDS = {
     "mocks": ("mocks", "run the embedded mock APIs on 127.0.0.1"),
 }
 EPILOG = """\
-exit codes: 0 done and nothing lost, 1 something lost (a page or item failed for
-good, a source produced nothing, the deadline; run.on_loss: warn makes that 0),
-2 bad usage or invalid graph, 130 interrupted. FLOW_DEBUG=1 shows tracebacks.
+exit codes: 0 done and nothing lost; 1 the deadline cut the run short, or
+something was lost (a page or item failed for good, a source produced nothing;
+run.on_loss: warn makes those 0); 2 bad usage or invalid graph; 130
+interrupted. FLOW_DEBUG=1 shows tracebacks.
 """
 
 

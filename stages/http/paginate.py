@@ -156,7 +156,11 @@ async def _repeated(ctx: Any, pager: Pager) -> bool:
 
 async def _gave_up(ctx: Any, pager: Pager, page: int) -> None:
     why = f"{pager.failed_in_a_row} pages in a row failed; no page from {page} on is planned"
-    await ctx.error("pagination_stopped", why, page=page)
+    # With a total, the pages never asked for are a known loss (at the page size).
+    unasked = pager.total_pages - page if pager.total_pages else None
+    await ctx.error(
+        "pagination_stopped", why, page=page, records_expected=unasked * pager.page_size if unasked else None
+    )
 
 
 KIND = paginate

@@ -14,9 +14,10 @@ a temporary name and renamed at the end, so a reader never sees half a
 report; an interrupted run drains into it and still gets a valid (partial)
 one.
 
-success_rate = products written / (products written + dead letters): the share
-of the distinct records received that made it into the dataset. Pages that
-failed for good are listed in `errors`; their records were never received.
+success_rate = products written / (products written + dead letters + the
+records of pages that failed for good or were never asked for after a walk
+gave up, each page at its expected size): the share of what the sources hold
+that made it into the dataset, as far as the sources' totals tell.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def test_a_run_that_lost_a_source_says_so_and_exits_1(tmp_path, on_loss, code):
     errors = [e["error"] for e in report["errors"]]
     assert errors.count("pagination_stopped") == 1 and set(errors) == {"http_404", "pagination_stopped"}
     assert len(errors) <= 4 + 4 + 1  # it gave up after 4 failures in a row (with up to 4 more in flight)
-    assert report["lost"] == [f"{len(errors)} pages or items failed for good (see errors)",
+    assert report["lost"] == [f"{len(errors)} error records: pages or items that failed for good, walks cut short",
                               "source 'gone' produced nothing"]  # fmt: skip
     assert report["nodes"]["shop"]["counters"]["records"] == 30  # the other source is whole
-    assert f"flow: lost: {len(errors)} pages or items failed for good" in result.stderr
+    assert f"flow: lost: {len(errors)} error records" in result.stderr

@@ -261,3 +261,40 @@ def test_max_items_counts_in_the_page_size_the_server_serves(tmp_path):
 
     result = run_virtual(main())
     assert result.errors == [] and result.counters["shop"]["records"] == 90  # 3 pages of 30, not 2
+
+
+def test_a_source_that_dies_after_its_first_page_counts_everything_it_held(tmp_path):
+    """A total of 1,000 records, then every page fails: the walk gives up, and
+    success_rate counts the failed pages and the pages never asked for, at the
+    page size: 20 of 1,000 made it, not 20 of 100."""
+    import json
+
+    async def main() -> Any:
+        async def handle(request: web.Request) -> web.Response:
+            if request.query["_page"] != "1":
+                return web.Response(status=503)
+            return web.Response(body=msgspec_encode(RECORDS[:20]), headers={"X-Total-Count": "1000"},
+                                content_type="application/json")  # fmt: skip
+
+        runner = web.AppRunner(web.Application(), access_log=None)
+        runner.app.router.add_get("/items", handle)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/items"  # type: ignore[union-attr]
+        graph = (
+            "version: 1\nrun: {deadline: 10m}\nnodes:\n"
+            f"  shop: {{pipe: [{{paginate: {{url: '{url}', style: link}}}}, {{fetch: {{retry: {{retries: 0}}}}}},"
+            " parse, {normalize: {preset: jsonserver, map: {category: category}}}]}\n"
+            "  report: {from: [shop, shop.errors], pipe: [summary_json]}\n"
+        )
+        try:
+            spec = parse_spec(graph, default_registry(plugins=False), env={})
+            return await Runtime(spec, out_dir=tmp_path).run()
+        finally:
+            await runner.cleanup()
+
+    result = run_virtual(main())
+    summary = json.loads((tmp_path / "summary.json").read_text())["summary"]
+    assert "pagination_stopped" in [e["error"] for e in result.errors]
+    assert (summary["total_products"], summary["success_rate"], summary["status"]) == (20, 0.02, "partial")
