@@ -33,7 +33,7 @@ _EXPORTS = {
     "parse_spec": "spec",
     "check": "graph",
     "Runtime": "runtime",
-    "RunResult": "runtime",
+    "RunResult": "result",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]
 

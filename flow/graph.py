@@ -373,36 +373,17 @@ def _reaches_sink(name: str, nodes: dict[str, Node], readers: dict[str, list[str
     return False
 
 
-def _draw(spec: Spec, node: str, main: str, side: str) -> list[str]:
-    """One line per node and per edge, from format strings with the fields
-    name, chain, source, target, buffer and port."""
-    lines = []
-    for name, n in spec.nodes.items():
-        lines.append(node.format(name=name, chain=" → ".join(s.kind.name for s in n.stages)))
-    for target, found in edges(spec).items():
-        for edge in found:
-            line = main if edge.port is None else side
-            buffer = spec.nodes[target].buffer
-            lines.append(line.format(source=edge.source, target=target, port=edge.port, buffer=buffer))
-    return lines
+def sources_upstream(nodes: dict[str, Node], wiring: dict[str, list[Any]]) -> dict[str, list[str]]:
+    """For every node, the source nodes whose output reaches it (main edges)."""
+    found: dict[str, list[str]] = {}
 
+    def walk(name: str) -> list[str]:
+        if name not in found:
+            found[name] = []  # a guard; the graph is acyclic
+            own = [name] if nodes[name].stages[0].kind.is_source else []
+            found[name] = sorted({*own, *(s for e in wiring[name] if e.port is None for s in walk(e.source))})
+        return found[name]
 
-def to_mermaid(spec: Spec) -> str:
-    """Main edges solid, labelled with the reader's buffer; side outputs dotted."""
-    lines = _draw(
-        spec,
-        '    {name}["{name}<br/>{chain}"]',
-        "    {source} -- {buffer} --> {target}",
-        "    {source} -. {port} .-> {target}",
-    )
-    return "\n".join(["flowchart LR", *lines]) + "\n"
-
-
-def to_dot(spec: Spec) -> str:
-    lines = _draw(
-        spec,
-        '    "{name}" [label="{name}\\n{chain}"];',
-        '    "{source}" -> "{target}" [label="{buffer}"];',
-        '    "{source}" -> "{target}" [label="{port}", style=dashed];',
-    )
-    return "\n".join(["digraph flow {", "    rankdir=LR;", "    node [shape=box];", *lines, "}"]) + "\n"
+    for name in nodes:
+        walk(name)
+    return found

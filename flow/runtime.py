@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import inspect
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,65 +45,15 @@ from opentelemetry.trace import Status, StatusCode
 from ._interpolate import scrub
 from .buffer import Buffer
 from .context import RunState, StageContext
-from .graph import edges
+from .graph import edges, sources_upstream
 from .items import ErrorRecord, abandon, utc_now
 from .mapping import mapped
+from .result import NodeStats, RunResult, StageStats
 from .spec import Node, Spec
 from .telemetry import observe_runtime, setup
 from .tracing import Lineage, StageSpans, traced
 
 SINK_GRACE = 1.0  # seconds sinks get to close their outputs once the grace is over
-
-
-@dataclass
-class StageStats:
-    stage: str
-    items_out: int = 0
-    errors: int = 0
-
-
-@dataclass
-class NodeStats:
-    stages: list[StageStats]
-    dropped: int = 0  # items taken from the input after the branch ended on an error
-    seconds: float = 0.0  # from the start of the run until the node finished
-
-
-@dataclass
-class RunResult:
-    status: str  # "completed" | "interrupted" | "deadline"
-    started_at: str
-    seconds: float
-    nodes: dict[str, NodeStats]
-    errors: list[dict[str, Any]]
-    events: list[dict[str, Any]] = field(default_factory=list)
-    counters: dict[str, dict[str, int]] = field(default_factory=dict)
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
-    lost: list[str] = field(default_factory=list)  # what the run lost, in words (empty: nothing)
-    trace_id: str | None = None  # the run's trace, while tracing (find it in Jaeger)
-    outputs: list[str] = field(default_factory=list)  # files the stages wrote
-
-    def report(self) -> dict[str, Any]:
-        """The run report (`run.json`); valid for partial runs too."""
-        return {
-            "status": self.status,
-            "lost": self.lost,
-            "trace_id": self.trace_id,
-            "started_at": self.started_at,
-            "seconds": round(self.seconds, 3),
-            "nodes": {
-                name: {
-                    "stages": [dataclasses.asdict(s) for s in n.stages],
-                    "dropped": n.dropped,
-                    "seconds": round(n.seconds, 3),
-                    "counters": self.counters.get(name, {}),
-                }
-                for name, n in self.nodes.items()
-            },
-            "errors": self.errors,
-            "events": self.events,
-            "dead_letters": self.dead_letters,
-        }
 
 
 class Runtime:
@@ -141,7 +89,7 @@ class Runtime:
         self._stop_requested = False  # a plain flag: read once per source item
         self.resources = RunState(self._emit)
         self.resources.secrets = spec.secrets
-        self.resources.sources = _sources_upstream(self.nodes, wiring)
+        self.resources.sources = sources_upstream(self.nodes, wiring)
         self.errors = self.resources.errors  # the run report's error records
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry = self.telemetry
@@ -435,19 +383,3 @@ class Runtime:
 async def _as_generator(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for item in items:
         yield item
-
-
-def _sources_upstream(nodes: dict[str, Node], wiring: dict[str, list[Any]]) -> dict[str, list[str]]:
-    """For every node, the source nodes whose output reaches it (main edges)."""
-    found: dict[str, list[str]] = {}
-
-    def walk(name: str) -> list[str]:
-        if name not in found:
-            found[name] = []  # a guard; the graph is acyclic
-            own = [name] if nodes[name].stages[0].kind.is_source else []
-            found[name] = sorted({*own, *(s for e in wiring[name] if e.port is None for s in walk(e.source))})
-        return found[name]
-
-    for name in nodes:
-        walk(name)
-    return found

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..graph import to_dot, to_mermaid
+    from ..drawing import to_dot, to_mermaid
 
     spec = load_checked(args)
     out(to_mermaid(spec) if args.format == "mermaid" else to_dot(spec))

@@ -36,7 +36,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import msgspec
@@ -99,6 +99,13 @@ def _redirect(
     there = here.join(URL(location))
     same_origin = (here.scheme, here.host, here.port) == (there.scheme, there.host, there.port)
     return str(there), None, sent if same_origin else None
+
+
+class _Retry(NamedTuple):
+    error: str
+    status: int
+    detail: str
+    retry_after: float | None
 
 
 class _TooLarge(Exception):
@@ -183,14 +190,9 @@ class Fetcher:
         hops = 0  # redirects followed
         attempt = 0
         while attempt < self.policy.attempts:
-            permit = self.breaker.allow(loop.time())
-            if permit is None:  # open, or half-open with its probes out: not an attempt
-                wake = self.breaker.retry_at() or loop.time() + 0.05
-                if self.deadline is not None and wake > self.deadline:
-                    return FetchFailed(url, "circuit_open", attempt, last_status, "breaker open at deadline")
-                self._event("breaker_wait", until=wake)
-                await asyncio.sleep(max(0.001, wake - loop.time()))
-                continue
+            permit = await self._permit()
+            if permit is None:
+                return FetchFailed(url, "circuit_open", attempt, last_status, "breaker open at deadline")
             if self.deadline is not None and loop.time() >= self.deadline:
                 permit.neutral(loop.time())
                 why = "run.deadline reached before the next attempt"
@@ -198,16 +200,8 @@ class Fetcher:
             retry_after: float | None = None
             try:
                 async with self._in_flight:
-                    waited = await limiter.acquire()
-                    if self._metering:
-                        self._wait.record(waited)
-                    if waited > 0:
-                        self._event("rate_limit_wait", seconds=waited)
-                    if not permit.probe and self.breaker.state != "closed":
-                        # The breaker opened while this request waited for its
-                        # slot: it must not reach the endpoint. Not an attempt.
-                        permit.neutral(loop.time())
-                        continue
+                    if not await self._slot(limiter, permit):
+                        continue  # the breaker opened while it waited: not an attempt
                     attempt += 1
                     status, body, response_headers = await self._get(url, params, headers, attempt)
             except asyncio.CancelledError:
@@ -235,21 +229,10 @@ class Fetcher:
                     url, params, headers = hop
                     attempt -= 1  # a hop is not a retry: it takes a limiter slot, not the retry budget
                     continue
-                if status == 204:  # No Content: a page without records, not a broken body
-                    body = b"[]"
-                undecodable = self._undecodable(body) if 200 <= status < 300 else None
-                if 200 <= status < 300 and undecodable is None:
-                    permit.success(loop.time())
-                    return Fetched(url, status, body, response_headers, attempt)
-                if undecodable is not None:  # the endpoint misbehaves: retried like a 5xx
-                    permit.failure(loop.time())
-                    (last, detail), last_status = undecodable, status
-                else:
-                    last, last_status, detail = f"http_{status}", status, f"HTTP {status}"
-                    if not retryable_status(status):
-                        permit.neutral(loop.time())
-                        return FetchFailed(url, last, attempt, status, f"HTTP {status}, not retried")
-                    retry_after = self._answered(status, response_headers, permit, limiter)
+                verdict = self._judge(url, attempt, status, body, response_headers, permit, limiter)
+                if not isinstance(verdict, _Retry):
+                    return verdict
+                last, last_status, detail, retry_after = verdict
             if attempt < self.policy.attempts:
                 wait = self.policy.wait(attempt, self.rng, retry_after)
                 self._event("retry", attempt=attempt + 1, error=last, wait=wait)
@@ -257,6 +240,55 @@ class Fetcher:
         attempts = self.policy.attempts
         why = f"{attempts} attempts, the last: {detail}"
         return FetchFailed(url, f"{last}_after_retries", attempts, last_status, why)
+
+    async def _permit(self) -> Any:
+        """A breaker permit (a probe when half-open), waiting while the breaker
+        is open (not an attempt); None when none comes before the deadline."""
+        loop = asyncio.get_running_loop()
+        while True:
+            permit = self.breaker.allow(loop.time())
+            if permit is not None:
+                return permit
+            wake = self.breaker.retry_at() or loop.time() + 0.05
+            if self.deadline is not None and wake > self.deadline:
+                return None
+            self._event("breaker_wait", until=wake)
+            await asyncio.sleep(max(0.001, wake - loop.time()))
+
+    async def _slot(self, limiter: Any, permit: Any) -> bool:
+        """Take a send slot; False when the breaker opened meanwhile (the
+        request must not reach the endpoint then)."""
+        waited = await limiter.acquire()
+        if self._metering:
+            self._wait.record(waited)
+        if waited > 0:
+            self._event("rate_limit_wait", seconds=waited)
+        if not permit.probe and self.breaker.state != "closed":
+            permit.neutral(asyncio.get_running_loop().time())
+            return False
+        return True
+
+    def _judge(
+        self, url: str, attempt: int, status: int, body: bytes, headers: Mapping[str, str], permit: Any,
+        limiter: Any,
+    ) -> Fetched | FetchFailed | _Retry:  # fmt: skip
+        """The verdict on an answer that is not a redirect: the page, a
+        failure for good, or a retry (with a Retry-After, if any)."""
+        now = asyncio.get_running_loop().time()
+        if status == 204:  # No Content: a page without records, not a broken body
+            body = b"[]"
+        if 200 <= status < 300:
+            undecodable = self._undecodable(body)
+            if undecodable is None:
+                permit.success(now)
+                return Fetched(url, status, body, headers, attempt)
+            permit.failure(now)  # the endpoint misbehaves: retried like a 5xx
+            return _Retry(undecodable[0], status, undecodable[1], None)
+        if not retryable_status(status):
+            permit.neutral(now)
+            return FetchFailed(url, f"http_{status}", attempt, status, f"HTTP {status}, not retried")
+        retry_after = self._answered(status, headers, permit, limiter)
+        return _Retry(f"http_{status}", status, f"HTTP {status}", retry_after)
 
     def _undecodable(self, body: bytes) -> tuple[str, str] | None:
         """(error, detail) when a 2xx body that should be JSON is not: an HTML

@@ -1,0 +1,59 @@
+"""What a run reports: per-stage and per-node statistics, and `RunResult`,
+whose `report()` is `run.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StageStats:
+    stage: str
+    items_out: int = 0
+    errors: int = 0
+
+
+@dataclass
+class NodeStats:
+    stages: list[StageStats]
+    dropped: int = 0  # items taken from the input after the branch ended on an error
+    seconds: float = 0.0  # from the start of the run until the node finished
+
+
+@dataclass
+class RunResult:
+    status: str  # "completed" | "interrupted" | "deadline"
+    started_at: str
+    seconds: float
+    nodes: dict[str, NodeStats]
+    errors: list[dict[str, Any]]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # what the run lost, in words (empty: nothing)
+    trace_id: str | None = None  # the run's trace, while tracing (find it in Jaeger)
+    outputs: list[str] = field(default_factory=list)  # files the stages wrote
+
+    def report(self) -> dict[str, Any]:
+        """The run report (`run.json`); valid for partial runs too."""
+        return {
+            "status": self.status,
+            "lost": self.lost,
+            "trace_id": self.trace_id,
+            "started_at": self.started_at,
+            "seconds": round(self.seconds, 3),
+            "nodes": {
+                name: {
+                    "stages": [dataclasses.asdict(s) for s in n.stages],
+                    "dropped": n.dropped,
+                    "seconds": round(n.seconds, 3),
+                    "counters": self.counters.get(name, {}),
+                }
+                for name, n in self.nodes.items()
+            },
+            "errors": self.errors,
+            "events": self.events,
+            "dead_letters": self.dead_letters,
+        }
