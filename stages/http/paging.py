@@ -172,8 +172,8 @@ class Pager:
         yet). With a total above that, the server caps the page size: its
         cap is the page size from now on. Without a total, an offset-style
         API cannot say whether this is a cap or the end, so the walk goes on
-        at that size: an empty next page ends it (one request more), records
-        confirm a cap."""
+        at that size: an empty next page ends it (at most `prefetch`
+        requests more, counted as overshoot), records confirm a cap."""
         if items is not None and items > count:
             self.capped, self.page_size = (self.page_size, count), count
         elif items is None and self.style in ("offset", "skip_limit"):
