@@ -122,6 +122,7 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
         return PageResponse(request, result.status, result.body, headers, result.attempts)
     if pager is not None:
         pager.observe(request, None, None)
+    ctx.count("pages_failed", on=request.endpoint)
     await ctx.error(
         result.error,
         result.detail,

@@ -68,6 +68,7 @@ def _pager(params: PaginateParams, endpoint: str) -> Pager:
 async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
     """Plan page requests for one endpoint, concurrently where the style allows."""
     pager = _pager(params, ctx.node)
+    pager.tally = ctx.count  # pages planned and abandoned, on this source's ledger
     yield pager.request(0)
     if params.style == "cursor":
         walk = _cursor_walk(pager, params, ctx)

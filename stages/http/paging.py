@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import msgspec
@@ -46,6 +47,7 @@ class PageRequest(msgspec.Struct, frozen=True):
         """The engine dropped this request: its page failed, for the planner."""
         if self.pager is not None:
             self.pager.observe(self, None, None)
+            self.pager.tally("pages_abandoned")
 
 
 class PageResponse(msgspec.Struct, frozen=True):
@@ -105,6 +107,9 @@ class Pager:
         self._seen: dict[int, int] = {}  # fingerprint of a page's records -> the first page that had them
         self.repeated: tuple[int, int] | None = None  # (page, earlier page) with the same records
         self._changed = asyncio.Event()
+        # The source's ledger (its planner sets it to ctx.count): pages planned
+        # and pages abandoned are counted here, fetched and failed by fetch.
+        self.tally: Callable[[str], None] = lambda counter: None
 
     def request(self, page: int, cursor: str | None = None) -> PageRequest:
         position, size = QUERY[self.style]
@@ -116,6 +121,7 @@ class Pager:
             query[position] = str(page * self.page_size)
         elif cursor:
             query[position] = cursor
+        self.tally("pages_planned")
         return PageRequest(self.endpoint, self.url, query, self.headers, page, self)
 
     def observe(self, request: PageRequest, body: bytes | None, headers: dict[str, str] | None) -> None:

@@ -44,8 +44,7 @@ async def dedupe(source: AsyncIterator[Any], params: DedupeParams, ctx: Any) -> 
     key = params.key
 
     def drop(product: Any) -> None:
-        ctx.count("duplicates")
-        ctx.count(f"duplicates:{product.source}")
+        ctx.count("duplicates", on=product.source)  # on the ledger of the source it came from
 
     last = None
     async for batch in source:

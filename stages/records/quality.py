@@ -55,7 +55,7 @@ async def quality(source: AsyncIterator[Any], params: QualityParams, ctx: Any) -
         for product in batch.products:
             scored = msgspec.structs.replace(product, quality=score(product, params))
             if scored.quality < params.min_score:
-                ctx.count("low_quality_dropped")
+                ctx.count("low_quality_dropped", on=product.source)
                 continue
             kept.append(scored)
         yield msgspec.structs.replace(batch, products=kept)

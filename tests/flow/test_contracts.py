@@ -63,6 +63,9 @@ def test_a_planner_and_its_fetch_in_different_nodes_fetch_every_page_within_the_
     # The source's ledger is kept under the source, whichever node counted it.
     ledger = report["per_source"]["plan"]
     assert (ledger["pages"], ledger["records"], ledger["products"]) == (planned, 230, 230)
+    balance = ledger["ledger"]
+    assert balance["pages"] == {"planned": planned, "failed": 0, "abandoned": 0, "fetched": planned, "unaccounted": 0}
+    assert balance["records"]["unaccounted"] == 0 and balance["records"]["written"] == 230
     assert "get" not in result.counters
 
 

@@ -295,6 +295,9 @@ def test_a_source_that_dies_after_its_first_page_counts_everything_it_held(tmp_p
             await runner.cleanup()
 
     result = run_virtual(main())
-    summary = json.loads((tmp_path / "summary.json").read_text())["summary"]
+    report = json.loads((tmp_path / "summary.json").read_text())
+    summary = report["summary"]
+    pages = report["per_source"]["shop"]["ledger"]["pages"]
+    assert pages["fetched"] == 1 and pages["failed"] > 0 and pages["unaccounted"] == 0  # every page ended somewhere
     assert "pagination_stopped" in [e["error"] for e in result.errors]
     assert (summary["total_products"], summary["success_rate"], summary["status"]) == (20, 0.02, "partial")

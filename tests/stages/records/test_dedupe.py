@@ -44,7 +44,7 @@ def run(batches: list[list[Product]], hold: int) -> tuple[list[Product], dict[st
             for x in batch.products
         ]
 
-    return asyncio.run(main()), dict(resources.counters["n"])
+    return asyncio.run(main()), dict(resources.counters["s"])  # duplicates count on their source
 
 
 def test_best_copy_within_the_hold_first_beyond():
