@@ -262,19 +262,23 @@ class StageContext:
         """A span event on the span of the item being worked on (no-op when
         tracing is off). Values that are not str/int/float/bool are given as
         text; None values are left out."""
-        if self.run.lineage is None:  # tracing off
-            return
-        span = self.span if self.span is not None else trace.get_current_span()
-        if span.is_recording():
+        span = self._item_span()
+        if span is not None:
             span.add_event(name, {k: _attribute(v) for k, v in attributes.items() if v is not None})
 
     def _span_failed(self, description: str) -> None:
         """The span of the item being worked on ends in error (tracing on)."""
-        if self.run.lineage is None:
-            return
-        span = self.span if self.span is not None else trace.get_current_span()
-        if span.is_recording():
+        span = self._item_span()
+        if span is not None:
             span.set_status(Status(StatusCode.ERROR, description))
+
+    def _item_span(self) -> Any:
+        """The recording span of the item being worked on, or None (tracing
+        off): a streaming stage's `span`, else the current one."""
+        if self.run.lineage is None:
+            return None
+        span = self.span if self.span is not None else trace.get_current_span()
+        return span if span.is_recording() else None
 
     def record_emit(self, name: str, covers: Iterable[tuple[str, int]], **attributes: Any) -> None:
         """A domain output that sums up many batches (e.g. a closed window):
@@ -308,17 +312,11 @@ class StageContext:
     def histogram(self, name: str, unit: str = "s", description: str = "") -> Any:
         """An engine-owned histogram (`.record(value, attrs)`, `.bind(attrs)`);
         a no-op while metrics are off."""
-        telemetry = self.run.telemetry
-        if telemetry is None or not telemetry.metering:
-            return _OFF
-        return telemetry.histogram(name, unit, description)
+        return self.run.telemetry.histogram(name, unit, description) if self.metering else _OFF
 
     def counter(self, name: str, unit: str = "1", description: str = "") -> Any:
         """An engine-owned counter (`.add(n, attrs)`); a no-op while metrics are off."""
-        telemetry = self.run.telemetry
-        if telemetry is None or not telemetry.metering:
-            return _OFF
-        return telemetry.counter(name, unit, description)
+        return self.run.telemetry.counter(name, unit, description) if self.metering else _OFF
 
     @property
     def metering(self) -> bool:

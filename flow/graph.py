@@ -178,14 +178,12 @@ def check(spec: Spec) -> list[Problem]:
 
 def _kind_checks(spec: Spec) -> list[Problem]:
     """Each kind's own check over all its uses in the graph."""
-    uses: dict[str, list[tuple[str, Any]]] = {}
-    checks = {}
+    uses: dict[Any, list[tuple[str, Any]]] = {}  # a kind's check -> its uses
     for name, node in spec.nodes.items():
         for stage in node.stages:
             if stage.kind.check is not None:
-                uses.setdefault(stage.kind.name, []).append((name, stage))
-                checks[stage.kind.name] = stage.kind.check
-    return [problem for kind, found in uses.items() for problem in checks[kind](found)]
+                uses.setdefault(stage.kind.check, []).append((name, stage))
+    return [problem for check, found in uses.items() for problem in check(found)]
 
 
 def _inputs(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:

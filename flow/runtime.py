@@ -80,7 +80,6 @@ class Runtime:
             if wiring[name]
         }
         self._tasks: list[asyncio.Task[None]] = []
-        # Per source node task: a one-element flag, set while it awaits its source.
         # Per source: [the task that pulls its items, its async generator].
         # The generator's `ag_running` says whether it is awaiting right now.
         # Not always the node's task: a per-item stage with concurrency pulls
@@ -95,8 +94,12 @@ class Runtime:
         self.resources.telemetry = self.telemetry
         if self.telemetry.tracing:
             self.resources.lineage = Lineage()
-        self._status = "completed"
         self._stopping = asyncio.Event()
+
+    @property
+    def status(self) -> str:
+        """"completed", or why the run was stopped ("interrupted", "deadline")."""
+        return self.resources.stopped or "completed"
 
     def buffer_statistics(self) -> dict[str, Any]:
         return {name: buffer.statistics() for name, buffer in self.buffers.items()}
@@ -106,7 +109,7 @@ class Runtime:
         """Stop the sources; what is in flight drains to the sinks."""
         if self._stopping.is_set():
             return
-        self._status = self.resources.stopped = reason
+        self.resources.stopped = reason
         self._stop_requested = True
         self._stopping.set()
         for task, generator in self._pulling:
@@ -144,7 +147,7 @@ class Runtime:
                 await self._cancel(work)
         await self.resources.close()
         lost = self._losses()
-        run_span.set_attribute("flow.status", self._status)
+        run_span.set_attribute("flow.status", self.status)
         if lost:  # the run span tells the truth too
             run_span.set_status(Status(StatusCode.ERROR, "; ".join(lost)))
         trace_id = run_span.get_span_context().trace_id
@@ -156,7 +159,7 @@ class Runtime:
                 self._record("internal_error", f"{type(outcome).__name__}: {outcome}")
         counters = {node: dict(c) for node, c in self.resources.counters.items()}
         return RunResult(
-            self._status,
+            self.status,
             started_at,
             time.monotonic() - started,
             self.stats,
@@ -174,8 +177,8 @@ class Runtime:
         records of nodes), sources that produced nothing, a cut-short run.
         Dead letters and counted duplicates are accounted for, not lost."""
         lost = []
-        if self._status != "completed":
-            lost.append(f"the run was cut short ({self._status})")
+        if self.status != "completed":
+            lost.append(f"the run was cut short ({self.status})")
         failed = sum(1 for e in self.errors if e["node"] is not None)
         if failed:
             lost.append(f"{failed} error records: pages or items that failed for good, walks cut short")

@@ -193,7 +193,7 @@ def _closing(report: _Report, ctx: Any) -> dict[str, Any]:
     """per_source and metrics, once the input has ended. Every source node
     of the graph has a row, a silent one too."""
     for name in ctx.sources:
-        report.sources[name]
+        report.sources.setdefault(name, _Source())
     per_source = {name: _ledger(name, s, ctx) for name, s in sorted(report.sources.items())}
     metrics: dict[str, Any] = {"category_distribution": dict(report.categories.most_common())}
     if report.windows:

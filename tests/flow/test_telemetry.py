@@ -124,17 +124,22 @@ def test_a_run_that_lost_pages_says_so_in_its_spans(tmp_path):
     graph = GRAPH.replace("/api/products", "/api/nope")
     receiver, result = asyncio.run(run_with_receiver(tmp_path, graph))
     assert result.lost and result.errors
-    spans = [
+    spans = _spans(receiver)
+    erred = [s for s in spans if any(e.name == "error" for e in s.events)]
+    assert erred and all(s.status.code == 2 for s in erred)  # STATUS_CODE_ERROR
+    [root] = [s for s in spans if s.name == "run"]
+    assert root.status.code == 2 and "failed for good" in root.status.message
+
+
+def _spans(receiver: Receiver) -> list[Any]:
+    """Every span the receiver got, decoded from the OTLP protobuf."""
+    return [
         span
         for body in receiver.bodies["/v1/traces"]
         for resource_spans in ExportTraceServiceRequest.FromString(body).resource_spans
         for scope in resource_spans.scope_spans
         for span in scope.spans
     ]
-    erred = [s for s in spans if any(e.name == "error" for e in s.events)]
-    assert erred and all(s.status.code == 2 for s in erred)  # STATUS_CODE_ERROR
-    [root] = [s for s in spans if s.name == "run"]
-    assert root.status.code == 2 and "failed for good" in root.status.message
 
 
 def _attrs(span: Any) -> dict[str, Any]:
@@ -146,13 +151,7 @@ def test_context_travels_with_the_batches(tmp_path):
     span, also across nodes; window emits link to the batches they cover;
     dead letters are events on the normalize span of their batch."""
     receiver, result = asyncio.run(run_with_receiver(tmp_path))
-    spans = [
-        span
-        for body in receiver.bodies["/v1/traces"]
-        for rs in ExportTraceServiceRequest.FromString(body).resource_spans
-        for scope in rs.scope_spans
-        for span in scope.spans
-    ]
+    spans = _spans(receiver)
     by_id = {s.span_id: s for s in spans}
     fetch_of_page = {_attrs(s)["flow.page"]: s for s in spans if s.name == "stage fetch"}
     assert len(fetch_of_page) == result.counters["shop"]["pages"]

@@ -16,6 +16,7 @@ from stages.http.breaker import OPEN, CircuitBreaker
 from stages.http.fetcher import Fetched, Fetcher, FetchFailed, Timeouts, make_session
 from stages.http.limiter import SlidingWindowLimiter
 from stages.http.retry import RetryPolicy
+from tests import loopback
 
 
 async def fetch_pages(server: MockServer, fetcher_args: dict[str, Any], pages: int, workers: int = 8,
@@ -153,13 +154,8 @@ async def _scripted(answers: list[tuple[int, dict[str, str]]]) -> tuple[Any, lis
         status, headers = answers.pop(0) if answers else (200, {})
         return web.Response(status=status, headers=headers, body=b"[]", content_type="application/json")
 
-    runner = web.AppRunner(web.Application(handler_args={}, middlewares=[]), access_log=None)
-    runner.app.router.add_get("/p", handle)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, arrivals, f"http://127.0.0.1:{port}/p"
+    runner, base = await loopback.start("/p", handle)
+    return runner, arrivals, f"{base}/p"
 
 
 def test_retry_after_on_a_503_is_honoured_and_failures_say_why():
@@ -199,12 +195,8 @@ def test_a_body_that_is_not_json_is_retried_until_one_is():
             arrivals.append(asyncio.get_running_loop().time())
             return web.Response(body=bodies.pop(0) if bodies else b"<html/>", content_type="application/json")
 
-        runner = web.AppRunner(web.Application(), access_log=None)
-        runner.app.router.add_get("/p", handle)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/p"  # type: ignore[union-attr]
+        runner, base = await loopback.start("/p", handle)
+        url = f"{base}/p"
         try:
             async with make_session() as session:
                 fetcher = Fetcher(session, CircuitBreaker(failures=50), limiter=limiter(), check_json=True,

@@ -16,6 +16,7 @@ from flow.registry import Registry, default_registry
 from flow.runtime import Runtime
 from flow.spec import parse_spec
 from flow.testing import list_kinds, run_virtual
+from tests import loopback
 
 RECORDS = [{"id": n, "title": f"Lamp {n}", "price": 10 + n, "category": "lamps"} for n in range(45)]
 DEEP = b"[" + b'{"a":' * 10_000 + b"1" + b"}" * 10_000 + b"]"
@@ -35,13 +36,8 @@ async def serve(
             return web.Response(status=204)
         return web.Response(body=pages.get(page, b"[]"), headers=headers, content_type="application/json")
 
-    runner = web.AppRunner(web.Application(), access_log=None)
-    runner.app.router.add_get("/items", handle)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/items", served
+    runner, base = await loopback.start("/items", handle)
+    return runner, f"{base}/items", served
 
 
 def run(
@@ -109,12 +105,8 @@ async def redirector(routes: dict[str, tuple[int, str]]) -> tuple[web.AppRunner,
         headers = {"Location": location} if location else {}
         return web.Response(status=status, headers=headers, body=b"[]", content_type="application/json")
 
-    runner = web.AppRunner(web.Application(), access_log=None)
-    runner.app.router.add_get("/{tail:.*}", handle)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", log  # type: ignore[union-attr]
+    runner, base = await loopback.start("/{tail:.*}", handle)
+    return runner, base, log
 
 
 def test_redirects_are_followed_within_the_limit_and_keys_stay_home():
@@ -276,12 +268,8 @@ def test_a_source_that_dies_after_its_first_page_counts_everything_it_held(tmp_p
             return web.Response(body=msgspec_encode(RECORDS[:20]), headers={"X-Total-Count": "1000"},
                                 content_type="application/json")  # fmt: skip
 
-        runner = web.AppRunner(web.Application(), access_log=None)
-        runner.app.router.add_get("/items", handle)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/items"  # type: ignore[union-attr]
+        runner, base = await loopback.start("/items", handle)
+        url = f"{base}/items"
         graph = (
             "version: 1\nrun: {deadline: 10m}\nnodes:\n"
             f"  shop: {{pipe: [{{paginate: {{url: '{url}', style: link}}}}, {{fetch: {{retry: {{retries: 0}}}}}},"
