@@ -4,7 +4,8 @@ One documented surface, used by every stage kind, built-in or not:
 
     side outputs    await ctx.error(...), await ctx.dead_letter(...),
                     await ctx.emit(port, item)     -> NODE.errors / .dead_letters / .PORT
-    counters        ctx.count(name, n); ctx.counters(node) to read them back
+    counters        ctx.count(name, n, on=source); ctx.counters(node) to read them back;
+                    ctx.ledger(source): a source's pages and records (flow.ledger)
     events          ctx.record_event(name, ...)    a notable moment: run report + span event
                     ctx.add_event(name, ...)       a span event only (retries, waits)
                     ctx.record_emit(name, covers)  an output summing up many batches (a window)
@@ -29,6 +30,7 @@ from typing import Any, BinaryIO, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from . import ledger
 from ._interpolate import scrub
 from .items import DeadLetter, ErrorRecord, utc_now
 
@@ -58,11 +60,21 @@ class RunState:
         self.emitted: list[tuple[str, str, Any]] = []  # side items when no runtime routes them
         self.secrets: dict[str, str] = {}  # values taken from the environment -> ${NAME}
         self.sources: dict[str, list[str]] = {}  # node -> the source nodes whose output reaches it
+        self.record_sinks: dict[str, list[str]] = {}  # source node -> the record sinks it reaches
+        self.written: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.raised = 0  # stages that raised (their error records name an exception)
         self.stopped: str | None = None  # why the run was stopped early ("interrupted", "deadline")
         self.outputs: list[str] = []  # files the stages write, for the run's last line
         self._emit = emit
         # key -> (resource, close); closed in reverse order of creation.
         self._resources: dict[Hashable, tuple[Any, Callable[[Any], Any] | None]] = {}
+
+    def ledger(self) -> dict[str, dict[str, Any]]:
+        """Every source's ledger as of now (flow.ledger)."""
+        return {
+            source: ledger.entry(self.counters.get(source, {}), self.written.get(source, {}), sinks)
+            for source, sinks in self.record_sinks.items()
+        }
 
     async def emit(self, node: str, port: str, item: Any) -> None:
         if self._emit is None:
@@ -246,6 +258,17 @@ class StageContext:
         with `on` the ledger of the source an item came from (its endpoint),
         so a source's pages and records add up wherever they are counted."""
         self.run.counters[on or self.node][counter] += n
+
+    def ledger(self, source: str) -> dict[str, Any]:
+        """Where `source`'s pages and records went (flow.ledger); in a sink,
+        as far as this sink is concerned (`written`, `unaccounted`: numbers)."""
+        sinks = self.run.record_sinks.get(source, [])
+        row = ledger.entry(self.run.counters.get(source, {}), self.run.written.get(source, {}), sinks)
+        records = row["records"]
+        if self.node in records["written"]:
+            records["written"] = records["written"][self.node]
+            records["unaccounted"] = records["unaccounted"][self.node]
+        return row
 
     def counters(self, node: str | None = None) -> dict[str, int]:
         """A copy of a node's counters (default: this node's)."""

@@ -287,20 +287,14 @@ def _kinds(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
         for edge in found:
             if edge.port is None:
                 readers[edge.source].append(name)
-    for name in topological({n: [e.source for e in found] for n, found in wiring.items()}):
+    for name, given in stage_inputs(spec, wiring).items():
         node = nodes[name]
-        given: Kinds | None = None
-        if wiring[name]:
-            arriving = [(ports(nodes[e.source])[e.port],) if e.port else out[e.source] for e in wiring[name]]
-            given = tuple(dict.fromkeys(k for kinds in arriving for k in kinds or ()))
         previous = f"'{wiring[name][0]}'" if len(wiring[name]) == 1 else "its inputs"
-        kind = given
-        for stage in node.stages:
+        for stage, kind in zip(node.stages, given, strict=True):
             if not stage.kind.is_source:
                 problems += _consumes(stage, kind, previous)
-            kind = stage.kind.output(kind)
             previous = f"'{stage.kind.name}'"
-        out[name] = kind
+        out[name] = kind = node.stages[-1].kind.output(given[-1])
         if kind is None and readers[name]:
             problems.append(
                 Problem(
@@ -332,6 +326,25 @@ def _kinds(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
                 )
             )
     return problems
+
+
+def stage_inputs(spec: Spec, wiring: dict[str, list[Edge]]) -> dict[str, list[Kinds | None]]:
+    """For every node, in data-flow order, the item kinds that can reach each
+    of its stages (fan-ins and side outputs make unions)."""
+    nodes = spec.nodes
+    out: dict[str, Kinds | None] = {}
+    found: dict[str, list[Kinds | None]] = {}
+    for name in topological({n: [e.source for e in edges] for n, edges in wiring.items()}):
+        kind: Kinds | None = None
+        if wiring[name]:
+            arriving = [(ports(nodes[e.source])[e.port],) if e.port else out[e.source] for e in wiring[name]]
+            kind = tuple(dict.fromkeys(k for kinds in arriving for k in kinds or ()))
+        found[name] = []
+        for stage in nodes[name].stages:
+            found[name].append(kind)
+            kind = stage.kind.output(kind)
+        out[name] = kind
+    return found
 
 
 def _consumes(stage: Any, given: Kinds | None, previous: str) -> list[Problem]:

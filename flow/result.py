@@ -35,6 +35,7 @@ class RunResult:
     lost: list[str] = field(default_factory=list)  # what the run lost, in words (empty: nothing)
     trace_id: str | None = None  # the run's trace, while tracing (find it in Jaeger)
     outputs: list[str] = field(default_factory=list)  # files the stages wrote
+    ledger: dict[str, dict[str, Any]] = field(default_factory=dict)  # per source (flow.ledger)
 
     def report(self) -> dict[str, Any]:
         """The run report (`run.json`); valid for partial runs too."""
@@ -44,6 +45,7 @@ class RunResult:
             "trace_id": self.trace_id,
             "started_at": self.started_at,
             "seconds": round(self.seconds, 3),
+            "ledger": self.ledger,
             "nodes": {
                 name: {
                     "stages": [dataclasses.asdict(s) for s in n.stages],

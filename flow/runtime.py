@@ -47,7 +47,9 @@ from .buffer import Buffer
 from .context import RunState, StageContext
 from .graph import edges, sources_upstream
 from .items import ErrorRecord, abandon, utc_now
+from .ledger import RECEIVED, holds_records, losses, record_sinks, written
 from .mapping import mapped
+from .registry import ANY
 from .result import NodeStats, RunResult, StageStats
 from .spec import Node, Spec
 from .telemetry import observe_runtime, setup
@@ -89,6 +91,8 @@ class Runtime:
         self.resources = RunState(self._emit)
         self.resources.secrets = spec.secrets
         self.resources.sources = sources_upstream(self.nodes, wiring)
+        self.resources.record_sinks = record_sinks(spec, wiring, self.resources.sources)
+        self._record_sinks = {sink for sinks in self.resources.record_sinks.values() for sink in sinks}
         self.errors = self.resources.errors  # the run report's error records
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry = self.telemetry
@@ -146,7 +150,8 @@ class Runtime:
                 self._record("grace_exceeded", f"run.grace {self.spec.run.grace} reached")
                 await self._cancel(work)
         await self.resources.close()
-        lost = self._losses()
+        ledger = self.resources.ledger()
+        lost = self._losses() + losses(ledger)
         run_span.set_attribute("flow.status", self.status)
         if lost:  # the run span tells the truth too
             run_span.set_status(Status(StatusCode.ERROR, "; ".join(lost)))
@@ -170,6 +175,7 @@ class Runtime:
             lost,
             f"{trace_id:032x}" if trace_id else None,
             self.resources.outputs,
+            ledger,
         )
 
     def _losses(self) -> list[str]:
@@ -228,6 +234,7 @@ class Runtime:
         input item it had last taken (1-based; a batch counts as one item),
         on the report and on `NODE.errors`."""
         self.stats[node.name].stages[index].errors += 1
+        self.resources.raised += 1
         record = ErrorRecord(
             node=node.name,
             stage=node.stages[index].kind.name,
@@ -271,6 +278,7 @@ class Runtime:
         # aiostream's concurrent map pulls its input from tasks of its own:
         # then look the puller up at every pull, else once (it costs ~2%).
         follow = any(s.kind.per_item and getattr(s.params, "concurrency", 1) > 1 for s in node.stages)
+        received = self._receives(stage.kind)
         try:
             while not self._stop_requested:
                 if follow:
@@ -288,10 +296,20 @@ class Runtime:
                     await self._failed(node, 0, exc)
                     return
                 stats.items_out += 1
+                if received and holds_records(type(item)):
+                    for source, n in item.records_by_source().items():
+                        self.resources.counters[source][RECEIVED] += n
                 yield item
         finally:
             with contextlib.suppress(Exception):
                 await generator.aclose()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _receives(kind: Any) -> bool:
+        """Whether a source may yield items holding records: they enter the
+        ledger as received where they enter the graph."""
+        produced = kind.produces
+        return produced is ANY or not isinstance(produced, type) or holds_records(produced)
 
     async def _guard(self, node: Node, index: int, generator: AsyncIterator[Any]) -> AsyncIterator[Any]:
         stats = self.stats[node.name].stages[index]
@@ -337,6 +355,8 @@ class Runtime:
             stage = node.stages[index]
             params, ctx = stage.params, self._context(node, index)
             spans, latency = self._spans(node, index), self._latency(node, index)
+            if index == last and node.name in self._record_sinks:  # the ledger's `written`
+                stream = written(stream, node.name, self.resources.written)
             if stage.kind.per_item:
                 stream = mapped(stream, stage.kind.run, params, ctx, spans, latency)
             elif spans is not None or latency is not None:

@@ -39,3 +39,41 @@ async def start_mock() -> AsyncIterator[StartServer]:
     yield start
     for server in servers:
         await server.close()
+
+
+def ledger_problems(runtime: Any, result: Any) -> list[str]:
+    """The ledger's equations on a finished run (flow.ledger): every count
+    non-negative and, unless a stage raised or the run was cut short, nothing
+    unaccounted for: every page and record ended somewhere a stage counted."""
+    problems = []
+    for source, row in result.ledger.items():
+        pages, records = row["pages"], row["records"]
+        counts = [v for k, v in pages.items() if k not in ("unaccounted", "failed_by_reason")]
+        counts += [records[k] for k in ("received", "dead_letters", "duplicates", "filtered")]
+        counts += list(records["written"].values()) + list(pages["failed_by_reason"].values())
+        if any(n < 0 for n in counts):
+            problems.append(f"{source}: a negative count in {row}")
+        if sum(pages["failed_by_reason"].values()) != pages["failed"]:
+            problems.append(f"{source}: failed pages by reason do not sum to the failed pages: {pages}")
+        exact = result.status == "completed" and not runtime.resources.raised
+        if exact and (pages["unaccounted"] or any(records["unaccounted"].values())):
+            problems.append(f"{source}: unaccounted for in a completed run: {row}")
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def _every_run_balances(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every graph run in the suite (through flow.runtime.Runtime) has its
+    ledger checked: the equations hold on every run, not only where a test
+    looks at them."""
+    from flow.runtime import Runtime
+
+    run = Runtime.run
+
+    async def checked(self: Runtime) -> Any:
+        result = await run(self)
+        problems = ledger_problems(self, result)
+        assert not problems, "the ledger does not balance:\n" + "\n".join(problems)
+        return result
+
+    monkeypatch.setattr(Runtime, "run", checked)

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from flow import ledger
 from flow.registry import ConcurrentParams, Params, stage
 from flow.units import Duration
 
@@ -118,11 +119,12 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
         headers = dict(result.headers)
         if pager is not None:
             pager.observe(request, result.body, headers)
-        ctx.count("pages", on=request.endpoint)
+        ctx.count(ledger.FETCHED, on=request.endpoint)
         return PageResponse(request, result.status, result.body, headers, result.attempts)
     if pager is not None:
         pager.observe(request, None, None)
-    ctx.count("pages_failed", on=request.endpoint)
+    ctx.count(ledger.FAILED, on=request.endpoint)
+    ctx.count(ledger.failed(result.error), on=request.endpoint)
     await ctx.error(
         result.error,
         result.detail,

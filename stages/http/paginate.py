@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from flow import ledger
 from flow.registry import Params, stage
 
 from .paging import Pager, PageRequest
@@ -113,15 +114,23 @@ async def _cursor_walk(pager: Pager, params: PaginateParams, ctx: Any) -> AsyncI
 
 
 async def _total_walk(pager: Pager, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
-    """The total is known: every page at once, as fast as they are taken."""
+    """The total is known: every page at once, as fast as they are taken.
+    Pages never planned (the walk gave up, or the run stopped) are counted
+    as not attempted: a known loss."""
     assert pager.total_pages is not None
-    for page in range(1, min(pager.total_pages, _limit(pager, params))):
-        if pager.failed_in_a_row >= params.give_up_after:
-            await _gave_up(ctx, pager, page)
-            return
-        if await _repeated(ctx, pager):
-            return
-        yield pager.request(page)
+    end, planned = min(pager.total_pages, _limit(pager, params)), 1
+    try:
+        for page in range(1, end):
+            if pager.failed_in_a_row >= params.give_up_after:
+                await _gave_up(ctx, pager, page, end)
+                return
+            if await _repeated(ctx, pager):
+                return
+            yield pager.request(page)
+            planned += 1
+    finally:
+        if end > planned:
+            ctx.count(ledger.NOT_ATTEMPTED, end - planned)
 
 
 async def _open_walk(pager: Pager, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
@@ -132,7 +141,7 @@ async def _open_walk(pager: Pager, params: PaginateParams, ctx: Any) -> AsyncIte
     planned, limit = 1, _limit(pager, params)
     while planned < limit and (pager.end is None or planned <= pager.end):
         if pager.failed_in_a_row >= params.give_up_after:
-            await _gave_up(ctx, pager, planned)
+            await _gave_up(ctx, pager, planned, None)
             return
         if await _repeated(ctx, pager):
             return
@@ -155,10 +164,10 @@ async def _repeated(ctx: Any, pager: Pager) -> bool:
     return True
 
 
-async def _gave_up(ctx: Any, pager: Pager, page: int) -> None:
+async def _gave_up(ctx: Any, pager: Pager, page: int, end: int | None) -> None:
     why = f"{pager.failed_in_a_row} pages in a row failed; no page from {page} on is planned"
     # With a total, the pages never asked for are a known loss (at the page size).
-    unasked = pager.total_pages - page if pager.total_pages else None
+    unasked = end - page if end else None
     await ctx.error(
         "pagination_stopped", why, page=page, records_expected=unasked * pager.page_size if unasked else None
     )

@@ -29,6 +29,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from flow import ledger
+
 
 class PageRequest(msgspec.Struct, frozen=True):
     """One page to fetch. Must reach a `fetch`: its planner waits for the answer."""
@@ -47,7 +49,7 @@ class PageRequest(msgspec.Struct, frozen=True):
         """The engine dropped this request: its page failed, for the planner."""
         if self.pager is not None:
             self.pager.observe(self, None, None)
-            self.pager.tally("pages_abandoned")
+            self.pager.tally(ledger.ABANDONED)
 
 
 class PageResponse(msgspec.Struct, frozen=True):
@@ -121,7 +123,7 @@ class Pager:
             query[position] = str(page * self.page_size)
         elif cursor:
             query[position] = cursor
-        self.tally("pages_planned")
+        self.tally(ledger.PLANNED)
         return PageRequest(self.endpoint, self.url, query, self.headers, page, self)
 
     def observe(self, request: PageRequest, body: bytes | None, headers: dict[str, str] | None) -> None:

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from flow import ledger
 from flow.registry import Params, stage
 
 from .items import Product, ProductBatch
@@ -44,7 +45,7 @@ async def dedupe(source: AsyncIterator[Any], params: DedupeParams, ctx: Any) -> 
     key = params.key
 
     def drop(product: Any) -> None:
-        ctx.count("duplicates", on=product.source)  # on the ledger of the source it came from
+        ctx.count(ledger.DUPLICATES, on=product.source)  # on the ledger of the source it came from
 
     last = None
     async for batch in source:

@@ -39,7 +39,6 @@ class NormalizeParams(ConcurrentParams):
     extra: dict[str, str] = {}  # extra output field -> dotted path, kept as is (e.g. {brand: brand})
     price_in_cents: bool | None = None  # integer prices are cents (default: true for the cursor preset)
     currency: str = "USD"  # when the price names none
-    source: str | None = None  # the `source` of the records (default: the endpoint, i.e. the node)
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
 
@@ -141,7 +140,7 @@ async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> Produc
     cents = params.price_in_cents if params.price_in_cents is not None else bool(
         params.preset and PRESETS[params.preset].cents
     )
-    source = params.source or batch.endpoint
+    source = batch.endpoint  # the source node: the ledger's key too
     loop = asyncio.get_running_loop()
     products, dead = await loop.run_in_executor(
         pool, normalize_batch, batch, fields, cents, params.currency, source, params.extra

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from flow import ledger
 from flow.registry import Params, stage
 from stages.http.paging import PageResponse
 from stages.http.urls import safe_url
@@ -78,7 +79,7 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
                 )
                 continue
             records.append((position, record))
-        ctx.count("records", len(raws), on=request.endpoint)
+        ctx.count(ledger.RECEIVED, len(raws), on=request.endpoint)
         yield Records(request.endpoint, request.page, records)
 
 

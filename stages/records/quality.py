@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from flow import ledger
 from flow.registry import Params, stage
 
 from .items import ProductBatch
@@ -55,7 +56,7 @@ async def quality(source: AsyncIterator[Any], params: QualityParams, ctx: Any) -
         for product in batch.products:
             scored = msgspec.structs.replace(product, quality=score(product, params))
             if scored.quality < params.min_score:
-                ctx.count("low_quality_dropped", on=product.source)
+                ctx.count(ledger.FILTERED, on=product.source)
                 continue
             kept.append(scored)
         yield msgspec.structs.replace(batch, products=kept)

@@ -153,11 +153,12 @@ def _discard(path: str) -> None:
 
 def _ledger(name: str, s: _Source, ctx: Any) -> dict[str, Any]:
     """One source's row: the engine's counters (pages, records, retries, ...;
-    `normalized`: products made before dedupe and filters), then what this
-    report holds of it (`products`: written here)."""
+    `normalized`: products made before dedupe and filters), what this report
+    holds of it (`products`: written here), and its ledger (flow.ledger),
+    as far as this report is concerned."""
     counters = ctx.counters(name)
     counters["normalized"] = counters.pop("products", 0)
-    dead = counters.pop("dead_letters", 0)  # all of the source's (this report may not get them all)
+    counters.pop("dead_letters", 0)  # in the ledger: all of the source's (this report may not get them all)
     return {
         **counters,
         "products": s.count,
@@ -165,28 +166,8 @@ def _ledger(name: str, s: _Source, ctx: Any) -> dict[str, Any]:
         "price_avg": round(s.total / s.count, 2) if s.count else None,
         "price_max": round(s.maximum, 2) if s.count else None,
         "dead_letters": s.dead,
-        "ledger": _balance(counters, dead, s.count),
+        "ledger": ctx.ledger(name),
     }
-
-
-def _balance(c: dict[str, int], dead: int, written: int) -> dict[str, Any]:
-    """Where every page and record of a source went. Each side is counted
-    where it happens (planned by paginate, fetched or failed by fetch,
-    abandoned by the engine; received by parse, dead-lettered by parse and
-    normalize, dropped by dedupe and quality, written here): `unaccounted`
-    is what none of them saw end, 0 when nothing vanished."""
-    pages = {k: c.get(f"pages_{k}", 0) for k in ("planned", "failed", "abandoned")}
-    pages["fetched"] = c.get("pages", 0)
-    pages["unaccounted"] = pages["planned"] - pages["fetched"] - pages["failed"] - pages["abandoned"]
-    records = {
-        "received": c.get("records", 0),
-        "dead_letters": dead,
-        "duplicates": c.get("duplicates", 0),
-        "filtered": c.get("low_quality_dropped", 0),
-        "written": written,
-    }
-    records["unaccounted"] = records["received"] - sum(v for k, v in records.items() if k != "received")
-    return {"pages": pages, "records": records}
 
 
 def _closing(report: _Report, ctx: Any) -> dict[str, Any]:

@@ -64,8 +64,22 @@ def test_a_planner_and_its_fetch_in_different_nodes_fetch_every_page_within_the_
     ledger = report["per_source"]["plan"]
     assert (ledger["pages"], ledger["records"], ledger["products"]) == (planned, 230, 230)
     balance = ledger["ledger"]
-    assert balance["pages"] == {"planned": planned, "failed": 0, "abandoned": 0, "fetched": planned, "unaccounted": 0}
+    assert balance["pages"] == {
+        "planned": planned,
+        "fetched": planned,
+        "failed": 0,
+        "failed_by_reason": {},
+        "abandoned": 0,
+        "not_attempted": 0,
+        "unaccounted": 0,
+    }
     assert balance["records"]["unaccounted"] == 0 and balance["records"]["written"] == 230
+    # run.json has the same ledger, with what each record sink wrote.
+    assert result.ledger["plan"]["pages"] == balance["pages"]
+    assert result.ledger["plan"]["records"] == {
+        "received": 230, "dead_letters": 0, "duplicates": 0, "filtered": 0,
+        "written": {"get": 230}, "unaccounted": {"get": 0},
+    }  # fmt: skip
     assert "get" not in result.counters
 
 

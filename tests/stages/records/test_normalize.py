@@ -60,11 +60,11 @@ def test_the_cursor_preset_reads_nested_paths_and_cents(tmp_path):
     assert [p.price for p in whole["out"][0].products] == [1999.0]
 
 
-def test_map_overrides_the_preset_and_source_currency_apply(tmp_path):
+def test_map_overrides_the_preset_and_the_currency_applies(tmp_path):
     record = {"id": 4, "name": "Desk", "title": "ignored", "cost": {"amount": "7,50"}, "price": 1}
-    stage = "{normalize: {preset: dummyjson, map: {title: name, price: cost}, source: acme, currency: EUR}}"
+    stage = "{normalize: {preset: dummyjson, map: {title: name, price: cost}, currency: EUR}}"
     sinks = normalize([Records("shop", 0, [(0, record)])], tmp_path, stage)
-    assert summary(sinks["out"][0]) == [("acme:4", "4", "Desk", "acme", 7.5, "EUR", "uncategorized")]
+    assert summary(sinks["out"][0]) == [("shop:4", "4", "Desk", "shop", 7.5, "EUR", "uncategorized")]
     assert sinks["dead"] == []
 
 

@@ -37,13 +37,13 @@ def test_every_product_is_scored_and_kept_by_default(tmp_path):
     batch, counters = quality("quality", tmp_path)
     assert [(p.id, p.quality) for p in batch.products] == [("s:1", 1.0), ("s:2", 0.85), ("s:3", 0.5)]
     assert (batch.endpoint, batch.page) == ("s", 2)
-    assert "low_quality_dropped" not in counters
+    assert "filtered" not in counters
 
 
 def test_min_score_drops_below_and_keeps_at_the_threshold(tmp_path):
     batch, counters = quality("{quality: {min_score: 0.85}}", tmp_path)
     assert [(p.id, p.quality) for p in batch.products] == [("s:1", 1.0), ("s:2", 0.85)]
-    assert counters["low_quality_dropped"] == 1
+    assert counters["filtered"] == 1
 
 
 def test_min_title_sets_what_counts_as_short(tmp_path):

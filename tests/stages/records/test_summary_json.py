@@ -74,7 +74,7 @@ def test_report_of_products_errors_dead_letters_and_windows(tmp_path):
     assert [t["avg_price"] for t in report["metrics"]["price_trends"]] == [20.0, 5.0]
     assert report["metrics"]["category_distribution"] == {"lamps": 2, "desks": 1}
     assert {k: v for k, v in report["per_source"]["a"].items() if k != "ledger"} == {
-        "normalized": 0, "products": 2, "price_min": 10.0, "price_avg": 20.0, "price_max": 30.0, "dead_letters": 0,
+        "records": 2, "normalized": 0, "products": 2, "price_min": 10.0, "price_avg": 20.0, "price_max": 30.0, "dead_letters": 0,
     }  # fmt: skip
     assert report["per_source"]["b"]["dead_letters"] == 1
     summary = report["summary"]
