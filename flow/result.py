@@ -37,6 +37,18 @@ class RunResult:
     outputs: list[str] = field(default_factory=list)  # files the stages wrote
     ledger: dict[str, dict[str, Any]] = field(default_factory=dict)  # per source (flow.ledger)
 
+    def exit_code(self, on_loss: str = "fail", *, fail_on_error: bool = False) -> int:
+        """`flow run`'s exit code: 130 interrupted; 1 when the deadline cut
+        the run short, or when it lost anything (`lost`: pages or items that
+        failed for good, pages not attempted, a source that produced nothing,
+        an unbalanced ledger) under `run.on_loss: fail` (the default) or
+        --fail-on-error; else 0."""
+        if self.status == "interrupted":
+            return 130
+        if self.status == "deadline":
+            return 1
+        return 1 if self.lost and (on_loss == "fail" or fail_on_error) else 0
+
     def report(self) -> dict[str, Any]:
         """The run report (`run.json`); valid for partial runs too."""
         return {
