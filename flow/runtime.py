@@ -194,18 +194,25 @@ class Runtime:
         return lost
 
     async def _cancel(self, work: asyncio.Future[Any]) -> None:
-        """The grace is over: cancel the nodes that feed others first, so
-        their outputs end and the sinks can close what they write (a partial
-        report beats none), then, after at most a second, the rest."""
+        """The grace is over: cancel in waves within SINK_GRACE, so that a
+        partial report beats none and keeps what was already made. First the
+        sources' nodes (stuck on an endpoint: a retry's backoff, a breaker, a
+        hang), whose outputs then end, so the nodes downstream flush what they
+        hold (dedupe, windows) on to the sinks; after at most half of it, the
+        other nodes that feed others, so the sinks can close what they write;
+        at the end, the rest."""
         sinks = {name for name, node in self.nodes.items() if node.stages[-1].kind.is_sink}
-        for task, name in zip(self._tasks, self.nodes, strict=True):
-            if name not in sinks:
-                task.cancel()
-        done, _ = await asyncio.wait({work}, timeout=SINK_GRACE)
-        if not done:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.wait({work})
+        sources = {name for name, node in self.nodes.items() if node.stages[0].kind.is_source}
+        for wave, timeout in ((sources - sinks, SINK_GRACE / 2), (set(self.nodes) - sinks, SINK_GRACE / 2)):
+            for task, name in zip(self._tasks, self.nodes, strict=True):
+                if name in wave:
+                    task.cancel()
+            done, _ = await asyncio.wait({work}, timeout=timeout)
+            if done:
+                return
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.wait({work})
 
     async def _until_done_or_stopped(self, work: asyncio.Future[Any]) -> None:
         """Wait for the nodes to finish, for a stop (`stop()`: Ctrl-C), or for
