@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from flow.cli import main
+try:
+    from flow.cli import main
+except KeyboardInterrupt:  # Ctrl-C while flow itself is being imported: no traceback
+    sys.exit(130)
 
 sys.exit(main())

@@ -4,6 +4,7 @@ that `flow --help` stays fast (no aiohttp, msgspec or OpenTelemetry import)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ._output import Abort, error
+from ._signals import PRESSES
 
 COMMANDS = {
     "run": ("run", "run a graph: start its mocks, stream it to the sinks, write the run report"),
@@ -59,6 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mocks.__main__ import main as mocks_main
 
         return mocks_main(args_list[1:], prog="flow mocks")
+    # `flow run`: a Ctrl-C from here on, even during the imports, belongs to
+    # the run (see _signals); elsewhere a Ctrl-C exits 130, never a traceback.
+    held: contextlib.AbstractContextManager[object] = (
+        PRESSES.held() if args_list[:1] == ["run"] else contextlib.nullcontext()
+    )
+    try:
+        with held:
+            return _command(args_list)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _command(args_list: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     if args.command is None:
@@ -71,8 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if abort.message:
             error(abort.message)
         return abort.code
-    except KeyboardInterrupt:
-        return 130
     except Exception as exc:  # an internal error: one line unless debugging
         if os.environ.get("FLOW_DEBUG"):
             raise

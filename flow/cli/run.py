@@ -2,15 +2,16 @@
 
 Ctrl-C (SIGINT) or SIGTERM stops the sources and lets what is in flight drain
 to the sinks within `run.grace`; a second Ctrl-C cancels at once. Either way
-the report (`OUT/run.json`) is written and the exit code is 130. Reaching
-`run.deadline` drains the same way and exits 1."""
+the report (`OUT/run.json`) is written and the exit code is 130: a Ctrl-C
+during start-up is held until the run has started, which then stops at once
+(its reports say so), and one after the run ended leaves its report as it
+is (see _signals). Reaching `run.deadline` drains the same way and exits 1."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from ._load import add_graph_arguments, load_checked
 from ._output import info, out
+from ._signals import PRESSES, SIGNALS
 
 TELEMETRY = """\
 telemetry: OpenTelemetry traces and metrics go out over OTLP when
@@ -73,19 +75,17 @@ async def _run(args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = 
         runtime = Runtime(spec, out_dir=out_dir)
         task = asyncio.current_task()
         assert task is not None
-        presses = 0
 
         def interrupt() -> None:
-            nonlocal presses
-            presses += 1
-            if presses == 1:
-                runtime.stop("interrupted")
-            else:
-                runtime.stop("interrupted")
+            PRESSES.count += 1
+            runtime.stop("interrupted")
+            if PRESSES.count > 1:
                 runtime.cancel_all()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in SIGNALS:
             loop.add_signal_handler(sig, interrupt)
+        if PRESSES.count:  # pressed during start-up: the run starts stopped, and drains at once
+            runtime.stop("interrupted")
         display = None
         if live:
             from .progress import Live
@@ -94,8 +94,9 @@ async def _run(args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = 
         try:
             result = await runtime.run()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
+            PRESSES.hold_again()  # until run.json is written
             if display is not None:
                 display.cancel()
                 await asyncio.gather(display, return_exceptions=True)
@@ -147,6 +148,8 @@ def _status_line(spec: Any, result: Any, report: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not PRESSES.holding:  # called without `main`: no press before this run is its
+        PRESSES.count = 0
     spec = load_checked(args)
     _quiet_exporter_logs()
     out_dir = Path(args.out or spec.run.out)
@@ -161,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         out(_status_line(spec, result, report))
     for error in result.errors if args.verbose else []:
         info(f"  {error['node']}/{error['stage']}: {error['error']}: {error['detail']}")
-    if result.status == "interrupted":
+    if result.status == "interrupted" or PRESSES.count:  # pressed after the run ended: its report stands
         return 130
     if result.status == "deadline":
         return 1
