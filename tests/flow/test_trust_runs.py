@@ -33,7 +33,6 @@ from math import nan
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).parents[2]
@@ -292,7 +291,6 @@ def _in_start_up(offsets: list[float]) -> Wait:
     return wait
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/PID/maps")
 def test_a_ctrl_c_during_start_up_is_held_until_the_run_has_started(tmp_path: Path) -> None:
     """Pressed while flow reads the graph, starts its mocks or sets up the
     run (~0.3 s on an idle machine, longer with these four starting at
