@@ -57,6 +57,20 @@ def holds_records(kind: type) -> bool:
     return callable(getattr(kind, "records_by_source", None))
 
 
+def yields_records(kind: Any) -> bool:
+    """Whether a source stage of `kind` may yield items holding records
+    (generic sources produce ANY: known only at run time)."""
+    produced = kind.produces
+    return produced is object or not isinstance(produced, type) or holds_records(produced)
+
+
+def receive(counters: Mapping[str, defaultdict[str, int]], item: Any) -> None:
+    """Records a source stage yielded: received where they enter the graph."""
+    if holds_records(type(item)):
+        for source, n in item.records_by_source().items():
+            counters[source][RECEIVED] += n
+
+
 def entry(counters: Mapping[str, int], written: Mapping[str, int], sinks: list[str]) -> dict[str, Any]:
     """One source's ledger from its counters and what each of `sinks` (the
     record sinks it reaches) wrote of it."""

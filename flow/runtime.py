@@ -47,9 +47,8 @@ from .buffer import Buffer
 from .context import RunState, StageContext
 from .graph import edges, sources_upstream
 from .items import ErrorRecord, abandon, utc_now
-from .ledger import RECEIVED, holds_records, losses, record_sinks, written
+from .ledger import losses, receive, record_sinks, written, yields_records
 from .mapping import mapped
-from .registry import ANY
 from .result import NodeStats, RunResult, StageStats
 from .spec import Node, Spec
 from .telemetry import observe_runtime, setup
@@ -285,7 +284,7 @@ class Runtime:
         # aiostream's concurrent map pulls its input from tasks of its own:
         # then look the puller up at every pull, else once (it costs ~2%).
         follow = any(s.kind.per_item and getattr(s.params, "concurrency", 1) > 1 for s in node.stages)
-        received = self._receives(stage.kind)
+        received = yields_records(stage.kind)
         try:
             while not self._stop_requested:
                 if follow:
@@ -303,20 +302,12 @@ class Runtime:
                     await self._failed(node, 0, exc)
                     return
                 stats.items_out += 1
-                if received and holds_records(type(item)):
-                    for source, n in item.records_by_source().items():
-                        self.resources.counters[source][RECEIVED] += n
+                if received:
+                    receive(self.resources.counters, item)
                 yield item
         finally:
             with contextlib.suppress(Exception):
                 await generator.aclose()  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _receives(kind: Any) -> bool:
-        """Whether a source may yield items holding records: they enter the
-        ledger as received where they enter the graph."""
-        produced = kind.produces
-        return produced is ANY or not isinstance(produced, type) or holds_records(produced)
 
     async def _guard(self, node: Node, index: int, generator: AsyncIterator[Any]) -> AsyncIterator[Any]:
         stats = self.stats[node.name].stages[index]

@@ -164,10 +164,8 @@ def run(args: argparse.Namespace) -> int:
         out(_status_line(spec, result, report))
     for error in result.errors if args.verbose else []:
         info(f"  {error['node']}/{error['stage']}: {error['error']}: {error['detail']}")
-    if result.status == "interrupted" or PRESSES.count:  # pressed after the run ended: its report stands
+    if PRESSES.count:  # pressed after the run ended: its report stands
         return 130
-    if result.status == "deadline":
-        return 1
-    if result.lost and not args.quiet:
+    if result.lost and result.status == "completed" and not args.quiet:
         info("flow: lost: " + "; ".join(result.lost))
-    return 1 if result.lost and (spec.run.on_loss == "fail" or args.fail_on_error) else 0
+    return int(result.exit_code(spec.run.on_loss, fail_on_error=args.fail_on_error))
