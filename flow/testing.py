@@ -12,7 +12,8 @@ for a Registry of your own). `run_graph(..., virtual=True)` runs on virtual
 time.
 
 `run_virtual(coro)` runs a coroutine on a loop whose clock only moves when
-every task is waiting for a timer: then it jumps straight to the next timer.
+every task is waiting for a timer (none for work in an executor thread,
+`run_in_executor`): then it jumps straight to the next timer.
 A test of a 30 s backoff or a minute of rate-limited requests takes
 microseconds, and timings are exact and repeatable. Real loopback sockets
 work too: before jumping to the next timer the loop gives pending I/O 2 ms of
@@ -108,6 +109,8 @@ class _VirtualSelector(selectors.DefaultSelector):
         ready = super().select(0)
         if ready or timeout == 0:
             return ready
+        if self._loop.in_threads:  # work in an executor: the clock waits for it
+            return super().select(0.002)
         if len(self.get_map()) > 1:  # sockets besides the loop's own wake-up pipe
             ready = super().select(0.002)
             if ready:
@@ -120,7 +123,19 @@ class _VirtualSelector(selectors.DefaultSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
+        self.in_threads = 0  # run_in_executor calls not done yet
         super().__init__(selector=_VirtualSelector(self))
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future[Any]:
+        """As asyncio's; while the call runs, the clock does not jump to the
+        next timer: work in a thread takes real time, not virtual time."""
+        future = super().run_in_executor(executor, func, *args)
+        self.in_threads += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, future: asyncio.Future[Any]) -> None:
+        self.in_threads -= 1
 
     def time(self) -> float:
         return self._now
