@@ -13,6 +13,10 @@
   cancelled probe gives its place back. If half-open lasts longer than
   `half_open_timeout` (a probe hung), the breaker reopens.
 
+`failed_probes` counts the half-open periods in a row that ended open again
+(a probe failed or hung) since the breaker last closed: how long the
+endpoint has stayed down, in probes.
+
 Outcomes: `success`, `failure`, and `neutral` for what says nothing about the
 endpoint's health (cancellation, 4xx, undecodable bodies): neutral outcomes
 are not counted, and a neutral probe just gives its place back.
@@ -92,6 +96,7 @@ class CircuitBreaker:
         self._since = 0.0  # when the current state began
         self._probes = 0  # probes in flight in the current half-open period
         self._epoch = 0  # counts half-open periods; a probe from an old one is stale
+        self.failed_probes = 0  # half-open periods in a row that reopened, since it last closed
         self.transitions: list[Transition] = []
 
     def __repr__(self) -> str:
@@ -102,6 +107,10 @@ class CircuitBreaker:
 
     def _move(self, new: str, now: float, reason: str) -> None:
         transition = Transition(now, self.state, new, reason)
+        if new == CLOSED:
+            self.failed_probes = 0
+        elif self.state == HALF_OPEN and new == OPEN:
+            self.failed_probes += 1
         self.state, self._since = new, now
         self.transitions.append(transition)
         if self.on_transition is not None:

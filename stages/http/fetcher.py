@@ -3,10 +3,13 @@
 `Fetcher.fetch(url)` returns `Fetched` or `FetchFailed`, never raises for
 what an endpoint does (only cancellation propagates). Per attempt, in order:
 
-    wait while the breaker is open (not an attempt; gives up at the deadline)
-    -> take a permit (a probe when half-open) -> limiter slot (every attempt:
-    first tries, retries and probes draw on the same budget) -> GET with
-    connect/read/total timeouts and a body size cap -> classify:
+    wait while the breaker is open (not an attempt; gives up at the deadline,
+    or once as many probes in a row have failed as a request has attempts:
+    the endpoint is down, and waiting on would hold the run, page after page,
+    to its deadline: `circuit_open`) -> take a permit (a probe when
+    half-open) -> limiter slot (every attempt: first tries, retries and
+    probes draw on the same budget) -> GET with connect/read/total timeouts
+    and a body size cap -> classify:
 
     2xx                      success; with `check_json`, a body that is not
                              JSON (an HTML page, a cut-off body) is a failure
@@ -42,7 +45,7 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, Permit
 from .limiter import SlidingWindowLimiter
 from .retry import RetryPolicy, parse_retry_after, retryable_status
 from .urls import safe_url, server_of
@@ -191,8 +194,8 @@ class Fetcher:
         attempt = 0
         while attempt < self.policy.attempts:
             permit = await self._permit()
-            if permit is None:
-                return FetchFailed(url, "circuit_open", attempt, last_status, "breaker open at deadline")
+            if isinstance(permit, str):  # why no permit will come
+                return FetchFailed(url, "circuit_open", attempt, last_status, permit)
             if self.deadline is not None and loop.time() >= self.deadline:
                 permit.neutral(loop.time())
                 why = "run.deadline reached before the next attempt"
@@ -241,17 +244,24 @@ class Fetcher:
         why = f"{attempts} attempts, the last: {detail}"
         return FetchFailed(url, f"{last}_after_retries", attempts, last_status, why)
 
-    async def _permit(self) -> Any:
+    async def _permit(self) -> Permit | str:
         """A breaker permit (a probe when half-open), waiting while the breaker
-        is open (not an attempt); None when none comes before the deadline."""
+        is open (not an attempt); else why none will come: the deadline comes
+        first, or the endpoint stays down. A dead endpoint thus costs the
+        breaker's schedule, `attempts` cooldowns, once, not once per page:
+        pages waiting on the probes fail together, later ones at once (until
+        a cooldown has passed: then the next request is a probe)."""
         loop = asyncio.get_running_loop()
+        breaker = self.breaker
         while True:
-            permit = self.breaker.allow(loop.time())
+            permit = breaker.allow(loop.time())
             if permit is not None:
                 return permit
-            wake = self.breaker.retry_at() or loop.time() + 0.05
+            if breaker.failed_probes >= self.policy.attempts:
+                return f"breaker open: {breaker.failed_probes} probes in a row failed"
+            wake = breaker.retry_at() or loop.time() + 0.05
             if self.deadline is not None and wake > self.deadline:
-                return None
+                return "breaker open at deadline"
             self._event("breaker_wait", until=wake)
             await asyncio.sleep(max(0.001, wake - loop.time()))
 

@@ -56,6 +56,19 @@ def test_a_failed_probe_reopens_for_a_new_cooldown():
     assert breaker.allow(10.9) is None and breaker.allow(11) is not None
 
 
+def test_failed_probes_are_counted_in_a_row_until_it_closes():
+    """The count the fetcher gives up on a dead endpoint by: half-open
+    periods that ended open again (a failed or hung probe)."""
+    breaker = CircuitBreaker(failures=1, cooldown=1, half_open_timeout=2)
+    breaker.allow(0).failure(0)
+    assert breaker.failed_probes == 0  # opened by requests, not by a probe
+    breaker.allow(1).failure(1)
+    breaker.allow(2)  # a probe that hangs
+    assert breaker.allow(4.5) is None and breaker.failed_probes == 2
+    breaker.allow(5.5).success(5.5)
+    assert breaker.state == "closed" and breaker.failed_probes == 0
+
+
 def test_cancelled_or_neutral_probes_give_their_place_back():
     breaker = CircuitBreaker(failures=1, cooldown=1, probes=2)
     breaker.allow(0).failure(0)
