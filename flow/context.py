@@ -19,6 +19,7 @@ One documented surface, used by every stage kind, built-in or not:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import os
@@ -64,6 +65,7 @@ class RunState:
         self.written: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.raised = 0  # stages that raised (their error records name an exception)
         self.stopped: str | None = None  # why the run was stopped early ("interrupted", "deadline")
+        self.stopping = asyncio.Event()  # set when it is stopped
         self.outputs: list[str] = []  # files the stages write, for the run's last line
         self._emit = emit
         # key -> (resource, close); closed in reverse order of creation.
@@ -170,6 +172,12 @@ class StageContext:
     def stopped(self) -> str | None:
         """Why the run was stopped early ("interrupted", "deadline"), or None."""
         return self.run.stopped
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when the run is stopped (Ctrl-C, the deadline): wait on it to
+        cut a pause short, e.g. a retry's backoff, instead of outliving the grace."""
+        return self.run.stopping
 
     @property
     def tracing(self) -> bool:

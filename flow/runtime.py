@@ -97,7 +97,7 @@ class Runtime:
         self.resources.telemetry = self.telemetry
         if self.telemetry.tracing:
             self.resources.lineage = Lineage()
-        self._stopping = asyncio.Event()
+        self._stopping = self.resources.stopping
 
     @property
     def status(self) -> str:

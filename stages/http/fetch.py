@@ -95,6 +95,7 @@ def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
         Timeouts(params.timeout, params.connect_timeout, params.read_timeout),
         params.max_bytes,
         deadline=ctx.deadline_at,
+        stop=ctx.stopping,
         rng=random.Random(),
         concurrency=params.concurrency,
         on_event=event,

@@ -26,6 +26,9 @@ what an endpoint does (only cancellation propagates). Per attempt, in order:
     other 4xx                neutral; not retried (http_404, ...)
     body over the size cap   neutral; not retried (body_too_large)
 
+No attempt starts, and no wait (a backoff, an open breaker) goes on, once
+the run is stopped (`stop` set: Ctrl-C; `stopped`) or past its deadline
+(`deadline`): a stopped run drains what is in flight instead of retrying.
 After the last attempt the failure is named `<last error>_after_retries`
 (`timeout_after_retries`, `http_503_after_retries`, ...). The response is
 always released (async with), also on cancellation.
@@ -43,12 +46,11 @@ from typing import Any, NamedTuple
 
 import aiohttp
 import msgspec
-from yarl import URL
 
 from .breaker import CircuitBreaker, Permit
 from .limiter import SlidingWindowLimiter
 from .retry import RetryPolicy, parse_retry_after, retryable_status
-from .urls import safe_url, server_of
+from .urls import http_attributes, redirect_target, safe_url
 
 
 @dataclass(frozen=True)
@@ -81,27 +83,7 @@ class FetchFailed:
 
 _RAW_JSON = msgspec.json.Decoder(msgspec.Raw).decode
 MAX_REDIRECTS = 5
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-def _redirect(
-    status: int,
-    headers: Mapping[str, str],
-    url: str,
-    params: Mapping[str, str] | None,
-    sent: Mapping[str, str] | None,
-) -> tuple[str, None, Mapping[str, str] | None] | None:
-    """Where a redirect leads: (url, params, headers) of the next hop, or None.
-    The Location carries its own query. On a hop to another origin (scheme,
-    host, port) the configured headers stay behind: they usually hold
-    credentials (an API key), which requests and httpx drop there as well."""
-    location = headers.get("Location")
-    if status not in _REDIRECTS or not location:
-        return None
-    here = URL(url).with_query(params or {})
-    there = here.join(URL(location))
-    same_origin = (here.scheme, here.host, here.port) == (there.scheme, there.host, there.port)
-    return str(there), None, sent if same_origin else None
+ENDED = {"stopped": "the run was stopped", "deadline": "run.deadline reached"}
 
 
 class _Retry(NamedTuple):
@@ -153,6 +135,7 @@ class Fetcher:
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_bytes: int = 16 * 1024 * 1024
     deadline: float | None = None  # loop time after which no new attempt starts
+    stop: asyncio.Event | None = None  # set: the run stopped, no new attempt starts (nor waits)
     rng: random.Random = field(default_factory=random.Random)
     on_event: Callable[[str, dict[str, Any]], None] | None = None  # retries and waits
     concurrency: int = 4  # requests in flight at once, taken before the limiter slot
@@ -194,12 +177,15 @@ class Fetcher:
         attempt = 0
         while attempt < self.policy.attempts:
             permit = await self._permit()
+            ended = self._ended(loop.time())
+            if ended is not None:  # a stopped run sends nothing new: it drains
+                if not isinstance(permit, str):
+                    permit.neutral(loop.time())
+                return FetchFailed(
+                    url, ended, attempt, last_status, f"{ENDED[ended]} before the next attempt"
+                )
             if isinstance(permit, str):  # why no permit will come
                 return FetchFailed(url, "circuit_open", attempt, last_status, permit)
-            if self.deadline is not None and loop.time() >= self.deadline:
-                permit.neutral(loop.time())
-                why = "run.deadline reached before the next attempt"
-                return FetchFailed(url, "deadline", attempt, last_status, why)
             retry_after: float | None = None
             try:
                 async with self._in_flight:
@@ -221,7 +207,7 @@ class Fetcher:
                 last, last_status, detail = "connection_error", None, f"{type(exc).__name__}: {exc}"
                 self._event("connection_error", error=type(exc).__name__)
             else:
-                hop = _redirect(status, response_headers, url, params, headers)
+                hop = redirect_target(status, response_headers, url, params, headers)
                 if hop is not None:  # followed here, so every hop takes a limiter slot
                     permit.neutral(loop.time())
                     hops += 1
@@ -239,7 +225,7 @@ class Fetcher:
             if attempt < self.policy.attempts:
                 wait = self.policy.wait(attempt, self.rng, retry_after)
                 self._event("retry", attempt=attempt + 1, error=last, wait=wait)
-                await asyncio.sleep(wait)
+                await self._pause(wait)
         attempts = self.policy.attempts
         why = f"{attempts} attempts, the last: {detail}"
         return FetchFailed(url, f"{last}_after_retries", attempts, last_status, why)
@@ -257,13 +243,29 @@ class Fetcher:
             permit = breaker.allow(loop.time())
             if permit is not None:
                 return permit
+            if self._ended(loop.time()):
+                return "the run ended"
             if breaker.failed_probes >= self.policy.attempts:
                 return f"breaker open: {breaker.failed_probes} probes in a row failed"
             wake = breaker.retry_at() or loop.time() + 0.05
             if self.deadline is not None and wake > self.deadline:
                 return "breaker open at deadline"
             self._event("breaker_wait", until=wake)
-            await asyncio.sleep(max(0.001, wake - loop.time()))
+            await self._pause(max(0.001, wake - loop.time()))
+
+    def _ended(self, now: float) -> str | None:
+        """Why no new attempt may start: the run was stopped, or its deadline passed."""
+        if self.stop is not None and self.stop.is_set():
+            return "stopped"
+        return "deadline" if self.deadline is not None and now >= self.deadline else None
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short when the run stops."""
+        if self.stop is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
 
     async def _slot(self, limiter: Any, permit: Any) -> bool:
         """Take a send slot; False when the breaker opened meanwhile (the
@@ -342,7 +344,7 @@ class Fetcher:
         if not self._spans:
             span_cm: Any = contextlib.nullcontext()
         else:
-            attributes = _http_attributes(url, params, attempt)
+            attributes = http_attributes(url, params, attempt)
             attributes["url.full"] = self.telemetry.scrub(attributes["url.full"])
             span_cm = self.telemetry.client_span("GET", attributes)
         loop = asyncio.get_running_loop()
@@ -383,16 +385,3 @@ class Fetcher:
             attrs["error.type"] = outcome
         self._requests.add(1, attrs)
         self._durations.record(seconds, attrs)
-
-
-def _http_attributes(url: str, params: Mapping[str, str] | None, attempt: int) -> dict[str, Any]:
-    """HTTP semantic-convention attributes; query values whose names look
-    secret are replaced (headers are never recorded)."""
-    host, port = server_of(url)
-    return {
-        "http.request.method": "GET",
-        "url.full": safe_url(url, params),
-        "server.address": host,
-        "server.port": port,
-        "http.request.resend_count": attempt - 1,
-    }

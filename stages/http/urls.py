@@ -1,11 +1,15 @@
-"""URLs fit for telemetry and reports: secrets out, parsed once per base URL."""
+"""URLs: where a redirect leads, and URLs fit for telemetry and reports
+(secrets out, parsed once per base URL)."""
 
 from __future__ import annotations
 
 import functools
 import re
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from yarl import URL
 
 _SECRET = re.compile(r"key|token|secret|password|passwd|signature|auth", re.I)
 
@@ -38,3 +42,39 @@ def server_of(url: str) -> tuple[str, int]:
     """(host, port) of a URL, the port defaulted from the scheme."""
     _, _, host, port, scheme = _base(url)
     return host, port or (443 if scheme == "https" else 80)
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def redirect_target(
+    status: int,
+    headers: Mapping[str, str],
+    url: str,
+    params: Mapping[str, str] | None,
+    sent: Mapping[str, str] | None,
+) -> tuple[str, None, Mapping[str, str] | None] | None:
+    """Where a redirect leads: (url, params, headers) of the next hop, or None.
+    The Location carries its own query. On a hop to another origin (scheme,
+    host, port) the configured headers stay behind: they usually hold
+    credentials (an API key), which requests and httpx drop there as well."""
+    location = headers.get("Location")
+    if status not in _REDIRECTS or not location:
+        return None
+    here = URL(url).with_query(params or {})
+    there = here.join(URL(location))
+    same_origin = (here.scheme, here.host, here.port) == (there.scheme, there.host, there.port)
+    return str(there), None, sent if same_origin else None
+
+
+def http_attributes(url: str, params: Mapping[str, str] | None, attempt: int) -> dict[str, Any]:
+    """HTTP semantic-convention attributes; query values whose names look
+    secret are replaced (headers are never recorded)."""
+    host, port = server_of(url)
+    return {
+        "http.request.method": "GET",
+        "url.full": safe_url(url, params),
+        "server.address": host,
+        "server.port": port,
+        "http.request.resend_count": attempt - 1,
+    }

@@ -212,3 +212,35 @@ def test_a_body_that_is_not_json_is_retried_until_one_is():
     assert isinstance(bad, FetchFailed) and bad.error == "html_instead_of_json_after_retries"
     assert bad.detail.startswith("4 attempts, the last: a 7-byte body that is not JSON")
     assert len(arrivals) == 3 + 4  # every attempt reached the server once
+
+
+def test_a_stopped_run_sends_no_retry_and_waits_out_no_backoff_or_breaker():
+    """Stopped (Ctrl-C) while one page waits out a 30 s Retry-After and another
+    an open breaker: both fail at once as `stopped`, and the servers see
+    nothing more (their logs), so the drain ends long before the grace."""
+
+    async def main() -> tuple[Any, Any, float, list[float], list[float]]:
+        loop = asyncio.get_running_loop()
+        backoff_runner, backoff_log, backoff_url = await _scripted([(503, {"Retry-After": "30"})] * 5)
+        broken_runner, broken_log, broken_url = await _scripted([(503, {})] * 5)
+        stop = asyncio.Event()
+        try:
+            async with make_session() as session:
+                slow = Fetcher(session, CircuitBreaker(failures=50), limiter=limiter(), stop=stop,
+                               policy=RetryPolicy(retries=3, base=0.01, cap=0.01))  # fmt: skip
+                broken = Fetcher(session, CircuitBreaker(failures=1, cooldown=60.0), limiter=limiter(),
+                                 stop=stop, policy=RetryPolicy(retries=3, base=0.01, cap=0.01))  # fmt: skip
+                started = loop.time()
+                loop.call_later(5.0, stop.set)
+                results = await asyncio.gather(slow.fetch(backoff_url), broken.fetch(broken_url))
+                return *results, loop.time() - started, backoff_log, broken_log
+        finally:
+            await backoff_runner.cleanup()
+            await broken_runner.cleanup()
+
+    waited, held, seconds, backoff_log, broken_log = run_virtual(main())
+    assert isinstance(waited, FetchFailed) and isinstance(held, FetchFailed)
+    assert (waited.error, waited.attempts, held.error, held.attempts) == ("stopped", 1, "stopped", 1)
+    assert waited.detail == "the run was stopped before the next attempt"
+    assert (len(backoff_log), len(broken_log)) == (1, 1)  # nothing sent after the stop
+    assert 5.0 <= seconds < 5.1  # at the stop, not after the 30 s Retry-After or the 60 s cooldown
