@@ -20,9 +20,10 @@ from flow.registry import ConcurrentParams, Params, stage
 from flow.units import Duration
 
 from .breaker import CircuitBreaker
-from .fetcher import Fetched, Fetcher, Timeouts, make_session
+from .fetcher import Fetched, Fetcher, Timeouts
 from .paging import PageRequest, PageResponse
 from .retry import RetryPolicy
+from .session import make_session
 from .urls import safe_url
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # flow.breaker.state values

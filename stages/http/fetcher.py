@@ -8,7 +8,8 @@ what an endpoint does (only cancellation propagates). Per attempt, in order:
     the endpoint is down, and waiting on would hold the run, page after page,
     to its deadline: `circuit_open`) -> take a permit (a probe when
     half-open) -> limiter slot (every attempt: first tries, retries and
-    probes draw on the same budget) -> GET with connect/read/total timeouts
+    probes draw on the same budget; checked again right before the request
+    is written, see stages.http.session) -> GET with connect/read/total timeouts
     and a body size cap -> classify:
 
     2xx                      success; with `check_json`, a body that is not
@@ -50,6 +51,7 @@ import msgspec
 from .breaker import CircuitBreaker, Permit
 from .limiter import SlidingWindowLimiter
 from .retry import RetryPolicy, parse_retry_after, retryable_status
+from .session import UNLIMITED, Sending, Unlimited
 from .urls import http_attributes, redirect_target, safe_url
 
 
@@ -95,36 +97,6 @@ class _Retry(NamedTuple):
 
 class _TooLarge(Exception):
     pass
-
-
-def make_session(*, connections: int = 100) -> aiohttp.ClientSession:
-    """The run's one ClientSession.
-
-    No per-host connection limit: each Fetcher bounds its own requests in
-    flight before it takes a limiter slot, so a request never waits for a
-    pooled connection after its slot (which would bunch arrivals at the
-    server; the rate test caught exactly that with a per-host limit of 4).
-    aiohttp resends an idempotent request once, invisibly, when its
-    connection breaks; that extra attempt would bypass the limiter and the
-    attempt count, so it is switched off (the attribute is private, but the
-    only switch; checked in aiohttp 3.14's client.py)."""
-    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0)
-    session = aiohttp.ClientSession(connector=connector)
-    session._retry_connection = False
-    return session
-
-
-class Unlimited:
-    """The limiter of a request no rate_limit stage has seen."""
-
-    async def acquire(self) -> float:
-        return 0.0
-
-    def hold_until(self, when: float) -> None:
-        pass
-
-
-UNLIMITED = Unlimited()
 
 
 @dataclass
@@ -189,10 +161,12 @@ class Fetcher:
             retry_after: float | None = None
             try:
                 async with self._in_flight:
-                    if not await self._slot(limiter, permit):
+                    slot = await self._slot(limiter, permit)
+                    if slot is None:
                         continue  # the breaker opened while it waited: not an attempt
                     attempt += 1
-                    status, body, response_headers = await self._get(url, params, headers, attempt)
+                    sending = Sending(limiter, slot)
+                    status, body, response_headers = await self._get(url, params, headers, attempt, sending)
             except asyncio.CancelledError:
                 permit.neutral(loop.time())
                 raise
@@ -267,18 +241,18 @@ class Fetcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), seconds)
 
-    async def _slot(self, limiter: Any, permit: Any) -> bool:
-        """Take a send slot; False when the breaker opened meanwhile (the
+    async def _slot(self, limiter: Any, permit: Any) -> float | None:
+        """Take a send slot; None when the breaker opened meanwhile (the
         request must not reach the endpoint then)."""
-        waited = await limiter.acquire()
+        slot, waited = await limiter.take()
         if self._metering:
             self._wait.record(waited)
         if waited > 0:
             self._event("rate_limit_wait", seconds=waited)
         if not permit.probe and self.breaker.state != "closed":
             permit.neutral(asyncio.get_running_loop().time())
-            return False
-        return True
+            return None
+        return slot
 
     def _judge(
         self, url: str, attempt: int, status: int, body: bytes, headers: Mapping[str, str], permit: Any,
@@ -337,7 +311,12 @@ class Fetcher:
         return retry_after
 
     async def _get(
-        self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str] | None, attempt: int = 1
+        self,
+        url: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        attempt: int = 1,
+        sending: Sending | None = None,
     ) -> tuple[int, bytes, Mapping[str, str]]:
         t = self.timeouts
         timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
@@ -352,8 +331,9 @@ class Fetcher:
         try:
             with span_cm as span:
                 get = self.session.get(
-                    url, params=params, headers=headers, timeout=timeout, allow_redirects=False
-                )
+                    url, params=params, headers=headers, timeout=timeout, allow_redirects=False,
+                    trace_request_ctx=sending,
+                )  # fmt: skip
                 async with get as response:
                     outcome = str(response.status)
                     if span is not None:

@@ -73,8 +73,12 @@ class SlidingWindowLimiter:
         self._hold_until = max(self._hold_until, when)
 
     async def acquire(self) -> float:
-        """Wait for a send slot; return the seconds waited. Cancellation
-        while waiting returns the slot.
+        """Wait for a send slot; return the seconds waited (see `take`)."""
+        return (await self.take())[1]
+
+    async def take(self) -> tuple[float, float]:
+        """Wait for a send slot; return (the slot, the seconds waited).
+        Cancellation while waiting returns the slot.
 
         A waiter woken well after its slot (the process stalled: a blocking
         call, a long GC, a busy CPU) does not send late on the old slot: every
@@ -104,7 +108,20 @@ class SlidingWindowLimiter:
             retries += 1
         self.acquired += 1
         self.waited += now - started
-        return now - started
+        return slot, now - started
+
+    async def on_time(self, slot: float) -> float:
+        """Called right before the request goes on the wire: the slot it goes
+        on. A send held up after its slot (the loop stalled while it opened
+        a connection, say) would bunch with the sends due after it: it gives
+        the slot back and takes a new one, so what counts is when requests
+        are sent, not when their slots were granted."""
+        now = asyncio.get_running_loop().time()
+        if now - slot <= max(self.margin / 2, STALL):
+            return slot
+        self.release(slot)
+        self.stalls += 1
+        return (await self.take())[0]
 
 
 class Limiters:

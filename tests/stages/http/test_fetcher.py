@@ -13,9 +13,10 @@ from typing import Any
 from flow.testing import run_virtual
 from mocks import LoopClock, MockServer, ServerSpec, windows_over_limit
 from stages.http.breaker import OPEN, CircuitBreaker
-from stages.http.fetcher import Fetched, Fetcher, FetchFailed, Timeouts, make_session
+from stages.http.fetcher import Fetched, Fetcher, FetchFailed, Timeouts
 from stages.http.limiter import SlidingWindowLimiter
 from stages.http.retry import RetryPolicy
+from stages.http.session import make_session
 from tests import loopback
 
 
@@ -244,3 +245,54 @@ def test_a_stopped_run_sends_no_retry_and_waits_out_no_backoff_or_breaker():
     assert waited.detail == "the run was stopped before the next attempt"
     assert (len(backoff_log), len(broken_log)) == (1, 1)  # nothing sent after the stop
     assert 5.0 <= seconds < 5.1  # at the stop, not after the 30 s Retry-After or the 60 s cooldown
+
+
+def test_a_stall_while_a_connection_opens_does_not_send_late_into_later_windows(monkeypatch):
+    """The event loop stalls (0.2-0.6 s, seeded) while some requests open
+    their connections, after their limiter slots: sent on the stale slots,
+    they would land in the windows of the sends due after them. Judged on
+    when each request is written to its socket (the transport's write),
+    not on the slots: no 1 s window + margin holds more than 5."""
+    import asyncio.selector_events
+
+    from aiohttp import web
+
+    writes: list[float] = []
+    transport = asyncio.selector_events._SelectorSocketTransport
+    write = transport.write
+
+    def recording_write(self: Any, data: Any) -> None:
+        if bytes(data[:4]) == b"GET ":
+            writes.append(asyncio.get_running_loop().time())
+        write(self, data)
+
+    monkeypatch.setattr(transport, "write", recording_write)
+
+    async def handle(request: web.Request) -> web.Response:  # every request on a new connection
+        return web.Response(body=b"[]", content_type="application/json", headers={"Connection": "close"})
+
+    async def main() -> tuple[list[Any], int]:
+        loop = asyncio.get_running_loop()
+        rng, connect = random.Random(3), loop.sock_connect
+
+        async def stalling_connect(sock: Any, address: Any) -> None:
+            if rng.random() < 0.3:
+                loop.advance(rng.uniform(0.2, 0.6))  # type: ignore[attr-defined]  # blocked meanwhile
+            await connect(sock, address)
+
+        monkeypatch.setattr(loop, "sock_connect", stalling_connect)
+        runner, base = await loopback.start("/p", handle)
+        shared = limiter()
+        try:
+            async with make_session() as session:
+                fetcher = Fetcher(session, CircuitBreaker(failures=50), limiter=shared, concurrency=8,
+                                  policy=RetryPolicy(retries=0))  # fmt: skip
+                results = await asyncio.gather(*(fetcher.fetch(f"{base}/p") for _ in range(40)))
+        finally:
+            await runner.cleanup()
+        return results, shared.stalls
+
+    results, stalls = run_virtual(main())
+    assert all(isinstance(r, Fetched) for r in results) and len(writes) == 40  # each sent once
+    assert windows_over_limit(writes, 5, 1.0) == []
+    assert stalls > 0  # the stalls did catch sends out

@@ -112,9 +112,10 @@ async def redirector(routes: dict[str, tuple[int, str]]) -> tuple[web.AppRunner,
 def test_redirects_are_followed_within_the_limit_and_keys_stay_home():
     from mocks import windows_over_limit
     from stages.http.breaker import CircuitBreaker
-    from stages.http.fetcher import Fetched, Fetcher, FetchFailed, make_session
+    from stages.http.fetcher import Fetched, Fetcher, FetchFailed
     from stages.http.limiter import SlidingWindowLimiter
     from stages.http.retry import RetryPolicy
+    from stages.http.session import make_session
 
     async def main() -> tuple[list[Any], list[Any], list[Any]]:
         other, other_url, other_log = await redirector({})
