@@ -26,6 +26,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/mocks_memory.py
 	$(BIN)/python bench/engine_overhead.py
 	$(BIN)/python bench/telemetry_overhead.py
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/rate_floor.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis out
