@@ -61,9 +61,8 @@ class RunState:
         self.emitted: list[tuple[str, str, Any]] = []  # side items when no runtime routes them
         self.secrets: dict[str, str] = {}  # values taken from the environment -> ${NAME}
         self.sources: dict[str, list[str]] = {}  # node -> the source nodes whose output reaches it
-        self.record_sinks: dict[str, list[str]] = {}  # source node -> the record sinks it reaches
-        self.written: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.raised = 0  # stages that raised (their error records name an exception)
+        self.ledgers = ledger.Ledgers()  # the runtime sets the graph's sources and paths
+        self.raised = 0  # items or stages that raised (their error records name an exception)
         self.stopped: str | None = None  # why the run was stopped early ("interrupted", "deadline")
         self.stopping = asyncio.Event()  # set when it is stopped
         self.outputs: list[str] = []  # files the stages write, for the run's last line
@@ -73,10 +72,20 @@ class RunState:
 
     def ledger(self) -> dict[str, dict[str, Any]]:
         """Every source's ledger as of now (flow.ledger)."""
-        return {
-            source: ledger.entry(self.counters.get(source, {}), self.written.get(source, {}), sinks)
-            for source, sinks in self.record_sinks.items()
-        }
+        return self.ledgers.rows(self.counters)
+
+    def count(self, node: str, counter: str, n: int = 1, on: str | None = None) -> None:
+        """`counter` += n, counted at `node`, on the ledger of source `on` (default: the node)."""
+        source = on or node
+        self.counters[source][counter] += n
+        if counter in ledger.FLOWS:  # record counts are kept by node too (flow.ledger: paths)
+            self.ledgers.flows[source][node][counter] += n
+
+    def receive(self, node: str, item: Any) -> None:
+        """Records a source stage yielded: received where they enter the graph."""
+        if ledger.holds_records(type(item)):
+            for source, n in item.records_by_source().items():
+                self.count(node, ledger.RECEIVED, n, source)
 
     async def emit(self, node: str, port: str, item: Any) -> None:
         if self._emit is None:
@@ -265,17 +274,17 @@ class StageContext:
         """Add to a counter on the run report (e.g. retries): this node's, or
         with `on` the ledger of the source an item came from (its endpoint),
         so a source's pages and records add up wherever they are counted."""
-        self.run.counters[on or self.node][counter] += n
+        self.run.count(self.node, counter, n, on)
 
     def ledger(self, source: str) -> dict[str, Any]:
         """Where `source`'s pages and records went (flow.ledger); in a sink,
-        as far as this sink is concerned (`written`, `unaccounted`: numbers)."""
-        sinks = self.run.record_sinks.get(source, [])
-        row = ledger.entry(self.run.counters.get(source, {}), self.run.written.get(source, {}), sinks)
+        as far as this sink is concerned (`expected`, `written`,
+        `unaccounted`: numbers)."""
+        row = self.run.ledgers.row(source, self.run.counters.get(source, {}))
         records = row["records"]
         if self.node in records["written"]:
-            records["written"] = records["written"][self.node]
-            records["unaccounted"] = records["unaccounted"][self.node]
+            for key in ("expected", "written", "unaccounted"):
+                records[key] = records[key][self.node]
         return row
 
     def counters(self, node: str | None = None) -> dict[str, int]:

@@ -31,7 +31,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from .graph import Edge, stage_inputs
+from .graph import Edge, stage_inputs, topological
 from .spec import Spec
 
 PLANNED = "pages_planned"
@@ -43,8 +43,20 @@ RECEIVED = "records"
 DEAD = "dead_letters"
 DUPLICATES = "duplicates"
 FILTERED = "filtered"
+SETTLED = (DEAD, DUPLICATES, FILTERED)  # a record's ends other than a sink
+FLOWS = frozenset({RECEIVED, *SETTLED})  # record counts kept by node too
 
-__all__ = ["entry", "failed", "holds_records", "losses", "record_sinks", "written"]
+__all__ = [
+    "Ledgers",
+    "counted",
+    "entry",
+    "failed",
+    "holds_records",
+    "losses",
+    "paths",
+    "written",
+    "yields_records",
+]
 
 
 def failed(reason: str) -> str:
@@ -64,16 +76,11 @@ def yields_records(kind: Any) -> bool:
     return produced is object or not isinstance(produced, type) or holds_records(produced)
 
 
-def receive(counters: Mapping[str, defaultdict[str, int]], item: Any) -> None:
-    """Records a source stage yielded: received where they enter the graph."""
-    if holds_records(type(item)):
-        for source, n in item.records_by_source().items():
-            counters[source][RECEIVED] += n
-
-
-def entry(counters: Mapping[str, int], written: Mapping[str, int], sinks: list[str]) -> dict[str, Any]:
-    """One source's ledger from its counters and what each of `sinks` (the
-    record sinks it reaches) wrote of it."""
+def entry(counters: Mapping[str, int], flows: Mapping[str, Mapping[str, int]], written: Mapping[str, int],
+          paths: Mapping[str, Mapping[str, int]], sinks: list[str]) -> dict[str, Any]:  # fmt: skip
+    """One source's ledger: its counters (pages; record totals), the record
+    counts by the node that counted them (`flows`), what each record sink
+    wrote of it, and the graph's paths (node -> sink -> paths)."""
     c = counters
     by_reason = {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith(FAILED + ":")}
     pages = {
@@ -85,14 +92,23 @@ def entry(counters: Mapping[str, int], written: Mapping[str, int], sinks: list[s
         "not_attempted": c.get(NOT_ATTEMPTED, 0),
     }
     pages["unaccounted"] = pages["planned"] - pages["fetched"] - pages["failed"] - pages["abandoned"]
-    settled = c.get(DEAD, 0) + c.get(DUPLICATES, 0) + c.get(FILTERED, 0)
+    # A record received at node v reaches sink S once per path v -> S; one
+    # settled at v (dead letter, duplicate, filtered) takes those copies away.
+    expected = {
+        sink: sum(
+            (f.get(RECEIVED, 0) - sum(f.get(k, 0) for k in SETTLED)) * paths.get(node, {}).get(sink, 0)
+            for node, f in flows.items()
+        )
+        for sink in sinks
+    }
     records = {
         "received": c.get(RECEIVED, 0),
         "dead_letters": c.get(DEAD, 0),
         "duplicates": c.get(DUPLICATES, 0),
         "filtered": c.get(FILTERED, 0),
+        "expected": expected,
         "written": {sink: written.get(sink, 0) for sink in sinks},
-        "unaccounted": {sink: c.get(RECEIVED, 0) - settled - written.get(sink, 0) for sink in sinks},
+        "unaccounted": {sink: expected[sink] - written.get(sink, 0) for sink in sinks},
     }
     return {"pages": pages, "records": records}
 
@@ -113,32 +129,84 @@ def losses(ledger: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lost
 
 
-def record_sinks(
-    spec: Spec, wiring: dict[str, list[Edge]], upstream: dict[str, list[str]]
-) -> dict[str, list[str]]:
-    """For every source node, the record sinks its output reaches."""
-    found: dict[str, list[str]] = {n: [] for n, node in spec.nodes.items() if node.stages[0].kind.is_source}
-    for name, kinds in stage_inputs(spec, wiring).items():
-        if spec.nodes[name].stages[-1].kind.is_sink and any(holds_records(k) for k in kinds[-1] or ()):
-            for source in upstream.get(name, ()):
-                found[source].append(name)
+def paths(spec: Spec, wiring: dict[str, list[Edge]]) -> dict[str, dict[str, int]]:
+    """node -> record sink -> the number of paths (main edges) from the node
+    to that sink, for every node that reaches one (a sink reaches itself)."""
+    inputs = stage_inputs(spec, wiring)
+    readers: dict[str, list[str]] = {name: [] for name in spec.nodes}
+    for name, edges in wiring.items():
+        for edge in edges:
+            if edge.port is None:
+                readers[edge.source].append(name)
+    found: dict[str, dict[str, int]] = {}
+    for name in reversed(topological({n: [e.source for e in edges] for n, edges in wiring.items()})):
+        counts: dict[str, int] = {}
+        if spec.nodes[name].stages[-1].kind.is_sink and any(holds_records(k) for k in inputs[name][-1] or ()):
+            counts[name] = 1
+        for reader in readers[name]:
+            for sink, n in found.get(reader, {}).items():
+                counts[sink] = counts.get(sink, 0) + n
+        if counts:
+            found[name] = counts
     return found
 
 
-async def written(
-    items: AsyncIterator[Any], sink: str, tally: defaultdict[str, defaultdict[str, int]]
-) -> AsyncIterator[Any]:
-    """The input of record sink `sink`, counting into `tally[source][sink]`
-    the records of each item once the sink is done with it: when it asks for
-    the next one (the last: when it asks past the end). An item the sink
-    failed on is not counted."""
+class Ledgers:
+    """The run's ledgers, kept by the engine (RunState.ledgers): the record
+    counts by source and by the node that counted them, and what each record
+    sink wrote, by source. Page counts and totals are the run's counters."""
+
+    def __init__(
+        self, sources: list[str] | None = None, paths: dict[str, dict[str, int]] | None = None
+    ) -> None:
+        self.sources = sources or []  # source nodes: each has a ledger, a silent one too
+        self.paths = paths or {}
+        self.sinks = {sink for counts in self.paths.values() for sink in counts}
+        self.flows: defaultdict[str, defaultdict[str, defaultdict[str, int]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(int))
+        )
+        self.written: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def wrote(self, sink: str, item: Any) -> None:
+        """Record sink `sink` is done with `item`."""
+        for source, n in item.records_by_source().items():
+            self.written[source][sink] += n
+
+    def row(self, source: str, counters: Mapping[str, int]) -> dict[str, Any]:
+        flows, written = self.flows.get(source, {}), self.written.get(source, {})
+        reached = {sink for node in (source, *flows) for sink in self.paths.get(node, {})}
+        return entry(counters, flows, written, self.paths, sorted(reached | set(written)))
+
+    def rows(self, counters: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, Any]]:
+        """Every ledger: the source nodes', and any other source name records
+        were counted under (a stage labelling records with a name of its own)."""
+        names = dict.fromkeys([*self.sources, *sorted(set(self.flows) | set(self.written))])
+        return {name: self.row(name, counters.get(name, {})) for name in names}
+
+
+async def written(items: AsyncIterator[Any], sink: str, ledgers: Ledgers) -> AsyncIterator[Any]:
+    """The input of record sink `sink`, counting the records of each item
+    once the sink is done with it: when it asks for the next one (the last:
+    when it asks past the end). An item the sink failed on is not counted.
+    (A per-item sink is counted as each call returns: see `counted`.)"""
     held = None
     async for item in items:
         if held is not None:
-            for source, n in held.records_by_source().items():
-                tally[source][sink] += n
+            ledgers.wrote(sink, held)
         held = item if holds_records(type(item)) else None
         yield item
     if held is not None:
-        for source, n in held.records_by_source().items():
-            tally[source][sink] += n
+        ledgers.wrote(sink, held)
+
+
+def counted(run: Any, sink: str, ledgers: Ledgers) -> Any:
+    """A per-item sink's `run`, counting each item's records once its call
+    returned (not when it raised)."""
+
+    async def run_counted(item: Any, params: Any, ctx: Any) -> Any:
+        result = await run(item, params, ctx)
+        if holds_records(type(item)):
+            ledgers.wrote(sink, item)
+        return result
+
+    return run_counted

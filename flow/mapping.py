@@ -75,6 +75,7 @@ async def mapped(
 
 
 async def _failed_item(ctx: Any, item: Any, exc: Exception) -> None:
+    ctx.run.raised += 1
     key = provenance(item)
     where = {} if key is None else {"endpoint": key[0], "page": key[1]}
     await ctx.error(type(exc).__name__, f"{exc or repr(exc)} (the stage went on with the next item)", **where)

@@ -47,7 +47,7 @@ from .buffer import Buffer
 from .context import RunState, StageContext
 from .graph import edges, sources_upstream
 from .items import ErrorRecord, abandon, utc_now
-from .ledger import losses, receive, record_sinks, written, yields_records
+from .ledger import Ledgers, counted, losses, paths, written, yields_records
 from .mapping import mapped
 from .result import NodeStats, RunResult, StageStats
 from .spec import Node, Spec
@@ -90,8 +90,8 @@ class Runtime:
         self.resources = RunState(self._emit)
         self.resources.secrets = spec.secrets
         self.resources.sources = sources_upstream(self.nodes, wiring)
-        self.resources.record_sinks = record_sinks(spec, wiring, self.resources.sources)
-        self._record_sinks = {sink for sinks in self.resources.record_sinks.values() for sink in sinks}
+        sources = [name for name, node in self.nodes.items() if node.stages[0].kind.is_source]
+        self.resources.ledgers = Ledgers(sources, paths(spec, wiring))
         self.errors = self.resources.errors  # the run report's error records
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry = self.telemetry
@@ -303,7 +303,7 @@ class Runtime:
                     return
                 stats.items_out += 1
                 if received:
-                    receive(self.resources.counters, item)
+                    self.resources.receive(node.name, item)
                 yield item
         finally:
             with contextlib.suppress(Exception):
@@ -353,10 +353,14 @@ class Runtime:
             stage = node.stages[index]
             params, ctx = stage.params, self._context(node, index)
             spans, latency = self._spans(node, index), self._latency(node, index)
-            if index == last and node.name in self._record_sinks:  # the ledger's `written`
-                stream = written(stream, node.name, self.resources.written)
+            run, ledgers = stage.kind.run, self.resources.ledgers
+            if index == last and node.name in ledgers.sinks:  # the ledger's `written`
+                if stage.kind.per_item:
+                    run = counted(run, node.name, ledgers)
+                else:
+                    stream = written(stream, node.name, ledgers)
             if stage.kind.per_item:
-                stream = mapped(stream, stage.kind.run, params, ctx, spans, latency)
+                stream = mapped(stream, run, params, ctx, spans, latency)
             elif spans is not None or latency is not None:
                 stream = traced(stage.kind.run, stream, params, ctx, spans, latency)
             else:

@@ -43,8 +43,9 @@ async def start_mock() -> AsyncIterator[StartServer]:
 
 def ledger_problems(runtime: Any, result: Any) -> list[str]:
     """The ledger's equations on a finished run (flow.ledger): every count
-    non-negative and, unless a stage raised or the run was cut short, nothing
-    unaccounted for: every page and record ended somewhere a stage counted."""
+    non-negative, nothing counted twice (in any run) and, unless a stage
+    raised or the run was cut short, nothing unaccounted for: every page and
+    record ended somewhere a stage counted."""
     problems = []
     for source, row in result.ledger.items():
         pages, records = row["pages"], row["records"]
@@ -55,6 +56,8 @@ def ledger_problems(runtime: Any, result: Any) -> list[str]:
             problems.append(f"{source}: a negative count in {row}")
         if sum(pages["failed_by_reason"].values()) != pages["failed"]:
             problems.append(f"{source}: failed pages by reason do not sum to the failed pages: {pages}")
+        if pages["unaccounted"] < 0 or any(n < 0 for n in records["unaccounted"].values()):
+            problems.append(f"{source}: counted twice (unaccounted below 0): {row}")
         exact = result.status == "completed" and not runtime.resources.raised
         if exact and (pages["unaccounted"] or any(records["unaccounted"].values())):
             problems.append(f"{source}: unaccounted for in a completed run: {row}")
@@ -62,18 +65,22 @@ def ledger_problems(runtime: Any, result: Any) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _every_run_balances(monkeypatch: pytest.MonkeyPatch) -> None:
+def _every_run_balances(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Every graph run in the suite (through flow.runtime.Runtime) has its
     ledger checked: the equations hold on every run, not only where a test
-    looks at them."""
+    looks at them. A test marked `loses_records` must see a loss instead."""
     from flow.runtime import Runtime
 
     run = Runtime.run
+    loses = request.node.get_closest_marker("loses_records") is not None
 
     async def checked(self: Runtime) -> Any:
         result = await run(self)
         problems = ledger_problems(self, result)
-        assert not problems, "the ledger does not balance:\n" + "\n".join(problems)
+        if loses:
+            assert problems and result.exit_code() == 1, "a run meant to lose records balanced"
+        else:
+            assert not problems, "the ledger does not balance:\n" + "\n".join(problems)
         return result
 
     monkeypatch.setattr(Runtime, "run", checked)

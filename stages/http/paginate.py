@@ -126,8 +126,8 @@ async def _total_walk(pager: Pager, params: PaginateParams, ctx: Any) -> AsyncIt
                 return
             if await _repeated(ctx, pager):
                 return
+            planned += 1  # before the yield: a walk closed there has handed this page on
             yield pager.request(page)
-            planned += 1
     finally:
         if end > planned:
             ctx.count(ledger.NOT_ATTEMPTED, end - planned)

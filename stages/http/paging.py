@@ -46,8 +46,10 @@ class PageRequest(msgspec.Struct, frozen=True):
     needs_answer: ClassVar[str] = "fetch"  # flow.graph: may end only in this kind of stage
 
     def abandon(self, reason: str) -> None:
-        """The engine dropped this request: its page failed, for the planner."""
-        if self.pager is not None:
+        """The engine dropped this request: its page failed, for the planner
+        (unless fetch already settled it: a page is fetched, failed or
+        abandoned, once)."""
+        if self.pager is not None and self.page not in self.pager.items:
             self.pager.observe(self, None, None)
             self.pager.tally(ledger.ABANDONED)
 

@@ -78,7 +78,7 @@ def test_a_planner_and_its_fetch_in_different_nodes_fetch_every_page_within_the_
     assert result.ledger["plan"]["pages"] == balance["pages"]
     assert result.ledger["plan"]["records"] == {
         "received": 230, "dead_letters": 0, "duplicates": 0, "filtered": 0,
-        "written": {"get": 230}, "unaccounted": {"get": 0},
+        "expected": {"get": 230}, "written": {"get": 230}, "unaccounted": {"get": 0},
     }  # fmt: skip
     assert "get" not in result.counters
 

@@ -3,6 +3,7 @@ on virtual time, judged by the servers' logs and ground truth."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -189,3 +190,25 @@ def test_a_body_over_the_size_cap_is_an_error_not_retried(tmp_path):
     assert fetch_errors == [("body_too_large", 1)]
     assert [e["error"] for e in result.errors if e["stage"] == "paginate"] == ["pagination_stopped"]
     assert stats["counts"]["requests"] == 1  # page 0 too large: not retried; pagination stops
+
+
+@pytest.mark.parametrize("stop_at", [0.5, 1.3, 2.7, 4.1])
+def test_a_stopped_walk_counts_every_page_of_the_total_once(tmp_path, stop_at):
+    """Stopped (Ctrl-C) part-way through a walk with a known total (50
+    pages at 5/s): each page is planned (then fetched, failed or
+    abandoned) or not attempted, never both, never neither."""
+
+    async def main() -> tuple[Any, dict[str, Any]]:
+        spec = ServerSpec(style="dummyjson", products=1000, seed=1)
+        async with MockServer(spec, clock=LoopClock()) as server:
+            parsed = parse_spec(graph("dummyjson", 20), default_registry(plugins=False), env={},
+                                refs={"shop": server.url})  # fmt: skip
+            runtime = Runtime(parsed, out_dir=tmp_path)
+            asyncio.get_running_loop().call_later(stop_at, runtime.stop, "interrupted")
+            return await runtime.run(), server.stats()
+
+    result, stats = run_virtual(main(), start=10.0)
+    pages = result.ledger["shop"]["pages"]
+    assert result.status == "interrupted" and pages["unaccounted"] == 0
+    assert pages["planned"] + pages["not_attempted"] == 50
+    assert pages["fetched"] == len({str(r["query"]) for r in stats["requests"] if r["status"] == 200})
