@@ -16,13 +16,20 @@ a kind is a *record sink*, and the engine counts, per source, the records of
 every item that sink finished with. A stage that makes records out of items
 that are not records counts them as received itself.
 
-The equations, per source and for every record sink it reaches:
+The equations, per source and for every record sink S it reaches:
 
     pages:    planned  = fetched + failed + abandoned + unaccounted
-    records:  received = dead_letters + duplicates + filtered + written + unaccounted
+    records:  expected[S] = written[S] + unaccounted[S], where
+              expected[S] = sum over nodes v of
+                            (received at v - settled at v) * paths(v -> S)
 
-`unaccounted` is what no stage saw end: 0 when nothing vanished. Pages not
-attempted were never planned: they are a known loss beside the equation.
+`settled` is dead letters + duplicates + filtered; paths(v -> S) counts the
+main-edge paths from node v to S (a sink sees a record once per path). In a
+straight line every path count is 1, and the records equation reads
+received = dead_letters + duplicates + filtered + written + unaccounted.
+`unaccounted` is what no stage saw end: 0 when nothing vanished, below 0
+when something was counted twice. Pages not attempted were never planned: a
+known loss beside the equation.
 """
 
 from __future__ import annotations
