@@ -30,6 +30,7 @@ from ._yaml import Path
 from .items import PORTS
 from .registry import Kinds, kind_names
 from .spec import Node, Problem, Spec
+from .topology import topological
 
 WILDCARD = "*"
 
@@ -135,26 +136,6 @@ def _cycle(inputs: dict[str, list[str]]) -> list[str] | None:
                 colour[name] = 2
                 trail.pop()
     return None
-
-
-def topological(inputs: dict[str, list[str]]) -> list[str]:
-    """Producers before consumers (the graph is known to be acyclic)."""
-    order: list[str] = []
-    done: set[str] = set()
-    for name in inputs:
-        stack = [(name, iter(inputs[name]))]
-        while stack:
-            current, pending = stack[-1]
-            for nxt in pending:
-                if nxt not in done and nxt in inputs:
-                    stack.append((nxt, iter(inputs[nxt])))
-                    break
-            else:
-                stack.pop()
-                if current not in done:
-                    done.add(current)
-                    order.append(current)
-    return order
 
 
 def check(spec: Spec) -> list[Problem]:
@@ -382,19 +363,3 @@ def _reaches_sink(name: str, nodes: dict[str, Node], readers: dict[str, list[str
                 seen.add(reader)
                 todo.append(reader)
     return False
-
-
-def sources_upstream(nodes: dict[str, Node], wiring: dict[str, list[Any]]) -> dict[str, list[str]]:
-    """For every node, the source nodes whose output reaches it (main edges)."""
-    found: dict[str, list[str]] = {}
-
-    def walk(name: str) -> list[str]:
-        if name not in found:
-            found[name] = []  # a guard; the graph is acyclic
-            own = [name] if nodes[name].stages[0].kind.is_source else []
-            found[name] = sorted({*own, *(s for e in wiring[name] if e.port is None for s in walk(e.source))})
-        return found[name]
-
-    for name in nodes:
-        walk(name)
-    return found

@@ -38,8 +38,9 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from .graph import Edge, stage_inputs, topological
+from .graph import Edge, stage_inputs
 from .spec import Spec
+from .topology import topological
 
 PLANNED = "pages_planned"
 FETCHED = "pages"

@@ -71,3 +71,18 @@ class RunResult:
             "events": self.events,
             "dead_letters": self.dead_letters,
         }
+
+
+def run_losses(status: str, errors: list[dict[str, Any]], silent: list[str]) -> list[str]:
+    """What did not make it, besides what the ledger says: pages or items
+    that failed for good (error records of nodes), sources that produced
+    nothing, a cut-short run. Dead letters and counted duplicates are
+    accounted for, not lost."""
+    lost = []
+    if status != "completed":
+        lost.append(f"the run was cut short ({status})")
+    failed = sum(1 for e in errors if e["node"] is not None)
+    if failed:
+        lost.append(f"{failed} error records: pages or items that failed for good, walks cut short")
+    lost += [f"source '{name}' produced nothing" for name in silent]
+    return lost

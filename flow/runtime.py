@@ -45,13 +45,14 @@ from opentelemetry.trace import Status, StatusCode
 from ._interpolate import scrub
 from .buffer import Buffer
 from .context import RunState, StageContext
-from .graph import edges, sources_upstream
+from .graph import edges
 from .items import ErrorRecord, abandon, utc_now
 from .ledger import Ledgers, counted, losses, paths, written, yields_records
 from .mapping import mapped
-from .result import NodeStats, RunResult, StageStats
+from .result import NodeStats, RunResult, StageStats, run_losses
 from .spec import Node, Spec
 from .telemetry import observe_runtime, setup
+from .topology import depths, sources_upstream
 from .tracing import Lineage, StageSpans, traced
 
 SINK_GRACE = 1.0  # seconds sinks get to close their outputs once the grace is over
@@ -92,6 +93,7 @@ class Runtime:
         self.resources.sources = sources_upstream(self.nodes, wiring)
         sources = [name for name, node in self.nodes.items() if node.stages[0].kind.is_source]
         self.resources.ledgers = Ledgers(sources, paths(spec, wiring))
+        self._depth = depths(wiring)
         self.errors = self.resources.errors  # the run report's error records
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry = self.telemetry
@@ -150,7 +152,9 @@ class Runtime:
                 await self._cancel(work)
         await self.resources.close()
         ledger = self.resources.ledger()
-        lost = self._losses() + losses(ledger)
+        sources = (name for name, node in self.nodes.items() if node.stages[0].kind.is_source)
+        silent = [name for name in sources if self.stats[name].stages[-1].items_out == 0]
+        lost = run_losses(self.status, self.errors, silent) + losses(ledger)
         run_span.set_attribute("flow.status", self.status)
         if lost:  # the run span tells the truth too
             run_span.set_status(Status(StatusCode.ERROR, "; ".join(lost)))
@@ -177,36 +181,21 @@ class Runtime:
             ledger,
         )
 
-    def _losses(self) -> list[str]:
-        """What did not make it: pages or items that failed for good (error
-        records of nodes), sources that produced nothing, a cut-short run.
-        Dead letters and counted duplicates are accounted for, not lost."""
-        lost = []
-        if self.status != "completed":
-            lost.append(f"the run was cut short ({self.status})")
-        failed = sum(1 for e in self.errors if e["node"] is not None)
-        if failed:
-            lost.append(f"{failed} error records: pages or items that failed for good, walks cut short")
-        for name, node in self.nodes.items():
-            if node.stages[0].kind.is_source and self.stats[name].stages[-1].items_out == 0:
-                lost.append(f"source '{name}' produced nothing")
-        return lost
-
     async def _cancel(self, work: asyncio.Future[Any]) -> None:
-        """The grace is over: cancel in waves within SINK_GRACE, so that a
-        partial report beats none and keeps what was already made. First the
-        sources' nodes (stuck on an endpoint: a retry's backoff, a breaker, a
-        hang), whose outputs then end, so the nodes downstream flush what they
-        hold (dedupe, windows) on to the sinks; after at most half of it, the
-        other nodes that feed others, so the sinks can close what they write;
-        at the end, the rest."""
+        """The grace is over: cancel in waves, upstream first, within
+        SINK_GRACE, so that a partial report beats none and keeps what was
+        made. Each wave cancels the nodes at one depth that are still running
+        (stuck on an endpoint: a backoff, a breaker, a hang), whose outputs
+        then end, so the nodes below flush what they hold (dedupe, windows)
+        within the wave's share of the time instead of being cancelled with
+        them; sinks last."""
         sinks = {name for name, node in self.nodes.items() if node.stages[-1].kind.is_sink}
-        sources = {name for name, node in self.nodes.items() if node.stages[0].kind.is_source}
-        for wave, timeout in ((sources - sinks, SINK_GRACE / 2), (set(self.nodes) - sinks, SINK_GRACE / 2)):
+        levels = sorted({self._depth[name] for name in self.nodes if name not in sinks})
+        for level in levels:
             for task, name in zip(self._tasks, self.nodes, strict=True):
-                if name in wave:
+                if self._depth[name] == level and name not in sinks:
                     task.cancel()
-            done, _ = await asyncio.wait({work}, timeout=timeout)
+            done, _ = await asyncio.wait({work}, timeout=SINK_GRACE / len(levels))
             if done:
                 return
         for task in self._tasks:

@@ -404,7 +404,7 @@ def test_one_failing_item_is_an_error_record_and_the_stage_goes_on(tmp_path):
 
 def test_each_node_knows_the_sources_upstream_of_it():
     from flow.graph import edges
-    from flow.graph import sources_upstream as _sources_upstream
+    from flow.topology import sources_upstream as _sources_upstream
 
     spec = load(
         "version: 1\nnodes:\n"
