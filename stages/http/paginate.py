@@ -166,11 +166,9 @@ async def _repeated(ctx: Any, pager: Pager) -> bool:
 
 async def _gave_up(ctx: Any, pager: Pager, page: int, end: int | None) -> None:
     why = f"{pager.failed_in_a_row} pages in a row failed; no page from {page} on is planned"
-    # With a total, the pages never asked for are a known loss (at the page size).
-    unasked = end - page if end else None
-    await ctx.error(
-        "pagination_stopped", why, page=page, records_expected=unasked * pager.page_size if unasked else None
-    )
+    # With a total, the pages never asked for are a known loss: the ledger
+    # counts them (not attempted), the record says how many.
+    await ctx.error("pagination_stopped", why, page=page, pages_not_attempted=end - page if end else None)
 
 
 KIND = paginate

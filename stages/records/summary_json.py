@@ -191,16 +191,28 @@ def _closing(report: _Report, ctx: Any) -> dict[str, Any]:
     return {"per_source": per_source, "metrics": metrics}
 
 
+def _unseen(ledger: dict[str, Any]) -> int:
+    """Records of a source lost without an error record that says how many:
+    pages not attempted (at the size its pages came in) and anything
+    unaccounted at this report."""
+    pages, records = ledger["pages"], ledger["records"]
+    per_page = records["received"] / pages["fetched"] if pages["fetched"] else 0
+    unaccounted = records["unaccounted"] if isinstance(records["unaccounted"], int) else 0
+    return round((pages["not_attempted"] + max(0, pages["unaccounted"])) * per_page) + max(0, unaccounted)
+
+
 def _summary(report: _Report, ctx: Any) -> dict[str, Any]:
     loop_now = asyncio.get_running_loop().time()
     elapsed = loop_now - ctx.started_at if ctx.started_at is not None else 0.0
-    written, dead, lost = report.written, report.dead, report.records_lost
+    written, dead = report.written, report.dead
     # Silent: a source feeding this report that received nothing at all (its
     # records were not deduplicated away: none came).
     silent = [n for n in ctx.sources if not report.sources[n].count and not ctx.counters(n).get("records")]
+    unseen = sum(_unseen(ctx.ledger(name)) for name in ctx.sources)
+    lost = report.records_lost + unseen
     if not written:
         status = "failed"
-    elif ctx.stopped or report.failures or silent:
+    elif ctx.stopped or report.failures or silent or unseen:
         status = "partial"
     else:
         status = "complete"

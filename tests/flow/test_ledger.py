@@ -156,3 +156,24 @@ def test_when_the_grace_runs_out_what_was_fetched_still_reaches_the_sink(split, 
     got = records(result, "plan" if split else "shop")
     assert result.status == "interrupted" and out == 180
     assert (got["received"], got["written"], got["unaccounted"]) == (180, {"out": 180}, {"out": 0})
+
+
+@pytest.mark.loses_records
+def test_a_loss_only_the_ledger_sees_makes_the_summary_partial(tmp_path):
+    """A stage drops a batch without counting it: no error record says so,
+    but the report's ledger does, and summary.json agrees with run.json."""
+    import json
+
+    @stage("lossy", ConcurrentParams, consumes=ProductBatch, produces=ProductBatch, per_item=True)
+    async def lossy(batch: ProductBatch, params: ConcurrentParams, ctx: Any) -> ProductBatch | None:
+        """Drops the second batch, uncounted."""
+        return None if batch.page == 5 else batch
+
+    kinds = [typed_source("products_of", ProductBatch, batches(copies=0)), lossy]
+    text = ("version: 1\nnodes:\n  shop: {pipe: [products_of, lossy]}\n"
+            "  report: {from: shop, pipe: [summary_json]}\n")  # fmt: skip
+    result = run_graph(text, kinds=kinds, out_dir=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert result.exit_code() == 1 and "source 'shop': 5 records unaccounted for at sink 'report'" in result.lost
+    assert (summary["summary"]["status"], summary["summary"]["success_rate"]) == ("partial", 0.5)
+    assert summary["per_source"]["shop"]["ledger"]["records"]["unaccounted"] == 5
