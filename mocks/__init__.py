@@ -10,15 +10,38 @@
 
 from __future__ import annotations
 
-# Re-exported: the mocks parse durations and rates with flow's grammar.
-from flow.units import parse_duration, parse_rate
+import importlib
+from typing import Any
 
-from ._catalogue import Catalogue, Slot
-from ._group import serve
-from ._ratelimit import SlidingWindowLimit
-from ._server import LoopClock, ManualClock, MockServer, SystemClock
-from ._spec import STYLES, ServerSpec, parse_range
-from .evidence import max_per_window, windows_over_limit
+# Where each public name lives; loaded on first use, so that reading a
+# graph's `mocks:` block (ServerSpec) does not import the aiohttp server.
+_WHERE = {
+    "parse_duration": "flow.units",  # the mocks parse durations and rates with flow's grammar
+    "parse_rate": "flow.units",
+    "Catalogue": "._catalogue",
+    "Slot": "._catalogue",
+    "serve": "._group",
+    "SlidingWindowLimit": "._ratelimit",
+    "LoopClock": "._server",
+    "ManualClock": "._server",
+    "MockServer": "._server",
+    "SystemClock": "._server",
+    "STYLES": "._spec",
+    "ServerSpec": "._spec",
+    "parse_range": "._spec",
+    "max_per_window": ".evidence",
+    "windows_over_limit": ".evidence",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mocks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "STYLES",
