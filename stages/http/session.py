@@ -1,8 +1,9 @@
-"""The run's one HTTP session, and the hook that keeps every request on its
-limiter slot up to the moment it goes on the wire."""
+"""The run's one HTTP session, and the hook that holds every request to its
+limiter at the moment it goes on the wire."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -30,36 +31,35 @@ def make_session(*, connections: int = 100) -> aiohttp.ClientSession:
 
 
 class Sending:
-    """A request's send slot, handed to the session's trace hook."""
+    """A request's send slot, and the run's stop event, handed to the
+    session's trace hook."""
 
-    __slots__ = ("limiter", "slot")
+    __slots__ = ("limiter", "slot", "stop")
 
-    def __init__(self, limiter: Any, slot: float) -> None:
-        self.limiter, self.slot = limiter, slot
+    def __init__(self, limiter: Any, slot: float, stop: asyncio.Event | None = None) -> None:
+        self.limiter, self.slot, self.stop = limiter, slot, stop
 
 
 async def _on_wire(session: Any, context: Any, params: Any) -> None:
     """aiohttp awaits this right before it writes the request to the socket
     (nothing suspends between the two; checked in aiohttp 3.14's
-    client_reqrep.py and http_writer.py): the last moment to check the send
-    is still on its slot. Sending a request may suspend (opening a
-    connection), and a stall there would send it late, in the window of the
-    sends due after it."""
+    client_reqrep.py and http_writer.py): the moment the limiter checks the
+    send against the sends before it (SlidingWindowLimiter.on_wire), whatever
+    held the request up since its slot (opening a connection, a stall). An
+    exception here (`Stopped`) propagates out of the request unchanged, with
+    nothing written."""
     sending = context.trace_request_ctx
     if isinstance(sending, Sending):
-        sending.slot = await sending.limiter.on_time(sending.slot)
+        await sending.limiter.on_wire(sending.slot, sending.stop)
 
 
 class Unlimited:
     """The limiter of a request no rate_limit stage has seen."""
 
-    async def acquire(self) -> float:
-        return 0.0
-
-    async def take(self) -> tuple[float, float]:
+    async def take(self, stop: asyncio.Event | None = None) -> tuple[float, float]:
         return 0.0, 0.0
 
-    async def on_time(self, slot: float) -> float:
+    async def on_wire(self, slot: float, stop: asyncio.Event | None = None) -> float:
         return slot
 
     def hold_until(self, when: float) -> None:

@@ -10,6 +10,8 @@ import random
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from flow.testing import run_virtual
 from mocks import LoopClock, MockServer, ServerSpec, windows_over_limit
 from stages.http.breaker import OPEN, CircuitBreaker
@@ -247,15 +249,10 @@ def test_a_stopped_run_sends_no_retry_and_waits_out_no_backoff_or_breaker():
     assert 5.0 <= seconds < 5.1  # at the stop, not after the 30 s Retry-After or the 60 s cooldown
 
 
-def test_a_stall_while_a_connection_opens_does_not_send_late_into_later_windows(monkeypatch):
-    """The event loop stalls (0.2-0.6 s, seeded) while some requests open
-    their connections, after their limiter slots: sent on the stale slots,
-    they would land in the windows of the sends due after them. Judged on
-    when each request is written to its socket (the transport's write),
-    not on the slots: no 1 s window + margin holds more than 5."""
+def _record_writes(monkeypatch: Any) -> list[float]:
+    """When each GET is written to its socket (the transport's write), in loop
+    time: what a server's window counts, give or take the latency."""
     import asyncio.selector_events
-
-    from aiohttp import web
 
     writes: list[float] = []
     transport = asyncio.selector_events._SelectorSocketTransport
@@ -267,9 +264,23 @@ def test_a_stall_while_a_connection_opens_does_not_send_late_into_later_windows(
         write(self, data)
 
     monkeypatch.setattr(transport, "write", recording_write)
+    return writes
 
-    async def handle(request: web.Request) -> web.Response:  # every request on a new connection
-        return web.Response(body=b"[]", content_type="application/json", headers={"Connection": "close"})
+
+async def _closing(request: Any) -> Any:
+    """An answer that closes its connection: every request opens a new one."""
+    from aiohttp import web
+
+    return web.Response(body=b"[]", content_type="application/json", headers={"Connection": "close"})
+
+
+def test_a_stall_while_a_connection_opens_does_not_send_late_into_later_windows(monkeypatch):
+    """The event loop stalls (0.2-0.6 s, seeded) while some requests open
+    their connections, after their limiter slots: sent on the stale slots,
+    they would land in the windows of the sends due after them. Judged on
+    when each request is written to its socket (the transport's write),
+    not on the slots: no 1 s window + margin holds more than 5."""
+    writes = _record_writes(monkeypatch)
 
     async def main() -> tuple[list[Any], int]:
         loop = asyncio.get_running_loop()
@@ -281,7 +292,7 @@ def test_a_stall_while_a_connection_opens_does_not_send_late_into_later_windows(
             await connect(sock, address)
 
         monkeypatch.setattr(loop, "sock_connect", stalling_connect)
-        runner, base = await loopback.start("/p", handle)
+        runner, base = await loopback.start("/p", _closing)
         shared = limiter()
         try:
             async with make_session() as session:
@@ -296,3 +307,50 @@ def test_a_stall_while_a_connection_opens_does_not_send_late_into_later_windows(
     assert all(isinstance(r, Fetched) for r in results) and len(writes) == 40  # each sent once
     assert windows_over_limit(writes, 5, 1.0) == []
     assert stalls > 0  # the stalls did catch sends out
+
+
+@pytest.mark.parametrize("concurrency,set_ups", [(8, 1), (4, 2)])
+def test_slow_connections_cost_their_set_up_once_not_once_a_window(monkeypatch, concurrency, set_ups):
+    """Every answer closes its connection and every connection takes 300 ms
+    to open (a remote API over TLS; the loop is not blocked meanwhile): each
+    send trails its slot by 0.3 s. That is no stall: 40 requests at 5/s go
+    in the time of 40 on instant connections plus the set-up. The floor:
+    5 sends per span (1 s + 0.05 s margin), 8 spans' worth, the last batch
+    starting 7 spans in, 7.35 s; every send 0.3 s later, 7.65 s; allowed:
+    the margin on top, 7.7 s. With fewer requests in flight (4, the default)
+    than the rate, a window's 5th request starts only once one of the 4 has
+    been answered, a set-up later: one more set-up, 8 s. (The check that
+    re-queued sends late by more than half the margin took 15.75 s and
+    10.8 s here, re-queueing every one.) No 1 s window of the writes holds
+    more than 5, and no send waited at the write: there was room for each."""
+    writes = _record_writes(monkeypatch)
+    connect_time, span = 0.3, 1.05
+    floor = (40 // 5 - 1) * span
+
+    async def main() -> tuple[list[Any], float, SlidingWindowLimiter]:
+        loop = asyncio.get_running_loop()
+        connect = loop.sock_connect
+
+        async def slow_connect(sock: Any, address: Any) -> None:
+            await asyncio.sleep(connect_time)  # the handshake's round trips: a wait, not a stall
+            await connect(sock, address)
+
+        monkeypatch.setattr(loop, "sock_connect", slow_connect)
+        runner, base = await loopback.start("/p", _closing)
+        shared = limiter()
+        try:
+            async with make_session() as session:
+                fetcher = Fetcher(session, CircuitBreaker(failures=50), limiter=shared, concurrency=concurrency,
+                                  policy=RetryPolicy(retries=0))  # fmt: skip
+                started = loop.time()
+                results = await asyncio.gather(*(fetcher.fetch(f"{base}/p") for _ in range(40)))
+                elapsed = loop.time() - started
+        finally:
+            await runner.cleanup()
+        return results, elapsed, shared
+
+    results, elapsed, shared = run_virtual(main())
+    assert all(isinstance(r, Fetched) for r in results) and len(writes) == 40  # each sent once
+    assert windows_over_limit(writes, 5, 1.0) == []
+    assert floor + set_ups * connect_time - 1e-6 <= elapsed <= floor + set_ups * connect_time + 0.05
+    assert (shared.stalls, shared.acquired) == (0, 40)  # no send re-queued, no slot taken twice

@@ -1,11 +1,13 @@
 """The client limiter, on virtual time: whatever the callers do (bursts,
-concurrency, cancellations, jittery latency under the margin), the server's
-sliding 1-second window never holds more than `rate` arrivals; and with
-steady demand the limiter uses at least 90% of the rate."""
+concurrency, cancellations, jittery latency under the margin, delays between
+a slot and the write), the server's sliding 1-second window never holds
+more than `rate` arrivals; with steady demand the limiter uses at least 90%
+of the rate; a stop ends the wait for a slot."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
@@ -13,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flow.testing import run_virtual
-from mocks import SlidingWindowLimit, max_per_window
-from stages.http.limiter import Limiters, SlidingWindowLimiter
+from mocks import SlidingWindowLimit, max_per_window, windows_over_limit
+from stages.http.limiter import Limiters, SlidingWindowLimiter, Stopped
 
 
 def test_reserve_spaces_the_sixth_request():
@@ -72,6 +74,76 @@ def test_no_server_window_ever_holds_more_than_rate(rate, workers, plans, cancel
     assert max_per_window(arrivals, 1.0) <= rate
     server = SlidingWindowLimit(rate, 1.0)
     assert all(server.admit(t) for t in sorted(arrivals))  # the mock server would answer no 429
+
+
+STEP = st.tuples(
+    st.floats(0, 1.5),  # think time before the request
+    st.floats(0, 2.0),  # from the slot to the write: a connection opening, a stall
+    st.sampled_from(["send", "send", "send", "plan", "hold", "give_up", "give_up_at_write"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.integers(1, 6),
+    window=st.sampled_from([0.5, 1.0, 2.0]),
+    margin=st.sampled_from([0.0, 0.05, 0.3]),
+    senders=st.lists(st.lists(STEP, min_size=1, max_size=10), min_size=1, max_size=6),
+)
+def test_actual_send_times_never_put_more_than_rate_in_a_window(rate, window, margin, senders):
+    """Concurrent callers take slots and reach the write a random while
+    after them (virtual time between take() and the check at the write);
+    some only plan a slot and never send, set a hold (a Retry-After), or give
+    up while waiting for a slot or for room at the write. Judged on the times
+    the check let requests go, the actual send times: no window of `window`
+    ever holds more than `rate` (even with no margin), and every request
+    that did not give up was sent."""
+    limiter = SlidingWindowLimiter(rate, window, margin=margin)
+    sends: list[float] = []
+
+    async def send(delay: float, give_up: float | None) -> None:
+        slot, _ = await limiter.take()
+        await asyncio.sleep(delay)
+        with contextlib.suppress(TimeoutError):  # gave up while it waited for room: nothing sent
+            sends.append(await asyncio.wait_for(limiter.on_wire(slot), give_up))
+
+    async def sender(steps: list[tuple[float, float, str]]) -> None:
+        loop = asyncio.get_running_loop()
+        for think, delay, kind in steps:
+            await asyncio.sleep(think)
+            if kind == "plan":  # a slot whose request fails before its write
+                limiter.reserve(loop.time())
+            elif kind == "hold":
+                limiter.hold_until(loop.time() + delay)
+            elif kind == "give_up":  # a slot taken (or not) within 10 ms, then never used
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(limiter.take(), 0.01)
+            else:
+                await send(delay, None if kind == "send" else 0.01)
+
+    async def main() -> None:
+        await asyncio.gather(*(sender(steps) for steps in senders))
+
+    run_virtual(main())
+    assert windows_over_limit(sends, rate, window) == []
+    assert len(sends) >= sum(kind == "send" for steps in senders for _, _, kind in steps)
+
+
+def test_a_stop_ends_the_wait_for_a_slot_and_gives_the_slot_back():
+    limiter = SlidingWindowLimiter(1, 1.0, margin=0.0)
+
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        await limiter.acquire(stop)  # t=0
+        loop.call_later(0.25, stop.set)
+        with pytest.raises(Stopped):
+            await limiter.take(stop)  # due at 1.0
+        stopped_at = loop.time()
+        slot, _ = await limiter.take()  # the 1.0 slot was given back: the next caller gets it
+        return stopped_at, slot
+
+    assert run_virtual(main()) == (0.25, 1.0)
 
 
 @pytest.mark.parametrize("rate,workers", [(5, 1), (5, 8), (2, 3), (10, 20)])
