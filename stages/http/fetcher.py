@@ -30,6 +30,8 @@ what an endpoint does (only cancellation propagates). Per attempt, in order:
 No attempt starts, and no wait (a backoff, an open breaker) goes on, once
 the run is stopped (`stop` set: Ctrl-C; `stopped`) or past its deadline
 (`deadline`): a stopped run drains what is in flight instead of retrying.
+A request still waiting for its send slot when the run stops (behind a
+Retry-After hold, say) gives the slot back and is not sent (`stopped`).
 After the last attempt the failure is named `<last error>_after_retries`
 (`timeout_after_retries`, `http_503_after_retries`, ...). The response is
 always released (async with), also on cancellation.
@@ -49,7 +51,7 @@ import aiohttp
 import msgspec
 
 from .breaker import CircuitBreaker, Permit
-from .limiter import SlidingWindowLimiter
+from .limiter import SlidingWindowLimiter, Stopped
 from .retry import RetryPolicy, parse_retry_after, retryable_status
 from .session import UNLIMITED, Sending, Unlimited
 from .urls import http_attributes, redirect_target, safe_url
@@ -90,9 +92,15 @@ ENDED = {"stopped": "the run was stopped", "deadline": "run.deadline reached"}
 
 class _Retry(NamedTuple):
     error: str
-    status: int
+    status: int | None  # None: no answer (a timeout, a connection error)
     detail: str
     retry_after: float | None
+
+
+class _Hop(NamedTuple):
+    target: tuple[str, Mapping[str, str] | None, Mapping[str, str] | None]  # url, params, headers
+    status: int
+    detail: str
 
 
 class _TooLarge(Exception):
@@ -144,7 +152,7 @@ class Fetcher:
         """GET `url`; every attempt takes a slot of `limiter` first."""
         limiter = limiter or self.limiter or UNLIMITED
         loop = asyncio.get_running_loop()
-        last, last_status, detail = "", None, ""
+        last = _Retry("", None, "", None)  # why the last attempt failed
         hops = 0  # redirects followed
         attempt = 0
         while attempt < self.policy.attempts:
@@ -153,56 +161,71 @@ class Fetcher:
             if ended is not None:  # a stopped run sends nothing new: it drains
                 if not isinstance(permit, str):
                     permit.neutral(loop.time())
-                return FetchFailed(
-                    url, ended, attempt, last_status, f"{ENDED[ended]} before the next attempt"
-                )
+                why = f"{ENDED[ended]} before the next attempt"
+                return FetchFailed(url, ended, attempt, last.status, why)
             if isinstance(permit, str):  # why no permit will come
-                return FetchFailed(url, "circuit_open", attempt, last_status, permit)
-            retry_after: float | None = None
+                return FetchFailed(url, "circuit_open", attempt, last.status, permit)
             try:
-                async with self._in_flight:
-                    slot = await self._slot(limiter, permit)
-                    if slot is None:
-                        continue  # the breaker opened while it waited: not an attempt
-                    attempt += 1
-                    sending = Sending(limiter, slot)
-                    status, body, response_headers = await self._get(url, params, headers, attempt, sending)
-            except asyncio.CancelledError:
-                permit.neutral(loop.time())
-                raise
-            except _TooLarge:
-                permit.neutral(loop.time())
-                return FetchFailed(url, "body_too_large", attempt, None, f"over {self.max_bytes} bytes")
-            except TimeoutError:
-                permit.failure(loop.time())
-                last, last_status, detail = "timeout", None, f"no complete answer within {self.timeouts}"
-            except (aiohttp.ClientError, OSError) as exc:
-                permit.failure(loop.time())
-                last, last_status, detail = "connection_error", None, f"{type(exc).__name__}: {exc}"
-                self._event("connection_error", error=type(exc).__name__)
-            else:
-                hop = redirect_target(status, response_headers, url, params, headers)
-                if hop is not None:  # followed here, so every hop takes a limiter slot
-                    permit.neutral(loop.time())
-                    hops += 1
-                    last, last_status, detail = "redirect", status, f"HTTP {status} to {safe_url(hop[0])}"
-                    if hops > MAX_REDIRECTS:
-                        why = f"{hops} hops, the last: {detail}"
-                        return FetchFailed(url, "too_many_redirects", attempt, status, why)
-                    url, params, headers = hop
-                    attempt -= 1  # a hop is not a retry: it takes a limiter slot, not the retry budget
-                    continue
-                verdict = self._judge(url, attempt, status, body, response_headers, permit, limiter)
-                if not isinstance(verdict, _Retry):
-                    return verdict
-                last, last_status, detail, retry_after = verdict
+                outcome = await self._attempt(url, params, headers, attempt + 1, permit, limiter)
+            except Stopped:  # while it waited for a send slot: nothing was sent
+                why = f"{ENDED['stopped']} while the request waited for a send slot"
+                return FetchFailed(url, "stopped", attempt, last.status, why)
+            if outcome is None:
+                continue  # the breaker opened while it waited for a slot: not an attempt
+            if isinstance(outcome, _Hop):  # followed here, so every hop takes a limiter slot
+                hops += 1  # a hop is not a retry: it takes a limiter slot, not the retry budget
+                last = _Retry("redirect", outcome.status, outcome.detail, None)
+                if hops > MAX_REDIRECTS:
+                    why = f"{hops} hops, the last: {outcome.detail}"
+                    return FetchFailed(url, "too_many_redirects", attempt + 1, outcome.status, why)
+                url, params, headers = outcome.target
+                continue
+            attempt += 1
+            if not isinstance(outcome, _Retry):
+                return outcome
+            last = outcome
             if attempt < self.policy.attempts:
-                wait = self.policy.wait(attempt, self.rng, retry_after)
-                self._event("retry", attempt=attempt + 1, error=last, wait=wait)
+                wait = self.policy.wait(attempt, self.rng, last.retry_after)
+                self._event("retry", attempt=attempt + 1, error=last.error, wait=wait)
                 await self._pause(wait)
         attempts = self.policy.attempts
-        why = f"{attempts} attempts, the last: {detail}"
-        return FetchFailed(url, f"{last}_after_retries", attempts, last_status, why)
+        why = f"{attempts} attempts, the last: {last.detail}"
+        return FetchFailed(url, f"{last.error}_after_retries", attempts, last.status, why)
+
+    async def _attempt(
+        self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str] | None, attempt: int,
+        permit: Permit, limiter: Any,
+    ) -> Fetched | FetchFailed | _Retry | _Hop | None:  # fmt: skip
+        """One attempt, from the bound on requests in flight to the verdict:
+        the page, a failure for good, a retry, a redirect to follow, or None
+        when the breaker opened while it waited for its slot (no attempt).
+        Raises `Stopped` when the run stopped before the request was sent."""
+        clock = asyncio.get_running_loop().time
+        try:
+            async with self._in_flight:
+                slot = await self._slot(limiter, permit)
+                if slot is None:
+                    return None
+                sending = Sending(limiter, slot, self.stop)
+                status, body, response_headers = await self._get(url, params, headers, attempt, sending)
+        except (asyncio.CancelledError, Stopped):
+            permit.neutral(clock())
+            raise
+        except _TooLarge:
+            permit.neutral(clock())
+            return FetchFailed(url, "body_too_large", attempt, None, f"over {self.max_bytes} bytes")
+        except TimeoutError:
+            permit.failure(clock())
+            return _Retry("timeout", None, f"no complete answer within {self.timeouts}", None)
+        except (aiohttp.ClientError, OSError) as exc:
+            permit.failure(clock())
+            self._event("connection_error", error=type(exc).__name__)
+            return _Retry("connection_error", None, f"{type(exc).__name__}: {exc}", None)
+        hop = redirect_target(status, response_headers, url, params, headers)
+        if hop is not None:
+            permit.neutral(clock())
+            return _Hop(hop, status, f"HTTP {status} to {safe_url(hop[0])}")
+        return self._judge(url, attempt, status, body, response_headers, permit, limiter)
 
     async def _permit(self) -> Permit | str:
         """A breaker permit (a probe when half-open), waiting while the breaker
@@ -244,7 +267,7 @@ class Fetcher:
     async def _slot(self, limiter: Any, permit: Any) -> float | None:
         """Take a send slot; None when the breaker opened meanwhile (the
         request must not reach the endpoint then)."""
-        slot, waited = await limiter.take()
+        slot, waited = await limiter.take(self.stop)  # Stopped: the run stopped while it waited
         if self._metering:
             self._wait.record(waited)
         if waited > 0:
@@ -354,7 +377,7 @@ class Fetcher:
             self._measure(outcome, loop.time() - started)
 
     def _measure(self, outcome: str, seconds: float) -> None:
-        if not self._metering:
+        if not self._metering or outcome == Stopped.__name__:  # stopped before the write: nothing sent
             return
         # Semantic conventions: a status code when there was an answer, else
         # `error.type` (TimeoutError, ClientOSError, ...).

@@ -354,3 +354,68 @@ def test_slow_connections_cost_their_set_up_once_not_once_a_window(monkeypatch, 
     assert windows_over_limit(writes, 5, 1.0) == []
     assert floor + set_ups * connect_time - 1e-6 <= elapsed <= floor + set_ups * connect_time + 0.05
     assert (shared.stalls, shared.acquired) == (0, 40)  # no send re-queued, no slot taken twice
+
+
+def test_a_stopped_run_does_not_send_a_request_waiting_for_its_slot():
+    """A 429 with `Retry-After: 30` holds the limiter for 30 s; a second
+    page waits for its slot behind the hold; the run stops at 1 s. The
+    waiting page fails as `stopped` at the stop, and the server's log shows
+    the first request only: nothing went out 30 s later."""
+
+    async def main() -> tuple[Any, Any, float, list[float]]:
+        loop = asyncio.get_running_loop()
+        runner, log, url = await _scripted([(429, {"Retry-After": "30"})])
+        stop = asyncio.Event()
+        try:
+            async with make_session() as session:
+                fetcher = Fetcher(session, CircuitBreaker(), limiter=limiter(), stop=stop)
+                first = asyncio.ensure_future(fetcher.fetch(url))
+                await asyncio.sleep(0.5)  # the 429 is in: the limiter holds until 30 s
+                loop.call_later(0.5, stop.set)
+                second = await fetcher.fetch(url)
+                stopped_after = loop.time()
+                return await first, second, stopped_after, log
+        finally:
+            await runner.cleanup()
+
+    first, second, stopped_after, log = run_virtual(main())
+    assert isinstance(second, FetchFailed) and (second.error, second.attempts) == ("stopped", 0)
+    assert second.detail == "the run was stopped while the request waited for a send slot"
+    assert 1.0 <= stopped_after < 1.01  # at the stop, not at the end of the hold
+    assert isinstance(first, FetchFailed) and (first.error, first.attempts) == ("stopped", 1)
+    assert len(log) == 1 and log[0] < 0.5  # the 429'd request only: nothing sent after the stop
+
+
+def test_a_stop_while_a_request_waits_for_room_at_the_write_sends_nothing(monkeypatch):
+    """2 per 1 s: of four requests, the first takes 1.2 s to open its
+    connection; the others go at 0, 1.05 and 1.05, so at its write (1.2 s)
+    the window is full until 2.1 s. The run stops at 1.5 s while it waits
+    for room: it fails as `stopped`, unwritten."""
+    writes = _record_writes(monkeypatch)
+
+    async def main() -> tuple[list[Any], SlidingWindowLimiter]:
+        loop = asyncio.get_running_loop()
+        connect, stalled = loop.sock_connect, []
+
+        async def slow_once(sock: Any, address: Any) -> None:
+            if not stalled:
+                stalled.append(loop.time())
+                await asyncio.sleep(1.2)  # the first connection takes 1.2 s; the others are instant
+            await connect(sock, address)
+
+        monkeypatch.setattr(loop, "sock_connect", slow_once)
+        runner, base = await loopback.start("/p", _closing)
+        shared, stop = SlidingWindowLimiter(2, 1.0, margin=0.05), asyncio.Event()
+        try:
+            async with make_session() as session:
+                fetcher = Fetcher(session, CircuitBreaker(), limiter=shared, stop=stop, concurrency=8)
+                loop.call_later(1.5, stop.set)
+                results = await asyncio.gather(*(fetcher.fetch(f"{base}/p") for _ in range(4)))
+        finally:
+            await runner.cleanup()
+        return results, shared
+
+    results, shared = run_virtual(main())
+    late = [r for r in results if isinstance(r, FetchFailed)]
+    assert [(r.error, r.attempts) for r in late] == [("stopped", 0)] and shared.stalls == 1
+    assert writes == [0.0, 1.05, 1.05]
