@@ -11,7 +11,7 @@ for good becomes an error record (endpoint, error, page, attempts, url) on
 from __future__ import annotations
 
 import random
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -19,12 +19,11 @@ from flow import ledger
 from flow.registry import ConcurrentParams, Params, stage
 from flow.units import Duration
 
-from .breaker import CircuitBreaker
-from .fetcher import Fetched, Fetcher, Timeouts
 from .paging import PageRequest, PageResponse
-from .retry import RetryPolicy
-from .session import make_session
 from .urls import safe_url
+
+if TYPE_CHECKING:  # imported when the first page is fetched: `flow validate` needs no aiohttp
+    from .fetcher import Fetcher
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # flow.breaker.state values
 
@@ -67,6 +66,11 @@ def _close_session(session: Any) -> Any:
 
 
 def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
+    from .breaker import CircuitBreaker
+    from .fetcher import Fetcher, Timeouts
+    from .retry import RetryPolicy
+    from .session import make_session
+
     r, b = params.retry, params.breaker
 
     def transition(t: Any) -> None:
@@ -108,6 +112,7 @@ def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
 @stage("fetch", FetchParams, consumes=PageRequest, produces=PageResponse, per_item=True)
 async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResponse | None:
     """GET one page: rate-limited attempts, retries with backoff, a breaker per endpoint."""
+    from .fetcher import Fetched  # loaded by the first _fetcher: a dictionary lookup here
     # This stage's fetchers, one per endpoint (breaker, in-flight bound).
     fetchers: dict[str, Fetcher] = ctx.resource(("fetch", ctx.node, ctx.index), dict)
     fetcher = fetchers.get(request.endpoint)

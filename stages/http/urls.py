@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from yarl import URL
-
 _SECRET = re.compile(r"key|token|secret|password|passwd|signature|auth", re.I)
 
 
@@ -61,6 +59,8 @@ def redirect_target(
     location = headers.get("Location")
     if status not in _REDIRECTS or not location:
         return None
+    from yarl import URL  # aiohttp's URL type, loaded by then; `flow validate` needs none of it
+
     here = URL(url).with_query(params or {})
     there = here.join(URL(location))
     same_origin = (here.scheme, here.host, here.port) == (there.scheme, there.host, there.port)
