@@ -180,6 +180,21 @@ def test_help_imports_nothing_heavy():
     assert result.stdout.strip() == "[]"
 
 
+def test_validate_imports_no_http_client_server_or_telemetry():
+    """`flow validate` reads the graph, the stage kinds' params and the
+    mocks' config, and imports none of what only a run needs."""
+    code = (
+        "import sys\n"
+        "from flow.cli import main\n"
+        "assert main(['validate', 'graph.yaml']) == 0\n"
+        "heavy = ('aiohttp', 'yarl', 'aiostream', 'opentelemetry.sdk', 'mocks._server')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    root = Path(__file__).parents[2]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
 def test_validate_strict_makes_warnings_errors(tmp_path, capsys):
     path = tmp_path / "g.yaml"
     path.write_text("version: 1\nnodes:\n  a: {buffer: 3, pipe: [sequence, collect]}\n")
