@@ -85,7 +85,7 @@ class Runtime:
         # Per source: [the task that pulls its items, its async generator].
         # The generator's `ag_running` says whether it is awaiting right now.
         # Not always the node's task: a per-item stage with concurrency pulls
-        # its input from tasks of aiostream's.
+        # its input from a feeder task of its own (flow.mapping).
         self._pulling: list[list[Any]] = []
         self._stop_requested = False  # a plain flag: read once per source item
         self.resources = RunState(self._emit)
@@ -270,7 +270,7 @@ class Runtime:
         pulling = [task, generator]
         self._pulling.append(pulling)
         anext_item = generator.__anext__
-        # aiostream's concurrent map pulls its input from tasks of its own:
+        # A concurrent per-item stage pulls its input from a feeder task (flow.mapping):
         # then look the puller up at every pull, else once (it costs ~2%).
         follow = any(s.kind.per_item and getattr(s.params, "concurrency", 1) > 1 for s in node.stages)
         received = yields_records(stage.kind)
