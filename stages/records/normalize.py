@@ -1,4 +1,4 @@
-"""`normalize`: raw records -> unified Product records, in a thread pool.
+"""`normalize`: raw records -> unified Product records.
 
 The mapping is declared in YAML: each Product field names a dotted path in
 the raw record (`category: metadata.category`); shipped presets cover the
@@ -8,10 +8,11 @@ APIs that send cents), categories flattened to a slug ("uncategorized" when
 missing). A record that cannot be normalised is a dead letter with its
 reason; the rest of the batch carries on.
 
-The CPU work runs per batch on a bounded thread pool of `workers` threads,
-off the event loop (pure Python holds the GIL, so the pool keeps the loop
-responsive rather than adding speed); each batch is one call, so the thread
-hop costs a few microseconds per record, not per call.
+The work runs per batch on the event loop by default (~0.5 ms for a page of
+100 records). Pure Python holds the GIL, so a thread pool adds no speed; it
+only keeps the loop responsive, and its hand-off and GIL contention cost a
+quarter of flow's throughput (bench/throughput.py). `workers: N` runs each
+batch on a pool of N threads, for a mapping slow enough to hold the loop up.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class NormalizeParams(ConcurrentParams):
     extra: dict[str, str] = {}  # extra output field -> dotted path, kept as is (e.g. {brand: brand})
     price_in_cents: bool | None = None  # integer prices are cents (default: true for the cursor preset)
     currency: str = "USD"  # when the price names none
-    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    workers: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0  # threads; 0: on the event loop
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ def normalize_batch(
     source: str,
     extra: dict[str, str] | None = None,
 ) -> tuple[list[Product], list[dict[str, Any]]]:
-    """Pure and synchronous: runs in a worker thread. Never raises for a bad
+    """Pure and synchronous (on the loop, or in a worker thread). Never raises for a bad
     record: (products, dead letters)."""
     now = utc_now()
     products, dead = [], []
@@ -130,21 +131,23 @@ def _shutdown(pool: ThreadPoolExecutor) -> None:
 
 @stage("normalize", NormalizeParams, consumes=Records, produces=ProductBatch, per_item=True)
 async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> ProductBatch:
-    """Map raw records to Products on a bounded thread pool; bad ones to dead letters."""
-    pool = ctx.resource(
-        ("normalize", ctx.node, ctx.index),
-        lambda: ThreadPoolExecutor(params.workers, f"normalize-{ctx.node}"),
-        _shutdown,
-    )
+    """Map raw records to Products (on the loop, or `workers` threads); bad ones to dead letters."""
     fields = {**params.preset_fields, **params.map}
     cents = params.price_in_cents if params.price_in_cents is not None else bool(
         params.preset and PRESETS[params.preset].cents
     )
     source = batch.endpoint  # the source node: the ledger's key too
-    loop = asyncio.get_running_loop()
-    products, dead = await loop.run_in_executor(
-        pool, normalize_batch, batch, fields, cents, params.currency, source, params.extra
-    )
+    if params.workers:
+        pool = ctx.resource(
+            ("normalize", ctx.node, ctx.index),
+            lambda: ThreadPoolExecutor(params.workers, f"normalize-{ctx.node}"),
+            _shutdown,
+        )
+        products, dead = await asyncio.get_running_loop().run_in_executor(
+            pool, normalize_batch, batch, fields, cents, params.currency, source, params.extra
+        )
+    else:
+        products, dead = normalize_batch(batch, fields, cents, params.currency, source, params.extra)
     for letter in dead:
         await ctx.dead_letter(**letter)
     ctx.count("products", len(products), on=batch.endpoint)
