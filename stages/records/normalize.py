@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
+import operator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
@@ -60,12 +63,26 @@ class NormalizeParams(ConcurrentParams):
 
 
 def _get(record: dict[str, Any], path: str) -> Any:
-    value: Any = record
-    for key in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
+    return _getter(path)(record)
+
+
+@functools.lru_cache(maxsize=1024)
+def _getter(path: str) -> Callable[[dict[str, Any]], Any]:
+    """The value at a dotted path of a record (None where a step is missing
+    or not an object), compiled once per path: a plain key is one dict.get."""
+    if "." not in path:
+        return operator.methodcaller("get", path)
+    keys = tuple(path.split("."))
+
+    def get(record: dict[str, Any]) -> Any:
+        value: Any = record
+        for key in keys:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
+
+    return get
 
 
 def normalize_batch(
@@ -80,17 +97,18 @@ def normalize_batch(
     record: (products, dead letters)."""
     now = utc_now()
     products, dead = [], []
-    category_path = fields.get("category")
+    get_id, get_price, get_title = (_getter(fields[k]) for k in ("id", "price", "title"))
+    get_category = _getter(fields["category"]) if "category" in fields else None
     for position, record in batch.records:
         try:
-            sid = source_id(_get(record, fields["id"]))
-            amount, found_currency = parse_price(_get(record, fields["price"]), cents=cents)
-            category = flatten_category(_get(record, category_path)) if category_path else "uncategorized"
+            sid = source_id(get_id(record))
+            amount, found_currency = parse_price(get_price(record), cents=cents)
+            category = flatten_category(get_category(record)) if get_category else "uncategorized"
             products.append(
                 Product(
                     id=f"{source}:{sid}",
                     source_id=sid,
-                    title=clean_title(_get(record, fields["title"])),
+                    title=clean_title(get_title(record)),
                     source=source,
                     price=amount,
                     currency=found_currency or currency,

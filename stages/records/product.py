@@ -12,6 +12,7 @@ thousands separators.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -116,10 +117,14 @@ def flatten_category(value: Any) -> str:
     return slugify(value)
 
 
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+@functools.lru_cache(maxsize=4096)  # a catalogue has few categories, each seen again and again
 def slugify(text: str) -> str:
     """'Home Decoration' -> 'home-decoration'; accents dropped."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-") or DEFAULT_CATEGORY
+    return _NOT_SLUG.sub("-", ascii_text.lower()).strip("-") or DEFAULT_CATEGORY
 
 
 def clean_title(value: Any) -> str:
