@@ -11,6 +11,7 @@ unlucky)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -50,9 +51,6 @@ async def mapped(
                 raise  # the engine records it and ends the branch
             await _failed_item(ctx, item, exc)
             return None
-        except BaseException:  # cancelled because its branch ended
-            abandon(item, "dropped: the stage did not finish it")
-            raise
         finally:
             if latency is not None:
                 latency.record(loop.time() - started)
@@ -61,13 +59,20 @@ async def mapped(
     # it has recorded as an error).
     if params.concurrency == 1:  # no tasks needed: await each in turn
         async for item in source:
-            result = await call(item)
+            try:
+                result = await call(item)
+            except BaseException:  # cancelled because its branch ended
+                abandon(item, "dropped: the stage did not finish it")
+                raise
             if result is not None:
                 yield result
         return
-    async for result in concurrently(source, call, params.concurrency, params.ordered):
-        if result is not None:
-            yield result
+    # Closed explicitly: closing this generator closes the calls at once, as
+    # the runtime's downstream-first close of a chain expects.
+    async with contextlib.aclosing(concurrently(source, call, params.concurrency, params.ordered)) as results:
+        async for result in results:
+            if result is not None:
+                yield result
 
 
 _END = object()
@@ -86,12 +91,14 @@ async def concurrently(
     input whenever a call slot is free, and at most 2 x `limit` items are
     held (running, or finished and waiting for the consumer), so memory stays
     bounded however slow the consumer. Closing the generator cancels the
-    feeder and every call; an item the feeder held but had not started is
-    abandoned (flow.items.abandon)."""
+    feeder and every call; every item taken from the input and not passed
+    on (not started, running, or finished and waiting) is abandoned
+    (flow.items.abandon), and every call's exception is retrieved."""
     loop = asyncio.get_running_loop()
     running, held = asyncio.Semaphore(limit), asyncio.Semaphore(2 * limit)
     out: asyncio.Queue[Any] = asyncio.Queue()  # calls in the order to pass them on, then _END
-    calls: set[asyncio.Task[Any]] = set()
+    pending: dict[asyncio.Task[Any], Any] = {}  # call -> its item, until passed on
+    calls: set[asyncio.Task[Any]] = set()  # running
     fed = False
 
     def finished(task: asyncio.Task[Any]) -> None:
@@ -113,6 +120,7 @@ async def concurrently(
                     abandon(item, "dropped: the stage did not start it")
                     raise
                 task = loop.create_task(call(item))
+                pending[task] = item
                 calls.add(task)
                 task.add_done_callback(finished)
                 if ordered:
@@ -126,13 +134,23 @@ async def concurrently(
     try:
         while (task := await out.get()) is not _END:
             held.release()
-            yield await task
+            item = pending.pop(task)
+            try:
+                result = await task
+            except Exception:
+                raise  # the call failed (MAX_FAILURES_IN_A_ROW) and abandoned its item itself
+            except BaseException:
+                pending[task] = item  # cancelled while waiting for it: abandoned below
+                raise
+            yield result
         await feeder  # the source's own error, if it ended on one
     finally:
         feeder.cancel()
-        for task in list(calls):
+        for task in pending:
             task.cancel()
-        await asyncio.gather(feeder, *calls, return_exceptions=True)
+        await asyncio.gather(feeder, *pending, return_exceptions=True)
+        for item in pending.values():
+            abandon(item, "dropped: the stage did not pass it on")
 
 
 async def _failed_item(ctx: Any, item: Any, exc: Exception) -> None:

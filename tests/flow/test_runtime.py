@@ -489,8 +489,15 @@ def test_closing_a_concurrent_stage_cancels_its_calls_and_abandons_what_it_held(
                 taken += 1
                 yield Item(i)
 
+        running = 0
+
         async def call(item: Item, params: Any, ctx: Any) -> int:
-            await asyncio.sleep(0.1 * (item.n % 4 + 1))
+            nonlocal running
+            running += 1
+            try:
+                await asyncio.sleep(0.1 * (item.n % 4 + 1))
+            finally:
+                running -= 1
             return item.n
 
         got = []
@@ -500,7 +507,55 @@ def test_closing_a_concurrent_stage_cancels_its_calls_and_abandons_what_it_held(
             if len(got) == 3:
                 break
         await results.aclose()  # type: ignore[attr-defined]
+        assert running == 0  # closed at once, not later by the loop's generator finalizer
         return got, taken
 
     got, taken = run_virtual(main())
     assert len(got) == 3 and sorted(abandoned + got) == list(range(taken))  # each item: passed on or abandoned
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_consumer_cancelled_mid_stream_loses_no_item_silently(ordered):
+    """Cancelled while calls run, finish, or wait to start: every item taken
+    from the input is passed on or abandoned, none both, none neither."""
+    from types import SimpleNamespace
+
+    from flow.mapping import mapped
+    from flow.testing import run_virtual
+
+    abandoned: list[int] = []
+
+    class Item:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def abandon(self, reason: str) -> None:
+            abandoned.append(self.n)
+
+    async def main() -> tuple[list[int], int]:
+        taken, got = 0, []
+
+        async def source() -> AsyncIterator[Item]:
+            nonlocal taken
+            for i in range(50):
+                taken += 1
+                yield Item(i)
+
+        async def call(item: Item, params: Any, ctx: Any) -> int:
+            await asyncio.sleep(0.1 * (item.n % 3 + 1))
+            return item.n
+
+        async def consume() -> None:
+            params = SimpleNamespace(concurrency=4, ordered=ordered)
+            async for n in mapped(source(), call, params, SimpleNamespace()):
+                got.append(n)
+                await asyncio.sleep(0.05)
+
+        consumer = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.31)
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+        return got, taken
+
+    got, taken = run_virtual(main())
+    assert sorted(abandoned + got) == list(range(taken)) and not set(abandoned) & set(got)
