@@ -193,12 +193,13 @@ def _closing(report: _Report, ctx: Any) -> dict[str, Any]:
 
 def _unseen(ledger: dict[str, Any]) -> int:
     """Records of a source lost without an error record that says how many:
-    pages not attempted (at the size its pages came in) and anything
-    unaccounted at this report."""
+    pages not attempted or abandoned (at the size its pages came in) and
+    anything unaccounted at this report."""
     pages, records = ledger["pages"], ledger["records"]
     per_page = records["received"] / pages["fetched"] if pages["fetched"] else 0
     unaccounted = records["unaccounted"] if isinstance(records["unaccounted"], int) else 0
-    return round((pages["not_attempted"] + max(0, pages["unaccounted"])) * per_page) + max(0, unaccounted)
+    unasked = pages["not_attempted"] + pages["abandoned"] + max(0, pages["unaccounted"])
+    return round(unasked * per_page) + max(0, unaccounted)
 
 
 def _summary(report: _Report, ctx: Any) -> dict[str, Any]:
