@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,10 @@ def write_json_atomically(path: Path, data: Any) -> None:
 
 
 async def _run(args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = False) -> Any:
-    from mocks import serve
+    if spec.mocks:
+        from mocks import serve  # the aiohttp server, only for a graph with mocks
+    else:
+        serve = _no_mocks
 
     from ..runtime import Runtime
 
@@ -109,6 +114,11 @@ async def _run(args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = 
     for leftover in pending:
         info(f"flow: warning: task still pending after the run: {leftover.get_name()}")
     return result, final_rows
+
+
+@contextlib.asynccontextmanager
+async def _no_mocks(specs: Any) -> AsyncIterator[dict[str, Any]]:
+    yield {}
 
 
 def _quiet_exporter_logs() -> None:
