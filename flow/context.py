@@ -36,6 +36,7 @@ from ._interpolate import scrub
 from .items import DeadLetter, ErrorRecord, utc_now
 
 T = TypeVar("T")
+DEAD_LETTER_SAMPLE = 1000  # dead letters run.json lists (memory stays flat however many there are)
 Emit = Callable[[str, str, Any], Awaitable[None]]
 
 
@@ -52,7 +53,10 @@ class RunState:
         self.started_at: float | None = None  # loop time the run started
         self.errors: list[dict[str, Any]] = []  # the run report's error records
         self.events: list[dict[str, Any]] = []  # breaker transitions and other notable moments
-        self.dead_letters: list[dict[str, Any]] = []  # the run report's dead letters (no raw records)
+        # The run report's dead letters (no raw records): the first
+        # DEAD_LETTER_SAMPLE, not every one (route NODE.dead_letters to a sink
+        # for all of them); the ledger counts them all.
+        self.dead_letters: list[dict[str, Any]] = []
         self.counters: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.gauges: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
         self.telemetry: Any = None  # flow.telemetry.Telemetry of the run
@@ -254,7 +258,8 @@ class StageContext:
             timestamp=utc_now(),
         )
         fields = {"endpoint": endpoint, "page": page, "position": position, "reason": reason, "id": id}
-        self.run.dead_letters.append({"node": self.node, "stage": self.stage, **fields})
+        if len(self.run.dead_letters) < DEAD_LETTER_SAMPLE:
+            self.run.dead_letters.append({"node": self.node, "stage": self.stage, **fields})
         self.count("dead_letters", on=endpoint)
         self.add_event("dead_letter", **fields)  # not the record: it is data
         await self.run.emit(self.node, "dead_letters", letter)

@@ -69,7 +69,7 @@ class RunResult:
             },
             "errors": self.errors,
             "events": self.events,
-            "dead_letters": self.dead_letters,
+            "dead_letters": self.dead_letters,  # the first 1,000; every one is counted in the ledger
         }
 
 

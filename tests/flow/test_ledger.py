@@ -177,3 +177,20 @@ def test_a_loss_only_the_ledger_sees_makes_the_summary_partial(tmp_path):
     assert result.exit_code() == 1 and "source 'shop': 5 records unaccounted for at sink 'report'" in result.lost
     assert (summary["summary"]["status"], summary["summary"]["success_rate"]) == ("partial", 0.5)
     assert summary["per_source"]["shop"]["ledger"]["records"]["unaccounted"] == 5
+
+
+def test_run_json_lists_a_bounded_sample_of_dead_letters_and_the_ledger_counts_all(tmp_path):
+    """1,500 malformed records: run.json lists the first 1,000 (memory stays
+    flat however many come), the ledger and the dead-letter sink have all."""
+    from flow.context import DEAD_LETTER_SAMPLE
+    from stages.records.items import Records
+
+    pages = [Records("shop", page, [(i, {"id": i}) for i in range(100)]) for page in range(15)]  # no title, no price
+    kinds = [typed_source("records_of", Records, pages)]
+    text = ("version: 1\nnodes:\n  shop: {pipe: [records_of, {normalize: {preset: dummyjson}}]}\n"
+            "  out: {from: shop, pipe: [collect]}\n"
+            "  rejects: {from: shop.dead_letters, pipe: [{collect: {path: dead.jsonl}}]}\n")  # fmt: skip
+    result = run_graph(text, kinds=kinds, out_dir=tmp_path)
+    assert len(result.dead_letters) == DEAD_LETTER_SAMPLE == 1000
+    assert records(result)["dead_letters"] == 1500 and records(result)["unaccounted"] == {"out": 0}
+    assert len((tmp_path / "dead.jsonl").read_text().splitlines()) == 1500
