@@ -36,60 +36,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import FLOW, Measured, run_measured, spread, start_mocks, stop  # the same process tools
+from throughput import FLOW, Measured, default_chain, run_measured, spread, start_mocks, stop  # shared tools
 
 RATIO_GOAL, MB_GOAL = 1.5, 200.0
 SHOPS = {"shop_a": "dummyjson", "shop_b": "platzi", "shop_c": "reqres"}
-
-GRAPH = """\
-version: 1
-run: {{deadline: 60m, grace: 5s, buffer: 8}}
-x-fetch: &fetch
-  fetch:
-    timeout: 3s
-    retry: {{retries: 3, backoff: 0.5s, max: 8s}}
-    breaker: {{failures: 5, cooldown: 10s}}
-nodes:
-  shop_a:
-    pipe:
-      - paginate: {{url: "{shop_a}/products", style: skip_limit, page_size: {page_size}}}
-      - *fetch
-      - parse: {{schema: dummyjson}}
-      - normalize: {{preset: dummyjson, workers: 2}}
-  shop_b:
-    pipe:
-      - paginate: {{url: "{shop_b}/api/v1/products", style: offset, page_size: {page_size}}}
-      - *fetch
-      - parse: {{schema: platzi}}
-      - normalize: {{preset: platzi, workers: 2}}
-  shop_c:
-    pipe:
-      - paginate:
-          url: "{shop_c}/api/products"
-          style: page
-          page_size: {page_size}
-          headers: {{x-api-key: reqres-free-v1}}
-      - *fetch
-      - parse: {{schema: reqres}}
-      - normalize: {{preset: reqres, workers: 2}}
-  products:
-    from: [shop_a, shop_b, shop_c]
-    pipe:
-      - merge
-      - redact
-      - quality
-      - dedupe: {{key: id, hold: 200}}
-      - window: {{every: 1s}}
-  report:
-    from: [products, products.windows, "*.errors", "*.dead_letters"]
-    pipe:
-      - summary_json: {{path: summary.json}}
-  rejects:
-    from: "*.dead_letters"
-    pipe:
-      - collect: {{path: dead_letters.jsonl}}
-"""
-
 
 def split(total: int) -> dict[str, int]:
     """The catalogue total over the three shops, as evenly as it goes."""
@@ -127,7 +77,8 @@ def one_run(size: int, args: argparse.Namespace, work: Path) -> tuple[Measured, 
     server, urls = start_mocks(["--config", str(work / "mocks.yaml")], count=len(SHOPS))
     try:
         graph = work / "graph.yaml"
-        graph.write_text(GRAPH.format(page_size=args.page_size, **urls))
+        shops = {name: (urls[name], style) for name, style in SHOPS.items()}
+        graph.write_text(default_chain(shops, args.page_size, rate=None, deadline="60m"))
         out = work / f"out-{size}"
         command = [*FLOW, "run", str(graph), "--out", str(out), "--no-progress", "-q"]
         measured = run_measured(command, timeout=args.timeout)

@@ -47,51 +47,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import FLOW, http_json, run_measured, spread, start_mocks, stop  # the same process tools
+from throughput import FLOW, default_chain, http_json, run_measured, spread, start_mocks, stop  # shared tools
 
 PRODUCTS, PAGE_SIZE, RATE, WINDOW = 300, 20, 5, 1.0
-SHOPS = {  # name -> (style, paginate style, path)
-    "shop_a": ("dummyjson", "skip_limit", "/products"),
-    "shop_b": ("reqres", "page", "/api/products"),
-    "shop_c": ("jsonserver", "link", "/products"),
-}
+SHOPS = {"shop_a": "dummyjson", "shop_b": "reqres", "shop_c": "jsonserver"}  # node -> API style
 SLACK, ALLOWANCE = 1.15, 0.3  # goal: wall <= SLACK x floor + ALLOWANCE
-
-NODE = """\
-  {name}:
-    pipe:
-      - paginate:
-          url: "{url}{path}"
-          style: {paging}
-          page_size: {page_size}
-          headers: {{x-api-key: reqres-free-v1}}
-      - rate_limit: {{rate: {rate}/s}}
-      - *fetch
-      - parse: {{schema: {style}}}
-      - normalize: {{preset: {style}, workers: 2}}
-"""
-GRAPH = """\
-version: 1
-run: {{deadline: 60s, grace: 5s, buffer: 8}}
-x-fetch: &fetch
-  fetch:
-    timeout: 3s
-    retry: {{retries: 3, backoff: 0.5s, max: 8s}}
-    breaker: {{failures: 5, cooldown: 10s}}
-nodes:
-{nodes}  products:
-    from: [{names}]
-    pipe:
-      - merge
-      - redact
-      - quality
-      - dedupe: {{key: id, hold: 200}}
-      - window: {{every: 1s}}
-  report:
-    from: [products, products.windows, "*.errors", "*.dead_letters"]
-    pipe:
-      - summary_json: {{path: summary.json}}
-"""
 
 BURNER = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 
@@ -158,25 +118,14 @@ def main() -> int:
         work = Path(tmp)
         mocks = "mocks:\n" + "".join(
             f"  {name}: {{style: {style}, products: {PRODUCTS}, rate_limit: {RATE}/s}}\n"
-            for name, (style, _, _) in SHOPS.items()
+            for name, style in SHOPS.items()
         )
         (work / "mocks.yaml").write_text(mocks)
         server, urls = start_mocks(["--config", str(work / "mocks.yaml")], count=len(SHOPS))
         try:
-            nodes = "".join(
-                NODE.format(
-                    name=name,
-                    url=urls[name],
-                    path=path,
-                    paging=paging,
-                    style=style,
-                    page_size=PAGE_SIZE,
-                    rate=RATE,
-                )
-                for name, (style, paging, path) in SHOPS.items()
-            )
+            shops = {name: (urls[name], style) for name, style in SHOPS.items()}
             graph = work / "graph.yaml"
-            graph.write_text(GRAPH.format(nodes=nodes, names=", ".join(SHOPS)))
+            graph.write_text(default_chain(shops, PAGE_SIZE, rate=f"{RATE}/s", deadline="60s"))
             if args.under_load:
                 seconds = args.repeats * (args.timeout + 2) + 10  # ends by itself even if not stopped
                 code = BURNER.format(seconds=seconds)

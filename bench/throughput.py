@@ -171,6 +171,43 @@ def spread(values: list[float], fmt: str = ",.0f") -> str:
 # --- the hand-written client -------------------------------------------------
 
 
+PAGING = {  # API style -> (paginate style, collection path)
+    "dummyjson": ("skip_limit", "/products"),
+    "platzi": ("offset", "/api/v1/products"),
+    "reqres": ("page", "/api/products"),
+    "jsonserver": ("link", "/products"),
+}
+
+
+def default_chain(
+    shops: dict[str, tuple[str, str]], page_size: int, *, rate: str | None, deadline: str
+) -> str:
+    """graph.yaml's own chain (its fetch settings, normalize as shipped, its
+    products, report and rejects nodes) over `shops`: node -> (base URL, API
+    style); `rate` None: no rate_limit stage (limits off). Read from the
+    shipped file, so the benchmarks measure the graph users run."""
+    import yaml
+
+    graph = yaml.safe_load((ROOT / "graph.yaml").read_text(encoding="utf-8"))
+    graph.pop("mocks", None)
+    graph["run"]["deadline"] = deadline
+    shop = graph["nodes"]["shop_a"]["pipe"]
+    fetch = next(stage for stage in shop if "fetch" in stage)
+    nodes: dict[str, Any] = {}
+    for name, (url, style) in shops.items():
+        paging, path = PAGING[style]
+        paginate = {"url": url + path, "style": paging, "page_size": page_size,
+                    "headers": {"x-api-key": "reqres-free-v1"}}  # fmt: skip
+        limit = [{"rate_limit": {"rate": rate}}] if rate else []
+        records = [{"parse": {"schema": style}}, {"normalize": {"preset": style}}]
+        pipe = [{"paginate": paginate}, *limit, fetch, *records]
+        nodes[name] = {"pipe": pipe}
+    rest = {name: node for name, node in graph["nodes"].items() if "from" in node}
+    rest["products"]["from"] = list(shops)
+    graph["nodes"] = {**nodes, **rest}
+    return str(yaml.safe_dump(graph, sort_keys=False))
+
+
 class Item(msgspec.Struct):
     """The fields of a dummyjson record the product needs; the rest is skipped."""
 

@@ -30,7 +30,7 @@ from ._yaml import Path
 from .items import PORTS
 from .registry import Kinds, kind_names
 from .spec import Node, Problem, Spec
-from .topology import topological
+from .topology import main_readers, topological
 
 WILDCARD = "*"
 
@@ -263,11 +263,7 @@ def _kinds(spec: Spec, wiring: dict[str, list[Edge]]) -> list[Problem]:
     subclass; requests that await an answer never end in a generic sink."""
     nodes, problems = spec.nodes, []
     out: dict[str, Kinds | None] = {}
-    readers: dict[str, list[str]] = {name: [] for name in nodes}
-    for name, found in wiring.items():
-        for edge in found:
-            if edge.port is None:
-                readers[edge.source].append(name)
+    readers = main_readers(nodes, wiring)
     for name, given in stage_inputs(spec, wiring).items():
         node = nodes[name]
         previous = f"'{wiring[name][0]}'" if len(wiring[name]) == 1 else "its inputs"

@@ -40,7 +40,7 @@ from typing import Any
 
 from .graph import Edge, stage_inputs
 from .spec import Spec
-from .topology import topological
+from .topology import main_readers, topological
 
 PLANNED = "pages_planned"
 FETCHED = "pages"
@@ -140,12 +140,7 @@ def losses(ledger: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def paths(spec: Spec, wiring: dict[str, list[Edge]]) -> dict[str, dict[str, int]]:
     """node -> record sink -> the number of paths (main edges) from the node
     to that sink, for every node that reaches one (a sink reaches itself)."""
-    inputs = stage_inputs(spec, wiring)
-    readers: dict[str, list[str]] = {name: [] for name in spec.nodes}
-    for name, edges in wiring.items():
-        for edge in edges:
-            if edge.port is None:
-                readers[edge.source].append(name)
+    inputs, readers = stage_inputs(spec, wiring), main_readers(spec.nodes, wiring)
     found: dict[str, dict[str, int]] = {}
     for name in reversed(topological({n: [e.source for e in edges] for n, edges in wiring.items()})):
         counts: dict[str, int] = {}

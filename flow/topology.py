@@ -7,7 +7,17 @@ from typing import Any
 
 from .spec import Node
 
-__all__ = ["depths", "sources_upstream", "topological"]
+__all__ = ["depths", "main_readers", "sources_upstream", "topological"]
+
+
+def main_readers(nodes: dict[str, Any], wiring: dict[str, list[Any]]) -> dict[str, list[str]]:
+    """For every node, the nodes that read its output (main edges, not ports)."""
+    readers: dict[str, list[str]] = {name: [] for name in nodes}
+    for name, edges in wiring.items():
+        for edge in edges:
+            if edge.port is None:
+                readers[edge.source].append(name)
+    return readers
 
 
 def topological(inputs: dict[str, list[str]]) -> list[str]:

@@ -462,6 +462,28 @@ def test_a_per_item_stage_keeps_its_concurrency_busy_while_its_consumer_works(or
     assert average >= 7.9 and elapsed <= 5.1
 
 
+class _Item:
+    """An item that notes when the engine abandons it."""
+
+    def __init__(self, n: int, abandoned: list[int]) -> None:
+        self.n, self._abandoned = n, abandoned
+
+    def abandon(self, reason: str) -> None:
+        self._abandoned.append(self.n)
+
+
+class _Taken:
+    """A source of `count` items that counts what was taken and abandoned."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.taken, self.abandoned = count, 0, list[int]()
+
+    async def source(self) -> AsyncIterator[_Item]:
+        for i in range(self.count):
+            self.taken += 1
+            yield _Item(i, self.abandoned)
+
+
 def test_closing_a_concurrent_stage_cancels_its_calls_and_abandons_what_it_held():
     """The consumer stops after 3 results: every call still running is
     cancelled, and every item taken from the input but not passed on is
@@ -471,27 +493,12 @@ def test_closing_a_concurrent_stage_cancels_its_calls_and_abandons_what_it_held(
     from flow.mapping import mapped
     from flow.testing import run_virtual
 
-    abandoned: list[int] = []
+    items = _Taken(100)
 
-    class Item:
-        def __init__(self, n: int) -> None:
-            self.n = n
-
-        def abandon(self, reason: str) -> None:
-            abandoned.append(self.n)
-
-    async def main() -> tuple[list[int], int]:
-        taken = 0
-
-        async def source() -> AsyncIterator[Item]:
-            nonlocal taken
-            for i in range(100):
-                taken += 1
-                yield Item(i)
-
+    async def main() -> list[int]:
         running = 0
 
-        async def call(item: Item, params: Any, ctx: Any) -> int:
+        async def call(item: _Item, params: Any, ctx: Any) -> int:
             nonlocal running
             running += 1
             try:
@@ -501,17 +508,17 @@ def test_closing_a_concurrent_stage_cancels_its_calls_and_abandons_what_it_held(
             return item.n
 
         got = []
-        results = mapped(source(), call, SimpleNamespace(concurrency=4, ordered=False), SimpleNamespace())
+        results = mapped(items.source(), call, SimpleNamespace(concurrency=4, ordered=False), SimpleNamespace())
         async for n in results:
             got.append(n)
             if len(got) == 3:
                 break
         await results.aclose()  # type: ignore[attr-defined]
         assert running == 0  # closed at once, not later by the loop's generator finalizer
-        return got, taken
+        return got
 
-    got, taken = run_virtual(main())
-    assert len(got) == 3 and sorted(abandoned + got) == list(range(taken))  # each item: passed on or abandoned
+    got = run_virtual(main())
+    assert len(got) == 3 and sorted(items.abandoned + got) == list(range(items.taken))  # passed on or abandoned
 
 
 @pytest.mark.parametrize("ordered", [False, True])
@@ -523,31 +530,18 @@ def test_a_consumer_cancelled_mid_stream_loses_no_item_silently(ordered):
     from flow.mapping import mapped
     from flow.testing import run_virtual
 
-    abandoned: list[int] = []
+    items = _Taken(50)
 
-    class Item:
-        def __init__(self, n: int) -> None:
-            self.n = n
+    async def main() -> list[int]:
+        got: list[int] = []
 
-        def abandon(self, reason: str) -> None:
-            abandoned.append(self.n)
-
-    async def main() -> tuple[list[int], int]:
-        taken, got = 0, []
-
-        async def source() -> AsyncIterator[Item]:
-            nonlocal taken
-            for i in range(50):
-                taken += 1
-                yield Item(i)
-
-        async def call(item: Item, params: Any, ctx: Any) -> int:
+        async def call(item: _Item, params: Any, ctx: Any) -> int:
             await asyncio.sleep(0.1 * (item.n % 3 + 1))
             return item.n
 
         async def consume() -> None:
             params = SimpleNamespace(concurrency=4, ordered=ordered)
-            async for n in mapped(source(), call, params, SimpleNamespace()):
+            async for n in mapped(items.source(), call, params, SimpleNamespace()):
                 got.append(n)
                 await asyncio.sleep(0.05)
 
@@ -555,7 +549,8 @@ def test_a_consumer_cancelled_mid_stream_loses_no_item_silently(ordered):
         await asyncio.sleep(0.31)
         consumer.cancel()
         await asyncio.gather(consumer, return_exceptions=True)
-        return got, taken
+        return got
 
-    got, taken = run_virtual(main())
+    got = run_virtual(main())
+    abandoned, taken = items.abandoned, items.taken
     assert sorted(abandoned + got) == list(range(taken)) and not set(abandoned) & set(got)
