@@ -51,7 +51,7 @@ import aiohttp
 import msgspec
 
 from .breaker import CircuitBreaker, Permit
-from .limiter import SlidingWindowLimiter, Stopped
+from .limiter import SlidingWindowLimiter, Stopped, pause
 from .retry import RetryPolicy, parse_retry_after, retryable_status
 from .session import UNLIMITED, Sending, Unlimited
 from .urls import http_attributes, redirect_target, safe_url
@@ -187,7 +187,7 @@ class Fetcher:
             if attempt < self.policy.attempts:
                 wait = self.policy.wait(attempt, self.rng, last.retry_after)
                 self._event("retry", attempt=attempt + 1, error=last.error, wait=wait)
-                await self._pause(wait)
+                await pause(wait, self.stop)
         attempts = self.policy.attempts
         why = f"{attempts} attempts, the last: {last.detail}"
         return FetchFailed(url, f"{last.error}_after_retries", attempts, last.status, why)
@@ -248,21 +248,13 @@ class Fetcher:
             if self.deadline is not None and wake > self.deadline:
                 return "breaker open at deadline"
             self._event("breaker_wait", until=wake)
-            await self._pause(max(0.001, wake - loop.time()))
+            await pause(max(0.001, wake - loop.time()), self.stop)
 
     def _ended(self, now: float) -> str | None:
         """Why no new attempt may start: the run was stopped, or its deadline passed."""
         if self.stop is not None and self.stop.is_set():
             return "stopped"
         return "deadline" if self.deadline is not None and now >= self.deadline else None
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, cut short when the run stops."""
-        if self.stop is None:
-            await asyncio.sleep(seconds)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), seconds)
 
     async def _slot(self, limiter: Any, permit: Any) -> float | None:
         """Take a send slot; None when the breaker opened meanwhile (the

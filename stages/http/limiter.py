@@ -67,6 +67,18 @@ from bisect import bisect_left, bisect_right, insort
 SLACK = 1e-6  # seconds; see the module docstring
 
 
+async def pause(seconds: float, stop: asyncio.Event | None) -> bool:
+    """Sleep `seconds`, cut short when `stop` is set: True if it was."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return False
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 class Stopped(Exception):
     """The run stopped while a request waited for its send slot (the slot is
     given back; nothing was sent)."""
@@ -169,17 +181,13 @@ class SlidingWindowLimiter:
         """Sleep until the plan `slot` is due; give it back if cancelled or
         stopped meanwhile."""
         try:
-            if stop is None:
-                await asyncio.sleep(seconds)
-                return
-            await asyncio.wait_for(stop.wait(), seconds)
-        except TimeoutError:
-            return  # the slot came first
+            stopped = await pause(seconds, stop)
         except BaseException:
             self.release(slot)
             raise
-        self.release(slot)
-        raise Stopped
+        if stopped:
+            self.release(slot)
+            raise Stopped
 
 
 class Limiters:
