@@ -48,9 +48,9 @@ def _elements(item: Any) -> list[Any]:
     products = getattr(item, "products", None)
     if products is not None:
         return products
-    records = getattr(item, "records", None)
-    if records is not None:
-        return [record for _, record in records]
+    raws = getattr(item, "raws", None)  # records as served: written as their JSON text
+    if raws is not None:
+        return [raw for _, raw in raws]
     return [item]
 
 

@@ -8,17 +8,32 @@ import msgspec
 
 from .product import Product
 
+_decode_any = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
 
 class Records(msgspec.Struct, frozen=True):
-    """A page's worth of decoded records, with where they came from."""
+    """A page's worth of records, with where they came from. Each record is
+    kept as the JSON text of an object, as served (msgspec.Raw, a view of the
+    page body): the stage that reads them decodes only what it needs, and a
+    dead letter can carry the record as it came."""
 
     endpoint: str
     page: int
-    records: list[tuple[int, dict[str, Any]]]  # (position on the page, record)
+    raws: list[tuple[int, msgspec.Raw]]  # (position on the page, the record's JSON text)
+
+    @classmethod
+    def of(cls, endpoint: str, page: int, records: list[tuple[int, dict[str, Any]]]) -> Records:
+        """Records from decoded ones (tests, stages that make records)."""
+        return cls(endpoint, page, [(position, msgspec.Raw(_encode(r))) for position, r in records])
+
+    def decoded(self) -> list[tuple[int, dict[str, Any]]]:
+        """Every record decoded whole into a dict, on each call."""
+        return [(position, _decode_any(raw)) for position, raw in self.raws]
 
     def records_by_source(self) -> dict[str, int]:
         """What a sink taking this writes, for the ledger (flow.ledger)."""
-        return {self.endpoint: len(self.records)}
+        return {self.endpoint: len(self.raws)}
 
 
 class ProductBatch(msgspec.Struct, frozen=True):

@@ -23,7 +23,7 @@ import functools
 import operator
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -34,6 +34,7 @@ from .items import ProductBatch, Records
 from .presets import PRESETS, Style
 from .product import Invalid, Product, clean_title, flatten_category, parse_price, source_id
 
+_decode_any = msgspec.json.Decoder().decode
 MAPPED = ("id", "title", "price", "category")  # the Product fields taken from a record by path
 
 
@@ -62,20 +63,35 @@ class NormalizeParams(ConcurrentParams):
         return PRESETS[self.preset].fields if self.preset is not None else {}
 
 
-def _get(record: dict[str, Any], path: str) -> Any:
-    return _getter(path)(record)
+class _Mapping(NamedTuple):
+    """A mapping compiled once: a decoder of just the record keys its paths
+    start with (a msgspec Struct; the other keys are skipped, not built) and
+    a getter per field on the decoded struct."""
+
+    decode: Callable[[msgspec.Raw], Any]
+    get: dict[str, Callable[[Any], Any]]  # Product field or extra field -> getter
 
 
-@functools.lru_cache(maxsize=1024)
-def _getter(path: str) -> Callable[[dict[str, Any]], Any]:
-    """The value at a dotted path of a record (None where a step is missing
-    or not an object), compiled once per path: a plain key is one dict.get."""
-    if "." not in path:
-        return operator.methodcaller("get", path)
-    keys = tuple(path.split("."))
+@functools.lru_cache(maxsize=256)
+def _compile(paths: tuple[tuple[str, str], ...]) -> _Mapping:
+    """`paths`: (field, dotted path) pairs. A missing key or a JSON null is
+    None; a nested step that is missing or not an object is None."""
+    tops = list(dict.fromkeys(path.split(".", 1)[0] for _, path in paths))
+    attrs = {top: f"k{i}" for i, top in enumerate(tops)}
+    struct = msgspec.defstruct(
+        "Mapped", [(attrs[top], Any, msgspec.field(default=None, name=top)) for top in tops]
+    )
+    get = {}
+    for field, path in paths:
+        top, _, rest = path.partition(".")
+        attr = operator.attrgetter(attrs[top])
+        get[field] = attr if not rest else _walk(attr, tuple(rest.split(".")))
+    return _Mapping(msgspec.json.Decoder(struct).decode, get)
 
-    def get(record: dict[str, Any]) -> Any:
-        value: Any = record
+
+def _walk(top: Callable[[Any], Any], keys: tuple[str, ...]) -> Callable[[Any], Any]:
+    def get(record: Any) -> Any:
+        value = top(record)
         for key in keys:
             if not isinstance(value, dict):
                 return None
@@ -97,10 +113,15 @@ def normalize_batch(
     record: (products, dead letters)."""
     now = utc_now()
     products, dead = [], []
-    get_id, get_price, get_title = (_getter(fields[k]) for k in ("id", "price", "title"))
-    get_category = _getter(fields["category"]) if "category" in fields else None
-    for position, record in batch.records:
+    extra = extra or {}
+    mapping = _compile((*fields.items(), *((f"extra.{k}", path) for k, path in extra.items())))
+    decode, get = mapping.decode, mapping.get
+    get_id, get_price, get_title = get["id"], get["price"], get["title"]
+    get_category = get.get("category")
+    get_extra = [(k, get[f"extra.{k}"]) for k in extra]
+    for position, raw in batch.raws:
         try:
+            record = decode(raw)
             sid = source_id(get_id(record))
             amount, found_currency = parse_price(get_price(record), cents=cents)
             category = flatten_category(get_category(record)) if get_category else "uncategorized"
@@ -114,33 +135,37 @@ def normalize_batch(
                     currency=found_currency or currency,
                     category=category,
                     processed_at=now,
-                    extra={
-                        k: v for k, path in (extra or {}).items() if (v := _get(record, path)) is not None
-                    },
+                    extra={k: v for k, getter in get_extra if (v := getter(record)) is not None},
                 )
             )
-        except Invalid as why:
-            dead.append(
-                {
-                    "endpoint": batch.endpoint,
-                    "page": batch.page,
-                    "position": position,
-                    "id": record.get("id") if isinstance(record.get("id"), int | str) else None,
-                    "reason": str(why),
-                    "raw": record,
-                }
-            )
-        except Exception as exc:  # a converter bug must not lose the record silently either
-            dead.append(
-                {
-                    "endpoint": batch.endpoint,
-                    "page": batch.page,
-                    "position": position,
-                    "reason": f"internal: {type(exc).__name__}: {exc}",
-                    "raw": record,
-                }
-            )
+        except Exception as exc:  # a bad record, or a converter bug: a dead letter, never lost
+            dead.append(_dead_letter(batch, position, raw, exc))
     return products, dead
+
+
+def _dead_letter(batch: Records, position: int, raw: msgspec.Raw, exc: Exception) -> dict[str, Any]:
+    """The record whole, as served, with why it was not normalised: Invalid
+    says what is wrong with it; anything else is named as a converter bug
+    (still a dead letter, not a loss)."""
+    try:
+        record = _decode_any(raw)
+    except (msgspec.DecodeError, RecursionError):
+        record = bytes(raw).decode("utf-8", "replace")
+    if isinstance(exc, Invalid):
+        reason = str(exc)
+    elif isinstance(exc, msgspec.ValidationError):  # not a JSON object (Records made by another stage)
+        reason = f"a record is not a JSON object: {exc}"
+    else:
+        reason = f"internal: {type(exc).__name__}: {exc}"
+    rid = record.get("id") if isinstance(record, dict) else None
+    return {
+        "endpoint": batch.endpoint,
+        "page": batch.page,
+        "position": position,
+        "id": rid if isinstance(rid, int | str) else None,
+        "reason": reason,
+        "raw": record,
+    }
 
 
 def _shutdown(pool: ThreadPoolExecutor) -> None:

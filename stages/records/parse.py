@@ -1,8 +1,9 @@
 """`parse`: page bodies -> batches of raw records; bad records become dead letters.
 
-A page decodes once with msgspec into an envelope whose records stay raw, so
-one malformed record cannot sink its page: each record then decodes on its
-own. A page that does not decode at all (truncated JSON, an HTML error page
+A page decodes once with msgspec into an envelope whose records stay raw
+(the JSON text of each, msgspec.Raw): the stage that reads them (normalize)
+decodes only the fields it maps, and one malformed record cannot sink its
+page. A page that does not decode at all (truncated JSON, an HTML error page
 with status 200) is a page error; a record that is not a JSON object is a
 dead letter with its source, page, position and the value as served.
 """
@@ -21,6 +22,9 @@ from stages.http.urls import safe_url
 
 from .items import Records
 from .presets import PRESETS, Style
+
+_OBJECT = ord("{")
+_decode_any = msgspec.json.Decoder().decode
 
 
 class ParseParams(Params):
@@ -47,7 +51,6 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
     preset = PRESETS.get(params.schema or "")
     items_key = params.items if params.items is not None else preset.items if preset else None
     decode_page = _decoder(items_key)
-    decode_record = msgspec.json.Decoder().decode
     async for page in source:
         request = page.request
         try:
@@ -67,18 +70,17 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
             continue
         records = []
         for position, raw in enumerate(raws):
-            try:
-                record = decode_record(raw)
-            except msgspec.DecodeError as err:  # pragma: no cover - raw came from valid JSON
-                record, reason = bytes(raw).decode("utf-8", "replace"), str(err)
-            else:
-                reason = "" if isinstance(record, dict) else f"a record is a JSON {_json_type(record)}"
-            if reason:
-                await ctx.dead_letter(
-                    endpoint=request.endpoint, page=request.page, position=position, reason=reason, raw=record
-                )
+            if memoryview(raw)[0] == _OBJECT:  # msgspec validated the JSON: `{` opens an object
+                records.append((position, raw))
                 continue
-            records.append((position, record))
+            value = _decode_any(raw)
+            await ctx.dead_letter(
+                endpoint=request.endpoint,
+                page=request.page,
+                position=position,
+                reason=f"a record is a JSON {_json_type(value)}",
+                raw=value,
+            )
         ctx.count(ledger.RECEIVED, len(raws), on=request.endpoint)
         yield Records(request.endpoint, request.page, records)
 

@@ -185,7 +185,7 @@ def test_run_json_lists_a_bounded_sample_of_dead_letters_and_the_ledger_counts_a
     from flow.context import DEAD_LETTER_SAMPLE
     from stages.records.items import Records
 
-    pages = [Records("shop", page, [(i, {"id": i}) for i in range(100)]) for page in range(15)]  # no title, no price
+    pages = [Records.of("shop", page, [(i, {"id": i}) for i in range(100)]) for page in range(15)]  # no title, no price
     kinds = [typed_source("records_of", Records, pages)]
     text = ("version: 1\nnodes:\n  shop: {pipe: [records_of, {normalize: {preset: dummyjson}}]}\n"
             "  out: {from: shop, pipe: [collect]}\n"

@@ -40,7 +40,7 @@ def test_one_line_per_record_of_a_batch_and_per_side_item(tmp_path):
         [{"n": 1}, {"n": 2}],
         {"n": 3},
         ProductBatch("s", 0, [PRODUCT, PRODUCT]),
-        Records("s", 0, [(0, {"id": 7}), (4, {"id": 8})]),
+        Records.of("s", 0, [(0, {"id": 7}), (4, {"id": 8})]),
         ERROR,
         LETTER,
         {"every": Duration(0.25), "limiter": SlidingWindowLimiter(5)},

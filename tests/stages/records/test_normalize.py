@@ -38,7 +38,7 @@ def test_a_good_and_a_bad_record(tmp_path):
     good = {"id": 1, "title": "  Oak   Table ", "price": "19.90", "category": "Home Decoration"}
     bad = {"id": 2, "title": "Chair", "price": -5, "category": "furniture"}
     sinks = normalize(
-        [Records("shop", 3, [(0, good), (1, bad)])], tmp_path, "{normalize: {preset: dummyjson}}"
+        [Records.of("shop", 3, [(0, good), (1, bad)])], tmp_path, "{normalize: {preset: dummyjson}}"
     )
     [batch] = sinks["out"]
     assert (batch.endpoint, batch.page) == ("shop", 3)
@@ -52,10 +52,10 @@ def test_a_good_and_a_bad_record(tmp_path):
 
 def test_the_cursor_preset_reads_nested_paths_and_cents(tmp_path):
     record = {"id": "it_7", "name": "Lamp", "unit_amount": 1999, "metadata": {"category": "Lighting"}}
-    sinks = normalize([Records("shop", 0, [(0, record)])], tmp_path, "{normalize: {preset: cursor}}")
+    sinks = normalize([Records.of("shop", 0, [(0, record)])], tmp_path, "{normalize: {preset: cursor}}")
     assert summary(sinks["out"][0]) == [("shop:it_7", "it_7", "Lamp", "shop", 19.99, "USD", "lighting")]
     whole = normalize(
-        [Records("shop", 0, [(0, record)])], tmp_path, "{normalize: {preset: cursor, price_in_cents: false}}"
+        [Records.of("shop", 0, [(0, record)])], tmp_path, "{normalize: {preset: cursor, price_in_cents: false}}"
     )
     assert [p.price for p in whole["out"][0].products] == [1999.0]
 
@@ -63,7 +63,7 @@ def test_the_cursor_preset_reads_nested_paths_and_cents(tmp_path):
 def test_map_overrides_the_preset_and_the_currency_applies(tmp_path):
     record = {"id": 4, "name": "Desk", "title": "ignored", "cost": {"amount": "7,50"}, "price": 1}
     stage = "{normalize: {preset: dummyjson, map: {title: name, price: cost}, currency: EUR}}"
-    sinks = normalize([Records("shop", 0, [(0, record)])], tmp_path, stage)
+    sinks = normalize([Records.of("shop", 0, [(0, record)])], tmp_path, stage)
     assert summary(sinks["out"][0]) == [("shop:4", "4", "Desk", "shop", 7.5, "EUR", "uncategorized")]
     assert sinks["dead"] == []
 

@@ -58,7 +58,7 @@ def test_normalize_keeps_declared_extra_fields():
     from stages.records.parse import Records
     from stages.records.presets import PRESETS
 
-    batch = Records(
+    batch = Records.of(
         "shop",
         0,
         [
