@@ -6,11 +6,14 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flow.items import DeadLetter
 from flow.problems import SpecError
 from flow.testing import run_graph
 from stages.records.items import ProductBatch, Records
+from stages.records.normalize import _compile
 from tests.stages.typed import typed_source
 
 GRAPH = """\
@@ -74,3 +77,40 @@ def test_records_without_id_title_or_price_path_are_rejected_up_front():
             GRAPH.replace("NORMALIZE", "{normalize: {map: {category: c}}}"),
             kinds=[typed_source("batches", Records, [])],
         )
+
+
+KEYS = ["id", "a", "b", "unit-amount", "k0", "é"]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
+    max_leaves=12,
+)
+PATHS = st.lists(st.sampled_from(KEYS), min_size=1, max_size=3).map(".".join)
+
+
+def walk(record: Any, path: str) -> Any:
+    """The documented meaning of a dotted path, on the record decoded whole."""
+    value = record
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+@given(st.dictionaries(st.sampled_from(KEYS), JSON, max_size=6), st.lists(PATHS, min_size=1, max_size=5))
+def test_the_compiled_mapping_reads_what_the_path_names(record, paths):
+    # The typed decode (only the keys the paths start with) must read the same
+    # value as walking the whole record: missing keys, nulls, non-object steps,
+    # keys that are no Python identifiers, paths sharing their first key.
+    mapping = _compile(tuple((f"f{i}", path) for i, path in enumerate(paths)))
+    decoded = mapping.decode(msgspec.json.encode(record))
+    assert [mapping.get[f"f{i}"](decoded) for i in range(len(paths))] == [walk(record, p) for p in paths]
+
+
+def test_a_record_that_is_not_an_object_is_a_dead_letter_not_an_error(tmp_path):
+    batch = Records("shop", 0, [(0, msgspec.Raw(b"[1, 2]")), (1, msgspec.Raw(b'{"id": 1, "title": "T", "price": 2}'))])
+    sinks = normalize([batch], tmp_path, "{normalize: {preset: dummyjson}}")
+    assert [p.id for p in sinks["out"][0].products] == ["shop:1"]
+    [letter] = sinks["dead"]
+    assert (letter.position, letter.raw, letter.reason.split(":")[0]) == (0, [1, 2], "a record is not a JSON object")
