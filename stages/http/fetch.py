@@ -118,16 +118,20 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
     fetcher = fetchers.get(request.endpoint)
     if fetcher is None:
         fetcher = fetchers[request.endpoint] = _fetcher(request.endpoint, params, ctx)
-    result = await fetcher.fetch(
-        request.url, params=request.params, headers=request.headers, limiter=request.limiter
-    )
     pager = request.pager
+    result = await fetcher.fetch(
+        request.url,
+        params=request.params,
+        headers=request.headers,
+        limiter=request.limiter,
+        decode=pager.decode if pager is not None else None,  # the page is decoded once, here
+    )
     if isinstance(result, Fetched):
         headers = dict(result.headers)
         if pager is not None:
-            pager.observe(request, result.body, headers)
+            pager.observe(request, result.body, headers, result.decoded)
         ctx.count(ledger.FETCHED, on=request.endpoint)
-        return PageResponse(request, result.status, result.body, headers, result.attempts)
+        return PageResponse(request, result.status, result.body, headers, result.attempts, result.decoded)
     if pager is not None:
         pager.observe(request, None, None)
     ctx.count(ledger.FAILED, on=request.endpoint)

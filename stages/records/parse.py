@@ -54,7 +54,9 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
     async for page in source:
         request = page.request
         try:
-            raws = decode_page(page.body)
+            raws = _records(page.decoded, items_key)
+            if raws is None:
+                raws = decode_page(page.body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
             kind = "html_instead_of_json" if page.body.lstrip()[:1] == b"<" else "invalid_json"
             if isinstance(err, RecursionError):
@@ -83,6 +85,18 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
             )
         ctx.count(ledger.RECEIVED, len(raws), on=request.endpoint)
         yield Records(request.endpoint, request.page, records)
+
+
+def _records(decoded: Any, items: str | None) -> list[msgspec.Raw] | None:
+    """The records of a page its pager already decoded (fetch): a bare list
+    is records whatever the key; an envelope, if the pager read the same key
+    as raw records. None: the page must be decoded here."""
+    if isinstance(decoded, list):
+        return decoded
+    if decoded is None or items is None:
+        return None
+    records = getattr(decoded, items, None)
+    return records if isinstance(records, list) else None
 
 
 def _json_type(value: Any) -> str:
