@@ -1,5 +1,6 @@
-"""The `flow` command: one module per subcommand, imported only when used, so
-that `flow --help` stays fast (no aiohttp, msgspec or OpenTelemetry import)."""
+"""The `flow` command: one module per subcommand, imported only when that
+command runs or shows its help, so that `flow --help` imports none of them
+(nor asyncio, aiohttp, msgspec, YAML or OpenTelemetry)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import NoReturn
 
 from ._output import Abort, error
@@ -35,7 +36,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(arguments_of: Collection[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
+    """The parser of every command; only those in `arguments_of` get their
+    arguments (which imports their modules). `main` passes the one command
+    on its command line, so `flow --help` lists the commands and imports none."""
     from flow import __version__
 
     parser = _Parser(
@@ -50,9 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=summary, description=summary)
         if name == "mocks":
             sub.add_argument("args", nargs=argparse.REMAINDER, help="see flow mocks --help")
-            continue
-        importlib.import_module(f"flow.cli.{module}").add_arguments(sub)
+        elif name in arguments_of:
+            importlib.import_module(f"flow.cli.{module}").add_arguments(sub)
     return parser
+
+
+def _command_named(args_list: list[str]) -> list[str]:
+    """The command on a command line: its first word that is not an option
+    (flow's own options, --help and --version, take no value)."""
+    return [arg for arg in args_list if not arg.startswith("-")][:1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(args_list: list[str]) -> int:
-    parser = build_parser()
+    parser = build_parser(_command_named(args_list))
     args = parser.parse_args(args_list)
     if args.command is None:
         parser.print_help(sys.stderr)
