@@ -8,7 +8,7 @@ import msgspec
 
 from flow.items import DeadLetter, ErrorRecord
 from flow.testing import run_graph
-from stages.http.paging import PageRequest, PageResponse
+from stages.http.paging import Pager, PageRequest, PageResponse
 from stages.records.items import Records
 from tests.stages.typed import typed_source
 
@@ -75,3 +75,19 @@ def test_an_html_page_is_an_error_and_the_next_page_still_parses(tmp_path):
         ("invalid_json", "shop", "shop", 1),
     ]
     assert sinks["dead"] == []
+
+
+def test_the_records_its_pager_decoded_are_reused_else_the_page_is_decoded_here(tmp_path):
+    body = b'{"products": [{"id": 1}, 2], "data": [{"id": 9}], "total": 2}'
+    pager = Pager(
+        "shop", "http://127.0.0.1/p", "skip_limit", 10,
+        params={}, headers={}, items_path="products", total_path="total", cursor_path=None,
+    )  # fmt: skip
+    envelope = pager.decode(body)
+    response = PageResponse(PageRequest("shop", "http://127.0.0.1/p", {}, {}, 0), 200, body, {}, 1, envelope)
+    same_key = parse([response], tmp_path, "{parse: {schema: dummyjson}}")
+    assert decoded(same_key["out"]) == [("shop", 0, [(0, {"id": 1})])]
+    assert same_key["out"][0].raws[0][1] is envelope.products[0]  # not decoded a second time
+    assert [d.reason for d in same_key["dead"]] == ["a record is a JSON number"]
+    other_key = parse([response], tmp_path, "{parse: {items: data}}")
+    assert decoded(other_key["out"]) == [("shop", 0, [(0, {"id": 9})])]
