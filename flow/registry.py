@@ -22,7 +22,8 @@ built-in `errors` and `dead_letters` (flow.items), readable as `NODE.windows`.
 
 Every kind, built-in or not, registers through the entry-point group
 `flow.stages` (each entry point names a StageKind); the engine holds no list
-of its own.
+of its own. A kind's module is imported when the kind is first looked up,
+so a command loads only the stage kinds its graph uses.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ import inspect
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Annotated, Any
 
 import msgspec
+
+from ._entry_points import EntryPoint, entry_points
 
 ANY: type = object
 ENTRY_POINT_GROUP = "flow.stages"
@@ -182,52 +184,68 @@ def stage(
 
 
 class Registry:
-    """Stage kinds by name."""
+    """Stage kinds by name. A kind added by `add_lazy` is a function that
+    loads it; it is called once, on the kind's first lookup, and the kind
+    takes its place in `_kinds` (the two dicts never share a name)."""
 
     def __init__(self, kinds: list[StageKind] | None = None) -> None:
         self._kinds: dict[str, StageKind] = {}
+        self._loaders: dict[str, Callable[[], StageKind]] = {}
         for kind in kinds or []:
             self.add(kind)
 
     def add(self, kind: StageKind) -> None:
-        if kind.name in self._kinds:
-            raise ValueError(f"stage kind '{kind.name}' is registered twice")
+        self._claim(kind.name)
         self._kinds[kind.name] = kind
 
+    def add_lazy(self, name: str, load: Callable[[], StageKind]) -> None:
+        """Register the kind `name` that `load()` returns when first looked up."""
+        self._claim(name)
+        self._loaders[name] = load
+
+    def _claim(self, name: str) -> None:
+        if name in self:
+            raise ValueError(f"stage kind '{name}' is registered twice")
+
     def __contains__(self, name: object) -> bool:
-        return name in self._kinds
+        return name in self._kinds or name in self._loaders
 
     def __getitem__(self, name: str) -> StageKind:
-        return self._kinds[name]
+        kind = self._kinds.get(name)
+        if kind is None:
+            kind = self._loaders[name]()
+            del self._loaders[name]
+            self._kinds[name] = kind
+        return kind
 
     def names(self) -> list[str]:
-        return sorted(self._kinds)
+        return sorted([*self._kinds, *self._loaders])
 
     def suggest(self, name: str) -> str | None:
-        close = difflib.get_close_matches(name, self._kinds, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.6)
         return close[0] if close else None
 
 
 def default_registry(*, plugins: bool = True) -> Registry:
     """The stage kinds of the `flow.stages` entry points: flow's own, plus,
-    unless `plugins` is off, those of other installed distributions."""
+    unless `plugins` is off, those of other installed distributions. Each
+    is loaded (its module imported) when first looked up."""
     registry = Registry()
-    points = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name)
-    for point in points:
-        origin = point.dist.name if point.dist is not None else ""
-        if not plugins and origin != BUILTIN_DISTRIBUTION:
-            continue
-        kind = point.load()
-        if not isinstance(kind, StageKind):
-            raise TypeError(f"entry point {point.name!r} ({point.value}) is not a flow StageKind")
-        if kind.name != point.name:
-            raise TypeError(
-                f"entry point {point.name!r} ({point.value}) registers a kind named {kind.name!r}"
-            )
-        if origin != BUILTIN_DISTRIBUTION:
-            kind = dataclasses.replace(kind, origin=origin)
-        registry.add(kind)
+    for point in sorted(entry_points(ENTRY_POINT_GROUP), key=lambda p: p.name):
+        if plugins or point.distribution == BUILTIN_DISTRIBUTION:
+            registry.add_lazy(point.name, lambda point=point: _load(point))
     return registry
+
+
+def _load(point: EntryPoint) -> StageKind:
+    kind = point.load()
+    if not isinstance(kind, StageKind):
+        raise TypeError(f"entry point {point.name!r} ({point.value}) is not a flow StageKind")
+    if kind.name != point.name:
+        raise TypeError(f"entry point {point.name!r} ({point.value}) registers a kind named {kind.name!r}")
+    if point.distribution != BUILTIN_DISTRIBUTION:
+        kind = dataclasses.replace(kind, origin=point.distribution)
+    return kind
 
 
 def describe_params(params: type[Params]) -> list[tuple[str, str, Any, str]]:
