@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import operator
 import os
 import shutil
 import tempfile
@@ -43,6 +45,9 @@ from .windows import WindowStats
 class SummaryParams(Params):
     path: str = "summary.json"  # relative paths are under run.out
     dead_letters: str | None = None  # also write the dead letters it receives as JSON lines here
+
+
+_SOURCE = operator.attrgetter("source")
 
 
 class _Source:
@@ -65,13 +70,18 @@ class _Report:
         self.spill, self.letters = spill, letters
         self.encode = msgspec.json.Encoder().encode
 
-    def product(self, product: Any) -> None:
-        s = self.sources[product.source]
-        s.count += 1
-        s.total += product.price
-        s.minimum = min(s.minimum, product.price)
-        s.maximum = max(s.maximum, product.price)
-        self.categories[product.category] += 1
+    def products(self, products: list[Any]) -> None:
+        """Add a batch: per run of products of one source (a batch is one
+        source's page, or after dedupe a few runs), its prices at once."""
+        self.written += len(products)
+        self.categories.update([product.category for product in products])
+        for source, run in itertools.groupby(products, _SOURCE):
+            prices = [product.price for product in run]
+            s = self.sources[source]
+            s.count += len(prices)
+            s.total += sum(prices)
+            s.minimum = min(s.minimum, *prices)
+            s.maximum = max(s.maximum, *prices)
 
     def side(self, item: Any) -> None:
         """An error, dead letter or window that reached the sink."""
@@ -129,11 +139,10 @@ async def _write(source: AsyncIterator[Any], out: BinaryIO, report: _Report, ctx
     out.write(b'{"products": [')
     async for item in source:
         if isinstance(item, ProductBatch):
-            for product in item.products:
+            if item.products:  # one product per line
                 out.write(b",\n" if report.written else b"\n")
-                out.write(encode(product))
-                report.written += 1
-                report.product(product)
+                out.write(b",\n".join(map(encode, item.products)))
+                report.products(item.products)
         else:
             report.side(item)
         yield item
