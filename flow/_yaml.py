@@ -5,6 +5,10 @@ resolved) and a `Locator` that turns a path such as
 `("nodes", "shop_a", "pipe", 2)` into the node's line and column, so that an
 error found long after parsing still points into the file. Duplicate keys,
 which PyYAML silently resolves to the last one, are an error here.
+
+Documents are parsed by libyaml (PyYAML's C loader, several times faster);
+one that libyaml rejects is parsed again by PyYAML's Python loader, whose
+error messages are the ones flow shows.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ class YAMLError(Exception):
         self.message, self.line, self.column = message, line, column
 
 
-class _Loader(yaml.SafeLoader):
+class _UniqueKeys(yaml.constructor.SafeConstructor):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
@@ -41,6 +45,14 @@ class _Loader(yaml.SafeLoader):
                 )
             seen[key] = key_node
         return super().construct_mapping(node, deep=deep)
+
+
+class _Loader(_UniqueKeys, yaml.SafeLoader):
+    pass
+
+
+class _FastLoader(_UniqueKeys, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    pass
 
 
 class Locator:
@@ -101,13 +113,12 @@ def _child(node: yaml.Node | None, step: str | int) -> yaml.Node | None:
 
 def load(text: str) -> tuple[Any, Locator]:
     """Parse one YAML document; raise YAMLError with a location on bad input."""
-    # Two passes: constructing the data flattens `<<` merges in the node tree
-    # in place, and the locator needs the tree as written.
-    loader = _Loader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        return _parse(text, _FastLoader)
+    except yaml.YAMLError:
+        pass  # parsed again below for PyYAML's message
+    try:
+        return _parse(text, _Loader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         problem = err.problem or err.context or "invalid YAML"
@@ -117,6 +128,16 @@ def load(text: str) -> tuple[Any, Locator]:
         raise YAMLError(f"invalid YAML: {problem}", line, column) from None
     except yaml.YAMLError as err:  # pragma: no cover - every PyYAML error is marked
         raise YAMLError(f"invalid YAML: {err}", 1, 1) from None
+
+
+def _parse(text: str, loader_class: type[_Loader] | type[_FastLoader]) -> tuple[Any, Locator]:
+    # Two passes: constructing the data flattens `<<` merges in the node tree
+    # in place, and the locator needs the tree as written.
+    loader = loader_class(text)
+    try:
+        root = yaml.compose(text, Loader=loader_class)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
     return data, Locator(root)

@@ -3,7 +3,10 @@ exit 2 and no traceback; interpolation, overrides and anchors behave."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from flow.cli import main
 from flow.graph import check
@@ -354,3 +357,30 @@ def test_a_file_that_is_not_text_gets_a_message_not_a_traceback(tmp_path, capsys
     assert capsys.readouterr().err == f"{tmp_path / 'nul.yaml'}:2: a NUL byte; a graph file is YAML text\n"
     assert main(["validate", str(tmp_path / "bin.yaml")]) == 2
     assert capsys.readouterr().err == f"flow: error: {tmp_path / 'bin.yaml'}: not UTF-8 text (byte 0); a graph file is YAML\n"
+
+
+LOADER_CASES = [
+    (Path(__file__).parents[2] / "graph.yaml").read_text(encoding="utf-8"),
+    "x: &a {k: 1, l: [1, 2]}\ny:\n  <<: *a\n  k: 2\n\"ключ\": é日本 {x}\nz: |\n  two\n  lines\n",
+    "a: 1\r\nb:\r\n  - c\r\n",
+]
+
+
+@pytest.mark.parametrize("text", LOADER_CASES)
+def test_libyaml_and_the_python_loader_agree(text):
+    """Graphs are parsed by libyaml; PyYAML's Python loader (whose errors
+    flow shows) reads the same data, with every node at the same place."""
+    from flow._yaml import _FastLoader, _Loader, _parse
+
+    def places(node, out):
+        out.append((node.tag, getattr(node, "value", None) if not isinstance(node.value, list) else None,
+                    node.start_mark.line, node.start_mark.column))  # fmt: skip
+        for child in node.value if isinstance(node.value, list) else []:
+            for part in child if isinstance(child, tuple) else (child,):
+                places(part, out)
+        return out
+
+    (fast, fast_at), (slow, slow_at) = _parse(text, _FastLoader), _parse(text, _Loader)
+    assert issubclass(_FastLoader, yaml.CSafeLoader)
+    assert fast == slow
+    assert places(fast_at.root, []) == places(slow_at.root, [])
