@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import operator
+from collections import Counter
 from typing import Any
 
 import msgspec
 
 from .product import Product
 
+_SOURCE = operator.attrgetter("source")
 _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
@@ -46,10 +49,7 @@ class ProductBatch(msgspec.Struct, frozen=True):
     def records_by_source(self) -> dict[str, int]:
         """What a sink taking this writes, for the ledger (flow.ledger). After
         dedupe a batch may hold products of several sources."""
-        found: dict[str, int] = {}
-        for product in self.products:
-            found[product.source] = found.get(product.source, 0) + 1
-        return found
+        return Counter(map(_SOURCE, self.products))
 
 
 __all__ = ["Product", "ProductBatch", "Records"]
