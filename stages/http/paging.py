@@ -22,7 +22,6 @@ Styles:
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -113,6 +112,8 @@ class Pager:
         self._maybe_capped: tuple[int, int] | None = None  # a short first page, no total: cap or end
         self._seen: dict[int, int] = {}  # fingerprint of a page's records -> the first page that had them
         self.repeated: tuple[int, int] | None = None  # (page, earlier page) with the same records
+        import asyncio  # here: flow validate needs only the item kinds above
+
         self._changed = asyncio.Event()
         # The source's ledger (its planner sets it to ctx.count): pages planned
         # and pages abandoned are counted here, fetched and failed by fetch.

@@ -17,7 +17,6 @@ from flow.problems import Problem
 from flow.registry import Params, stage
 from flow.units import Duration, Rate
 
-from .limiter import Limiters
 from .paging import PageRequest
 
 
@@ -65,6 +64,8 @@ async def rate_limit(
 ) -> AsyncIterator[PageRequest]:
     """Give every page request a sliding-window send budget (first tries,
     retries and breaker probes all count) and pass it on."""
+    from .limiter import Limiters  # (asyncio) here: flow validate needs only the params
+
     limiters = ctx.resource("http.limiters", Limiters)
     assert params.rate.count is not None  # 'off' is rejected when decoded
     rate = params.rate

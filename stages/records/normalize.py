@@ -17,13 +17,11 @@ batch on a pool of N threads, for a mapping slow enough to hold the loop up.
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import functools
 import operator
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -33,6 +31,9 @@ from flow.registry import ConcurrentParams, stage
 from .items import ProductBatch, Records
 from .presets import PRESETS, Style
 from .product import Invalid, Product, clean_title, flatten_category, parse_price, source_id
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 _decode_any = msgspec.json.Decoder().decode
 MAPPED = ("id", "title", "price", "category")  # the Product fields taken from a record by path
@@ -181,6 +182,9 @@ async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> Produc
     )
     source = batch.endpoint  # the source node: the ledger's key too
     if params.workers:
+        import asyncio  # here: the pool is opt-in, and flow validate needs only the params
+        from concurrent.futures import ThreadPoolExecutor
+
         pool = ctx.resource(
             ("normalize", ctx.node, ctx.index),
             lambda: ThreadPoolExecutor(params.workers, f"normalize-{ctx.node}"),

@@ -10,7 +10,6 @@ in its node's single task, so nothing else touches it and no lock is needed.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -18,7 +17,6 @@ from typing import Annotated, Any
 import msgspec
 
 from flow.registry import Params, stage
-from flow.tracing import provenance
 from flow.units import Duration
 
 from .items import ProductBatch
@@ -47,6 +45,10 @@ class WindowParams(Params):
 async def window(source: AsyncIterator[Any], params: WindowParams, ctx: Any) -> AsyncIterator[Any]:
     """Tumbling or sliding windows by time or count; price stats, category
     distribution, per-source throughput and the price trend per window."""
+    import asyncio  # here: flow validate needs only the params
+
+    from flow.tracing import provenance  # (OpenTelemetry) likewise
+
     loop = asyncio.get_running_loop()
     by_count = params.count is not None
     length = float(params.count if by_count else params.every)  # type: ignore[arg-type]
