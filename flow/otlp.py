@@ -36,16 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from .otlp_encode import Encoder
+from .telemetry import otlp_env
 
 log = logging.getLogger("flow.telemetry")
 _RETRYABLE = {408, 429, 502, 503, 504}
-
-
-def otlp_env(name: str, signal: str = "TRACES", default: str = "") -> str:
-    """OTEL_EXPORTER_OTLP_<signal>_<name>, else OTEL_EXPORTER_OTLP_<name>."""
-    return os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_{name}") or os.environ.get(
-        f"OTEL_EXPORTER_OTLP_{name}", default
-    )
 
 
 class Settings:

@@ -34,7 +34,6 @@ from opentelemetry import trace as otel_trace
 
 from . import __version__
 from .metrics import LocalCounter, LocalHistogram, LocalMetrics, with_local_metrics
-from .otlp import otlp_env
 
 FLUSH_TIMEOUT = 5.0  # seconds the end of a run waits for the exporters
 
@@ -94,6 +93,14 @@ class Telemetry:
                 within,
             )
             return False
+
+
+def otlp_env(name: str, signal: str = "TRACES", default: str = "") -> str:
+    """OTEL_EXPORTER_OTLP_<signal>_<name>, else OTEL_EXPORTER_OTLP_<name>
+    (read here, not in flow.otlp: a run without telemetry imports no exporter)."""
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_{name}") or os.environ.get(
+        f"OTEL_EXPORTER_OTLP_{name}", default
+    )
 
 
 def _metrics_url(endpoint: str) -> str:
