@@ -12,7 +12,10 @@ The work runs per batch on the event loop by default (~0.5 ms for a page of
 100 records). Pure Python holds the GIL, so a thread pool adds no speed; it
 only keeps the loop responsive, and its hand-off and GIL contention cost a
 quarter of flow's throughput (bench/throughput.py). `workers: N` runs each
-batch on a pool of N threads, for a mapping slow enough to hold the loop up.
+batch on a pool of N threads, for a mapping slow enough to hold the loop up;
+`workers: {processes: N}` on N worker processes, beside the event loop: it
+pays where the machine has a core to spare and batches are big enough to
+outweigh pickling them there and back (bench/throughput.py measures both).
 """
 
 from __future__ import annotations
@@ -26,17 +29,21 @@ from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 import msgspec
 
 from flow.items import utc_now
-from flow.registry import ConcurrentParams, stage
+from flow.registry import ConcurrentParams, Params, stage
 
 from .items import ProductBatch, Records
 from .presets import PRESETS, Style
 from .product import Invalid, Product, clean_title, flatten_category, parse_price, source_id
 
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Executor
 
 _decode_any = msgspec.json.Decoder().decode
 MAPPED = ("id", "title", "price", "category")  # the Product fields taken from a record by path
+
+
+class Processes(Params):
+    processes: Annotated[int, msgspec.Meta(ge=1, le=64)]  # worker processes
 
 
 class NormalizeParams(ConcurrentParams):
@@ -45,7 +52,8 @@ class NormalizeParams(ConcurrentParams):
     extra: dict[str, str] = {}  # extra output field -> dotted path, kept as is (e.g. {brand: brand})
     price_in_cents: bool | None = None  # integer prices are cents (default: true for the cursor preset)
     currency: str = "USD"  # when the price names none
-    workers: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0  # threads; 0: on the event loop
+    # N threads, or {processes: N}; 0: on the event loop
+    workers: Annotated[int, msgspec.Meta(ge=0, le=64)] | Processes = 0
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
 
     def __post_init__(self) -> None:
@@ -169,13 +177,35 @@ def _dead_letter(batch: Records, position: int, raw: msgspec.Raw, exc: Exception
     }
 
 
-def _shutdown(pool: ThreadPoolExecutor) -> None:
+def _pool(workers: int | Processes, node: str) -> Executor:
+    """Threads keep the loop responsive (the GIL still runs one at a time);
+    processes run the mapping beside the loop, each batch pickled there and
+    back. Worker processes come from a fork server (forking a process that
+    runs threads is unsafe) and ignore SIGINT: the run stops them."""
+    if isinstance(workers, Processes):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(workers.processes, mp_context=context, initializer=_ignore_sigint)
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(workers, f"normalize-{node}")
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _shutdown(pool: Executor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
 @stage("normalize", NormalizeParams, consumes=Records, produces=ProductBatch, per_item=True)
 async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> ProductBatch:
-    """Map raw records to Products (on the loop, or `workers` threads); bad ones to dead letters."""
+    """Map raw records to Products (on the loop, or on `workers`); bad ones to dead letters."""
     fields = {**params.preset_fields, **params.map}
     cents = params.price_in_cents if params.price_in_cents is not None else bool(
         params.preset and PRESETS[params.preset].cents
@@ -183,13 +213,9 @@ async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> Produc
     source = batch.endpoint  # the source node: the ledger's key too
     if params.workers:
         import asyncio  # here: the pool is opt-in, and flow validate needs only the params
-        from concurrent.futures import ThreadPoolExecutor
 
-        pool = ctx.resource(
-            ("normalize", ctx.node, ctx.index),
-            lambda: ThreadPoolExecutor(params.workers, f"normalize-{ctx.node}"),
-            _shutdown,
-        )
+        key = ("normalize", ctx.node, ctx.index)
+        pool = ctx.resource(key, lambda: _pool(params.workers, ctx.node), _shutdown)
         products, dead = await asyncio.get_running_loop().run_in_executor(
             pool, normalize_batch, batch, fields, cents, params.currency, source, params.extra
         )
