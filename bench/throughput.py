@@ -32,6 +32,12 @@ alternates):
     every record whole into a dict, as flow's parse does, to tell the cost
     of that choice from the engine's.
 
+(c) with `--processes N` (default 1; 0: not run), flow again with
+    `normalize: {workers: {processes: N}}`, in the same rotation; run under a
+    child subreaper so that its worker processes' CPU is counted. Printed as
+    its own line, with its speed relative to flow as shipped: where a core is
+    free, the mapping runs beside the event loop.
+
 One untimed warm-up run of each side comes first. A run counts only if its
 summary.json holds every product: the mock's records served, less the
 malformed ones it reports (GET /__stats truth), with the same price sum and
@@ -394,9 +400,11 @@ def one_side(
     http_json(f"{url}/__reset", "POST")
     out = work / side
     out.mkdir(exist_ok=True)
-    if side == "flow":
-        graph = work / "graph.yaml"
+    if side in ("flow", "processes"):
+        graph = work / ("graph.yaml" if side == "flow" else "graph-processes.yaml")
         command = [*FLOW, "run", str(graph), "--out", str(out), "--no-progress", "-q"]
+        if side == "processes":  # its worker processes' CPU counted too
+            command = [sys.executable, __file__, "--reap", *command]
     else:
         command = [sys.executable, __file__, "--client", url, "--out", str(out / "summary.json")]
         command += ["--page-size", str(args.page_size), "--concurrency", str(args.concurrency)]
@@ -428,9 +436,18 @@ def main() -> int:
         help="hand-written side: decode the 4 fields needed (struct) or every record whole (dict, as flow)",
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds one run may take")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="also run flow with normalize on this many worker processes (0: not)",
+    )
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)  # run the hand-written client
+    parser.add_argument("--reap", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reap:
+        return reap(args.reap)
     if args.client:
         sys.path.insert(0, str(ROOT))
         hand_written(args.client, args.out, args.page_size, args.concurrency, 2, args.hand_decode)
@@ -439,17 +456,20 @@ def main() -> int:
     flags = ["--style", "dummyjson", "--products", str(args.products), "--rate-limit", "off", "--port", "0"]
     server, urls = start_mocks(flags)
     (url,) = urls.values()
-    runs: dict[str, list[Measured]] = {"flow": [], "hand": []}
+    runs: dict[str, list[Measured]] = {"flow": [], "hand": [], "processes": []}
     sums: set[tuple[int, float, int]] = set()
     try:
         with tempfile.TemporaryDirectory(prefix="flow-bench-") as tmp:
             work = Path(tmp)
             graph = GRAPH.format(url=url, page_size=args.page_size, concurrency=args.concurrency)
             (work / "graph.yaml").write_text(graph)
-            for side in ("hand", "flow"):  # warm-up: page cache, the server's first pages
+            pool = f"normalize: {{preset: dummyjson, workers: {{processes: {args.processes}}}}}"
+            (work / "graph-processes.yaml").write_text(graph.replace("normalize: {preset: dummyjson}", pool))
+            sides = ("hand", "flow", "processes") if args.processes else ("hand", "flow")
+            for side in sides:  # warm-up: page cache, the server's first pages
                 one_side(side, args, url, work)
             for k in range(args.repeats):
-                order = ("hand", "flow") if k % 2 == 0 else ("flow", "hand")
+                order = sides[k % len(sides) :] + sides[: k % len(sides)]  # who goes first rotates
                 for side in order:
                     measured, sum_ = one_side(side, args, url, work)
                     runs[side].append(measured)
@@ -488,7 +508,32 @@ def main() -> int:
             f"of medians {of_medians:.2f}"
         )
     print(f"goal: ratio >= {GOAL:.2f} in wall and CPU")
+    if runs["processes"]:
+        procs = runs["processes"]
+        pairs = list(zip(flow, procs, strict=True))
+        print(
+            f"flow, normalize on {args.processes} worker process(es): {spread([n / r.wall for r in procs])} "
+            f"products/s wall, {spread([n / r.cpu for r in procs])} per CPU s (its processes' CPU included); "
+            f"speed relative to flow as shipped: wall {spread([f.wall / p.wall for f, p in pairs], '.2f')}, "
+            f"CPU {spread([f.cpu / p.cpu for f, p in pairs], '.2f')}"
+        )
     return 0
+
+
+def reap(command: list[str]) -> int:
+    """Run `command` as a child subreaper (Linux prctl): descendants it
+    leaves behind (a fork server, its worker processes) are reparented here
+    and waited for, so this process's children rusage holds all their CPU."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    child = subprocess.Popen(command)
+    code = child.wait()
+    while True:  # bounded: descendants exit once flow has (its fork server with it)
+        try:
+            os.wait()
+        except ChildProcessError:
+            return code
 
 
 if __name__ == "__main__":
