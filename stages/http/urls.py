@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _SECRET = re.compile(r"key|token|secret|password|passwd|signature|auth", re.I)
+_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")  # what urlencode leaves as it is
 
 
 @functools.lru_cache(maxsize=256)
@@ -33,7 +34,13 @@ def safe_url(url: str, params: Mapping[str, str] | None = None) -> str:
     span attributes."""
     base, query, _, _, _ = _base(url)
     pairs = [*query, *(_safe_pair(k, v) for k, v in (params or {}).items())]
-    return f"{base}?{urlencode(pairs)}" if pairs else base
+    if not pairs:
+        return base
+    # Most queries need no escaping (skip=300&limit=100): joined as they are,
+    # ~2 µs where urlencode takes ~5 (once per request attempt, with tracing on).
+    if _PLAIN.fullmatch("".join(k + v for k, v in pairs)):
+        return base + "?" + "&".join(k + "=" + v for k, v in pairs)
+    return f"{base}?{urlencode(pairs)}"
 
 
 def server_of(url: str) -> tuple[str, int]:
