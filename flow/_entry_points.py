@@ -30,11 +30,10 @@ class EntryPoint(NamedTuple):
 
     def load(self) -> Any:
         """Import the module and get the attribute the value names."""
-        module, _, attributes = self.value.partition(":")
+        module, _, attributes = self.value.split("[", 1)[0].partition(":")  # "[extras]" do not matter here
         found = importlib.import_module(module.strip())
-        for attribute in attributes.split("[")[0].strip().split("."):
-            if attribute:
-                found = getattr(found, attribute)
+        for attribute in filter(None, attributes.strip().split(".")):
+            found = getattr(found, attribute)
         return found
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -233,7 +234,7 @@ def default_registry(*, plugins: bool = True) -> Registry:
     registry = Registry()
     for point in sorted(entry_points(ENTRY_POINT_GROUP), key=lambda p: p.name):
         if plugins or point.distribution == BUILTIN_DISTRIBUTION:
-            registry.add_lazy(point.name, lambda point=point: _load(point))
+            registry.add_lazy(point.name, functools.partial(_load, point))
     return registry
 
 
