@@ -1,18 +1,19 @@
 """`summary_json`: the run's dataset and report in one JSON file, streamed.
 
     {"products": [...], "errors": [...], "per_source": {...},
-     "metrics": {"category_distribution": {...}, "windows": [...], "price_trends": [...]},
+     "metrics": {"category_distribution": {...}, "price_trends": [...], "windows": [...]},
      "summary": {"total_products", "processing_time_seconds", "success_rate", "sources"}}
 
 What it reports arrives through the graph: product batches, and whatever
 side outputs the node reads (`*.errors`, `*.dead_letters`, `NODE.windows`).
 Products are written as they arrive; errors and dead letters (each with
-`endpoint`, `error`, `timestamp` and its locating fields) are spilled to a
-temporary file as they arrive and copied in at the end, so memory holds
-only per-source aggregates and the closed windows. The file is written under
-a temporary name and renamed at the end, so a reader never sees half a
-report; an interrupted run drains into it and still gets a valid (partial)
-one.
+`endpoint`, `error`, `timestamp` and its locating fields), closed windows
+and their price trends are spilled to temporary files as they arrive and
+copied in at the end, so memory holds only per-source and per-category
+aggregates (count, sum, min, max: no per-product state), however many
+products, errors or windows come. The file is written under a temporary
+name and renamed at the end, so a reader never sees half a report; an
+interrupted run drains into it and still gets a valid (partial) one.
 
 success_rate = products written / (products written + dead letters + the
 records of pages that failed for good or were never asked for after a walk
@@ -29,7 +30,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO
 
 import msgspec
@@ -56,17 +57,36 @@ class _Source:
         self.count, self.total, self.minimum, self.maximum, self.dead = 0, 0.0, float("inf"), 0.0, 0
 
 
-class _Report:
-    """What the summary adds up while products stream through."""
+class _Spill:
+    """A JSON array's items, written to an anonymous file as they come and
+    copied into the report at the end: memory stays flat however many."""
 
-    def __init__(self, spill: BinaryIO, letters: BinaryIO | None) -> None:
+    def __init__(self, file: BinaryIO, separator: bytes, first: bytes = b"") -> None:
+        self.file, self.separator, self.first, self.count = file, separator, first, 0
+
+    def add(self, item: bytes) -> None:
+        self.file.write((self.separator if self.count else self.first) + item)
+        self.count += 1
+
+    def copy_to(self, out: BinaryIO) -> None:
+        self.file.seek(0)
+        shutil.copyfileobj(self.file, out)
+
+
+class _Report:
+    """What the summary adds up while products stream through: per-source
+    and per-category aggregates; errors, dead letters and windows spilled."""
+
+    def __init__(self, spill: Callable[[], BinaryIO], letters: BinaryIO | None) -> None:
         self.sources: defaultdict[str, _Source] = defaultdict(_Source)
         self.categories: Counter[str] = Counter()
-        self.windows: list[WindowStats] = []
-        self.written = self.dead = self.errors = 0
+        self.written = self.dead = 0
         self.failures = 0  # error records (pages or items that failed for good)
         self.records_lost = 0  # what the failed pages would have held, at their expected size
-        self.spill, self.letters = spill, letters
+        # errors one per line as before; windows and trends compact, as one encode() wrote them
+        self.errors = _Spill(spill(), b",\n", b"\n")
+        self.windows, self.trends = _Spill(spill(), b","), _Spill(spill(), b",")
+        self.letters = letters
         self.encode = msgspec.json.Encoder().encode
 
     def products(self, products: list[Any]) -> None:
@@ -85,7 +105,14 @@ class _Report:
     def side(self, item: Any) -> None:
         """An error, dead letter or window that reached the sink."""
         if isinstance(item, WindowStats):
-            self.windows.append(item)
+            self.windows.add(self.encode(item))
+            trend = {
+                "start": round(item.start, 3),
+                "count": item.count,
+                "avg_price": item.price.avg if item.price else None,
+                "trend_percent": item.trend,
+            }
+            self.trends.add(self.encode(trend))
             return
         if isinstance(item, DeadLetter):
             self.dead += 1
@@ -97,8 +124,7 @@ class _Report:
             entry = item.to_dict()
             self.failures += 1
             self.records_lost += item.fields.get("records_expected") or 0
-        self.spill.write((b",\n" if self.errors else b"\n") + self.encode(entry))
-        self.errors += 1
+        self.errors.add(self.encode(entry))
 
 
 @stage(
@@ -116,12 +142,15 @@ async def summary_json(source: AsyncIterator[Any], params: SummaryParams, ctx: A
     # this one is cut short before its report is whole.
     final.unlink(missing_ok=True)
     with contextlib.ExitStack() as files:
-        # Written under a temporary name, renamed when complete; errors and
-        # dead letters spill to an anonymous file until the products are out.
+        # Written under a temporary name, renamed when complete; errors, dead
+        # letters and windows spill to anonymous files until the products are out.
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
         files.callback(_discard, tmp)
         out = files.enter_context(os.fdopen(fd, "wb"))
-        spill = files.enter_context(tempfile.TemporaryFile(dir=final.parent))
+
+        def spill() -> BinaryIO:
+            return files.enter_context(tempfile.TemporaryFile(dir=final.parent))
+
         letters = ctx.open_output(params.dead_letters) if params.dead_letters else None
         if letters is not None:
             files.enter_context(letters)
@@ -146,11 +175,17 @@ async def _write(source: AsyncIterator[Any], out: BinaryIO, report: _Report, ctx
             report.side(item)
         yield item
     out.write(b'\n],\n"errors": [')
-    report.spill.seek(0)
-    shutil.copyfileobj(report.spill, out)
-    out.write(b"\n],\n")
-    for key, value in _closing(report, ctx).items():
-        out.write(b'"%s": %s,\n' % (key.encode(), encode(value)))
+    report.errors.copy_to(out)
+    out.write(b'\n],\n"per_source": %s,\n' % encode(_per_source(report, ctx)))
+    # "metrics" as encode() wrote the whole dict: compact, windows last
+    categories = dict(report.categories.most_common())
+    out.write(b'"metrics": {"category_distribution":%s' % encode(categories))
+    if report.windows.count:
+        for name, spill in (("price_trends", report.trends), ("windows", report.windows)):
+            out.write(b',"%s":[' % name.encode())
+            spill.copy_to(out)
+            out.write(b"]")
+    out.write(b"},\n")
     out.write(b'"summary": %s}\n' % encode(_summary(report, ctx)))
 
 
@@ -178,25 +213,12 @@ def _ledger(name: str, s: _Source, ctx: Any) -> dict[str, Any]:
     }
 
 
-def _closing(report: _Report, ctx: Any) -> dict[str, Any]:
-    """per_source and metrics, once the input has ended. Every source node
-    of the graph has a row, a silent one too."""
+def _per_source(report: _Report, ctx: Any) -> dict[str, Any]:
+    """One row per source, once the input has ended. Every source node of
+    the graph has a row, a silent one too."""
     for name in ctx.sources:
         report.sources.setdefault(name, _Source())
-    per_source = {name: _ledger(name, s, ctx) for name, s in sorted(report.sources.items())}
-    metrics: dict[str, Any] = {"category_distribution": dict(report.categories.most_common())}
-    if report.windows:
-        metrics["price_trends"] = [
-            {
-                "start": round(w.start, 3),
-                "count": w.count,
-                "avg_price": w.price.avg if w.price else None,
-                "trend_percent": w.trend,
-            }
-            for w in report.windows
-        ]
-        metrics["windows"] = report.windows
-    return {"per_source": per_source, "metrics": metrics}
+    return {name: _ledger(name, s, ctx) for name, s in sorted(report.sources.items())}
 
 
 def _unseen(ledger: dict[str, Any]) -> int:
