@@ -22,17 +22,24 @@ Goal: <= 1.5x, and <= 200 MB at the largest size.
 A 1,000,000-product run takes 100 to 110 s on a 2-vCPU machine (the mocks
 serve 50,000 pages), so the default run takes about 2 minutes.
 
+`--where N` runs N products once in this process under tracemalloc instead
+and prints the source lines whose live allocations grew most during the
+run: where memory goes (README: "Where memory goes").
+
     python bench/memory.py [--sizes 10000 1000000] [--repeats 1] [--quick] [--page-size 20]
+    python bench/memory.py --where 300000 [--top 15]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,6 +47,7 @@ from throughput import FLOW, Measured, default_chain, run_measured, spread, star
 
 RATIO_GOAL, MB_GOAL = 1.5, 200.0
 SHOPS = {"shop_a": "dummyjson", "shop_b": "platzi", "shop_c": "reqres"}
+
 
 def split(total: int) -> dict[str, int]:
     """The catalogue total over the three shops, as evenly as it goes."""
@@ -68,7 +76,10 @@ def checked(out: Path, size: int) -> dict[str, int]:
     return {"received": received, "written": written}
 
 
-def one_run(size: int, args: argparse.Namespace, work: Path) -> tuple[Measured, dict[str, int]]:
+@contextlib.contextmanager
+def shops_and_graph(size: int, args: argparse.Namespace, work: Path) -> Iterator[Path]:
+    """The mocks serving `size` products over the three shops, in their own
+    process, while the block runs; yields the graph.yaml reading them."""
     mocks = "mocks:\n" + "".join(
         f"  {name}: {{style: {style}, products: {n}, rate_limit: off}}\n"
         for (name, style), n in zip(SHOPS.items(), split(size).values(), strict=True)
@@ -79,14 +90,61 @@ def one_run(size: int, args: argparse.Namespace, work: Path) -> tuple[Measured, 
         graph = work / "graph.yaml"
         shops = {name: (urls[name], style) for name, style in SHOPS.items()}
         graph.write_text(default_chain(shops, args.page_size, rate=None, deadline="60m"))
+        yield graph
+    finally:
+        stop(server)
+
+
+def one_run(size: int, args: argparse.Namespace, work: Path) -> tuple[Measured, dict[str, int]]:
+    with shops_and_graph(size, args, work) as graph:
         out = work / f"out-{size}"
         command = [*FLOW, "run", str(graph), "--out", str(out), "--no-progress", "-q"]
         measured = run_measured(command, timeout=args.timeout)
-    finally:
-        stop(server)
     if measured.code != 0:
         raise SystemExit(f"flow run at {size:,} exited {measured.code}:\n{measured.output[-3000:]}")
     return measured, checked(out, size)
+
+
+def where(size: int, args: argparse.Namespace) -> None:
+    """Where the memory goes: one run of `size` products in this process
+    under tracemalloc (several times slower), sampled every 5 s; prints the
+    source lines whose live allocations grew most from the first sample to
+    the last (what was allocated there and is still held: a key kept by
+    dedupe shows as normalize's line that made the string)."""
+    import threading
+    import tracemalloc
+
+    from flow.cli import main as flow_main
+
+    samples: list[tracemalloc.Snapshot] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(5):
+            ours = [tracemalloc.Filter(False, __file__), tracemalloc.Filter(False, tracemalloc.__file__)]
+            samples.append(tracemalloc.take_snapshot().filter_traces(ours))
+            del samples[1:-1]  # the first and the latest
+
+    with (
+        tempfile.TemporaryDirectory(prefix="flow-bench-") as tmp,
+        shops_and_graph(size, args, Path(tmp)) as graph,
+    ):
+        tracemalloc.start(1)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            code = flow_main(["run", str(graph), "--out", str(Path(tmp) / "out"), "--no-progress", "-q"])
+        finally:
+            done.set()
+            sampler.join()
+        checked(Path(tmp) / "out", size)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    if code != 0 or len(samples) < 2:
+        raise SystemExit(f"flow run exited {code} after {len(samples)} samples: too short to compare")
+    print(f"{size:,} products: traced peak {peak / 1e6:.1f} MB; growth from the first sample to the last:")
+    for stat in samples[-1].compare_to(samples[0], "lineno")[: args.top]:
+        print(f"  {stat.size_diff / 1e6:+8.2f} MB {stat.count_diff:+9,} blocks  {stat.traceback[0]}")
 
 
 def main() -> int:
@@ -96,7 +154,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each size, sizes interleaved")
     parser.add_argument("--page-size", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one run may take")
+    parser.add_argument("--where", type=int, metavar="N", help="one traced run of N products: what grew")
+    parser.add_argument("--top", type=int, default=15, help="lines --where prints")
     args = parser.parse_args()
+    if args.where:
+        where(args.where, args)
+        return 0
     sizes = sorted(args.sizes or ([10_000, 100_000] if args.quick else [10_000, 1_000_000]))
     if any(not 3 <= n <= 3_000_000 for n in sizes):
         parser.error("sizes run from 3 to 3,000,000 (three shops of at most 1,000,000)")
