@@ -9,8 +9,8 @@ mocks put copies within three pages), first-come beyond. `hold: 0` passes
 each first copy on at once.
 
 Memory: `hold` records plus the keys seen, kept as 76-bit digests in a
-`DigestSet` (.keyset): about 8.5 bytes a key, 9 MB for a million, instead of
-~100 bytes a key for a set of the keys themselves. Two different keys are
+`DigestSet` (.keyset): about 12 bytes a key of RSS, 12 MB for a million,
+instead of ~100 bytes a key for a set of the keys themselves. Two different keys are
 taken for one with a chance of at most n**2 / 2**77 over a run of n keys
 (7e-12 at a million); see .keyset.
 """

@@ -1,4 +1,4 @@
-"""`DigestSet`: a set of keys kept as 76-bit digests, about 8.5 bytes a key.
+"""`DigestSet`: a set of keys kept as 76-bit digests, 8 bytes a key (~12 of RSS).
 
 The `dedupe` stage remembers every key it has passed on; a Python set of the
 keys themselves costs ~100 bytes a key (the string object kept alive plus
@@ -22,7 +22,9 @@ key, the hashes included). Buckets hold `mean` values on average; past
 that, every bucket splits in two by the next top bit of its values (a
 contiguous cut, since they are sorted), so an insertion's memmove stays a
 few kilobytes at any size. Memory: 8 bytes a value in arrays that
-over-allocate by ~6%, plus the 4,096 buckets (~300 KB once all are in use).
+over-allocate by ~6%, plus the 4,096 buckets (~300 KB once all are in use);
+measured, ~12 bytes a key of RSS at a million keys (the rest is the
+allocator's, as 4,096 arrays grow by turns).
 
 Exactness: two different keys are taken for one only if their 76 bits (12
 bucket bits + 64 stored) agree. For n distinct keys the chance that any pair
