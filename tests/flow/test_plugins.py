@@ -82,3 +82,20 @@ def test_a_kind_is_loaded_when_first_looked_up():
     assert loads == ["merge"]
     with pytest.raises(ValueError, match="registered twice"):
         registry.add(merge)
+
+
+def test_entry_points_beside_a_zip_on_the_path_come_from_importlib_metadata(tmp_path):
+    import zipfile
+
+    from flow._entry_points import entry_points
+
+    info = tmp_path / "site" / "my_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[flow.stages]\none = m:KIND\n")
+    zipped = tmp_path / "lib.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("other-2.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: other\nVersion: 2.0\n")
+        archive.writestr("other-2.0.dist-info/entry_points.txt", "[flow.stages]\ntwo = o:KIND\n")
+    found = entry_points("flow.stages", [str(tmp_path / "site"), str(zipped)])
+    assert [(p.name, p.value, p.distribution) for p in found] == [("one", "m:KIND", "my-plugin"), ("two", "o:KIND", "other")]
