@@ -2,8 +2,8 @@
 distributions' metadata directories.
 
 importlib.metadata finds the same ones, but importing it (email, zipfile,
-csv) and parsing each distribution's whole METADATA for its name cost more
-than the rest of `flow validate` (about 40 ms here). This reads what it
+csv) and parsing each distribution's whole METADATA (README included) for
+its name took 40 ms of `flow validate`'s 220 here. This reads what it
 reads, the way it reads it: the `*.dist-info` and `*.egg-info` directories
 directly in each directory of `sys.path`, the first distribution of a
 (normalized) name winning, and from each its `entry_points.txt`; the
