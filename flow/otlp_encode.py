@@ -33,6 +33,12 @@ _LOCAL, _REMOTE = b"\x85\x01" + _I(0x101), b"\x85\x01" + _I(0x301)
 
 
 def varint(n: int) -> bytes:
+    if 0 <= n < _SMALL:
+        return _VARINTS[n]
+    return _varint(n)
+
+
+def _varint(n: int) -> bytes:
     if n < 0:
         n += 1 << 64
     if n < 0x80:
@@ -43,6 +49,10 @@ def varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_SMALL = 1 << 14  # lengths and counts below this come from a table (two bytes at most)
+_VARINTS = [bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(_SMALL)]
 
 
 # Span.kind (field 6): the API's INTERNAL=0.. are OTLP's INTERNAL=1.. (0 is UNSPECIFIED).
@@ -76,6 +86,7 @@ class Encoder:
 
     def __init__(self, resource: Mapping[str, Any], scope: tuple[str, str]) -> None:
         self._kv: dict[tuple[bytes, str, type, Any], bytes] = {}
+        self._names: dict[tuple[str, SpanKind], bytes] = {}
         self._last_trace: tuple[int, bytes] = (0, b"")
         resource_body = self._attributes(b"\x0a", resource)
         scope_body = _field(b"\x0a", scope[0].encode()) + _field(b"\x12", scope[1].encode())
@@ -90,8 +101,10 @@ class Encoder:
         for key, value in attributes.items():
             if value is None:
                 continue
-            # Strings and ints only: floats compare equal across encodings (-0.0 == 0.0).
-            memo = (tag, key, type(value), value) if isinstance(value, str | int) else None
+            # Strings and ints only (not bool, a subclass): floats compare
+            # equal across encodings (-0.0 == 0.0).
+            kind = type(value)
+            memo = (tag, key, kind, value) if kind is str or kind is int else None
             field = cache.get(memo) if memo is not None else None
             if field is None:
                 field = _field(tag, _field(b"\x0a", key.encode()) + _field(b"\x12", any_value(value)))
@@ -114,8 +127,7 @@ class Encoder:
         parts = [self._trace_id(own.trace_id), b"\x12\x08" + own.span_id.to_bytes(8, "big")]
         if parent is not None:
             parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-        parts.append(_field(b"\x2a", span.name.encode()))
-        parts.append(_KIND[span.kind])
+        parts.append(self._head(span.name, span.kind))
         parts.append(_TIMES(0x39, span.start_ns, 0x41, span.end_ns))
         if span.attributes:
             parts.append(self._attributes(b"\x4a", span.attributes))
@@ -135,6 +147,15 @@ class Encoder:
             parts.append(_field(b"\x7a", body))
         parts.append(_REMOTE if parent is not None and parent.is_remote else _LOCAL)
         return b"".join(parts)
+
+    def _head(self, name: str, kind: SpanKind) -> bytes:
+        """The name and kind fields (a handful of names per run: cached)."""
+        head = self._names.get((name, kind))
+        if head is None:
+            if len(self._names) >= _CACHE_LIMIT:
+                self._names.clear()
+            head = self._names[(name, kind)] = _field(b"\x2a", name.encode()) + _KIND[kind]
+        return head
 
     def request(self, spans: Iterable[Any]) -> bytes:
         """A serialized ExportTraceServiceRequest holding `spans`."""

@@ -8,9 +8,8 @@ in a node downstream, is a child of it. In Jaeger a page therefore reads as
 
     stage fetch  [shop_a page 3]
       GET  (one per attempt)
-      stage parse
       stage normalize
-      stage redact, stage quality, ... stage summary_json
+      stage summary_json
 
 and a window emit is a span with one link per batch it covers. Items without
 provenance get spans under their node's span.
@@ -21,7 +20,7 @@ ends when it yields its next output or asks for the next input, so it
 measures the stage's own work (the downstream stages run while it is
 suspended at the yield). Each turn is a sample of the `flow.stage.duration`
 histogram and, for kinds that want spans (not `spans=False`: merge,
-rate_limit and the cheap in-memory transforms), a span. The wrapper is added
+rate_limit, parse and the cheap in-memory transforms), a span. The wrapper is added
 only when telemetry is on.
 """
 

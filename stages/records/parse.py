@@ -45,7 +45,9 @@ def _decoder(items: str | None) -> Any:
     return records
 
 
-@stage("parse", ParseParams, consumes=PageResponse, produces=Records)
+# No span per page (timed by the duration histogram): splitting a page its
+# pager already decoded is cheap in-memory work, like redact or dedupe.
+@stage("parse", ParseParams, consumes=PageResponse, produces=Records, spans=False)
 async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: Any) -> AsyncIterator[Records]:
     """Decode page bodies into records; dead-letter what is not a record."""
     preset = PRESETS.get(params.schema or "")

@@ -155,8 +155,8 @@ def test_context_travels_with_the_batches(tmp_path):
     by_id = {s.span_id: s for s in spans}
     fetch_of_page = {_attrs(s)["flow.page"]: s for s in spans if s.name == "stage fetch"}
     assert len(fetch_of_page) == result.counters["shop"]["pages"]
-    later = [s for s in spans if s.name in {"stage parse", "stage normalize", "stage summary_json"}]
-    assert {s.name for s in later} == {"stage parse", "stage normalize", "stage summary_json"}
+    later = [s for s in spans if s.name in {"stage normalize", "stage summary_json"}]
+    assert {s.name for s in later} == {"stage normalize", "stage summary_json"}
     for span in later:
         parent = by_id[span.parent_span_id]
         assert parent.name == "stage fetch"
