@@ -35,6 +35,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 
+from .spans import Current
+
 Key = tuple[str, int]
 
 
@@ -110,7 +112,7 @@ class StageSpans:
         """A span for `item`, current inside the `with`, ended on leaving it
         with any exception recorded (per-item stages: each item runs in its
         own task or turn, so the context attach/detach pair up)."""
-        return trace.use_span(self.start(item), end_on_exit=True)
+        return Current(self.start(item))
 
 
 async def traced(

@@ -4,6 +4,7 @@ the bounded lineage table, and spans of streaming stages per item."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -86,3 +87,30 @@ def test_a_streaming_stage_gets_one_span_per_input_item_with_its_events():
     events = {s.attributes["flow.page"]: [e.name for e in s.events] for s in finished}
     assert events == {0: [], 1: ["dead_letter"], 2: [], 3: ["dead_letter"], 4: []}
     assert ctx.span is None
+
+
+def test_current_makes_the_span_current_and_records_only_exceptions_as_use_span_does():
+    from opentelemetry import trace
+
+    from flow.spans import Current, Tracer
+
+    ended: list[Any] = []
+    tracer = Tracer(ended.append, seed=1)
+    outer = trace.get_current_span()
+    with tracer.start_as_current_span("ok") as span:
+        assert trace.get_current_span() is span
+        with tracer.start_span("child", context=None) as _:
+            pass
+    assert trace.get_current_span() is outer
+    for error in (ValueError("bad"), asyncio.CancelledError()):
+        span = tracer.start_span("x")
+        try:
+            with Current(span):
+                raise error
+        except BaseException as caught:
+            assert caught is error
+        assert trace.get_current_span() is outer and span.end_ns is not None
+    failed, cancelled = ended[-2:]
+    assert [e[0] for e in failed.events] == ["exception"] and failed.status.description == "ValueError: bad"
+    assert cancelled.events == [] and not cancelled.status.status_code.value  # not an error: as use_span
+    assert [s.name for s in ended[:2]] == ["child", "ok"] and ended[0].parent == ended[1].get_span_context()
