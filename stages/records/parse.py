@@ -10,6 +10,7 @@ dead letter with its source, page, position and the value as served.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +24,8 @@ from stages.http.urls import safe_url
 from .items import Records
 from .presets import PRESETS, Style
 
-_OBJECT = ord("{")
+_first_byte = struct.Struct("B").unpack_from  # (byte,): ~70 ns, half a memoryview's cost
+_OBJECT = (ord("{"),)
 _decode_any = msgspec.json.Decoder().decode
 
 
@@ -72,19 +74,19 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
                 url=safe_url(request.url),
             )
             continue
-        records = []
-        for position, raw in enumerate(raws):
-            if memoryview(raw)[0] == _OBJECT:  # msgspec validated the JSON: `{` opens an object
-                records.append((position, raw))
-                continue
-            value = _decode_any(raw)
-            await ctx.dead_letter(
-                endpoint=request.endpoint,
-                page=request.page,
-                position=position,
-                reason=f"a record is a JSON {_json_type(value)}",
-                raw=value,
-            )
+        records = list(enumerate(raws))
+        # msgspec validated the JSON: a record whose text opens with `{` is an object.
+        if list(map(_first_byte, raws)).count(_OBJECT) < len(raws):  # rare: some are not objects
+            records = []
+            for position, raw in enumerate(raws):
+                if _first_byte(raw) == _OBJECT:
+                    records.append((position, raw))
+                    continue
+                value = _decode_any(raw)
+                reason = f"a record is a JSON {_json_type(value)}"
+                await ctx.dead_letter(
+                    endpoint=request.endpoint, page=request.page, position=position, reason=reason, raw=value
+                )
         ctx.count(ledger.RECEIVED, len(raws), on=request.endpoint)
         yield Records(request.endpoint, request.page, records)
 
