@@ -368,6 +368,10 @@ class Fetcher:
                         span.set("http.response.status_code", response.status)
                         if response.status >= 400:
                             span.failed()
+                    if response.content_length is not None and response.content_length <= self.max_bytes:
+                        # A declared length within the cap (aiohttp reads no more than it
+                        # declares): one read, not a loop of chunks.
+                        return response.status, await response.read(), response.headers
                     chunks, size = [], 0
                     async for chunk in response.content.iter_chunked(65536):
                         size += len(chunk)

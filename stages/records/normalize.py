@@ -144,7 +144,9 @@ def normalize_batch(
                     currency=found_currency or currency,
                     category=category,
                     processed_at=now,
-                    extra={k: v for k, getter in get_extra if (v := getter(record)) is not None},
+                    extra={k: v for k, getter in get_extra if (v := getter(record)) is not None}
+                    if get_extra
+                    else {},  # no comprehension to run per record when nothing extra is mapped
                 )
             )
         except Exception as exc:  # a bad record, or a converter bug: a dead letter, never lost
