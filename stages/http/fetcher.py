@@ -137,6 +137,7 @@ class Fetcher:
             self._wait = wait.bind(endpoint)
             self._requests = t.counter("flow.http.requests", "1", "HTTP attempts by status")
             self._durations = t.histogram("flow.http.duration", "s", "HTTP attempt duration")
+            self._by_outcome: dict[str, tuple[Any, Any]] = {}  # outcome -> (requests, durations) series
 
     def _event(self, name: str, **attrs: Any) -> None:
         if self.on_event is not None:
@@ -388,12 +389,15 @@ class Fetcher:
     def _measure(self, outcome: str, seconds: float) -> None:
         if not self._metering or outcome == Stopped.__name__:  # stopped before the write: nothing sent
             return
-        # Semantic conventions: a status code when there was an answer, else
-        # `error.type` (TimeoutError, ClientOSError, ...).
-        attrs: dict[str, Any] = {"flow.endpoint": self.breaker.name}
-        if outcome.isdigit():
-            attrs["http.response.status_code"] = int(outcome)
-        else:
-            attrs["error.type"] = outcome
-        self._requests.add(1, attrs)
-        self._durations.record(seconds, attrs)
+        series = self._by_outcome.get(outcome)
+        if series is None:  # the first attempt with this outcome: bind its series once
+            # Semantic conventions: a status code when there was an answer, else
+            # `error.type` (TimeoutError, ClientOSError, ...).
+            attrs: dict[str, Any] = {"flow.endpoint": self.breaker.name}
+            if outcome.isdigit():
+                attrs["http.response.status_code"] = int(outcome)
+            else:
+                attrs["error.type"] = outcome
+            series = self._by_outcome[outcome] = (self._requests.bind(attrs), self._durations.bind(attrs))
+        series[0].add(1)
+        series[1].record(seconds)
