@@ -48,9 +48,11 @@ def _elements(item: Any) -> list[Any]:
     products = getattr(item, "products", None)
     if products is not None:
         return products
-    raws = getattr(item, "raws", None)  # records as served: written as their JSON text
-    if raws is not None:
-        return [raw for _, raw in raws]
+    raws = getattr(item, "raws", None)  # records as served: their JSON text, made compact
+    if raws is not None:  # (one line each, whatever the server's indentation)
+        import msgspec  # loaded by the stage by now
+
+        return [msgspec.Raw(msgspec.json.format(bytes(raw), indent=-1)) for _, raw in raws]
     return [item]
 
 

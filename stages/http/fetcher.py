@@ -91,6 +91,11 @@ MAX_REDIRECTS = 5
 ENDED = {"stopped": "the run was stopped", "deadline": "run.deadline reached"}
 
 
+def _encoded(response: Any) -> bool:
+    """The body comes compressed (aiohttp inflates it as it is read)."""
+    return response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+
+
 class _Retry(NamedTuple):
     error: str
     status: int | None  # None: no answer (a timeout, a connection error)
@@ -369,9 +374,11 @@ class Fetcher:
                         span.set("http.response.status_code", response.status)
                         if response.status >= 400:
                             span.failed()
-                    if response.content_length is not None and response.content_length <= self.max_bytes:
-                        # A declared length within the cap (aiohttp reads no more than it
-                        # declares): one read, not a loop of chunks.
+                    length = response.content_length
+                    if length is not None and length <= self.max_bytes and not _encoded(response):
+                        # A declared length within the cap, not compressed (aiohttp reads
+                        # no more than it declares): one read, not a loop of chunks. A
+                        # compressed body inflates past its length: counted as it comes.
                         return response.status, await response.read(), response.headers
                     chunks, size = [], 0
                     async for chunk in response.content.iter_chunked(65536):

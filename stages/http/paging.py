@@ -202,13 +202,13 @@ class Pager:
         """A server that ignores the paging parameters serves the same
         records on every page: the second page with all of a first page's
         records, in order, is noted in `repeated`, for the planner to stop.
-        A page is known by its first and last records' text and the length
-        of every record's text (~15 µs for 100 records, where hashing the
-        whole text costs ~40): pages that differ only inside their middle
-        records, each kept to the same length, would be taken for the same."""
+        A page is known by a hash of all its records' text and their lengths
+        (~25 µs for 100 records): a cheaper key of a few records would take
+        pages that share them (pinned records, fixed-width rows) for the same
+        and stop the walk."""
         if len(records) < 2:  # one record may well come again (a duplicate), a page of them not
             return
-        key = hash((bytes(records[0]), bytes(records[-1]), tuple(map(len, records))))
+        key = hash((b"".join(records), tuple(map(len, records))))
         first = self._seen.setdefault(key, page)
         if first != page and self.repeated is None:
             self.repeated = (page, first)

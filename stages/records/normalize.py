@@ -196,9 +196,10 @@ def _pool(workers: int | Processes, node: str) -> Executor:
 
 
 # To and from a worker process: a batch's records as one JSON array with
-# their positions, its products as msgpack (a quarter of pickle's cost for
-# them, which is as much as the mapping's own); dead letters, few, pickled.
-_PRODUCTS = msgspec.msgpack.Decoder(list[Product])
+# their positions, its products as JSON (a quarter of pickle's cost for
+# them, which is as much as the mapping's own; msgpack would fail on an
+# integer beyond 64 bits in `extra`); dead letters, few, pickled.
+_PRODUCTS = msgspec.json.Decoder(list[Product])
 _decode_raws = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
@@ -211,7 +212,7 @@ def _in_process(packed: tuple[str, int, list[int], bytes], *args: Any) -> tuple[
     endpoint, page, positions, records = packed
     batch = Records(endpoint, page, list(zip(positions, _decode_raws(records), strict=True)))
     products, dead = normalize_batch(batch, *args)
-    return msgspec.msgpack.encode(products), dead
+    return msgspec.json.encode(products), dead
 
 
 def _ignore_sigint() -> None:

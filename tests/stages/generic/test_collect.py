@@ -89,3 +89,18 @@ nodes:
         ("a", "parse", "html_instead_of_json", "shop", 0, 2),
         ("b", "parse", "invalid_json", "shop", 0, 2),
     ]
+
+
+def test_records_served_indented_are_written_one_a_line(tmp_path):
+    import msgspec
+
+    from stages.records.items import Records as RawRecords
+
+    served = b'{\n  "id": 7,\n  "title": "A\\u00e9"\n}'
+    batch = RawRecords("s", 0, [(0, msgspec.Raw(served)), (1, msgspec.Raw(b'{"id": 8}'))])
+    graph = "version: 1\nnodes:\n  out: {pipe: [{testing_source: {name: items}}, {collect: {path: r.jsonl}}]}\n"
+    result = run_graph(graph, sources={"items": [batch]}, out_dir=tmp_path)
+    assert result.status == "completed"
+    text = (tmp_path / "r.jsonl").read_text()
+    assert text.splitlines() == ['{"id":7,"title":"A\\u00e9"}', '{"id":8}']
+    assert lines(tmp_path / "r.jsonl") == [{"id": 7, "title": "Aé"}, {"id": 8}]

@@ -419,3 +419,30 @@ def test_a_stop_while_a_request_waits_for_room_at_the_write_sends_nothing(monkey
     late = [r for r in results if isinstance(r, FetchFailed)]
     assert [(r.error, r.attempts) for r in late] == [("stopped", 0)] and shared.stalls == 1
     assert writes == [0.0, 1.05, 1.05]
+
+
+def test_a_compressed_body_is_held_to_the_cap_as_it_inflates():
+    import gzip
+
+    from aiohttp import web
+
+    body = b"[" + b"0," * 600_000 + b"0]"  # 1.2 MB of JSON, a few kB compressed
+
+    async def handle(request: web.Request) -> web.Response:
+        packed = gzip.compress(body)
+        headers = {"Content-Encoding": "gzip", "Content-Length": str(len(packed))}
+        return web.Response(body=packed, headers=headers, content_type="application/json")
+
+    async def main(cap: int) -> Any:
+        runner, base = await loopback.start("/p", handle)
+        try:
+            async with make_session() as session:
+                fetcher = Fetcher(session, CircuitBreaker(), limiter=limiter(), max_bytes=cap)
+                return await fetcher.fetch(f"{base}/p")
+        finally:
+            await runner.cleanup()
+
+    small = run_virtual(main(100_000))
+    assert isinstance(small, FetchFailed) and small.error == "body_too_large"
+    whole = run_virtual(main(2_000_000))
+    assert isinstance(whole, Fetched) and whole.body == body

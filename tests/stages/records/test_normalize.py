@@ -120,15 +120,19 @@ def test_a_record_that_is_not_an_object_is_a_dead_letter_not_an_error(tmp_path):
 @pytest.mark.parametrize("workers", ["2", "{processes: 1}"])
 def test_a_pool_of_threads_or_processes_gives_what_the_loop_gives(tmp_path, workers):
     records = [
-        (i, {"id": i, "title": f" Item {i} ", "price": f"${i},50" if i % 7 else None, "category": ["Home", "x"]})
+        (i, {"id": i, "title": f" Item {i} ", "price": f"${i},50" if i % 7 else None, "category": ["Home", "x"],
+             "sku": 10**30 + i})  # an integer beyond 64 bits in an extra field
         for i in range(60)
     ]
     batches = [Records.of("shop", page, records[page * 20 : page * 20 + 20]) for page in range(3)]
-    inline = normalize(batches, tmp_path / "inline", "{normalize: {preset: dummyjson}}")
-    pooled = normalize(batches, tmp_path / "pool", f"{{normalize: {{preset: dummyjson, workers: {workers}}}}}")
+    extra = "extra: {sku: sku}"
+    inline = normalize(batches, tmp_path / "inline", f"{{normalize: {{preset: dummyjson, {extra}}}}}")
+    pooled = normalize(
+        batches, tmp_path / "pool", f"{{normalize: {{preset: dummyjson, {extra}, workers: {workers}}}}}"
+    )
 
     def seen(sinks: dict[str, list[Any]]) -> tuple[Any, ...]:
-        products = sorted((p.id, p.title, p.price, p.category) for b in sinks["out"] for p in b.products)
+        products = sorted((p.id, p.title, p.price, p.category, p.extra["sku"]) for b in sinks["out"] for p in b.products)
         dead = sorted((d.page, d.position, d.reason) for d in sinks["dead"])
         return products, dead
 
