@@ -19,8 +19,8 @@ its ledger balanced (run.json); else the benchmark stops. Printed: median
 (min..max) of each, and the ratio of peak RSS, largest size / smallest.
 Goal: <= 1.5x, and <= 200 MB at the largest size.
 
-A 1,000,000-product run takes 100 to 110 s on a 2-vCPU machine (the mocks
-serve 50,000 pages), so the default run takes about 2 minutes.
+A 1,000,000-product run takes about 50 s of CPU on a 2-vCPU machine (the
+mocks serve 50,000 pages), so the default run takes one to two minutes.
 
 `--where N` runs N products once in this process under tracemalloc instead
 and prints the source lines whose live allocations grew most during the

@@ -4,8 +4,8 @@ One dummyjson mock (`--products`, default 100,000; rate limit and faults
 off, no latency; its usual data: 20% of fields in a non-native form, 3%
 malformed records, 2% repeated ones) runs in its own process, started with
 `python -m mocks`, so that serving costs neither side. Against it, in
-subprocesses, back to back in interleaved pairs (the side that goes first
-alternates):
+subprocesses, back to back in interleaved rounds (the side that goes first
+rotates):
 
 (a) `flow run` of the graph
 
@@ -21,7 +21,7 @@ alternates):
 
 (b) this file with `--client` (see `hand_written`): aiohttp, 16 requests in
     flight (the first page gives the total, then every page), retries on
-    errors and 5xx; on a pool of 2 threads (flow's normalize default) each
+    errors and 5xx; on a pool of 2 threads each
     page is decoded with msgspec into the four fields the product needs
     (records kept as msgspec.Raw, decoded whole only for a dead letter's raw
     record) and normalized with flow's own pure converters from
@@ -29,8 +29,8 @@ alternates):
     clean_title, the Product struct), so the normalization work is identical,
     and the same summary.json written (products, dead letters, per_source
     prices, category distribution, summary). `--hand-decode dict` decodes
-    every record whole into a dict, as flow's parse does, to tell the cost
-    of that choice from the engine's.
+    every record whole into a dict, as flow's parse once did, to tell the
+    cost of that choice from the engine's.
 
 (c) with `--processes N` (default 1; 0: not run), flow again with
     `normalize: {workers: {processes: N}}`, in the same rotation; run under a
@@ -433,7 +433,7 @@ def main() -> int:
         "--hand-decode",
         choices=("struct", "dict"),
         default="struct",
-        help="hand-written side: decode the 4 fields needed (struct) or every record whole (dict, as flow)",
+        help="hand-written side: decode the 4 fields needed (struct) or every record whole (dict)",
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds one run may take")
     parser.add_argument(

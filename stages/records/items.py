@@ -10,8 +10,8 @@ import msgspec
 
 from .product import Product
 
-_SOURCE = operator.attrgetter("source")
-_decode_any = msgspec.json.Decoder().decode
+SOURCE = operator.attrgetter("source")  # a product's source
+decode_any = msgspec.json.Decoder().decode  # any JSON value, e.g. a record whole
 _encode = msgspec.json.Encoder().encode
 
 
@@ -32,7 +32,7 @@ class Records(msgspec.Struct, frozen=True):
 
     def decoded(self) -> list[tuple[int, dict[str, Any]]]:
         """Every record decoded whole into a dict, on each call."""
-        return [(position, _decode_any(raw)) for position, raw in self.raws]
+        return [(position, decode_any(raw)) for position, raw in self.raws]
 
     def records_by_source(self) -> dict[str, int]:
         """What a sink taking this writes, for the ledger (flow.ledger)."""
@@ -49,7 +49,7 @@ class ProductBatch(msgspec.Struct, frozen=True):
     def records_by_source(self) -> dict[str, int]:
         """What a sink taking this writes, for the ledger (flow.ledger). After
         dedupe a batch may hold products of several sources."""
-        return Counter(map(_SOURCE, self.products))
+        return Counter(map(SOURCE, self.products))
 
 
 __all__ = ["Product", "ProductBatch", "Records"]

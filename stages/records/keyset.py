@@ -12,8 +12,8 @@ its slot), 100 MB for a million products. This keeps a digest instead:
     whose 12 bucket bits, followed by the top `split` bits of the value, are j
 
 For a str, hash() is Python's own: SipHash-1-3 under the interpreter's
-random per-process key (64 bits wide), already computed and cached in the
-string when the key was looked up in a dict. Other keys (numbers, dicts), or
+random per-process key (64 bits wide), cached in the string once computed;
+the bucket bits come from hashing `key + "\0"`, a new string each time. Other keys (numbers, dicts), or
 every key on an interpreter whose str hash is not a 64-bit SipHash, take 80
 bits of a randomly keyed BLAKE2b of their canonical bytes instead.
 
@@ -53,8 +53,10 @@ _SIPHASH64 = sys.hash_info.width == 64 and sys.hash_info.algorithm.startswith("s
 
 
 def _canonical(key: Any) -> bytes:
-    """Bytes that are equal when keys are: a str's UTF-8, a number's repr
-    (1.0 and 1, 0.0 and -0.0 as one), else JSON text with dict keys sorted."""
+    """Bytes that are equal when the keys are the same JSON value: a str's
+    UTF-8, a number's repr (1.0 and 1, 0.0 and -0.0 as one), else JSON text
+    with dict keys sorted (where a Python set differs: True and 1 are two
+    keys here, and {"a": 1} and {"a": 1.0} are two)."""
     if isinstance(key, str):
         return b"s" + key.encode("utf-8", "surrogatepass")
     if isinstance(key, int | float) and not isinstance(key, bool):

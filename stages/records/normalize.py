@@ -8,14 +8,15 @@ APIs that send cents), categories flattened to a slug ("uncategorized" when
 missing). A record that cannot be normalised is a dead letter with its
 reason; the rest of the batch carries on.
 
-The work runs per batch on the event loop by default (~0.5 ms for a page of
+The work runs per batch on the event loop by default (~0.4 ms for a page of
 100 records). Pure Python holds the GIL, so a thread pool adds no speed; it
 only keeps the loop responsive, and its hand-off and GIL contention cost a
 quarter of flow's throughput (bench/throughput.py). `workers: N` runs each
 batch on a pool of N threads, for a mapping slow enough to hold the loop up;
 `workers: {processes: N}` on N worker processes, beside the event loop: it
-pays where the machine has a core to spare and batches are big enough to
-outweigh pickling them there and back (bench/throughput.py measures both).
+pays where the machine has a core to spare and the mapping costs more than
+sending a batch there and back (bench/throughput.py measures both). A pool
+has at most `concurrency` batches in flight: set it to N or more.
 """
 
 from __future__ import annotations
@@ -31,14 +32,13 @@ import msgspec
 from flow.items import utc_now
 from flow.registry import ConcurrentParams, Params, stage
 
-from .items import ProductBatch, Records
+from .items import ProductBatch, Records, decode_any
 from .presets import PRESETS, Style
 from .product import Invalid, Product, clean_title, flatten_category, parse_price, source_id
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-_decode_any = msgspec.json.Decoder().decode
 MAPPED = ("id", "title", "price", "category")  # the Product fields taken from a record by path
 
 
@@ -52,8 +52,7 @@ class NormalizeParams(ConcurrentParams):
     extra: dict[str, str] = {}  # extra output field -> dotted path, kept as is (e.g. {brand: brand})
     price_in_cents: bool | None = None  # integer prices are cents (default: true for the cursor preset)
     currency: str = "USD"  # when the price names none
-    # N threads, or {processes: N}; 0: on the event loop
-    workers: Annotated[int, msgspec.Meta(ge=0, le=64)] | Processes = 0
+    workers: Annotated[int, msgspec.Meta(ge=0, le=64)] | Processes = 0  # N threads or {processes: N}; 0: none
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
 
     def __post_init__(self) -> None:
@@ -118,8 +117,8 @@ def normalize_batch(
     source: str,
     extra: dict[str, str] | None = None,
 ) -> tuple[list[Product], list[dict[str, Any]]]:
-    """Pure and synchronous (on the loop, or in a worker thread). Never raises for a bad
-    record: (products, dead letters)."""
+    """Pure and synchronous (on the loop, a worker thread or a worker process).
+    Never raises for a bad record: (products, dead letters)."""
     now = utc_now()
     products, dead = [], []
     extra = extra or {}
@@ -159,7 +158,7 @@ def _dead_letter(batch: Records, position: int, raw: msgspec.Raw, exc: Exception
     says what is wrong with it; anything else is named as a converter bug
     (still a dead letter, not a loss)."""
     try:
-        record = _decode_any(raw)
+        record = decode_any(raw)
     except (msgspec.DecodeError, RecursionError):
         record = bytes(raw).decode("utf-8", "replace")
     if isinstance(exc, Invalid):
@@ -181,8 +180,8 @@ def _dead_letter(batch: Records, position: int, raw: msgspec.Raw, exc: Exception
 
 def _pool(workers: int | Processes, node: str) -> Executor:
     """Threads keep the loop responsive (the GIL still runs one at a time);
-    processes run the mapping beside the loop, each batch pickled there and
-    back. Worker processes come from a fork server (forking a process that
+    processes run the mapping beside the loop, each batch sent there as one
+    JSON array and its products back as JSON. Worker processes come from a fork server (forking a process that
     runs threads is unsafe) and ignore SIGINT: the run stops them."""
     if isinstance(workers, Processes):
         import multiprocessing

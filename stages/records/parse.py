@@ -1,10 +1,12 @@
 """`parse`: page bodies -> batches of raw records; bad records become dead letters.
 
-A page decodes once with msgspec into an envelope whose records stay raw
-(the JSON text of each, msgspec.Raw): the stage that reads them (normalize)
-decodes only the fields it maps, and one malformed record cannot sink its
-page. A page that does not decode at all (truncated JSON, an HTML error page
-with status 200) is a page error; a record that is not a JSON object is a
+A page is decoded once with msgspec into an envelope whose records stay raw
+(the JSON text of each, msgspec.Raw): by `fetch`, with its pager's decoder,
+when it checks the body (parse takes those records when it reads the same
+key), else here. The stage that reads the records (normalize) decodes only
+the fields it maps, and one malformed record cannot sink its page. A page
+that does not decode at all (truncated JSON, an HTML error page with status
+200) is a page error; a record that is not a JSON object is a
 dead letter with its source, page, position and the value as served.
 """
 
@@ -21,12 +23,11 @@ from flow.registry import Params, stage
 from stages.http.paging import PageResponse
 from stages.http.urls import safe_url
 
-from .items import Records
+from .items import Records, decode_any
 from .presets import PRESETS, Style
 
 _first_byte = struct.Struct("B").unpack_from  # (byte,): ~70 ns, half a memoryview's cost
 _OBJECT = (ord("{"),)
-_decode_any = msgspec.json.Decoder().decode
 
 
 class ParseParams(Params):
@@ -82,7 +83,7 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
                 if _first_byte(raw) == _OBJECT:
                     records.append((position, raw))
                     continue
-                value = _decode_any(raw)
+                value = decode_any(raw)
                 reason = f"a record is a JSON {_json_type(value)}"
                 await ctx.dead_letter(
                     endpoint=request.endpoint, page=request.page, position=position, reason=reason, raw=value

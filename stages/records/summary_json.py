@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import operator
 import os
 import shutil
 import tempfile
@@ -38,16 +37,13 @@ import msgspec
 from flow.items import DeadLetter, ErrorRecord
 from flow.registry import Params, stage
 
-from .items import ProductBatch
+from .items import SOURCE, ProductBatch
 from .windows import WindowStats
 
 
 class SummaryParams(Params):
     path: str = "summary.json"  # relative paths are under run.out
     dead_letters: str | None = None  # also write the dead letters it receives as JSON lines here
-
-
-_SOURCE = operator.attrgetter("source")
 
 
 class _Source:
@@ -94,7 +90,7 @@ class _Report:
         source's page, or after dedupe a few runs), its prices at once."""
         self.written += len(products)
         self.categories.update([product.category for product in products])
-        for source, run in itertools.groupby(products, _SOURCE):
+        for source, run in itertools.groupby(products, SOURCE):
             prices = [product.price for product in run]
             s = self.sources[source]
             s.count += len(prices)
