@@ -39,10 +39,9 @@ def varint(n: int) -> bytes:
 
 
 def _varint(n: int) -> bytes:
+    """Beyond the table: >= 2**14, or negative (two's complement, ten bytes)."""
     if n < 0:
         n += 1 << 64
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)

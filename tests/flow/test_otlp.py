@@ -400,3 +400,29 @@ def test_cached_attributes_keep_values_that_compare_equal_apart():
         "double_value",
     ]
     assert str(values[1].double_value) == "-0.0"
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**64 - 1))
+def test_varints_from_the_table_and_beyond_it_are_protobufs(n):
+    from google.protobuf.internal import encoder as pb
+
+    from flow.otlp_encode import varint
+
+    written: list[bytes] = []
+    if n < 0:
+        pb._SignedVarintEncoder()(written.append, n, True)
+    else:
+        pb._VarintEncoder()(written.append, n, True)
+    assert varint(n) == b"".join(written)
+
+
+def test_span_names_past_the_cache_limit_still_encode():
+    from flow import otlp_encode
+
+    encoder, tracer = Encoder({}, ("flow", "0")), Tracer(lambda span: None, seed=3)
+    spans = [tracer.start_span(f"s{i}") for i in range(otlp_encode._CACHE_LIMIT + 5)]
+    for span in spans:
+        span.end()
+    request = ExportTraceServiceRequest.FromString(encoder.request(spans))
+    names = [s.name for s in request.resource_spans[0].scope_spans[0].spans]
+    assert names == [f"s{i}" for i in range(otlp_encode._CACHE_LIMIT + 5)]
