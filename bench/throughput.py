@@ -61,6 +61,7 @@ import json
 import math
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -117,14 +118,17 @@ def run_measured(
     the other children of this process, e.g. the mock servers)."""
     with tempfile.TemporaryFile("w+") as log:
         spawned, started = time.monotonic(), time.perf_counter()
-        proc = subprocess.Popen(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
+        # Its own process group: a run that times out is killed with everything it started.
+        proc = subprocess.Popen(
+            args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, text=True, start_new_session=True
+        )
         deadline = started + timeout
         while True:  # bounded by `timeout`
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.perf_counter() > deadline:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 raise RuntimeError(f"{' '.join(args[:4])}... did not finish within {timeout:.0f}s")
             time.sleep(0.005)
@@ -526,7 +530,8 @@ def reap(command: list[str]) -> int:
     and waited for, so this process's children rusage holds all their CPU."""
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
     child = subprocess.Popen(command)
     code = child.wait()
     while True:  # bounded: descendants exit once flow has (its fork server with it)
