@@ -176,7 +176,7 @@ class Fetcher:
             if isinstance(permit, str):  # why no permit will come
                 return FetchFailed(url, "circuit_open", attempt, last.status, permit)
             try:
-                outcome = await self._attempt(url, params, headers, attempt + 1, permit, (limiter, decode))
+                outcome = await self._attempt(url, params, headers, attempt + 1, permit, limiter, decode)
             except Stopped:  # while it waited for a send slot: nothing was sent
                 why = f"{ENDED['stopped']} while the request waited for a send slot"
                 return FetchFailed(url, "stopped", attempt, last.status, why)
@@ -204,15 +204,13 @@ class Fetcher:
 
     async def _attempt(
         self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str] | None, attempt: int,
-        permit: Permit, call: tuple[Any, Callable[[bytes], Any] | None],
+        permit: Permit, limiter: Any, decode: Callable[[bytes], Any] | None,
     ) -> Fetched | FetchFailed | _Retry | _Hop | None:  # fmt: skip
         """One attempt, from the bound on requests in flight to the verdict:
         the page, a failure for good, a retry, a redirect to follow, or None
         when the breaker opened while it waited for its slot (no attempt).
-        Raises `Stopped` when the run stopped before the request was sent.
-        `call`: this fetch's (limiter, decode)."""
+        Raises `Stopped` when the run stopped before the request was sent."""
         clock = asyncio.get_running_loop().time
-        limiter = call[0]
         try:
             async with self._in_flight:
                 slot = await self._slot(limiter, permit)
@@ -237,7 +235,7 @@ class Fetcher:
         if hop is not None:
             permit.neutral(clock())
             return _Hop(hop, status, f"HTTP {status} to {safe_url(hop[0])}")
-        return self._judge(url, attempt, status, body, response_headers, permit, call)
+        return self._judge(url, attempt, status, body, response_headers, permit, limiter, decode)
 
     async def _permit(self) -> Permit | str:
         """A breaker permit (a probe when half-open), waiting while the breaker
@@ -283,12 +281,11 @@ class Fetcher:
 
     def _judge(
         self, url: str, attempt: int, status: int, body: bytes, headers: Mapping[str, str], permit: Any,
-        call: tuple[Any, Callable[[bytes], Any] | None],
+        limiter: Any, decode: Callable[[bytes], Any] | None,
     ) -> Fetched | FetchFailed | _Retry:  # fmt: skip
         """The verdict on an answer that is not a redirect: the page, a
         failure for good, or a retry (with a Retry-After, if any)."""
         now = asyncio.get_running_loop().time()
-        limiter, decode = call
         if status == 204:  # No Content: a page without records, not a broken body
             body = b"[]"
         if 200 <= status < 300:

@@ -64,6 +64,35 @@ class PageResponse(msgspec.Struct, frozen=True):
     decoded: Any = None
 
 
+def page_decoder(
+    items_path: str | None, total_path: str | None = None, cursor_path: str | None = None
+) -> Callable[[bytes], Any]:
+    """A page's decoder: into an envelope of just these paths (records kept
+    raw, as msgspec.Raw; nothing else built), or a bare list of records,
+    whatever the style says."""
+    fields: list[tuple[str, Any, Any]] = []
+    if items_path:
+        fields.append((items_path, list[msgspec.Raw], []))
+    if total_path:
+        fields.append((total_path, int | None, None))
+    if cursor_path:
+        fields.append((cursor_path, str | None, None))
+    shape: Any = msgspec.defstruct("Envelope", fields) | list[msgspec.Raw] if fields else list[msgspec.Raw]
+    return msgspec.json.Decoder(shape).decode
+
+
+def page_records(decoded: Any, items_path: str | None) -> list[msgspec.Raw] | None:
+    """The records of a decoded page: a bare list is records whatever the
+    path; an envelope's, if it was decoded with `items_path`. None: this
+    decoding does not hold them."""
+    if isinstance(decoded, list):
+        return decoded
+    if decoded is None or items_path is None:
+        return None
+    records = getattr(decoded, items_path, None)
+    return records if isinstance(records, list) else None
+
+
 QUERY = {  # style -> (position parameter, size parameter)
     "page": ("page", "per_page"),
     "skip_limit": ("skip", "limit"),
@@ -91,18 +120,8 @@ class Pager:
     ) -> None:
         self.endpoint, self.url, self.style, self.page_size = endpoint, url, style, page_size
         self.params, self.headers = params, headers
-        fields: list[tuple[str, Any, Any]] = []
-        if items_path:
-            fields.append((items_path, list[msgspec.Raw], []))
-        if total_path:
-            fields.append((total_path, int | None, None))
-        if cursor_path:
-            fields.append((cursor_path, str | None, None))
         self.items_path, self.total_path, self.cursor_path = items_path, total_path, cursor_path
-        envelope = msgspec.defstruct("Envelope", fields) if fields else None
-        # A page may be the envelope or a bare list, whatever the style says.
-        shape: Any = envelope | list[msgspec.Raw] if envelope else list[msgspec.Raw]
-        self.decode: Callable[[bytes], Any] = msgspec.json.Decoder(shape).decode
+        self.decode = page_decoder(items_path, total_path, cursor_path)
         self.items: dict[int, int | None] = {}  # page -> items on it, None if it failed
         self.total_pages: int | None = None
         self.cursors: dict[int, str | None] = {}  # page -> cursor for the page after it
@@ -168,12 +187,10 @@ class Pager:
     ) -> tuple[int, int | None, int | None, str | None]:
         """(items on the page, total items or None, total pages or None, next cursor)."""
         items = pages = cursor = None
-        records = decoded if isinstance(decoded, list) else getattr(decoded, self.items_path or "", [])
+        records = page_records(decoded, self.items_path) or []
         self._fingerprint(page, records)
-        if isinstance(decoded, list):
-            count = len(decoded)
-        else:
-            count = len(getattr(decoded, self.items_path)) if self.items_path else 0
+        count = len(records)
+        if not isinstance(decoded, list):
             total = getattr(decoded, self.total_path) if self.total_path else None
             cursor = getattr(decoded, self.cursor_path) if self.cursor_path else None
             if self.total_path == "total_pages":

@@ -20,7 +20,7 @@ import msgspec
 
 from flow import ledger
 from flow.registry import Params, stage
-from stages.http.paging import PageResponse
+from stages.http.paging import PageResponse, page_decoder, page_records
 from stages.http.urls import safe_url
 
 from .items import Records, decode_any
@@ -35,19 +35,6 @@ class ParseParams(Params):
     items: str | None = None  # else: the body key holding the records (None: the body is a list)
 
 
-def _decoder(items: str | None) -> Any:
-    if items is None:
-        return msgspec.json.Decoder(list[msgspec.Raw]).decode
-    envelope = msgspec.defstruct("Envelope", [(items, list[msgspec.Raw], [])])
-    decode = msgspec.json.Decoder(envelope | list[msgspec.Raw]).decode  # a bare list is records too
-
-    def records(body: bytes) -> list[msgspec.Raw]:
-        page = decode(body)
-        return page if isinstance(page, list) else getattr(page, items)
-
-    return records
-
-
 # No span per page (timed by the duration histogram): splitting a page its
 # pager already decoded is cheap in-memory work, like redact or dedupe.
 @stage("parse", ParseParams, consumes=PageResponse, produces=Records, spans=False)
@@ -55,13 +42,13 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
     """Decode page bodies into records; dead-letter what is not a record."""
     preset = PRESETS.get(params.schema or "")
     items_key = params.items if params.items is not None else preset.items if preset else None
-    decode_page = _decoder(items_key)
+    decode_page = page_decoder(items_key)
     async for page in source:
         request = page.request
         try:
-            raws = _records(page.decoded, items_key)
+            raws = page_records(page.decoded, items_key)  # fetch's decoding holds them, or:
             if raws is None:
-                raws = decode_page(page.body)
+                raws = page_records(decode_page(page.body), items_key) or []
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
             kind = "html_instead_of_json" if page.body.lstrip()[:1] == b"<" else "invalid_json"
             if isinstance(err, RecursionError):
@@ -77,10 +64,11 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
             continue
         records = list(enumerate(raws))
         # msgspec validated the JSON: a record whose text opens with `{` is an object.
-        if list(map(_first_byte, raws)).count(_OBJECT) < len(raws):  # rare: some are not objects
+        firsts = list(map(_first_byte, raws))
+        if firsts.count(_OBJECT) < len(raws):  # rare: some are not objects
             records = []
-            for position, raw in enumerate(raws):
-                if _first_byte(raw) == _OBJECT:
+            for (position, raw), first in zip(enumerate(raws), firsts, strict=True):
+                if first == _OBJECT:
                     records.append((position, raw))
                     continue
                 value = decode_any(raw)
@@ -90,18 +78,6 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
                 )
         ctx.count(ledger.RECEIVED, len(raws), on=request.endpoint)
         yield Records(request.endpoint, request.page, records)
-
-
-def _records(decoded: Any, items: str | None) -> list[msgspec.Raw] | None:
-    """The records of a page its pager already decoded (fetch): a bare list
-    is records whatever the key; an envelope, if the pager read the same key
-    as raw records. None: the page must be decoded here."""
-    if isinstance(decoded, list):
-        return decoded
-    if decoded is None or items is None:
-        return None
-    records = getattr(decoded, items, None)
-    return records if isinstance(records, list) else None
 
 
 def _json_type(value: Any) -> str:

@@ -274,6 +274,24 @@ async def _closing(request: Any) -> Any:
     return web.Response(body=b"[]", content_type="application/json", headers={"Connection": "close"})
 
 
+async def _forty_closing_fetches(concurrency: int) -> tuple[list[Any], float, SlidingWindowLimiter]:
+    """40 fetches, `concurrency` in flight, through one 5/s limiter, of a
+    loopback path whose every answer closes its connection: (results, loop
+    seconds they took, the limiter)."""
+    loop = asyncio.get_running_loop()
+    runner, base = await loopback.start("/p", _closing)
+    shared = limiter()
+    try:
+        async with make_session() as session:
+            fetcher = Fetcher(session, CircuitBreaker(failures=50), limiter=shared, concurrency=concurrency,
+                              policy=RetryPolicy(retries=0))  # fmt: skip
+            started = loop.time()
+            results = await asyncio.gather(*(fetcher.fetch(f"{base}/p") for _ in range(40)))
+            return results, loop.time() - started, shared
+    finally:
+        await runner.cleanup()
+
+
 def test_a_stall_while_a_connection_opens_does_not_send_late_into_later_windows(monkeypatch):
     """The event loop stalls (0.2-0.6 s, seeded) while some requests open
     their connections, after their limiter slots: sent on the stale slots,
@@ -292,15 +310,7 @@ def test_a_stall_while_a_connection_opens_does_not_send_late_into_later_windows(
             await connect(sock, address)
 
         monkeypatch.setattr(loop, "sock_connect", stalling_connect)
-        runner, base = await loopback.start("/p", _closing)
-        shared = limiter()
-        try:
-            async with make_session() as session:
-                fetcher = Fetcher(session, CircuitBreaker(failures=50), limiter=shared, concurrency=8,
-                                  policy=RetryPolicy(retries=0))  # fmt: skip
-                results = await asyncio.gather(*(fetcher.fetch(f"{base}/p") for _ in range(40)))
-        finally:
-            await runner.cleanup()
+        results, _, shared = await _forty_closing_fetches(concurrency=8)
         return results, shared.stalls
 
     results, stalls = run_virtual(main())
@@ -336,18 +346,7 @@ def test_slow_connections_cost_their_set_up_once_not_once_a_window(monkeypatch, 
             await connect(sock, address)
 
         monkeypatch.setattr(loop, "sock_connect", slow_connect)
-        runner, base = await loopback.start("/p", _closing)
-        shared = limiter()
-        try:
-            async with make_session() as session:
-                fetcher = Fetcher(session, CircuitBreaker(failures=50), limiter=shared, concurrency=concurrency,
-                                  policy=RetryPolicy(retries=0))  # fmt: skip
-                started = loop.time()
-                results = await asyncio.gather(*(fetcher.fetch(f"{base}/p") for _ in range(40)))
-                elapsed = loop.time() - started
-        finally:
-            await runner.cleanup()
-        return results, elapsed, shared
+        return await _forty_closing_fetches(concurrency)
 
     results, elapsed, shared = run_virtual(main())
     assert all(isinstance(r, Fetched) for r in results) and len(writes) == 40  # each sent once
