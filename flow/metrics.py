@@ -4,23 +4,25 @@ and handed to the OpenTelemetry exporter as regular OTLP data points.
 Why not the SDK's synchronous instruments: `Histogram.record` costs about
 9 µs (attribute set hashing, view matching, locks), and flow records several
 per page (stage durations, HTTP attempts, rate-limit waits). Here a series
-is bound once per attribute set and `record` is a bisect and four additions
-(well under a microsecond). `LocalMetrics.data()` turns the series into SDK
+is bound once per attribute set and `record` appends to a list, counted
+into the buckets in C now and then (HistogramSeries). `LocalMetrics.data()` turns the series into SDK
 `Metric`s (cumulative temporality, start = the run start) and
 `WithLocalMetrics` adds them to every export of the SDK's periodic reader,
 so they travel with the SDK's own (observable) metrics in one OTLP request.
 
 Concurrency: series are written on the event loop and read by the reader's
-export thread. Reads copy each list in one step (atomic under the GIL); a
-point read while a record is halfway may have its count one ahead of its
-buckets, which the next export corrects (cumulative).
+export thread: a counter is one integer; a histogram series see
+HistogramSeries.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
+import operator
 import time
-from bisect import bisect_left
+from bisect import bisect_right
 from typing import Any
 
 # Explicit bucket bounds in seconds (1 ms .. 60 s): stage turns, HTTP attempts
@@ -28,24 +30,58 @@ from typing import Any
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-class HistogramSeries:
-    __slots__ = ("bounds", "buckets", "count", "max", "min", "sum")
+FOLD_AT = 1024  # values a histogram series holds before it counts them into its buckets
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
+# (count, sum, min, max, bucket counts) of the values counted so far
+Folded = tuple[int, float, float, float, tuple[int, ...]]
+
+
+class HistogramSeries:
+    """`record` appends the value to a list (one C call); every FOLD_AT
+    values, and at each export, the list is counted into the buckets in C
+    (a sort and a bisect per bound), not value by value in Python.
+
+    Concurrency: `state` (folded, pending) is replaced whole by the event
+    loop, in one assignment, when it folds; the export thread reads it once
+    and copies the pending list (each one step under the GIL), so it always
+    sees a consistent pair."""
+
+    __slots__ = ("bounds", "fold_at", "state")
+
+    def __init__(self, bounds: tuple[float, ...], fold_at: int | None = None) -> None:
         self.bounds = bounds
-        self.buckets = [0] * (len(bounds) + 1)
-        self.count, self.sum = 0, 0.0
-        self.min, self.max = float("inf"), float("-inf")
+        self.fold_at = fold_at or FOLD_AT
+        empty: Folded = (0, 0.0, float("inf"), float("-inf"), (0,) * (len(bounds) + 1))
+        self.state: tuple[Folded, list[float]] = (empty, [])
 
     def record(self, value: float) -> None:
-        # OTLP buckets are (previous bound, bound]: bisect_left finds that one.
-        self.buckets[bisect_left(self.bounds, value)] += 1
-        self.count += 1
-        self.sum += value
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
+        pending = self.state[1]
+        pending.append(value)
+        if len(pending) >= self.fold_at:
+            self.state = (fold(self.state[0], pending, self.bounds), [])
+
+    def snapshot(self) -> Folded:
+        """(count, sum, min, max, bucket counts) of every value recorded."""
+        folded, pending = self.state
+        return fold(folded, list(pending), self.bounds)
+
+
+def fold(folded: Folded, values: list[float], bounds: tuple[float, ...]) -> Folded:
+    """`folded` with `values` counted in. OTLP buckets are (previous bound,
+    bound]: a bound's cumulative count is the values <= it (bisect_right)."""
+    if not values:
+        return folded
+    values = sorted(values)
+    count, total, low, high, buckets = folded
+    cumulative = [*map(functools.partial(bisect_right, values), bounds), len(values)]
+    added = [cumulative[0], *(b - a for a, b in itertools.pairwise(cumulative))]
+    return (
+        count + len(values),
+        total + sum(values),
+        min(low, values[0]),
+        max(high, values[-1]),
+        tuple(map(operator.add, buckets, added)),
+    )
 
 
 class CounterSeries:
@@ -140,12 +176,11 @@ class LocalMetrics:
             if not series:
                 continue
             if isinstance(instrument, LocalHistogram):
+                snapshots = [(key, s.bounds, s.snapshot()) for key, s in series]
                 points = [
-                    HistogramDataPoint(
-                        dict(key), start, now, s.count, s.sum, list(s.buckets), list(s.bounds), s.min, s.max
-                    )
-                    for key, s in series
-                    if s.count
+                    HistogramDataPoint(dict(key), start, now, n, total, list(counts), list(bounds), low, high)
+                    for key, bounds, (n, total, low, high, counts) in snapshots
+                    if n
                 ]
                 data: Any = Histogram(points, cumulative)
             else:

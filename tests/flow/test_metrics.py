@@ -9,6 +9,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
+from flow import metrics
 from flow.metrics import SECONDS, LocalMetrics, with_local_metrics
 
 values = st.lists(
@@ -33,12 +34,15 @@ def _sdk_points(measurements: list[tuple[float, dict[str, str]]]) -> dict[tuple,
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(values, attribute_sets), max_size=4))
-def test_histogram_points_equal_the_sdk_ones(groups):
+@given(st.lists(st.tuples(values, attribute_sets), max_size=4), st.sampled_from([None, 1, 3, 7]))
+def test_histogram_points_equal_the_sdk_ones(groups, fold_at):
+    """Also when the values are counted into the buckets every few records
+    (`fold_at`; 1024 by default), as a long run does."""
     measurements = [(v, attrs) for vs, attrs in groups for v in vs]
     local = LocalMetrics()
     histogram = local.histogram("h")
     for value, attributes in measurements:
+        histogram.bind(attributes).fold_at = fold_at or metrics.FOLD_AT
         histogram.record(value, attributes)
     expected = _sdk_points(measurements)
     ours = {}
