@@ -24,7 +24,8 @@ import contextlib
 import inspect
 import os
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -34,6 +35,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import ledger
 from ._interpolate import scrub
 from .items import DeadLetter, ErrorRecord, utc_now
+from .spans import Current
 
 T = TypeVar("T")
 DEAD_LETTER_SAMPLE = 1000  # dead letters run.json lists (memory stays flat however many there are)
@@ -119,19 +121,24 @@ class RunState:
                     await result
 
 
-class ClientSpan:
-    """What a stage may do to its client span: add attributes, mark it failed."""
+class ClientSpan(Current):
+    """What a stage may do to its client span: add attributes, mark it
+    failed. As a context manager: current inside the `with` (flow.spans.Current)."""
 
-    __slots__ = ("_span",)
+    __slots__ = ()
 
-    def __init__(self, span: Any) -> None:
-        self._span = span
+    def __enter__(self) -> ClientSpan:
+        super().__enter__()
+        return self
 
     def set(self, key: str, value: str | int | float | bool) -> None:
-        self._span.set_attribute(key, value)
+        self.span.set_attribute(key, value)
 
     def failed(self) -> None:
-        self._span.set_status(_ERROR)
+        self.span.set_status(_ERROR)
+
+
+_NO_SPAN = contextlib.nullcontext(None)  # reusable: enters as None
 
 
 _ERROR = Status(StatusCode.ERROR)
@@ -342,17 +349,14 @@ class StageContext:
         span.end()
 
     # --- telemetry --------------------------------------------------------------------
-    @contextlib.contextmanager
-    def client_span(self, name: str, attributes: dict[str, Any]) -> Iterator[ClientSpan | None]:
+    def client_span(self, name: str, attributes: dict[str, Any]) -> AbstractContextManager[ClientSpan | None]:
         """A client span (e.g. one HTTP attempt), current inside the `with`;
-        yields a ClientSpan, or None while tracing is off. Callers pass only
-        attributes fit for export (no secrets)."""
+        enters as a ClientSpan, or None while tracing is off. Callers pass
+        only attributes fit for export (no secrets)."""
         if self.run.lineage is None:
-            yield None
-            return
+            return _NO_SPAN
         tracer = self.run.telemetry.tracer
-        with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
-            yield ClientSpan(span)
+        return ClientSpan(tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes))
 
     def histogram(self, name: str, unit: str = "s", description: str = "") -> Any:
         """An engine-owned histogram (`.record(value, attrs)`, `.bind(attrs)`);

@@ -19,6 +19,7 @@ encoded). Everything flow records is exported.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -26,10 +27,20 @@ from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.context.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _STATE
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)  # immutable, shared
+_INTERNAL = SpanKind.INTERNAL
+# A SpanContext is a tuple (trace_id, span_id, is_remote, flags, state,
+# is_valid); its __new__ checks the id ranges in Python, which ids from
+# getrandbits(128 | 64) other than 0 always pass. Built directly here
+# (tests/flow/test_otlp.py holds the two to the same value).
+_context = functools.partial(tuple.__new__, SpanContext)
 
 
 class Span(trace.Span):
@@ -62,8 +73,9 @@ class Span(trace.Span):
     ) -> None:
         self.name, self._context, self.parent, self.kind = name, context, parent, kind
         self.attributes: dict[str, Any] = dict(attributes) if attributes else {}
-        self.links = list(links) if links else []
-        self.events: list[tuple[str, int, dict[str, Any]]] = []
+        # Most spans have no links or events: a shared empty tuple until the first.
+        self.links: list[Link] | tuple[()] = list(links) if links else ()
+        self.events: list[tuple[str, int, dict[str, Any]]] | tuple[()] = ()
         self.status = _UNSET
         self.start_ns = start_ns if start_ns is not None else time.time_ns()
         self.end_ns: int | None = None
@@ -85,11 +97,18 @@ class Span(trace.Span):
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self.end_ns is None:
-            self.events.append((name, timestamp or time.time_ns(), dict(attributes) if attributes else {}))
+            event = (name, timestamp or time.time_ns(), dict(attributes) if attributes else {})
+            if isinstance(self.events, list):
+                self.events.append(event)
+            else:
+                self.events = [event]
 
     def add_link(self, context: SpanContext, attributes: Any = None) -> None:
         if self.end_ns is None and context.is_valid:
-            self.links.append(Link(context, attributes))
+            if isinstance(self.links, list):
+                self.links.append(Link(context, attributes))
+            else:
+                self.links = [Link(context, attributes)]
 
     def update_name(self, name: str) -> None:
         if self.end_ns is None:
@@ -149,11 +168,35 @@ class Tracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> Span:
         parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid:
-            own = SpanContext(parent.trace_id, self._id(64), False, _SAMPLED)
-            return Span(name, own, parent, kind, attributes, links, start_time, self._sink)
-        own = SpanContext(self._id(128), self._id(64), False, _SAMPLED)
-        return Span(name, own, None, kind, attributes, links, start_time, self._sink)
+        return self._make(name, parent if parent.is_valid else None, attributes, kind, links, start_time)
+
+    def child(
+        self, name: str, parent: SpanContext | None, attributes: Any = None, kind: SpanKind = _INTERNAL
+    ) -> Span:
+        """A span under `parent` (a valid SpanContext), or with None under
+        the current span: start_span without a Context to look the parent up
+        in (flow.tracing passes a batch's root span this way)."""
+        if parent is None:
+            parent = trace.get_current_span().get_span_context()
+            if not parent.is_valid:
+                return self._make(name, None, attributes, kind, None, None)
+        own = _context((parent[0], self._bits(64) or self._id(64), False, _SAMPLED, _STATE, True))
+        return Span(name, own, parent, kind, attributes, None, None, self._sink)
+
+    def _make(
+        self,
+        name: str,
+        parent: SpanContext | None,
+        attributes: Any,
+        kind: SpanKind,
+        links: Sequence[Link] | None,
+        start_time: int | None,
+    ) -> Span:
+        """A span under `parent`, or the root of a new trace."""
+        bits = self._bits
+        trace_id = (bits(128) or self._id(128)) if parent is None else parent[0]
+        own = _context((trace_id, bits(64) or self._id(64), False, _SAMPLED, _STATE, True))
+        return Span(name, own, parent, kind, attributes, links, start_time, self._sink)
 
     def start_as_current_span(  # type: ignore[override]  # a Current, not a generator CM
         self,
@@ -169,6 +212,20 @@ class Tracer(trace.Tracer):
     ) -> Current:
         span = self.start_span(name, context, kind, attributes, links, start_time)
         return Current(span, end_on_exit, record_exception, set_status_on_exception)
+
+
+def _context_var() -> Any:
+    """The ContextVar behind the OpenTelemetry context, when it is the
+    default runtime context (OTEL_PYTHON_CONTEXT may choose another): a span
+    made current through it directly skips four calls of the context API.
+    None: the API is used."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    if type(runtime) is ContextVarsRuntimeContext:
+        return getattr(runtime, "_current_context", None)
+    return None
+
+
+_CURRENT = _context_var()
 
 
 class Current:
@@ -187,11 +244,17 @@ class Current:
         self.record_exception, self.set_status = record_exception, set_status
 
     def __enter__(self) -> Any:
-        self._token = context_api.attach(trace.set_span_in_context(self.span))
+        if _CURRENT is None:
+            self._token = context_api.attach(trace.set_span_in_context(self.span))
+        else:  # what set_span_in_context + attach do, in place
+            self._token = _CURRENT.set(Context({**_CURRENT.get(), _SPAN_KEY: self.span}))
         return self.span
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
-        context_api.detach(self._token)
+        if _CURRENT is None:
+            context_api.detach(self._token)
+        else:
+            _reset(self._token)
         span = self.span
         if isinstance(error, Exception) and span.is_recording():
             if self.record_exception:
@@ -200,3 +263,10 @@ class Current:
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         if self.end_on_exit:
             span.end()
+
+
+def _reset(token: Any) -> None:
+    try:
+        _CURRENT.reset(token)
+    except Exception:  # a token of another context (a generator moved across tasks)
+        context_api.detach(token)  # logs it, as the API's detach does

@@ -51,38 +51,37 @@ def provenance(item: Any) -> Key | None:
 
 class Lineage:
     """The root span of every batch seen so far, by provenance. Bounded: past
-    `limit` batches (pages; ~500 bytes each, 8 MB at the limit) the oldest are
+    `limit` batches (pages; ~350 bytes each, 6 MB at the limit) the oldest are
     forgotten, and their later spans hang under their node's span instead.
     Pages stay in flight for far fewer batches than that: buffers hold a few
     batches, dedupe `hold` records, a window one period."""
 
     def __init__(self, limit: int = 16_384) -> None:
         self.limit = limit
-        # key -> (root's SpanContext, a Context holding it: the parent to pass)
-        self._roots: OrderedDict[Key, tuple[Any, Any]] = OrderedDict()
+        # key -> the root's SpanContext (its identity only: the finished span,
+        # attributes and events, can be freed once exported)
+        self._roots: OrderedDict[Key, Any] = OrderedDict()
+
+    def root(self, key: Key) -> Any:
+        """The SpanContext of this batch's root span, or None."""
+        return self._roots.get(key)
 
     def parent(self, key: Key | None) -> Any:
-        """The context to start a span for this batch in (None: the current one)."""
+        """A Context holding this batch's root, to start a span in (None:
+        the current one)."""
         root = self._roots.get(key) if key is not None else None
-        return None if root is None else root[1]
+        return None if root is None else trace.set_span_in_context(trace.NonRecordingSpan(root))
 
     def claim(self, key: Key | None, span: Any) -> None:
         """Make `span` the root of this batch if it has none yet."""
         if key is not None and key not in self._roots:
-            # A context holding only the span's identity, not the span: the
-            # finished span (attributes, events) can be freed once exported.
-            root = span.get_span_context()
-            self._roots[key] = (root, trace.set_span_in_context(trace.NonRecordingSpan(root)))
+            self._roots[key] = span.get_span_context()
             if len(self._roots) > self.limit:
                 self._roots.popitem(last=False)
 
     def links(self, keys: Iterable[Key]) -> list[Link]:
-        found = ((key, self._roots.get(key)) for key in keys)
-        return [
-            Link(root[0], {"flow.endpoint": key[0], "flow.page": key[1]})
-            for key, root in found
-            if root is not None
-        ]
+        roots = self._roots
+        return [Link(roots[k], {"flow.endpoint": k[0], "flow.page": k[1]}) for k in keys if k in roots]
 
 
 class StageSpans:
@@ -93,6 +92,9 @@ class StageSpans:
     def __init__(self, tracer: Any, lineage: Lineage, node: str, stage: str) -> None:
         self.tracer, self.lineage, self.node = tracer, lineage, node
         self.name = f"stage {stage}"
+        # flow's own tracer (flow.spans) takes a batch's root as it is; any
+        # other (the SDK's, for console output) a Context holding it.
+        self._child = getattr(tracer, "child", None)
 
     def start(self, item: Any) -> Any:
         """A span for `item`, not made current (a stage generator's turns
@@ -100,12 +102,15 @@ class StageSpans:
         key = provenance(item)
         if key is None:
             return self.tracer.start_span(self.name, attributes={"flow.node": self.node})
-        span = self.tracer.start_span(
-            self.name,
-            context=self.lineage.parent(key),
-            attributes={"flow.node": self.node, "flow.endpoint": key[0], "flow.page": key[1]},
-        )
-        self.lineage.claim(key, span)
+        attributes = {"flow.node": self.node, "flow.endpoint": key[0], "flow.page": key[1]}
+        lineage = self.lineage
+        root = lineage.root(key)
+        if self._child is not None:
+            span = self._child(self.name, root, attributes)
+        else:
+            span = self.tracer.start_span(self.name, context=lineage.parent(key), attributes=attributes)
+        if root is None:
+            lineage.claim(key, span)
         return span
 
     def current(self, item: Any) -> Any:
@@ -143,10 +148,12 @@ async def traced(
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
             span.end()
 
+    # end() only when a turn is open (a call per item and side otherwise).
     async def inputs() -> AsyncIterator[Any]:
         nonlocal started
         async for item in source:
-            end()
+            if started is not None or ctx.span is not None:
+                end()
             if spans is not None:
                 ctx.span = spans.start(item)
             started = time.perf_counter()
@@ -157,7 +164,8 @@ async def traced(
     outputs = run(feed, params, ctx)
     try:
         async for item in outputs:
-            end()
+            if started is not None or ctx.span is not None:
+                end()
             yield item
     except Exception as exc:
         end(exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -89,11 +90,18 @@ def test_a_streaming_stage_gets_one_span_per_input_item_with_its_events():
     assert ctx.span is None
 
 
-def test_current_makes_the_span_current_and_records_only_exceptions_as_use_span_does():
+@pytest.mark.parametrize("through", ["context var", "context api"])
+def test_current_makes_the_span_current_and_records_only_exceptions_as_use_span_does(through, monkeypatch):
+    """Current sets the OpenTelemetry context's variable itself when that is
+    the runtime context in use, through the API otherwise: the same either way."""
     from opentelemetry import trace
 
+    from flow import spans
     from flow.spans import Current, Tracer
 
+    assert spans._CURRENT is not None  # the default runtime context: the fast way is taken
+    if through == "context api":
+        monkeypatch.setattr(spans, "_CURRENT", None)
     ended: list[Any] = []
     tracer = Tracer(ended.append, seed=1)
     outer = trace.get_current_span()
@@ -112,5 +120,26 @@ def test_current_makes_the_span_current_and_records_only_exceptions_as_use_span_
         assert trace.get_current_span() is outer and span.end_ns is not None
     failed, cancelled = ended[-2:]
     assert [e[0] for e in failed.events] == ["exception"] and failed.status.description == "ValueError: bad"
-    assert cancelled.events == [] and not cancelled.status.status_code.value  # not an error: as use_span
+    assert not cancelled.events and not cancelled.status.status_code.value  # not an error: as use_span
     assert [s.name for s in ended[:2]] == ["child", "ok"] and ended[0].parent == ended[1].get_span_context()
+
+
+def test_flow_span_contexts_are_the_apis():
+    """flow.spans builds SpanContexts without their checking __new__: they
+    must equal the API's own, valid, local and sampled."""
+    from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+    from flow.spans import Tracer
+
+    tracer = Tracer(lambda span: None, seed=4)
+    root = tracer.start_span("root")
+    children = [tracer.child("a", root.get_span_context()), tracer.start_span("b", context=None)]
+    for span in (root, *children):
+        own = span.get_span_context()
+        assert own == SpanContext(
+            own.trace_id, own.span_id, False, TraceFlags(TraceFlags.SAMPLED), TraceState()
+        )
+        assert own.is_valid and not own.is_remote and own.trace_flags.sampled
+    assert children[0].parent == root.get_span_context()
+    assert children[0].get_span_context().trace_id == root.get_span_context().trace_id
+    assert children[1].parent is None  # no current span: a new trace
