@@ -8,11 +8,12 @@ limits or faults, run in this process. The receiver (a stand-in collector)
 runs in its own process, as a collector would, and only counts what it gets.
 Prints products per wall second and per CPU second of this process (all its
 threads: event loop, normalize pool, exporters) for both, and the ratio
-on/off as the median of the back-to-back pairs' ratios (and of the medians).
+on/off as the median of the back-to-back pairs' ratios (and of the medians);
+which side of a pair runs first alternates.
 CPU seconds are less disturbed by other tenants of a shared machine. Goal:
 >= 0.85.
 
-    python bench/telemetry_overhead.py [--products 5000] [--repeats 9] [--page-size 20]
+    python bench/telemetry_overhead.py [--products 5000] [--repeats 15] [--page-size 20]
 """
 
 from __future__ import annotations
@@ -128,16 +129,19 @@ async def one_run(products: int, telemetry_port: int | None, page_size: int = 20
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved pairs (the machine is noisy)")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved pairs (the machine is noisy)")
     parser.add_argument("--page-size", type=int, default=20, help="products per page (default graph: 20)")
     args = parser.parse_args()
     receiver, port = start_receiver()
     on: list[tuple[float, float]] = []
     off: list[tuple[float, float]] = []
     try:
-        for _ in range(args.repeats):
-            off.append(asyncio.run(one_run(args.products, None, args.page_size)))
-            on.append(asyncio.run(one_run(args.products, port, args.page_size)))
+        for pair in range(args.repeats):
+            order: list[tuple[list[tuple[float, float]], int | None]] = [(off, None), (on, port)]
+            if pair % 2:  # which side runs first alternates: neither always follows the other
+                order.reverse()
+            for results, receiver_port in order:
+                results.append(asyncio.run(one_run(args.products, receiver_port, args.page_size)))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as response:
             counts = json.loads(response.read())
     finally:
