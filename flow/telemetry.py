@@ -58,9 +58,11 @@ class Telemetry:
         return self.local.histogram(name, unit, description)
 
     def shutdown(self) -> None:
-        """Flush and stop the exporters (idempotent; blocking)."""
+        """Flush and stop the exporters (idempotent; blocking). Each one's
+        shutdown sends what it holds: the span pipeline what waits, the
+        metric reader one last collection (a force_flush first would send
+        every metric point twice)."""
         for provider in self.providers:
-            provider.force_flush()
             provider.shutdown()
         self.providers.clear()
 
