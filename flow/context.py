@@ -351,8 +351,9 @@ class StageContext:
     # --- telemetry --------------------------------------------------------------------
     def client_span(self, name: str, attributes: dict[str, Any]) -> AbstractContextManager[ClientSpan | None]:
         """A client span (e.g. one HTTP attempt), current inside the `with`;
-        enters as a ClientSpan, or None while tracing is off. Callers pass
-        only attributes fit for export (no secrets)."""
+        enters as a ClientSpan, or None while tracing is off. The span starts
+        here: use it in a `with` at once. Callers pass only attributes fit
+        for export (no secrets)."""
         if self.run.lineage is None:
             return _NO_SPAN
         tracer = self.run.telemetry.tracer

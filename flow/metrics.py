@@ -11,7 +11,7 @@ into the buckets in C now and then (HistogramSeries). `LocalMetrics.data()` turn
 so they travel with the SDK's own (observable) metrics in one OTLP request.
 
 Concurrency: series are written on the event loop and read by the reader's
-export thread: a counter is one integer; a histogram series see
+export thread: a counter is one integer; a histogram series: see
 HistogramSeries.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import operator
 import time
 from bisect import bisect_right
@@ -38,8 +39,9 @@ Folded = tuple[int, float, float, float, tuple[int, ...]]
 
 class HistogramSeries:
     """`record` appends the value to a list (one C call); every FOLD_AT
-    values, and at each export, the list is counted into the buckets in C
-    (a sort and a bisect per bound), not value by value in Python.
+    values the list is counted into the buckets in C (a sort and a bisect
+    per bound), not value by value in Python. An export counts a copy of
+    the values still pending into a copy of the buckets. NaN is not counted.
 
     Concurrency: `state` (folded, pending) is replaced whole by the event
     loop, in one assignment, when it folds; the export thread reads it once
@@ -69,6 +71,8 @@ class HistogramSeries:
 def fold(folded: Folded, values: list[float], bounds: tuple[float, ...]) -> Folded:
     """`folded` with `values` counted in. OTLP buckets are (previous bound,
     bound]: a bound's cumulative count is the values <= it (bisect_right)."""
+    if any(map(math.isnan, values)):  # NaN would unorder the sort
+        values = [v for v in values if not math.isnan(v)]
     if not values:
         return folded
     values = sorted(values)

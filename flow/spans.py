@@ -39,7 +39,7 @@ _INTERNAL = SpanKind.INTERNAL
 # A SpanContext is a tuple (trace_id, span_id, is_remote, flags, state,
 # is_valid); its __new__ checks the id ranges in Python, which ids from
 # getrandbits(128 | 64) other than 0 always pass. Built directly here
-# (tests/flow/test_otlp.py holds the two to the same value).
+# (tests/flow/test_tracing.py holds the two to the same value).
 _context = functools.partial(tuple.__new__, SpanContext)
 
 
@@ -173,15 +173,14 @@ class Tracer(trace.Tracer):
     def child(
         self, name: str, parent: SpanContext | None, attributes: Any = None, kind: SpanKind = _INTERNAL
     ) -> Span:
-        """A span under `parent` (a valid SpanContext), or with None under
-        the current span: start_span without a Context to look the parent up
-        in (flow.tracing passes a batch's root span this way)."""
-        if parent is None:
+        """A span under `parent`, a SpanContext; with None (or an invalid
+        one) under the current span: start_span without a Context to look
+        the parent up in (flow.tracing passes a batch's root this way)."""
+        if parent is None or not parent[5]:  # [5]: is_valid
             parent = trace.get_current_span().get_span_context()
             if not parent.is_valid:
-                return self._make(name, None, attributes, kind, None, None)
-        own = _context((parent[0], self._bits(64) or self._id(64), False, _SAMPLED, _STATE, True))
-        return Span(name, own, parent, kind, attributes, None, None, self._sink)
+                parent = None
+        return self._make(name, parent, attributes, kind, None, None)
 
     def _make(
         self,
@@ -235,13 +234,13 @@ class Current:
     use_span); the span ends on leaving. A generator-based context manager
     costs about twice as much, and flow enters one or two per page."""
 
-    __slots__ = ("_token", "end_on_exit", "record_exception", "set_status", "span")
+    __slots__ = ("_end", "_record", "_set_status", "_token", "span")
 
     def __init__(
         self, span: Any, end_on_exit: bool = True, record_exception: bool = True, set_status: bool = True
     ) -> None:
-        self.span, self.end_on_exit = span, end_on_exit
-        self.record_exception, self.set_status = record_exception, set_status
+        self.span, self._end = span, end_on_exit
+        self._record, self._set_status = record_exception, set_status
 
     def __enter__(self) -> Any:
         if _CURRENT is None:
@@ -257,16 +256,18 @@ class Current:
             _reset(self._token)
         span = self.span
         if isinstance(error, Exception) and span.is_recording():
-            if self.record_exception:
+            if self._record:
                 span.record_exception(error)
-            if self.set_status:
+            if self._set_status:
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        if self.end_on_exit:
+        if self._end:
             span.end()
 
 
 def _reset(token: Any) -> None:
     try:
         _CURRENT.reset(token)
-    except Exception:  # a token of another context (a generator moved across tasks)
-        context_api.detach(token)  # logs it, as the API's detach does
+        return
+    except Exception:  # a token of another context (a generator moved across tasks), or used
+        pass
+    context_api.detach(token)  # fails again and logs it once, as the API's detach does

@@ -179,6 +179,7 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
 
         scope = InstrumentationScope("flow.engine", __version__)  # not "flow": scopes merge by name
         metric_exporter = with_local_metrics(metric_exporter, telemetry.local, resource, scope)
+        # A finite interval: the reader's thread is what exports once more at shutdown.
         reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=5000)
         # shutdown_on_exit off: the run flushes it (bounded); an exit hook
         # would wait for an unreachable collector once more.

@@ -101,3 +101,15 @@ def test_the_wrapper_adds_local_metrics_to_every_export():
     assert sm.scope.name == "flow.engine"
     [point] = sm.metrics[0].data.data_points
     assert point.count == 1 and point.bucket_counts[SECONDS.index(0.025)] == 1
+
+
+def test_nan_is_not_counted_and_leaves_the_other_values_in_place():
+    local = LocalMetrics()
+    series = local.histogram("h").bind({})
+    series.fold_at = 4
+    for value in (0.002, float("nan"), 0.3, 0.002, float("nan"), 7.0):
+        series.record(value)
+    count, total, low, high, buckets = series.snapshot()
+    assert (count, low, high) == (4, 0.002, 7.0) and abs(total - 7.304) < 1e-12
+    assert buckets[SECONDS.index(0.0025)] == 2 and buckets[SECONDS.index(0.5)] == 1
+    assert buckets[SECONDS.index(10.0)] == 1 and sum(buckets) == 4

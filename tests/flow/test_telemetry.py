@@ -411,3 +411,29 @@ def test_an_unreachable_collector_is_one_line_on_stderr_and_loses_no_data(tmp_pa
         f"flow: telemetry: spans could not be sent to http://127.0.0.1:{port}/v1/traces: [Errno 111] Connection refused"
     ]
     assert len((tmp_path / "o" / "n.jsonl").read_text().splitlines()) == 50
+
+
+def test_the_end_of_a_run_exports_the_metrics_once_with_their_last_values(capsys):
+    """The metric reader's shutdown collects and exports by itself: the end
+    of a run must not flush it first as well (every point would go twice)."""
+    from opentelemetry.metrics import Observation
+
+    telemetry = setup({"traces": "none", "metrics": "console"})
+    telemetry.meter.create_observable_counter("flow.test.items", [lambda options: [Observation(7)]])
+    series = telemetry.histogram("flow.test.duration").bind({"flow.stage": "s"})
+    for value in (0.01, 0.2, 3.0):
+        series.record(value)
+    telemetry.shutdown()
+    text, decoder, exports, at = capsys.readouterr().out, json.JSONDecoder(), [], 0
+    while text[at:].strip():  # the console exporter prints one indented JSON document per export
+        document, at = decoder.raw_decode(text, len(text) - len(text[at:].lstrip()))
+        exports.append(document)
+    assert len(exports) == 1
+    metrics = {
+        m["name"]: m["data"]["data_points"]
+        for rm in exports[0]["resource_metrics"]
+        for sm in rm["scope_metrics"]
+        for m in sm["metrics"]
+    }
+    assert metrics["flow.test.items"][0]["value"] == 7
+    assert metrics["flow.test.duration"][0]["count"] == 3

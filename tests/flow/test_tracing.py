@@ -143,3 +143,43 @@ def test_flow_span_contexts_are_the_apis():
     assert children[0].parent == root.get_span_context()
     assert children[0].get_span_context().trace_id == root.get_span_context().trace_id
     assert children[1].parent is None  # no current span: a new trace
+
+
+def test_leaving_a_span_in_another_context_logs_once_and_goes_on(caplog):
+    """A span entered in one context and left in another (a generator moved
+    across tasks) cannot reset the context: the API logs it, once, and the
+    span still ends, as with use_span."""
+    import contextvars
+    import logging
+
+    from flow.spans import Current, Tracer
+
+    ended: list[Any] = []
+    current = Current(Tracer(ended.append, seed=6).start_span("moved"))
+    current.__enter__()
+    with caplog.at_level(logging.ERROR):
+        contextvars.copy_context().run(current.__exit__, None, None, None)
+    assert [r.getMessage() for r in caplog.records] == ["Failed to detach context"]
+    assert ended == [current.span]
+
+
+def test_a_client_span_over_the_sdks_tracer():
+    """ctx.client_span with `traces: console` (the SDK's tracer): current
+    inside the `with`, its attributes and failure on the exported span."""
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    tracer, exporter = _tracer()
+    ctx = StageContext("n", "fetch", 1, __import__("pathlib").Path("."))
+    ctx.run.lineage = Lineage()
+    ctx.run.telemetry = type("T", (), {"tracer": tracer})()
+    with ctx.client_span("GET", {"url.full": "http://h/p"}) as span:
+        assert trace.get_current_span().get_span_context() == span.span.get_span_context()
+        span.set("http.response.status_code", 503)
+        span.failed()
+    [finished] = exporter.get_finished_spans()
+    assert finished.kind is SpanKind.CLIENT and finished.status.status_code is StatusCode.ERROR
+    assert dict(finished.attributes) == {"url.full": "http://h/p", "http.response.status_code": 503}
+    ctx.run.lineage = None
+    with ctx.client_span("GET", {}) as off:
+        assert off is None
