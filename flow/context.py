@@ -382,5 +382,5 @@ class StageContext:
         """The run's resource under `key`, made by `factory()` on first use and
         closed with `close(resource)` (sync or async) when the run ends. Use a
         key naming the owner (`("fetch", node, index)`) for private state, a
-        shared one (`"http.session"`) for what several stages share."""
+        shared one (`"http.sessions"`) for what several stages share."""
         return self.run.resource(key, factory, close)

@@ -61,15 +61,15 @@ class FetchParams(ConcurrentParams):
                 raise ValueError(f"{name}: must be longer than 0s (without a timeout a request can hang)")
 
 
-def _close_session(session: Any) -> Any:
-    return session.close()
+def _close_sessions(sessions: Any) -> Any:
+    return sessions.close()
 
 
 def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
     from .breaker import CircuitBreaker
     from .fetcher import Fetcher, Timeouts
     from .retry import RetryPolicy
-    from .session import make_session
+    from .session import Sessions
 
     r, b = params.retry, params.breaker
 
@@ -93,8 +93,9 @@ def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
         on_transition=transition,
     )
     ctx.gauge("flow.breaker.state", 0, **{"flow.endpoint": endpoint})
+    sessions = ctx.resource("http.sessions", Sessions, _close_sessions)
     return Fetcher(
-        ctx.resource("http.session", make_session, _close_session),
+        sessions.limited,
         breaker,
         RetryPolicy(r.retries, r.backoff, r.max, r.retry_after_cap),
         Timeouts(params.timeout, params.connect_timeout, params.read_timeout),
@@ -106,6 +107,7 @@ def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
         on_event=event,
         telemetry=ctx,
         check_json=params.expect_json,
+        plain_session=sessions.plain,
     )
 
 

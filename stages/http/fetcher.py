@@ -130,6 +130,8 @@ class Fetcher:
     telemetry: Any = None
     limiter: SlidingWindowLimiter | Unlimited | None = None  # for calls that name none
     check_json: bool = False  # a 2xx body that is not JSON is a failure, retried
+    # Without the limiter hook (stages.http.session.Sessions): for requests of no limiter.
+    plain_session: aiohttp.ClientSession | None = None
 
     def __post_init__(self) -> None:
         self._in_flight = asyncio.Semaphore(self.concurrency)
@@ -361,7 +363,7 @@ class Fetcher:
         started, outcome = loop.time(), ""
         try:
             with span_cm as span:
-                get = self.session.get(
+                get = self._session(sending).get(
                     url, params=params, headers=headers, timeout=timeout, allow_redirects=False,
                     trace_request_ctx=sending,
                 )  # fmt: skip
@@ -389,6 +391,12 @@ class Fetcher:
             raise
         finally:
             self._measure(outcome, loop.time() - started)
+
+    def _session(self, sending: Sending | None) -> aiohttp.ClientSession:
+        """The session with the limiter hook, unless nothing is limited."""
+        if self.plain_session is not None and (sending is None or sending.limiter is UNLIMITED):
+            return self.plain_session
+        return self.session
 
     def _measure(self, outcome: str, seconds: float) -> None:
         if not self._metering or outcome == Stopped.__name__:  # stopped before the write: nothing sent

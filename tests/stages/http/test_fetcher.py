@@ -445,3 +445,44 @@ def test_a_compressed_body_is_held_to_the_cap_as_it_inflates():
     assert isinstance(small, FetchFailed) and small.error == "body_too_large"
     whole = run_virtual(main(2_000_000))
     assert isinstance(whole, Fetched) and whole.body == body
+
+
+def test_limited_requests_go_through_the_hook_and_the_others_skip_it(monkeypatch):
+    """Sessions: a request with a limiter is held to it as it goes on the
+    wire (the hooked session); one without goes through the plain session,
+    over the same connection pool, and never reaches the hook."""
+    from aiohttp import web
+
+    from stages.http import session as session_module
+    from stages.http.session import Sessions
+
+    hooked: list[Any] = []
+    on_wire = session_module._on_wire
+
+    async def counting(session: Any, context: Any, params: Any) -> None:
+        hooked.append(context.trace_request_ctx.limiter)
+        await on_wire(session, context, params)
+
+    monkeypatch.setattr(session_module, "_on_wire", counting)  # before the sessions are made
+    peers: list[Any] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.json_response([])
+
+    async def main() -> tuple[list[Any], SlidingWindowLimiter, bool]:
+        runner, base = await loopback.start("/p", handle)
+        sessions, shared = Sessions(), limiter(50)
+        try:
+            fetcher = Fetcher(sessions.limited, CircuitBreaker(), plain_session=sessions.plain, concurrency=1)
+            outcomes = [await fetcher.fetch(f"{base}/p", limiter=shared) for _ in range(3)]
+            outcomes += [await fetcher.fetch(f"{base}/p") for _ in range(3)]  # no limiter
+            assert all(isinstance(o, Fetched) for o in outcomes)
+            return hooked, shared, sessions.limited.connector is sessions.plain.connector
+        finally:
+            await sessions.close()
+            await runner.cleanup()
+
+    calls, shared, one_pool = run_virtual(main())
+    assert calls == [shared] * 3 and one_pool
+    assert len(peers) == 6 and len(set(peers)) == 1  # one kept-alive connection for both sessions
