@@ -34,6 +34,7 @@ known loss beside the equation.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -72,6 +73,7 @@ def failed(reason: str) -> str:
     return f"{FAILED}:{reason}"
 
 
+@functools.cache  # asked per item a sink takes: a miss would raise (and format) an AttributeError each time
 def holds_records(kind: type) -> bool:
     """Whether items of `kind` carry records a sink writes (see the module doc)."""
     return callable(getattr(kind, "records_by_source", None))
