@@ -50,7 +50,7 @@ and the ratios flow / hand-written per wall and per CPU, median of the
 pairs' ratios with their range, and ratio of the medians. Goal: >= 0.8 in
 both.
 
-    python bench/throughput.py [--products 100000] [--repeats 3] [--page-size 100]
+    python bench/throughput.py [--products 100000] [--repeats 7] [--page-size 100]
 """
 
 from __future__ import annotations
@@ -430,7 +430,7 @@ def one_side(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved pairs")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved pairs (the machine is noisy)")
     parser.add_argument("--page-size", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument(
