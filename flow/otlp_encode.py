@@ -129,15 +129,15 @@ class Encoder:
 
     def _each(self, cache: _Cache, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
         """Attributes with other values too (bool, float, lists; None is left out)."""
-        parts = []
-        for item in attributes.items():
-            kind = type(item[1])
-            if kind is str or kind is int:
-                field = cache.get(item)
-                parts.append(field if field is not None else self._remember(cache, tag, item))
-            elif item[1] is not None:
-                parts.append(_key_value(tag, *item))
-        return b"".join(parts)
+        return b"".join([self._one(cache, tag, item) for item in attributes.items()])
+
+    def _one(self, cache: _Cache, tag: bytes, item: tuple[str, Any]) -> bytes:
+        """One KeyValue field (cached for a str or int value; none for None)."""
+        kind = type(item[1])
+        if kind is str or kind is int:
+            field = cache.get(item)
+            return field if field is not None else self._remember(cache, tag, item)
+        return b"" if item[1] is None else _key_value(tag, *item)
 
     def _trace_id(self, trace_id: int) -> bytes:
         """The trace id field; a run is one trace, so this is computed once."""
