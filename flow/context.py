@@ -250,9 +250,12 @@ class StageContext:
         reason: str,
         raw: Any = None,
         id: Any = None,
+        timestamp: str | None = None,
     ) -> None:
         """A record that could not be used, on `NODE.dead_letters`: its
-        source, page, position, reason and the record as served."""
+        source, page, position, reason and the record as served. `timestamp`
+        (flow.items.utc_now's format): when it was found, now by default; a
+        stage that works a batch at once may pass the batch's."""
         letter = DeadLetter(
             node=self.node,
             stage=self.stage,
@@ -262,14 +265,17 @@ class StageContext:
             reason=reason,
             raw=raw,
             id=id,
-            timestamp=utc_now(),
+            timestamp=timestamp or utc_now(),
         )
-        fields = {"endpoint": endpoint, "page": page, "position": position, "reason": reason, "id": id}
-        if len(self.run.dead_letters) < DEAD_LETTER_SAMPLE:
-            self.run.dead_letters.append({"node": self.node, "stage": self.stage, **fields})
+        run = self.run
+        sample = len(run.dead_letters) < DEAD_LETTER_SAMPLE
+        if sample or run.lineage is not None:  # else nothing reads these fields
+            fields = {"endpoint": endpoint, "page": page, "position": position, "reason": reason, "id": id}
+            if sample:
+                run.dead_letters.append({"node": self.node, "stage": self.stage, **fields})
+            self.add_event("dead_letter", **fields)  # not the record: it is data
         self.count("dead_letters", on=endpoint)
-        self.add_event("dead_letter", **fields)  # not the record: it is data
-        await self.run.emit(self.node, "dead_letters", letter)
+        await run.emit(self.node, "dead_letters", letter)
 
     async def emit(self, port: str, item: Any) -> None:
         """An item on this node's side output `port` (declared by the kind)."""

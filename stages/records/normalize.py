@@ -149,14 +149,15 @@ def normalize_batch(
                 )
             )
         except Exception as exc:  # a bad record, or a converter bug: a dead letter, never lost
-            dead.append(_dead_letter(batch, position, raw, exc))
+            dead.append(_dead_letter(batch, position, raw, exc, now))
     return products, dead
 
 
-def _dead_letter(batch: Records, position: int, raw: msgspec.Raw, exc: Exception) -> dict[str, Any]:
+def _dead_letter(batch: Records, position: int, raw: msgspec.Raw, exc: Exception, now: str) -> dict[str, Any]:
     """The record whole, as served, with why it was not normalised: Invalid
     says what is wrong with it; anything else is named as a converter bug
-    (still a dead letter, not a loss)."""
+    (still a dead letter, not a loss). Its timestamp is the batch's, as its
+    products' processed_at."""
     try:
         record = decode_any(raw)
     except (msgspec.DecodeError, RecursionError):
@@ -175,6 +176,7 @@ def _dead_letter(batch: Records, position: int, raw: msgspec.Raw, exc: Exception
         "id": rid if isinstance(rid, int | str) else None,
         "reason": reason,
         "raw": record,
+        "timestamp": now,
     }
 
 

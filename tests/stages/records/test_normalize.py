@@ -115,6 +115,7 @@ def test_a_record_that_is_not_an_object_is_a_dead_letter_not_an_error(tmp_path):
     assert [p.id for p in sinks["out"][0].products] == ["shop:1"]
     [letter] = sinks["dead"]
     assert (letter.position, letter.raw, letter.reason.split(":")[0]) == (0, [1, 2], "a record is not a JSON object")
+    assert letter.timestamp == sinks["out"][0].products[0].processed_at  # the batch's moment, as its products'
 
 
 @pytest.mark.parametrize("workers", ["2", "{processes: 1}"])
