@@ -73,9 +73,11 @@ def failed(reason: str) -> str:
     return f"{FAILED}:{reason}"
 
 
-@functools.cache  # asked per item a sink takes: a miss would raise (and format) an AttributeError each time
+@functools.lru_cache(maxsize=256)
 def holds_records(kind: type) -> bool:
-    """Whether items of `kind` carry records a sink writes (see the module doc)."""
+    """Whether items of `kind` carry records a sink writes (see the module
+    doc). Cached: asked for every item a sink takes, and a miss raises (and
+    formats) an AttributeError."""
     return callable(getattr(kind, "records_by_source", None))
 
 

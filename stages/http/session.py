@@ -1,5 +1,5 @@
-"""The run's one HTTP session, and the hook that holds every request to its
-limiter at the moment it goes on the wire."""
+"""The run's HTTP sessions (one connection pool), and the hook that holds
+every limited request to its limiter at the moment it goes on the wire."""
 
 from __future__ import annotations
 
@@ -12,40 +12,48 @@ __all__ = ["UNLIMITED", "Sending", "Sessions", "Unlimited", "make_session"]
 
 
 def make_session(*, connections: int = 100) -> aiohttp.ClientSession:
-    """The run's one ClientSession.
+    """A ClientSession with the on-wire hook (Sessions.limited; tests use it alone).
 
     No per-host connection limit: each Fetcher bounds its own requests in
     flight before it takes a limiter slot, so a request never waits for a
     pooled connection after its slot (which would bunch arrivals at the
-    server; the rate test caught exactly that with a per-host limit of 4).
-    aiohttp resends an idempotent request once, invisibly, when its
-    connection breaks; that extra attempt would bypass the limiter and the
-    attempt count, so it is switched off (the attribute is private, but the
-    only switch; checked in aiohttp 3.14's client.py)."""
+    server; the rate test caught exactly that with a per-host limit of 4)."""
     connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0)
     on_wire = aiohttp.TraceConfig()
     on_wire.on_request_headers_sent.append(_on_wire)
-    session = aiohttp.ClientSession(connector=connector, trace_configs=[on_wire])
+    return _no_resend(aiohttp.ClientSession(connector=connector, trace_configs=[on_wire]))
+
+
+def _no_resend(session: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """aiohttp resends an idempotent request once, invisibly, when its
+    connection breaks; that extra attempt would bypass the limiter and the
+    attempt count, so it is switched off (the attribute is private, but the
+    only switch; checked in aiohttp 3.14's client.py)."""
     session._retry_connection = False
     return session
 
 
 class Sessions:
-    """The run's two ClientSessions over one connection pool. `limited`
-    carries the hook that holds a request to its limiter as it goes on the
-    wire (make_session); `plain` has none, for the requests no rate_limit
-    stage has seen: aiohttp runs its trace signals for every request of a
-    session that has one (~850 Python opcodes a request, a fifth of its
-    request path), whatever the request."""
+    """The run's two ClientSessions over one connection pool and one cookie
+    jar. `limited` carries the hook that holds a request to its limiter as
+    it goes on the wire (make_session); `plain` has none, for the requests
+    no rate_limit stage has seen: aiohttp runs its trace signals for every
+    request of a session that has one (~850 Python opcodes a request, a
+    fifth of its request path), whatever the request."""
 
     def __init__(self, connections: int = 100) -> None:
         self.limited = make_session(connections=connections)
-        self.plain = aiohttp.ClientSession(connector=self.limited.connector, connector_owner=False)
-        self.plain._retry_connection = False  # as make_session's
+        self.plain = _no_resend(
+            aiohttp.ClientSession(
+                connector=self.limited.connector, connector_owner=False, cookie_jar=self.limited.cookie_jar
+            )
+        )
 
     async def close(self) -> None:
-        await self.plain.close()
-        await self.limited.close()  # owns the connection pool
+        try:
+            await self.plain.close()
+        finally:
+            await self.limited.close()  # owns the connection pool
 
 
 class Sending:

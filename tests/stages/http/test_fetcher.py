@@ -478,6 +478,9 @@ def test_limited_requests_go_through_the_hook_and_the_others_skip_it(monkeypatch
             outcomes = [await fetcher.fetch(f"{base}/p", limiter=shared) for _ in range(3)]
             outcomes += [await fetcher.fetch(f"{base}/p") for _ in range(3)]  # no limiter
             assert all(isinstance(o, Fetched) for o in outcomes)
+            # One cookie jar; neither session resends a request behind the fetcher's back.
+            assert sessions.plain.cookie_jar is sessions.limited.cookie_jar
+            assert sessions.plain._retry_connection is False and sessions.limited._retry_connection is False
             return hooked, shared, sessions.limited.connector is sessions.plain.connector
         finally:
             await sessions.close()

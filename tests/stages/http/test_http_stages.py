@@ -212,3 +212,27 @@ def test_a_stopped_walk_counts_every_page_of_the_total_once(tmp_path, stop_at):
     assert result.status == "interrupted" and pages["unaccounted"] == 0
     assert pages["planned"] + pages["not_attempted"] == 50
     assert pages["fetched"] == len({str(r["query"]) for r in stats["requests"] if r["status"] == 200})
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_only_requests_under_a_rate_limit_reach_the_on_wire_hook(tmp_path, monkeypatch, limited):
+    """The fetch stage's sessions (stages.http.session.Sessions): pages behind
+    a rate_limit stage are held to it on the wire, pages of no limiter skip
+    the hook; both are fetched whole."""
+    from stages.http import session as session_module
+
+    hooked: list[Any] = []
+    on_wire = session_module._on_wire
+
+    async def counting(session: Any, context: Any, params: Any) -> None:
+        hooked.append(context.trace_request_ctx.limiter)
+        await on_wire(session, context, params)
+
+    monkeypatch.setattr(session_module, "_on_wire", counting)
+    text = graph("dummyjson", 20, rate="50/s")
+    if not limited:
+        text = text.replace("      - rate_limit: {rate: 50/s}\n", "")
+    result, stats = run_graph(text, ServerSpec(style="dummyjson", products=100), tmp_path)
+    assert result.status == "completed" and result.counters["shop"]["pages"] == 5
+    assert len(hooked) == (len(stats["requests"]) if limited else 0) and len(stats["requests"]) >= 5
+    assert all(limiter is not session_module.UNLIMITED for limiter in hooked)
