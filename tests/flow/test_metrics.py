@@ -101,6 +101,7 @@ def test_the_wrapper_adds_local_metrics_to_every_export():
     assert sm.scope.name == "flow.engine"
     [point] = sm.metrics[0].data.data_points
     assert point.count == 1 and point.bucket_counts[SECONDS.index(0.025)] == 1
+    assert exporter.force_flush() is True  # passed on to the exporter wrapped
 
 
 def test_nan_is_not_counted_and_leaves_the_other_values_in_place():

@@ -183,3 +183,48 @@ def test_a_client_span_over_the_sdks_tracer():
     ctx.run.lineage = None
     with ctx.client_span("GET", {}) as off:
         assert off is None
+
+
+def test_a_flow_span_takes_the_whole_span_api_until_it_ends(monkeypatch):
+    """Attributes, events and links add up (the first event or link turns the
+    shared empty tuple into the span's own list); nothing changes once ended;
+    ids are never zero; an invalid parent without a current span starts a trace."""
+    from opentelemetry import context as context_api
+    from opentelemetry.trace import INVALID_SPAN_CONTEXT
+
+    from flow import spans
+    from flow.spans import Tracer
+
+    tracer = Tracer(lambda span: None, seed=9)
+    other = tracer.start_span("other").get_span_context()
+    span = tracer.start_span("s")
+    span.set_attributes({"a": 1, "b": "x"})
+    span.set_attribute("c", 2.5)
+    span.add_event("e1")
+    span.add_event("e2", {"k": "v"}, timestamp=7)
+    span.add_link(other, {"why": "covers"})
+    span.add_link(other)
+    span.add_link(INVALID_SPAN_CONTEXT)  # not valid: left out
+    span.update_name("renamed")
+    span.end(end_time=10)
+    span.set_attribute("late", 1)
+    span.add_event("late")
+    span.update_name("late")
+    assert span.attributes == {"a": 1, "b": "x", "c": 2.5} and span.name == "renamed"
+    assert [(e[0], e[2]) for e in span.events] == [("e1", {}), ("e2", {"k": "v"})] and span.events[1][1] == 7
+    assert [(link.context, dict(link.attributes or {})) for link in span.links] == [
+        (other, {"why": "covers"}),
+        (other, {}),
+    ]
+    assert span.end_ns == 10
+
+    drawn = iter([0, 0, 5, 0, 6])  # zeros are drawn again
+    monkeypatch.setattr(tracer, "_bits", lambda bits: next(drawn))
+    fresh = tracer.child("c", INVALID_SPAN_CONTEXT)  # no current span either: a new trace
+    assert fresh.parent is None and fresh.get_span_context()[:2] == (5, 6)
+
+    class Other:  # another runtime context than the ContextVar one: the API is used
+        pass
+
+    monkeypatch.setattr(context_api, "_RUNTIME_CONTEXT", Other())
+    assert spans._context_var() is None

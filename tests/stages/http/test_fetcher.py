@@ -489,3 +489,13 @@ def test_limited_requests_go_through_the_hook_and_the_others_skip_it(monkeypatch
     calls, shared, one_pool = run_virtual(main())
     assert calls == [shared] * 3 and one_pool
     assert len(peers) == 6 and len(set(peers)) == 1  # one kept-alive connection for both sessions
+
+
+def test_the_unlimited_limiter_holds_nothing():
+    from stages.http.session import UNLIMITED
+
+    async def main() -> tuple[Any, float]:
+        UNLIMITED.hold_until(1e9)  # a 429's Retry-After: nothing to hold
+        return await UNLIMITED.take(), await UNLIMITED.on_wire(3.5)
+
+    assert run_virtual(main()) == ((0.0, 0.0), 3.5)
