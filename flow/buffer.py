@@ -7,14 +7,19 @@ everything upstream of it down to the HTTP requests: memory stays flat
 however many items flow. The buffer ends once every producer has called
 `done()` and the reader has taken what was left.
 
-Concurrency: an asyncio.Queue underneath; the waiting counters are changed
-only around its awaits, on the one event loop, so they need no lock.
+Concurrency: everything happens on the one event loop, so no lock. A deque
+holds the items and end markers in order; a free slot goes to the producer
+that has waited longest (FIFO), handed over directly when the reader takes
+an item, so a producer arriving later cannot take it first. A producer
+cancelled after it was handed a slot hands it on. (An asyncio.Queue with a
+Semaphore did the same at about four times the Python work per item.)
 `statistics()` can be read at any time (telemetry, progress display).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,15 +44,16 @@ class Buffer:
             raise ValueError("a buffer needs capacity >= 1 and at least one producer")
         self.name = name
         self.capacity = capacity
-        # One extra slot per producer for its end marker, so `done()` never
-        # blocks and never counts against the capacity of real items.
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(capacity + producers)
+        # Items and end markers; end markers never count against the capacity,
+        # so `done()` never blocks.
+        self._queue: deque[Any] = deque()
+        self._free = capacity  # slots no item holds and no waiting producer was handed
+        self._writers: deque[asyncio.Future[None]] = deque()  # producers waiting for a slot, oldest first
+        self._reader: asyncio.Future[None] | None = None  # the reader, waiting for an item
         self._open = producers
         self._total = producers
         self._ended = 0  # end markers taken; the buffer ends at _total
         self._items = 0  # real items in the queue
-        self._space = asyncio.Semaphore(capacity)
-        self._producers_waiting = 0
         self._consumers_waiting = 0
         self._put = 0
         self._taken = 0
@@ -60,24 +66,50 @@ class Buffer:
         )
 
     async def put(self, item: Any) -> None:
-        if self._space.locked():
-            self._producers_waiting += 1
-            try:
-                await self._space.acquire()
-            finally:
-                self._producers_waiting -= 1
+        if self._free and not self._writers:
+            self._free -= 1
         else:
-            await self._space.acquire()  # free: returns without suspending
-        self._queue.put_nowait(item)
+            await self._slot()
+        self._queue.append(item)
         self._items += 1
         self._put += 1
+        self._wake_reader()
+
+    async def _slot(self) -> None:
+        """Wait until a slot is handed over (producers in arrival order)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._writers.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot, then cancelled: hand it on
+            elif waiter in self._writers:  # (else _release already passed over it)
+                self._writers.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        """A slot is free: to the longest-waiting producer, else kept."""
+        writers = self._writers
+        while writers:
+            waiter = writers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+    def _wake_reader(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
 
     def done(self) -> None:
         """One producer has finished (normally or not)."""
         if self._open == 0:
             raise RuntimeError(f"buffer {self.name}: done() called more often than it has producers")
         self._open -= 1
-        self._queue.put_nowait(_END)
+        self._queue.append(_END)
+        self._wake_reader()
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         """The items, until every producer is done. Iterating again after an
@@ -86,14 +118,16 @@ class Buffer:
         if self._ended == self._total:
             return
         while True:
-            if queue.empty():
+            if not queue:
+                self._reader = asyncio.get_running_loop().create_future()
                 self._consumers_waiting += 1
                 try:
-                    item = await queue.get()
+                    await self._reader
                 finally:
+                    self._reader = None
                     self._consumers_waiting -= 1
-            else:
-                item = queue.get_nowait()
+                continue
+            item = queue.popleft()
             if item is _END:
                 self._ended += 1
                 if self._ended == self._total:
@@ -101,7 +135,7 @@ class Buffer:
                 continue
             self._items -= 1
             self._taken += 1
-            self._space.release()
+            self._release()
             yield item
 
     def statistics(self) -> BufferStats:
@@ -109,7 +143,7 @@ class Buffer:
             self.capacity,
             self._items,
             self._open,
-            self._producers_waiting,
+            len(self._writers),
             self._consumers_waiting,
             self._put,
             self._taken,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flow.buffer import Buffer
 
@@ -62,3 +64,83 @@ def test_bad_arguments_and_too_many_done():
 
 async def _collect(buffer: Buffer) -> list[object]:
     return [x async for x in buffer]
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("put")),
+        st.tuples(st.just("cancel"), st.integers(min_value=0, max_value=20)),
+        st.tuples(st.just("take")),
+        st.tuples(st.just("yield")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=1, max_value=3), ops)
+def test_any_interleaving_of_puts_takes_and_cancellations_keeps_order_bound_and_every_item(capacity, steps):
+    """A model check: producers put 0, 1, 2, ... (each put its own task, some
+    cancelled while waiting, or just after a slot was handed to them), one
+    reader takes. The buffer never holds more than its capacity, items come
+    out in the order they went in, a cancelled put's item never comes out and
+    every other item does, and no slot is lost: at the end all are free."""
+
+    async def main() -> None:
+        buffer = Buffer(capacity)
+        items = aiter(buffer)
+        puts: list[asyncio.Task[None]] = []
+        stored: list[int] = []  # in the order the puts completed
+        taken: list[int] = []
+
+        async def put(value: int) -> None:
+            await buffer.put(value)
+            stored.append(value)
+
+        for step in steps:
+            if step[0] == "put":
+                puts.append(asyncio.create_task(put(len(puts))))
+            elif step[0] == "cancel" and puts:
+                puts[step[1] % len(puts)].cancel()
+            elif step[0] == "take" and buffer.statistics().fill:
+                taken.append(await anext(items))
+            else:
+                await asyncio.sleep(0)
+            assert buffer.statistics().fill <= capacity
+        drain = asyncio.create_task(_collect_from(items))
+        await asyncio.gather(*puts, return_exceptions=True)
+        buffer.done()
+        taken += await drain
+        completed = [i for i, task in enumerate(puts) if not task.cancelled()]
+        assert sorted(stored) == completed  # every put not cancelled stored its item, once
+        assert taken == stored  # every stored item, in the order stored
+        stats = buffer.statistics()
+        assert stats.fill == 0 and stats.producers_waiting == 0 and buffer._free == capacity
+
+    asyncio.run(main())
+
+
+async def _collect_from(items: object) -> list[object]:
+    return [x async for x in items]  # type: ignore[attr-defined]
+
+
+async def test_waiting_producers_are_served_first_come_first_served():
+    buffer = Buffer(1)
+    await buffer.put("first")
+    order: list[str] = []
+
+    async def put(value: str) -> None:
+        await buffer.put(value)
+        order.append(value)
+
+    waiting = [asyncio.create_task(put(v)) for v in ("a", "b", "c")]
+    await asyncio.sleep(0)
+    assert buffer.statistics().producers_waiting == 3
+    waiting[1].cancel()  # b gives up: its turn passes to c
+    items = aiter(buffer)
+    taken = [await anext(items)]
+    for _ in range(2):
+        await asyncio.sleep(0)
+        taken.append(await anext(items))
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert order == ["a", "c"] and taken == ["first", "a", "c"]
