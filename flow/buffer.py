@@ -12,7 +12,7 @@ holds the items and end markers in order; a free slot goes to the producer
 that has waited longest (FIFO), handed over directly when the reader takes
 an item, so a producer arriving later cannot take it first. A producer
 cancelled after it was handed a slot hands it on. (An asyncio.Queue with a
-Semaphore did the same at about four times the Python work per item.)
+Semaphore did the same at about three times the Python work per item.)
 `statistics()` can be read at any time (telemetry, progress display).
 """
 
