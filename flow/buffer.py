@@ -10,7 +10,8 @@ however many items flow. The buffer ends once every producer has called
 Concurrency: everything happens on the one event loop, so no lock. A deque
 holds the items and end markers in order; a free slot goes to the producer
 that has waited longest (FIFO), handed over directly when the reader takes
-an item, so a producer arriving later cannot take it first. A producer
+an item, so a producer arriving later cannot take that slot (it may take
+another one freed before the first producer resumes). A producer
 cancelled after it was handed a slot hands it on. (An asyncio.Queue with a
 Semaphore did the same at about three times the Python work per item.)
 `statistics()` can be read at any time (telemetry, progress display).
@@ -49,7 +50,10 @@ class Buffer:
         self._queue: deque[Any] = deque()
         self._free = capacity  # slots no item holds and no waiting producer was handed
         self._writers: deque[asyncio.Future[None]] = deque()  # producers waiting for a slot, oldest first
-        self._reader: asyncio.Future[None] | None = None  # the reader, waiting for an item
+        # Readers waiting for an item: one in a graph, but a node that stops
+        # reading early may drain the buffer again while an earlier reader
+        # (a feeder task) still waits, so every waiting reader is woken.
+        self._readers: list[asyncio.Future[None]] = []
         self._open = producers
         self._total = producers
         self._ended = 0  # end markers taken; the buffer ends at _total
@@ -99,9 +103,9 @@ class Buffer:
         self._free += 1
 
     def _wake_reader(self) -> None:
-        reader = self._reader
-        if reader is not None and not reader.done():
-            reader.set_result(None)
+        for reader in self._readers:
+            if not reader.done():
+                reader.set_result(None)
 
     def done(self) -> None:
         """One producer has finished (normally or not)."""
@@ -118,13 +122,14 @@ class Buffer:
         if self._ended == self._total:
             return
         while True:
-            if not queue:
-                self._reader = asyncio.get_running_loop().create_future()
+            if not queue:  # wait for an item (woken, a reader looks again)
+                waiter = asyncio.get_running_loop().create_future()
+                self._readers.append(waiter)
                 self._consumers_waiting += 1
                 try:
-                    await self._reader
+                    await waiter
                 finally:
-                    self._reader = None
+                    self._readers.remove(waiter)
                     self._consumers_waiting -= 1
                 continue
             item = queue.popleft()

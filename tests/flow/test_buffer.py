@@ -144,3 +144,48 @@ async def test_waiting_producers_are_served_first_come_first_served():
         taken.append(await anext(items))
     await asyncio.gather(*waiting, return_exceptions=True)
     assert order == ["a", "c"] and taken == ["first", "a", "c"]
+
+
+async def test_a_second_reader_while_the_first_still_waits_gets_the_items():
+    """A node that stopped reading early drains its buffer again while an
+    earlier reader (a feeder task) may still be waiting on it: items and the
+    end still reach whichever reader asks, and nothing hangs."""
+    buffer = Buffer(2)
+    drained: list[int] = []
+    left: list[int] = []
+
+    async def fallback() -> None:
+        async for x in buffer:
+            drained.append(x)
+
+    async def leftover() -> None:  # takes at most one item, then stops reading for good
+        left.append(await anext(aiter(buffer)))
+        await asyncio.Event().wait()
+
+    reader = asyncio.create_task(fallback())
+    await asyncio.sleep(0)
+    stale = asyncio.create_task(leftover())
+    await asyncio.sleep(0)
+    assert buffer.statistics().consumers_waiting == 2
+
+    async def produce() -> None:
+        for i in range(5):
+            await buffer.put(i)
+        buffer.done()
+
+    await asyncio.wait_for(asyncio.gather(produce(), reader), timeout=5)
+    assert sorted(drained + left) == list(range(5)) and len(left) <= 1  # each item once
+    stale.cancel()
+    await asyncio.gather(stale, return_exceptions=True)
+    assert buffer.statistics().consumers_waiting == 0
+
+
+async def test_a_waiting_reader_cancelled_leaves_the_other_one_woken():
+    buffer = Buffer(2)
+    first = asyncio.create_task(anext(aiter(buffer)))
+    second = asyncio.create_task(anext(aiter(buffer)))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    await buffer.put("x")
+    assert await asyncio.wait_for(second, timeout=5) == "x"
