@@ -70,7 +70,7 @@ class Buffer:
         )
 
     async def put(self, item: Any) -> None:
-        if self._free and not self._writers:
+        if self._free:  # (a free slot means no producer waits: _release hands slots on first)
             self._free -= 1
         else:
             await self._slot()

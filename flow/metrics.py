@@ -5,8 +5,9 @@ Why not the SDK's synchronous instruments: `Histogram.record` costs about
 9 µs (attribute set hashing, view matching, locks), and flow records several
 per page (stage durations, HTTP attempts, rate-limit waits). Here a series
 is bound once per attribute set and `record` appends to a list, counted
-into the buckets in C now and then (HistogramSeries). `LocalMetrics.data()` turns the series into SDK
-`Metric`s (cumulative temporality, start = the run start) and
+into the buckets in C now and then (HistogramSeries). `LocalMetrics.data()`
+turns the series into SDK `Metric`s (cumulative temporality, start = the
+run start) and
 `WithLocalMetrics` adds them to every export of the SDK's periodic reader,
 so they travel with the SDK's own (observable) metrics in one OTLP request.
 

@@ -150,11 +150,9 @@ class Encoder:
         # SpanContexts are read by index (trace_id, span_id, is_remote): the
         # named properties are Python calls.
         own, parent = span.get_span_context(), span.parent
-        trace_id = own[0]
-        if self._last_trace[0] != trace_id:
-            self._trace_id(trace_id)
+        last = self._last_trace
         parts = [
-            self._last_trace[1],
+            last[1] if last[0] == own[0] else self._trace_id(own[0]),
             _IDS(0x1208, own[1]) if parent is None else _CHILD_IDS(0x1208, own[1], 0x2208, parent[1]),
         ]
         head = self._names.get((span.name, id(span.kind)))

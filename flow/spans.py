@@ -170,17 +170,15 @@ class Tracer(trace.Tracer):
         parent = trace.get_current_span(context).get_span_context()
         return self._make(name, parent if parent.is_valid else None, attributes, kind, links, start_time)
 
-    def child(
-        self, name: str, parent: SpanContext | None, attributes: Any = None, kind: SpanKind = _INTERNAL
-    ) -> Span:
-        """A span under `parent`, a SpanContext; with None (or an invalid
-        one) under the current span: start_span without a Context to look
-        the parent up in (flow.tracing passes a batch's root this way)."""
+    def child(self, name: str, parent: SpanContext | None, attributes: Any = None) -> Span:
+        """An internal span under `parent`, a SpanContext; with None (or an
+        invalid one) under the current span: start_span without a Context to
+        look the parent up in (flow.tracing passes a batch's root this way)."""
         if parent is None or not parent[5]:  # [5]: is_valid
             parent = trace.get_current_span().get_span_context()
             if not parent.is_valid:
                 parent = None
-        return self._make(name, parent, attributes, kind, None, None)
+        return self._make(name, parent, attributes, _INTERNAL, None, None)
 
     def _make(
         self,

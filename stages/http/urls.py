@@ -34,21 +34,15 @@ def safe_url(url: str, params: Mapping[str, str] | None = None) -> str:
     (key, token, auth, ...) replaced and any user:password@ dropped: fit for
     span attributes."""
     base, query, _, _, _ = _base(url)
-    if params and not query:
-        # The common case (skip=300&limit=100, once per attempt with tracing
-        # on), checked and joined in C: names and values plain (no '&', '='
-        # or anything urlencode would escape), none of them secret-looking (a
-        # value that merely contains such a word takes the way below).
-        text = "".join(itertools.chain.from_iterable(params.items()))
-        if _PLAIN.fullmatch(text) and not _SECRET.search(text):
-            return base + "?" + "&".join(map("=".join, params.items()))
     pairs = [*query, *(_safe_pair(k, v) for k, v in (params or {}).items())]
     if not pairs:
         return base
-    # Most queries need no escaping (skip=300&limit=100): joined as they are,
-    # ~2 µs where urlencode takes ~5 (once per request attempt, with tracing on).
-    if _PLAIN.fullmatch("".join(k + v for k, v in pairs)):
-        return base + "?" + "&".join(k + "=" + v for k, v in pairs)
+    # Most queries need no escaping (skip=300&limit=100): checked and joined
+    # as they are, in C (names and values plain: no '&', '=' or anything
+    # urlencode would escape). Once per request attempt with tracing on: the
+    # whole call ~3.6 µs here, urlencode alone ~5.3.
+    if _PLAIN.fullmatch("".join(itertools.chain.from_iterable(pairs))):
+        return base + "?" + "&".join(map("=".join, pairs))
     return f"{base}?{urlencode(pairs)}"
 
 

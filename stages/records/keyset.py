@@ -13,7 +13,8 @@ its slot), 100 MB for a million products. This keeps a digest instead:
 
 For a str, hash() is Python's own: SipHash-1-3 under the interpreter's
 random per-process key (64 bits wide), cached in the string once computed;
-the bucket bits come from hashing `key + "\0"`, a new string each time. Other keys (numbers, dicts), or
+the bucket bits come from hashing `key + "\0"`, a new string each time.
+Other keys (numbers, dicts), or
 every key on an interpreter whose str hash is not a 64-bit SipHash, take 80
 bits of a randomly keyed BLAKE2b of their canonical bytes instead.
 

@@ -183,8 +183,9 @@ def _dead_letter(batch: Records, position: int, raw: msgspec.Raw, exc: Exception
 def _pool(workers: int | Processes, node: str) -> Executor:
     """Threads keep the loop responsive (the GIL still runs one at a time);
     processes run the mapping beside the loop, each batch sent there as one
-    JSON array and its products back as JSON. Worker processes come from a fork server (forking a process that
-    runs threads is unsafe) and ignore SIGINT: the run stops them."""
+    JSON array and its products back as JSON. Worker processes come from a
+    fork server (forking a process that runs threads is unsafe) and ignore
+    SIGINT: the run stops them."""
     if isinstance(workers, Processes):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -197,8 +198,8 @@ def _pool(workers: int | Processes, node: str) -> Executor:
 
 
 # To and from a worker process: a batch's records as one JSON array with
-# their positions, its products as JSON (a quarter of pickle's cost for
-# them, which is as much as the mapping's own; msgpack would fail on an
+# their positions, its products as JSON (a fifth of pickle's cost for 100
+# of them, which is about the mapping's own; msgpack would fail on an
 # integer beyond 64 bits in `extra`); dead letters, few, pickled.
 _PRODUCTS = msgspec.json.Decoder(list[Product])
 _decode_raws = msgspec.json.Decoder(list[msgspec.Raw]).decode

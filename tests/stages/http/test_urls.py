@@ -17,8 +17,8 @@ values = st.one_of(st.text(max_size=6), st.sampled_from(["300", "monkey", "a=b",
 @example({"a": "b&c=d"}, False)  # as many '&' as '=': still one pair
 @example({"a=x&b": "y"}, False)
 def test_safe_url_joins_plain_queries_as_urlencode_would(params, with_query):
-    """With and without a query in the URL itself (params alone take a
-    shorter way): the same as urlencode, secrets replaced."""
+    """With and without a query in the URL itself, and names or values that
+    hold "&" or "=": the same as urlencode, secrets replaced."""
     url = "http://user:pw@h:8080/p?a=1&token=x" if with_query else "http://user:pw@h:8080/p"
     pairs = [("a", "1"), ("token", "REDACTED")] if with_query else []
     pairs += [(k, "REDACTED" if k == "key" else v) for k, v in params.items()]
