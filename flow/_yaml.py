@@ -13,12 +13,54 @@ error messages are the ones flow shows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import yaml
-
 Path = tuple[str | int, ...]
+
+
+class _LazyPattern:
+    """A regular expression compiled on its first use."""
+
+    __slots__ = ("_args", "_compiled")
+
+    def __init__(self, *args: Any) -> None:
+        self._args, self._compiled = args, None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._compiled is None:
+            self._compiled = re.compile(*self._args)
+        return getattr(self._compiled, name)
+
+
+@contextlib.contextmanager
+def _compiled_when_used(package: str) -> Iterator[None]:
+    """Within: the regular expressions that `package`'s own modules compile
+    are compiled when first used. Any other caller (another thread) gets
+    its pattern compiled as usual."""
+    compile_now: Callable[..., Any] = re.compile
+
+    def compile_lazily(*args: Any, **kwargs: Any) -> Any:
+        if sys._getframe(1).f_globals.get("__name__", "").startswith(package) and not kwargs:
+            return _LazyPattern(*args)
+        return compile_now(*args, **kwargs)
+
+    re.compile = compile_lazily
+    try:
+        yield
+    finally:
+        re.compile = compile_now
+
+
+# PyYAML compiles about 40 regular expressions as it is imported (its Python
+# reader's, scanner's, emitter's and resolver's): 60 million instructions,
+# two thirds of its import and a quarter of what flow adds to a run's
+# start-up, though the C loader uses only a few resolvers'.
+with _compiled_when_used("yaml."):
+    import yaml
 
 
 class YAMLError(Exception):

@@ -3,6 +3,8 @@ exit 2 and no traceback; interpolation, overrides and anchors behave."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -384,3 +386,29 @@ def test_libyaml_and_the_python_loader_agree(text):
     assert issubclass(_FastLoader, yaml.CSafeLoader)
     assert fast == slow
     assert places(fast_at.root, []) == places(slow_at.root, [])
+
+
+def test_yaml_patterns_compile_when_first_used_and_still_decide_alike():
+    """flow._yaml imports PyYAML with its regular expressions compiled on
+    first use. Each side in a fresh interpreter, PyYAML imported first
+    (patterns compiled at once) or by flow._yaml: the same data from every
+    implicit type, the same located error for a non-printable character,
+    and `re.compile` is the standard one again."""
+    script = (
+        "import re, sys\n"
+        "if sys.argv[1] == 'eager': import yaml\n"
+        "import flow._yaml as fy, yaml\n"
+        "print(type(yaml.reader.Reader.NON_PRINTABLE).__name__, re.compile.__qualname__)\n"
+        "print(fy.load('a: [true, 0x1f, 2.5e+3, ~, 2020-01-02, .inf, 1_0, x, no]')[0])\n"
+        "try:\n    fy.load('a: b\\x07')\nexcept fy.YAMLError as e:\n    print(e.line, e.column, repr(e.message))\n"
+    )
+
+    def run(mode: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+        return done.stdout.splitlines()
+
+    (lazy, *results), (eager, *expected) = run("lazy"), run("eager")
+    assert (lazy, eager) == ("_LazyPattern compile", "Pattern compile")
+    assert results == expected
+    assert expected[0] == "{'a': [True, 31, 2500.0, None, datetime.date(2020, 1, 2), inf, 10, 'x', False]}"
+    assert "unacceptable character #x0007" in expected[1]
