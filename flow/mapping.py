@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -95,27 +96,31 @@ async def concurrently(
     on (not started, running, or finished and waiting) is abandoned
     (flow.items.abandon), and every call's exception is retrieved."""
     loop = asyncio.get_running_loop()
-    running, held = asyncio.Semaphore(limit), asyncio.Semaphore(2 * limit)
-    out: asyncio.Queue[Any] = asyncio.Queue()  # calls in the order to pass them on, then _END
-    pending: dict[asyncio.Task[Any], Any] = {}  # call -> its item, until passed on
-    calls: set[asyncio.Task[Any]] = set()  # running
+    out: deque[Any] = deque()  # calls in the order to pass them on, then _END
+    pending: dict[asyncio.Task[Any], Any] = {}  # call -> its item, until passed on: at most 2 x limit
+    calls: set[asyncio.Task[Any]] = set()  # running: at most limit
+    taken, room = _Signal(loop), _Signal(loop)  # for the consumer: `out` grew; for the feeder: room
     fed = False
 
+    def put(entry: Any) -> None:
+        out.append(entry)
+        taken.wake()
+
     def finished(task: asyncio.Task[Any]) -> None:
-        running.release()
         calls.discard(task)
+        room.wake()
         if not ordered:
-            out.put_nowait(task)
-        if fed and not calls and not ordered:
-            out.put_nowait(_END)
+            put(task)
+            if fed and not calls:
+                put(_END)
 
     async def feed() -> None:
         nonlocal fed
         try:
             async for item in source:
                 try:
-                    await held.acquire()
-                    await running.acquire()
+                    while len(calls) >= limit or len(pending) >= 2 * limit:
+                        await room.wait()
                 except BaseException:
                     abandon(item, "dropped: the stage did not start it")
                     raise
@@ -124,17 +129,22 @@ async def concurrently(
                 calls.add(task)
                 task.add_done_callback(finished)
                 if ordered:
-                    out.put_nowait(task)
+                    put(task)
         finally:
             fed = True
             if ordered or not calls:
-                out.put_nowait(_END)
+                put(_END)
 
     feeder = loop.create_task(feed())
     try:
-        while (task := await out.get()) is not _END:
-            held.release()
+        while True:
+            while not out:
+                await taken.wait()
+            task = out.popleft()
+            if task is _END:
+                break
             item = pending.pop(task)
+            room.wake()
             try:
                 result = await task
             except Exception:
@@ -151,6 +161,30 @@ async def concurrently(
         await asyncio.gather(feeder, *pending, return_exceptions=True)
         for item in pending.values():
             abandon(item, "dropped: the stage did not pass it on")
+
+
+class _Signal:
+    """One waiting side of `concurrently`: `wait()` returns after the next
+    `wake()`. Lighter than asyncio's Semaphore and Queue (no waiter scans,
+    no loop lookup per wait); one event loop, so no lock: a woken side
+    checks its condition again."""
+
+    __slots__ = ("_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop, self._waiter = loop, None
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        self._waiter = waiter = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
 
 
 async def _failed_item(ctx: Any, item: Any, exc: Exception) -> None:

@@ -135,6 +135,8 @@ class Fetcher:
 
     def __post_init__(self) -> None:
         self._in_flight = asyncio.Semaphore(self.concurrency)
+        limit = self.timeouts  # made once: an attrs instance costs ~40 bytecodes
+        self._timeout = aiohttp.ClientTimeout(total=limit.total, connect=limit.connect, sock_read=limit.read)
         t = self.telemetry
         self._spans = t is not None and t.tracing  # off: no per-attempt span work at all
         self._metering = t is not None and t.metering
@@ -351,8 +353,7 @@ class Fetcher:
         attempt: int = 1,
         sending: Sending | None = None,
     ) -> tuple[int, bytes, Mapping[str, str]]:
-        t = self.timeouts
-        timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
+        timeout = self._timeout
         if not self._spans:
             span_cm: Any = contextlib.nullcontext()
         else:
