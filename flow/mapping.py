@@ -26,7 +26,7 @@ async def mapped(
     source: AsyncIterator[Any], run: Any, params: Any, ctx: Any, spans: Any = None, latency: Any = None
 ) -> AsyncIterator[Any]:
     """A per-item stage: `run(item, params, ctx)` over the input, at most
-    `params.concurrency` at once (`concurrently`). With
+    `params.in_flight` at once (`concurrently`). With
     `spans` (a flow.tracing.StageSpans: tracing is on) each item runs in its
     own span, placed under its batch's root span; with `latency` (a
     flow.metrics.HistogramSeries: metrics are on) each item's time is
@@ -58,7 +58,8 @@ async def mapped(
 
     # A per-item stage may return None to pass nothing on (e.g. a failed page
     # it has recorded as an error).
-    if params.concurrency == 1:  # no tasks needed: await each in turn
+    limit = params.in_flight
+    if limit == 1:  # no tasks needed: await each in turn
         async for item in source:
             try:
                 result = await call(item)
@@ -70,7 +71,7 @@ async def mapped(
         return
     # Closed explicitly: closing this generator closes the calls at once, as
     # the runtime's downstream-first close of a chain expects.
-    async with contextlib.aclosing(concurrently(source, call, params.concurrency, params.ordered)) as results:
+    async with contextlib.aclosing(concurrently(source, call, limit, params.ordered)) as results:
         async for result in results:
             if result is not None:
                 yield result

@@ -72,6 +72,11 @@ class ConcurrentParams(Params, kw_only=True):
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
     ordered: bool = True  # pass results on in input order (else as they finish)
 
+    @property
+    def in_flight(self) -> int:
+        """Items worked on at once (a kind may derive it from other params)."""
+        return self.concurrency
+
 
 Operator = Callable[[AsyncIterator[Any] | None, Any, Any], AsyncIterator[Any]]
 

@@ -232,7 +232,8 @@ class Pager:
         if len(records) < 2:  # one record may well come again (a duplicate), a page of them not
             return
         lengths = tuple(map(len, records))
-        if self._seen.setdefault(hash((lengths, bytes(records[0]), bytes(records[-1]))), page) == page and page:
+        cheap = hash((lengths, bytes(records[0]), bytes(records[-1])))
+        if self._seen.setdefault(cheap, page) == page and page:
             return  # no page before had this key: it repeats none
         first = self._hashed.setdefault(hash((b"".join(records), lengths)), page)
         if first != page and self.repeated is None:

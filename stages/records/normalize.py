@@ -16,7 +16,8 @@ batch on a pool of N threads, for a mapping slow enough to hold the loop up;
 `workers: {processes: N}` on N worker processes, beside the event loop: it
 pays where the machine has a core to spare and the mapping costs more than
 sending a batch there and back (bench/throughput.py measures both). A pool
-has at most `concurrency` batches in flight: set it to N or more.
+has at most `concurrency` batches in flight, by default as many as it has
+workers; on the loop, batches go one at a time, without a task each.
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ class NormalizeParams(ConcurrentParams):
     price_in_cents: bool | None = None  # integer prices are cents (default: true for the cursor preset)
     currency: str = "USD"  # when the price names none
     workers: Annotated[int, msgspec.Meta(ge=0, le=64)] | Processes = 0  # N threads or {processes: N}; 0: none
-    concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    # Batches in flight; 0: one at a time on the loop (no task per batch), with `workers` the pool's size.
+    concurrency: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0  # type: ignore[assignment]
+
+    @property
+    def in_flight(self) -> int:
+        workers = self.workers
+        return self.concurrency or max(1, workers.processes if isinstance(workers, Processes) else workers)
 
     def __post_init__(self) -> None:
         for key in self.map:

@@ -450,7 +450,7 @@ def test_a_per_item_stage_keeps_its_concurrency_busy_while_its_consumer_works(or
             return item
 
         started, seen = loop.time(), []
-        params = SimpleNamespace(concurrency=8, ordered=ordered)
+        params = SimpleNamespace(in_flight=8, ordered=ordered)
         async for result in mapped(source(), call, params, SimpleNamespace()):
             seen.append(result)
             await asyncio.sleep(0.005)
@@ -508,7 +508,7 @@ def test_closing_a_concurrent_stage_cancels_its_calls_and_abandons_what_it_held(
             return item.n
 
         got = []
-        results = mapped(items.source(), call, SimpleNamespace(concurrency=4, ordered=False), SimpleNamespace())
+        results = mapped(items.source(), call, SimpleNamespace(in_flight=4, ordered=False), SimpleNamespace())
         async for n in results:
             got.append(n)
             if len(got) == 3:
@@ -540,7 +540,7 @@ def test_a_consumer_cancelled_mid_stream_loses_no_item_silently(ordered):
             return item.n
 
         async def consume() -> None:
-            params = SimpleNamespace(concurrency=4, ordered=ordered)
+            params = SimpleNamespace(in_flight=4, ordered=ordered)
             async for n in mapped(items.source(), call, params, SimpleNamespace()):
                 got.append(n)
                 await asyncio.sleep(0.05)

@@ -404,7 +404,9 @@ def test_yaml_patterns_compile_when_first_used_and_still_decide_alike():
     )
 
     def run(mode: str) -> list[str]:
-        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
+        )
         return done.stdout.splitlines()
 
     (lazy, *results), (eager, *expected) = run("lazy"), run("eager")

@@ -37,7 +37,7 @@ def test_a_repeat_is_reported_only_for_pages_with_the_same_records(pages: list[l
         page, earlier = walk.repeated
         assert earlier < page and pages[page] == pages[earlier]
         assert all(ids != pages[0] for ids in pages[1:page])  # page 0's repeat is never missed
-        counts = [pages[: page].count(ids) for ids in pages[: page]]
+        counts = [pages[:page].count(ids) for ids in pages[:page]]
         assert max(counts) <= 2  # nothing came a third time unnoticed
 
 

@@ -13,7 +13,7 @@ from flow.items import DeadLetter
 from flow.problems import SpecError
 from flow.testing import run_graph
 from stages.records.items import ProductBatch, Records
-from stages.records.normalize import _compile
+from stages.records.normalize import NormalizeParams, _compile
 from tests.stages.typed import typed_source
 
 GRAPH = """\
@@ -139,3 +139,16 @@ def test_a_pool_of_threads_or_processes_gives_what_the_loop_gives(tmp_path, work
 
     assert seen(pooled) == seen(inline)
     assert len(seen(inline)[0]) == 51 and len(seen(inline)[1]) == 9  # every 7th has no price
+
+
+@pytest.mark.parametrize(
+    ("params", "in_flight"),
+    [("{}", 1), ("{workers: 3}", 3), ("{workers: {processes: 2}}", 2), ("{workers: 3, concurrency: 5}", 5)],
+)
+def test_batches_in_flight_default_to_one_on_the_loop_and_to_a_pools_size(params, in_flight):
+    """On the loop a batch runs to its end (no await but for its dead
+    letters): one at a time, with no task per batch. A pool is kept busy."""
+    import yaml
+
+    config = {"preset": "dummyjson", **yaml.safe_load(params)}
+    assert msgspec.convert(config, NormalizeParams).in_flight == in_flight
