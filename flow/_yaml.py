@@ -31,9 +31,14 @@ class _LazyPattern:
         self._args, self._compiled = args, None
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy and pickle protocols: see __reduce__
+            raise AttributeError(name)
         if self._compiled is None:
             self._compiled = re.compile(*self._args)
         return getattr(self._compiled, name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return re.compile, self._args
 
 
 @contextlib.contextmanager
@@ -55,10 +60,11 @@ def _compiled_when_used(package: str) -> Iterator[None]:
         re.compile = compile_now
 
 
-# PyYAML compiles about 40 regular expressions as it is imported (its Python
-# reader's, scanner's, emitter's and resolver's): 60 million instructions,
-# two thirds of its import and a quarter of what flow adds to a run's
-# start-up, though the C loader uses only a few resolvers'.
+# PyYAML compiles ten regular expressions as it is imported (its Python
+# reader's non-printable class, the constructor's timestamp, the resolver's
+# implicit types): 60 million instructions, two thirds of its import and a
+# quarter of what flow adds to a run's start-up; the C loader uses only a
+# few of the resolver's.
 with _compiled_when_used("yaml."):
     import yaml
 

@@ -169,7 +169,8 @@ def stage(
     With `per_item=True` the function is a coroutine `run(item, params, ctx)`
     returning the output item (or None: nothing passed on), and its params
     must derive from ConcurrentParams: the engine maps it over the input with
-    at most `concurrency` items in flight, never unbounded.
+    at most `params.in_flight` items in flight (its `concurrency`, unless
+    the kind derives it), never unbounded.
     `spans=False`: no span per item when tracing (a kind that only passes
     items on). `check`: a graph-wide check of the kind's uses (e.g. limiters
     shared by name must agree on their rate)."""

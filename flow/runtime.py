@@ -272,7 +272,7 @@ class Runtime:
         anext_item = generator.__anext__
         # A concurrent per-item stage pulls its input from a feeder task (flow.mapping):
         # then look the puller up at every pull, else once (it costs ~2%).
-        follow = any(s.kind.per_item and getattr(s.params, "concurrency", 1) > 1 for s in node.stages)
+        follow = any(s.kind.per_item and getattr(s.params, "in_flight", 1) > 1 for s in node.stages)
         received = yields_records(stage.kind)
         try:
             while not self._stop_requested:

@@ -218,8 +218,8 @@ class Pager:
 
     def _fingerprint(self, page: int, records: list[Any]) -> None:
         """A server that ignores the paging parameters serves the same
-        records on every page: the second page with all of a first page's
-        records, in order, is noted in `repeated`, for the planner to stop.
+        records on every page: a page with all of an earlier page's records,
+        in order, is noted in `repeated`, for the planner to stop.
 
         Every page is known first by a cheap key: its records' lengths and
         its first and last records. Only a page whose cheap key came before,
@@ -227,8 +227,9 @@ class Pager:
         µs for 100 records, 3% of a run when done for every page): pages
         that share records (pinned records, fixed-width rows) then still
         differ, and no page is taken for another on a few records. A repeat
-        of the first page, the usual shape of ignored paging, is seen at
-        once; a repeat of a later page when it comes a second time."""
+        of the first page, the usual shape of ignored paging, is seen on its
+        first showing; a later page's records on their third showing (the
+        second is hashed, the first was not)."""
         if len(records) < 2:  # one record may well come again (a duplicate), a page of them not
             return
         lengths = tuple(map(len, records))

@@ -54,8 +54,7 @@ class NormalizeParams(ConcurrentParams):
     price_in_cents: bool | None = None  # integer prices are cents (default: true for the cursor preset)
     currency: str = "USD"  # when the price names none
     workers: Annotated[int, msgspec.Meta(ge=0, le=64)] | Processes = 0  # N threads or {processes: N}; 0: none
-    # Batches in flight; 0: one at a time on the loop (no task per batch), with `workers` the pool's size.
-    concurrency: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0  # type: ignore[assignment]
+    concurrency: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0  # 0: 1 on the loop, the pool size with workers
 
     @property
     def in_flight(self) -> int:
