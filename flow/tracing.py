@@ -72,12 +72,11 @@ class Lineage:
         root = self._roots.get(key) if key is not None else None
         return None if root is None else trace.set_span_in_context(trace.NonRecordingSpan(root))
 
-    def claim(self, key: Key | None, span: Any) -> None:
-        """Make `span` the root of this batch if it has none yet."""
-        if key is not None and key not in self._roots:
-            self._roots[key] = span.get_span_context()
-            if len(self._roots) > self.limit:
-                self._roots.popitem(last=False)
+    def claim(self, key: Key, span: Any) -> None:
+        """Make `span` the root of this batch, which has none (`root(key)` is None)."""
+        self._roots[key] = span.get_span_context()
+        if len(self._roots) > self.limit:
+            self._roots.popitem(last=False)
 
     def links(self, keys: Iterable[Key]) -> list[Link]:
         roots = self._roots
