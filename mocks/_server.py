@@ -22,16 +22,22 @@ import socket
 import struct
 import time
 from collections import Counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-from aiohttp import web
+
+from flow._tls import import_deferring_ca_store
 
 from ._catalogue import Catalogue
 from ._faults import HTML_PAGE, FaultPlan, invalid_json, truncated
 from ._ratelimit import SlidingWindowLimit, retry_after_header
 from ._spec import ServerSpec
 from .styles import BadRequest, make_style
+
+if TYPE_CHECKING:
+    from aiohttp import web
+else:  # the mocks serve plain HTTP: no CA store loaded at import (flow/_tls.py)
+    web = import_deferring_ca_store("aiohttp.web")
 
 # One request-log entry is a list in this order (cheap to append on the hot path).
 _JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}

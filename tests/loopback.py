@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,16 +17,16 @@ from aiohttp import web
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def start(path: str, handle: Handler) -> tuple[web.AppRunner, str]:
-    """Serve GET `path` (an aiohttp route, e.g. "/{tail:.*}") with `handle`;
-    (the runner, to `cleanup()` afterwards; the base URL)."""
+async def start(path: str, handle: Handler, tls: ssl.SSLContext | None = None) -> tuple[web.AppRunner, str]:
+    """Serve GET `path` (an aiohttp route, e.g. "/{tail:.*}") with `handle`,
+    over TLS with `tls`; (the runner, to `cleanup()` afterwards; the base URL)."""
     runner = web.AppRunner(web.Application(), access_log=None)
     runner.app.router.add_get(path, handle)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
+    return runner, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 
 QUERY = {"page": ("page", "per_page"), "skip_limit": ("skip", "limit"), "offset": ("offset", "limit"),
@@ -60,9 +61,9 @@ class PagedAPI:
         self.attempts: Counter[str] = Counter()
         self.log: list[tuple[float, str, dict[str, str], dict[str, str], int]] = []
 
-    async def start(self) -> str:
-        """The collection's URL."""
-        self.runner, url = await start("/{tail:.*}", self.handle)
+    async def start(self, tls: ssl.SSLContext | None = None) -> str:
+        """The collection's URL (https with `tls`)."""
+        self.runner, url = await start("/{tail:.*}", self.handle, tls)
         return f"{url}/items"
 
     async def close(self) -> None:

@@ -26,6 +26,8 @@ what an endpoint does (only cancellation propagates). Per attempt, in order:
                              origin leaves the configured headers behind
     other 4xx                neutral; not retried (http_404, ...)
     body over the size cap   neutral; not retried (body_too_large)
+    certificate refused      a failure for the breaker; not retried: the same
+                             certificate is refused again (tls_certificate)
 
 No attempt starts, and no wait (a backoff, an open breaker) goes on, once
 the run is stopped (`stop` set: Ctrl-C; `stopped`) or past its deadline
@@ -45,16 +47,22 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import aiohttp
 import msgspec
+
+from flow._tls import import_deferring_ca_store
 
 from .breaker import CircuitBreaker, Permit
 from .limiter import SlidingWindowLimiter, Stopped, pause
 from .retry import RetryPolicy, parse_retry_after, retryable_status
 from .session import UNLIMITED, Sending, Unlimited
 from .urls import http_attributes, redirect_target, safe_url
+
+if TYPE_CHECKING:
+    import aiohttp
+else:  # the CA store loads at the first TLS handshake, not at import (flow/_tls.py)
+    aiohttp = import_deferring_ca_store("aiohttp")
 
 
 @dataclass(frozen=True)
@@ -231,6 +239,9 @@ class Fetcher:
         except TimeoutError:
             permit.failure(clock())
             return _Retry("timeout", None, f"no complete answer within {self.timeouts}", None)
+        except aiohttp.ClientConnectorCertificateError as exc:
+            permit.failure(clock())
+            return FetchFailed(url, "tls_certificate", attempt, None, str(exc.certificate_error))
         except (aiohttp.ClientError, OSError) as exc:
             permit.failure(clock())
             self._event("connection_error", error=type(exc).__name__)

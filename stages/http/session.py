@@ -4,9 +4,14 @@ every limited request to its limiter at the moment it goes on the wire."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
+from flow._tls import import_deferring_ca_store
+
+if TYPE_CHECKING:
+    import aiohttp
+else:  # the CA store loads at the first TLS handshake, not at import (flow/_tls.py)
+    aiohttp = import_deferring_ca_store("aiohttp")
 
 __all__ = ["UNLIMITED", "Sending", "Sessions", "Unlimited", "make_session"]
 
