@@ -315,7 +315,8 @@ class Runtime:
         kind = node.stages[index].kind
         if self.resources.lineage is None or not kind.spans:
             return None
-        return StageSpans(self.telemetry.tracer, self.resources.lineage, node.name, kind.name)
+        every = self.telemetry.stage_spans == "all"
+        return StageSpans(self.telemetry.tracer, self.resources.lineage, node.name, kind.name, every)
 
     def _latency(self, node: Node, index: int) -> Any:
         """The stage's series of the duration histogram, when metrics are on."""

@@ -142,6 +142,86 @@ class Span(trace.Span):
             self._sink(self)
 
 
+class Deferred(trace.Span):
+    """A span made only if something is recorded on it: an event, an
+    attribute, a status, a link, an exception, or a look at its context (a
+    child span, propagation). Until then it holds its name, parent,
+    attributes and start time; `end()` without any of that exports nothing.
+    flow's per-batch stage spans are deferred (flow.tracing): a batch that a
+    stage only passed through costs no span, one it rejected records from
+    gets the whole span, from the stage's start, with its events."""
+
+    __slots__ = ("_attributes", "_end_ns", "_name", "_parent", "_real", "_start_ns", "_tracer")
+
+    def __init__(self, tracer: Tracer, name: str, parent: SpanContext, attributes: dict[str, Any]) -> None:
+        self._tracer, self._name, self._parent, self._attributes = tracer, name, parent, attributes
+        self._start_ns = time.time_ns()
+        self._real: Span | None = None
+        self._end_ns: int | None = None
+
+    def made(self) -> Span | None:
+        """The span, if it was made."""
+        return self._real
+
+    def _span(self) -> Span:
+        real = self._real
+        if real is None:
+            real = self._real = self._tracer._make(
+                self._name, self._parent, self._attributes, _INTERNAL, None, self._start_ns
+            )
+            if self._end_ns is not None:  # looked at after its end (a link to it): it ended then
+                real.end(self._end_ns)
+        return real
+
+    def get_span_context(self) -> SpanContext:
+        return self._span().get_span_context()
+
+    def is_recording(self) -> bool:
+        return self._end_ns is None
+
+    def set_attributes(self, attributes: Any) -> None:
+        if self._end_ns is None:
+            self._span().set_attributes(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_ns is None:
+            self._span().set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        if self._end_ns is None:
+            self._span().add_event(name, attributes, timestamp)
+
+    def add_link(self, context: SpanContext, attributes: Any = None) -> None:
+        if self._end_ns is None:
+            self._span().add_link(context, attributes)
+
+    def update_name(self, name: str) -> None:
+        if self._real is not None:
+            self._real.update_name(name)
+        elif self._end_ns is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_ns is None:
+            self._span().set_status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Any = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        if self._end_ns is None:
+            self._span().record_exception(exception, attributes, timestamp, escaped)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_ns is None:
+            self._end_ns = end_time if end_time is not None else time.time_ns()
+            if self._real is not None:
+                self._real.end(self._end_ns)
+
+
 class Tracer(trace.Tracer):
     """Starts `Span`s; a span without a valid parent in `context` (or the
     current context) starts a new trace."""

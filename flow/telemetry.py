@@ -2,15 +2,17 @@
 
 Configuration: the standard `OTEL_*` variables (endpoint, headers, protocol)
 and, in graph.yaml, `telemetry: {traces: otlp|console|none, metrics:
-otlp|console|none, protocol: http/protobuf|grpc, endpoint: URL}`. The default is
+otlp|console|none, protocol: http/protobuf|grpc, endpoint: URL, stage_spans:
+eventful|all}`. The default is
 OTLP over http/protobuf when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces
 variant) is set, else none. With both off, flow uses the API's no-op tracer
 and meter: a span or a counter costs a function call.
 
 Spans: `run` (root) > `node NAME` > `stage fetch` per page, with one `GET`
-span per attempt (HTTP semantic-convention attributes, no secrets); every
-later stage's span for that page (`parse`, `normalize`, the sink's write) is
-a child of the page's fetch span, across nodes (flow.tracing); a closed
+span per attempt (HTTP semantic-convention attributes, no secrets); a later
+stage's span for that page (`normalize`, the sink's write) is a child of the
+page's fetch span, across nodes, made when the stage records something on it
+(every one with `stage_spans: all`; flow.tracing); a closed
 window is a `window emit` span linked to the batches it covers. Breaker
 transitions, retries, rate-limit waits, dead letters and errors are span
 events. Metrics: see `observe_runtime` and flow.metrics. Exporters are
@@ -45,6 +47,7 @@ class Telemetry:
     run_id: str
     providers: list[Any] = field(default_factory=list)
     tracing: bool = False  # spans are recorded and exported (else the tracer is a no-op)
+    stage_spans: str = "eventful"  # a later stage's span per batch: "eventful" (flow.tracing) or "all"
     metering: bool = False  # metrics are exported (else the meter is a no-op)
     instruments: list[Any] = field(default_factory=list)  # observable instruments, kept alive
     local: LocalMetrics = field(default_factory=LocalMetrics)
@@ -158,6 +161,7 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
         pipeline = SpanPipeline(sender, resource.attributes, ("flow", __version__))
         telemetry.tracer = Tracer(pipeline.add)
         telemetry.tracing = True
+        telemetry.stage_spans = str(config.get("stage_spans") or "eventful")
         telemetry.providers.append(pipeline)
     if metrics != "none":
         from opentelemetry.sdk.metrics import MeterProvider

@@ -8,11 +8,18 @@ in a node downstream, is a child of it. In Jaeger a page therefore reads as
 
     stage fetch  [shop_a page 3]
       GET  (one per attempt)
-      stage normalize
+      stage normalize      (dead letters: events)
       stage summary_json
 
 and a window emit is a span with one link per batch it covers. Items without
 provenance get spans under their node's span.
+
+A later stage's span for a batch is deferred (flow.spans.Deferred): it is
+made, from the stage's start, only if the stage records something on it
+(an event such as a dead letter, an error, an attribute) or a child span
+starts under it. A batch the stage just passed on costs no span; its time
+is in the duration histogram all the same. `telemetry: {stage_spans: all}`
+makes every one (the whole journey of every page, at about twice the spans).
 
 Per-item stages get their span from `flow.mapping`; every other stage but
 the sources is wrapped here: a turn begins when the stage takes an item and
@@ -35,7 +42,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 
-from .spans import Current
+from .spans import Current, Deferred, Tracer
 
 Key = tuple[str, int]
 
@@ -88,12 +95,17 @@ class StageSpans:
     and `flow.endpoint` + `flow.page` for items with provenance (the stage
     is in the span's name)."""
 
-    def __init__(self, tracer: Any, lineage: Lineage, node: str, stage: str) -> None:
+    def __init__(
+        self, tracer: Any, lineage: Lineage, node: str, stage: str, every_batch: bool = False
+    ) -> None:
         self.tracer, self.lineage, self.node = tracer, lineage, node
         self.name = f"stage {stage}"
         # flow's own tracer (flow.spans) takes a batch's root as it is; any
         # other (the SDK's, for console output) a Context holding it.
         self._child = getattr(tracer, "child", None)
+        # A batch that has a root gets a Deferred span from flow's tracer:
+        # made only if the stage records something on it (`every_batch`: always).
+        self._deferred = isinstance(tracer, Tracer) and not every_batch
 
     def start(self, item: Any) -> Any:
         """A span for `item`, not made current (a stage generator's turns
@@ -104,6 +116,8 @@ class StageSpans:
         attributes = {"flow.node": self.node, "flow.endpoint": key[0], "flow.page": key[1]}
         lineage = self.lineage
         root = lineage.root(key)
+        if root is not None and self._deferred:
+            return Deferred(self.tracer, self.name, root, attributes)
         if self._child is not None:
             span = self._child(self.name, root, attributes)
         else:

@@ -9,6 +9,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -48,7 +49,7 @@ class Receiver:
         return web.Response(body=b"", content_type="application/x-protobuf")
 
 
-async def run_with_receiver(tmp_path: Any, graph: str = GRAPH) -> tuple[Receiver, Any]:
+async def run_with_receiver(tmp_path: Any, graph: str = GRAPH, **config: Any) -> tuple[Receiver, Any]:
     receiver = Receiver()
     app = web.Application()
     app.router.add_post("/v1/traces", receiver.handle)
@@ -70,7 +71,8 @@ async def run_with_receiver(tmp_path: Any, graph: str = GRAPH) -> tuple[Receiver
     try:
         async with MockServer(spec_server) as shop:
             spec = parse_spec(graph, default_registry(plugins=False), env={}, refs={"shop": shop.url})
-            telemetry = setup({"traces": "otlp", "metrics": "otlp", "endpoint": f"http://127.0.0.1:{port}"})
+            endpoint = f"http://127.0.0.1:{port}"
+            telemetry = setup({"traces": "otlp", "metrics": "otlp", "endpoint": endpoint, **config})
             runtime = Runtime(spec, out_dir=tmp_path, telemetry=telemetry)
             result = await runtime.run()
     finally:
@@ -146,24 +148,33 @@ def _attrs(span: Any) -> dict[str, Any]:
     return {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}
 
 
-def test_context_travels_with_the_batches(tmp_path):
+@pytest.mark.parametrize("stage_spans", ["eventful", "all"])
+def test_context_travels_with_the_batches(tmp_path, stage_spans):
     """Each later stage's span for a page is a child of that page's fetch
     span, also across nodes; window emits link to the batches they cover;
-    dead letters are events on the normalize span of their batch."""
-    receiver, result = asyncio.run(run_with_receiver(tmp_path))
+    dead letters are events on the normalize span of their batch. By
+    default a later stage's span exists only where the stage recorded
+    something (here: normalize, on the pages with dead letters); with
+    `stage_spans: all`, for every page and stage."""
+    receiver, result = asyncio.run(run_with_receiver(tmp_path, stage_spans=stage_spans))
     spans = _spans(receiver)
     by_id = {s.span_id: s for s in spans}
     fetch_of_page = {_attrs(s)["flow.page"]: s for s in spans if s.name == "stage fetch"}
     assert len(fetch_of_page) == result.counters["shop"]["pages"]
     later = [s for s in spans if s.name in {"stage normalize", "stage summary_json"}]
-    assert {s.name for s in later} == {"stage normalize", "stage summary_json"}
     for span in later:
         parent = by_id[span.parent_span_id]
         assert parent.name == "stage fetch"
         assert _attrs(parent)["flow.page"] == _attrs(span)["flow.page"]
-    # Every page's products reach the sink: one summary_json span per fetched page.
+        assert parent.start_time_unix_nano <= span.start_time_unix_nano <= span.end_time_unix_nano
+    normalized = sorted(_attrs(s)["flow.page"] for s in later if s.name == "stage normalize")
     sink_pages = sorted(_attrs(s)["flow.page"] for s in later if s.name == "stage summary_json")
-    assert sink_pages == sorted(fetch_of_page)
+    if stage_spans == "all":  # every page's products reach the sink: a span per page and stage
+        assert normalized == sink_pages == sorted(fetch_of_page)
+    else:  # the sink recorded nothing; normalize only its dead letters
+        rejected = sorted({letter["page"] for letter in result.dead_letters})
+        assert sink_pages == [] and normalized == rejected and len(rejected) >= 2
+        assert len(normalized) < len(fetch_of_page)  # pages without dead letters cost no span
     assert not any(
         s.name in {"stage rate_limit", "stage paginate", "stage window", "stage merge"} for s in spans
     )

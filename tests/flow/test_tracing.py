@@ -228,3 +228,69 @@ def test_a_flow_span_takes_the_whole_span_api_until_it_ends(monkeypatch):
 
     monkeypatch.setattr(context_api, "_RUNTIME_CONTEXT", Other())
     assert spans._context_var() is None
+
+
+def _flow_tracer() -> tuple[Any, list[Any]]:
+    from flow.spans import Tracer
+
+    ended: list[Any] = []
+    return Tracer(ended.append, seed=1), ended
+
+
+def test_a_later_stage_span_is_made_only_when_something_is_recorded_on_it():
+    tracer, ended = _flow_tracer()
+    lineage = Lineage()
+    fetch, normalize = StageSpans(tracer, lineage, "n", "fetch"), StageSpans(tracer, lineage, "n", "normalize")
+    request = PageRequest("e", "u", {}, {}, 7)
+    with fetch.current(request) as root:
+        pass
+    quiet = normalize.start(request)
+    assert quiet.is_recording()
+    quiet.end()
+    assert not quiet.is_recording() and ended == [root]  # passed through: no span
+    busy = normalize.start(request)
+    started = busy._start_ns
+    busy.add_event("dead_letter", {"position": 3})
+    busy.set_attribute("flow.records", 20)
+    busy.end()
+    busy.add_event("late", {})  # after its end: ignored, as on any span
+    made = ended[-1]
+    assert len(ended) == 2 and made is busy.made()
+    assert made.name == "stage normalize" and made.parent == root.get_span_context()
+    assert made.start_ns == started <= made.end_ns
+    assert made.attributes == {"flow.node": "n", "flow.endpoint": "e", "flow.page": 7, "flow.records": 20}
+    assert [event[0] for event in made.events] == ["dead_letter"]
+
+
+def test_a_deferred_span_is_made_for_a_child_and_keeps_its_end_when_looked_at_later():
+    from opentelemetry import trace
+
+    from flow.spans import Current
+
+    tracer, ended = _flow_tracer()
+    lineage = Lineage()
+    fetch, sink = StageSpans(tracer, lineage, "n", "fetch"), StageSpans(tracer, lineage, "n", "summary_json")
+    request = PageRequest("e", "u", {}, {}, 1)
+    fetch.start(request).end()
+    with Current(sink.start(request)) as deferred:
+        child = tracer.start_span("write")  # under the current span: which must exist now
+        child.end()
+    assert child.parent == deferred.get_span_context() and deferred.made() in ended
+    late = sink.start(request)
+    late.update_name("stage renamed")
+    late.end(end_time=late._start_ns + 5)
+    context = late.get_span_context()  # a link to it after its end: made then, ended at its end
+    assert ended[-1].name == "stage renamed" and ended[-1].end_ns == ended[-1].start_ns + 5
+    assert ended[-1].get_span_context() is context and not trace.get_current_span().is_recording()
+
+
+def test_every_batch_gets_its_span_with_stage_spans_all():
+    tracer, ended = _flow_tracer()
+    lineage = Lineage()
+    fetch = StageSpans(tracer, lineage, "n", "fetch")
+    sink = StageSpans(tracer, lineage, "n", "summary_json", every_batch=True)
+    request = PageRequest("e", "u", {}, {}, 2)
+    fetch.start(request).end()
+    sink.start(request).end()
+    assert [s.name for s in ended] == ["stage fetch", "stage summary_json"]
+    assert ended[1].parent == ended[0].get_span_context()
