@@ -10,8 +10,9 @@ loopback mocks).
 `import_deferring_ca_store(name)` imports `name` with
 `ssl.SSLContext.set_default_verify_paths` (which `create_default_context`
 and `load_default_certs` call on every platform but Windows) replaced by
-one that only notes the context. Once the import is done, the method is
-restored and each noted context is settled:
+one that only notes the context (a context another thread builds meanwhile
+is loaded as usual). Once the import is done, the method is restored and
+each noted context is settled:
 
 - a context that verifies (CERT_REQUIRED or CERT_OPTIONAL) gets the default
   paths loaded right before its first handshake: `wrap_bio` (asyncio's TLS)
@@ -47,9 +48,13 @@ def import_deferring_ca_store(name: str) -> ModuleType:
     if name in sys.modules:  # imported before: its contexts are built already
         return sys.modules[name]
     noted: list[weakref.ref[ssl.SSLContext]] = []
+    importer, load = threading.get_ident(), ssl.SSLContext.set_default_verify_paths
 
     def note(context: ssl.SSLContext) -> None:
-        noted.append(weakref.ref(context))
+        if threading.get_ident() != importer:  # another thread's context, maybe used at once
+            load(context)
+        else:
+            noted.append(weakref.ref(context))
 
     with _lock:  # one patch at a time
         if "set_default_verify_paths" in vars(ssl.SSLContext):  # inside an outer call: it notes for both

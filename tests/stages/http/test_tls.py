@@ -165,3 +165,29 @@ async def test_flow_run_refuses_a_certificate_no_trusted_ca_signed(ca: trustme.C
     assert ledger["pages"]["failed_by_reason"] == {"tls_certificate": 1}  # not retried: it would fail alike
     (failure,) = [e for e in report["errors"] if e["stage"] == "fetch"]
     assert failure["attempts"] == 1 and "CERTIFICATE_VERIFY_FAILED" in failure["detail"]
+
+
+def test_a_context_another_thread_builds_during_the_import_is_loaded_as_usual(tmp_path: Path) -> None:
+    import threading
+
+    (tmp_path / "slow_contexts.py").write_text(
+        "import ssl, threading\n"
+        "OTHER = {}\n"
+        "def build():\n"
+        "    OTHER['context'] = ssl.create_default_context()\n"
+        "worker = threading.Thread(target=build)\n"
+        "worker.start()\n"
+        "worker.join()\n"
+        "MINE = ssl.create_default_context()\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = import_deferring_ca_store("slow_contexts")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("slow_contexts", None)
+    assert threading.current_thread() is threading.main_thread()
+    other, mine = module.OTHER["context"], module.MINE
+    assert "wrap_bio" not in vars(other) and "wrap_bio" in vars(mine)  # only the importer's is deferred
+    assert _cas(mine) == 0
+    assert other.cert_store_stats() == ssl.create_default_context().cert_store_stats()
