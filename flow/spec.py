@@ -70,7 +70,7 @@ class TelemetrySpec(Base):
     metrics: Literal["otlp", "console", "none"] | None = None
     protocol: Literal["http/protobuf", "grpc"] | None = None
     endpoint: str | None = None  # e.g. http://localhost:4318 (gRPC: http://localhost:4317)
-    # A later stage's span per batch: only when the stage records something on it, or always.
+    # A later stage's span per batch: only when the stage records something on it (OTLP), or always.
     stage_spans: Literal["eventful", "all"] | None = None
 
 

@@ -152,6 +152,7 @@ def setup(config: dict[str, Any] | None = None) -> Telemetry:
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout)))
         telemetry.tracer = provider.get_tracer("flow", __version__)
         telemetry.tracing = True
+        telemetry.stage_spans = "all"  # the SDK's spans are not deferred (flow.tracing)
         telemetry.providers.append(provider)
     elif traces != "none":  # OTLP: flow's lean spans (flow.spans), batched by flow.otlp
         from .otlp import GRPCSender, HTTPSender, SpanPipeline

@@ -8,8 +8,8 @@ in a node downstream, is a child of it. In Jaeger a page therefore reads as
 
     stage fetch  [shop_a page 3]
       GET  (one per attempt)
-      stage normalize      (dead letters: events)
-      stage summary_json
+      stage normalize      (if it dead-lettered records: events)
+      stage summary_json   (if it recorded something; with stage_spans: all, always)
 
 and a window emit is a span with one link per batch it covers. Items without
 provenance get spans under their node's span.
@@ -20,6 +20,8 @@ made, from the stage's start, only if the stage records something on it
 starts under it. A batch the stage just passed on costs no span; its time
 is in the duration histogram all the same. `telemetry: {stage_spans: all}`
 makes every one (the whole journey of every page, at about twice the spans).
+Only flow's own tracer (OTLP) defers; the SDK's (`traces: console`) makes
+every span.
 
 Per-item stages get their span from `flow.mapping`; every other stage but
 the sources is wrapped here: a turn begins when the stage takes an item and
@@ -27,8 +29,8 @@ ends when it yields its next output or asks for the next input, so it
 measures the stage's own work (the downstream stages run while it is
 suspended at the yield). Each turn is a sample of the `flow.stage.duration`
 histogram and, for kinds that want spans (not `spans=False`: merge,
-rate_limit, parse and the cheap in-memory transforms), a span. The wrapper is added
-only when telemetry is on.
+rate_limit, parse and the cheap in-memory transforms), a span (deferred, as
+below). The wrapper is added only when telemetry is on.
 """
 
 from __future__ import annotations
@@ -143,8 +145,8 @@ async def traced(
 ) -> AsyncIterator[Any]:
     """A streaming stage measured per input item (see the module doc): with
     `latency` (a flow.metrics.HistogramSeries) the time of each turn, with
-    `spans` one span per item. While a span is open it is `ctx.span`, so the
-    stage's events (dead letters, errors) land on it."""
+    `spans` one span per item (deferred: StageSpans). While a span is open
+    it is `ctx.span`, so the stage's events (dead letters, errors) land on it."""
     started: float | None = None
 
     def end(error: BaseException | None = None) -> None:

@@ -47,7 +47,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -55,6 +55,7 @@ from flow._tls import import_deferring_ca_store
 
 from .breaker import CircuitBreaker, Permit
 from .limiter import SlidingWindowLimiter, Stopped, pause
+from .outcomes import Fetched, FetchFailed, Hop, Retry, Timeouts
 from .retry import RetryPolicy, parse_retry_after, retryable_status
 from .session import UNLIMITED, Sending, Unlimited
 from .urls import http_attributes, redirect_target, safe_url
@@ -65,35 +66,6 @@ else:  # the CA store loads at the first TLS handshake, not at import (flow/_tls
     aiohttp = import_deferring_ca_store("aiohttp")
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    total: float = 10.0
-    connect: float = 3.0
-    read: float = 5.0
-
-    def __str__(self) -> str:
-        return f"{self.total:g}s (connect {self.connect:g}s, read {self.read:g}s)"
-
-
-@dataclass
-class Fetched:
-    url: str
-    status: int
-    body: bytes
-    headers: Mapping[str, str]
-    attempts: int
-    decoded: Any = None  # the body as the caller's `decode` made it (None: not decoded)
-
-
-@dataclass
-class FetchFailed:
-    url: str
-    error: str  # timeout_after_retries, http_503_after_retries, http_404, circuit_open, ...
-    attempts: int
-    status: int | None = None
-    detail: str = ""
-
-
 _RAW_JSON = msgspec.json.Decoder(msgspec.Raw).decode
 MAX_REDIRECTS = 5
 ENDED = {"stopped": "the run was stopped", "deadline": "run.deadline reached"}
@@ -102,19 +74,6 @@ ENDED = {"stopped": "the run was stopped", "deadline": "run.deadline reached"}
 def _encoded(response: Any) -> bool:
     """The body comes compressed (aiohttp inflates it as it is read)."""
     return response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
-
-
-class _Retry(NamedTuple):
-    error: str
-    status: int | None  # None: no answer (a timeout, a connection error)
-    detail: str
-    retry_after: float | None
-
-
-class _Hop(NamedTuple):
-    target: tuple[str, Mapping[str, str] | None, Mapping[str, str] | None]  # url, params, headers
-    status: int
-    detail: str
 
 
 class _TooLarge(Exception):
@@ -174,7 +133,7 @@ class Fetcher:
         result is `Fetched.decoded`: a page is decoded once), else to Raw."""
         limiter = limiter or self.limiter or UNLIMITED
         loop = asyncio.get_running_loop()
-        last = _Retry("", None, "", None)  # why the last attempt failed
+        last = Retry("", None, "", None)  # why the last attempt failed
         hops = 0  # redirects followed
         attempt = 0
         while attempt < self.policy.attempts:
@@ -194,16 +153,16 @@ class Fetcher:
                 return FetchFailed(url, "stopped", attempt, last.status, why)
             if outcome is None:
                 continue  # the breaker opened while it waited for a slot: not an attempt
-            if isinstance(outcome, _Hop):  # followed here, so every hop takes a limiter slot
+            if isinstance(outcome, Hop):  # followed here, so every hop takes a limiter slot
                 hops += 1  # a hop is not a retry: it takes a limiter slot, not the retry budget
-                last = _Retry("redirect", outcome.status, outcome.detail, None)
+                last = Retry("redirect", outcome.status, outcome.detail, None)
                 if hops > MAX_REDIRECTS:
                     why = f"{hops} hops, the last: {outcome.detail}"
                     return FetchFailed(url, "too_many_redirects", attempt + 1, outcome.status, why)
                 url, params, headers = outcome.target
                 continue
             attempt += 1
-            if not isinstance(outcome, _Retry):
+            if not isinstance(outcome, Retry):
                 return outcome
             last = outcome
             if attempt < self.policy.attempts:
@@ -217,7 +176,7 @@ class Fetcher:
     async def _attempt(
         self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str] | None, attempt: int,
         permit: Permit, limiter: Any, decode: Callable[[bytes], Any] | None,
-    ) -> Fetched | FetchFailed | _Retry | _Hop | None:  # fmt: skip
+    ) -> Fetched | FetchFailed | Retry | Hop | None:  # fmt: skip
         """One attempt, from the bound on requests in flight to the verdict:
         the page, a failure for good, a retry, a redirect to follow, or None
         when the breaker opened while it waited for its slot (no attempt).
@@ -238,18 +197,18 @@ class Fetcher:
             return FetchFailed(url, "body_too_large", attempt, None, f"over {self.max_bytes} bytes")
         except TimeoutError:
             permit.failure(clock())
-            return _Retry("timeout", None, f"no complete answer within {self.timeouts}", None)
+            return Retry("timeout", None, f"no complete answer within {self.timeouts}", None)
         except aiohttp.ClientConnectorCertificateError as exc:
             permit.failure(clock())
             return FetchFailed(url, "tls_certificate", attempt, None, str(exc.certificate_error))
         except (aiohttp.ClientError, OSError) as exc:
             permit.failure(clock())
             self._event("connection_error", error=type(exc).__name__)
-            return _Retry("connection_error", None, f"{type(exc).__name__}: {exc}", None)
+            return Retry("connection_error", None, f"{type(exc).__name__}: {exc}", None)
         hop = redirect_target(status, response_headers, url, params, headers)
         if hop is not None:
             permit.neutral(clock())
-            return _Hop(hop, status, f"HTTP {status} to {safe_url(hop[0])}")
+            return Hop(hop, status, f"HTTP {status} to {safe_url(hop[0])}")
         return self._judge(url, attempt, status, body, response_headers, permit, limiter, decode)
 
     async def _permit(self) -> Permit | str:
@@ -297,7 +256,7 @@ class Fetcher:
     def _judge(
         self, url: str, attempt: int, status: int, body: bytes, headers: Mapping[str, str], permit: Any,
         limiter: Any, decode: Callable[[bytes], Any] | None,
-    ) -> Fetched | FetchFailed | _Retry:  # fmt: skip
+    ) -> Fetched | FetchFailed | Retry:  # fmt: skip
         """The verdict on an answer that is not a redirect: the page, a
         failure for good, or a retry (with a Retry-After, if any)."""
         now = asyncio.get_running_loop().time()
@@ -309,12 +268,12 @@ class Fetcher:
                 permit.success(now)
                 return Fetched(url, status, body, headers, attempt, decoded)
             permit.failure(now)  # the endpoint misbehaves: retried like a 5xx
-            return _Retry(undecodable[0], status, undecodable[1], None)
+            return Retry(undecodable[0], status, undecodable[1], None)
         if not retryable_status(status):
             permit.neutral(now)
             return FetchFailed(url, f"http_{status}", attempt, status, f"HTTP {status}, not retried")
         retry_after = self._answered(status, headers, permit, limiter)
-        return _Retry(f"http_{status}", status, f"HTTP {status}", retry_after)
+        return Retry(f"http_{status}", status, f"HTTP {status}", retry_after)
 
     def _decoded(
         self, body: bytes, decode: Callable[[bytes], Any] | None

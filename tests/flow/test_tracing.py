@@ -240,7 +240,10 @@ def _flow_tracer() -> tuple[Any, list[Any]]:
 def test_a_later_stage_span_is_made_only_when_something_is_recorded_on_it():
     tracer, ended = _flow_tracer()
     lineage = Lineage()
-    fetch, normalize = StageSpans(tracer, lineage, "n", "fetch"), StageSpans(tracer, lineage, "n", "normalize")
+    fetch, normalize = (
+        StageSpans(tracer, lineage, "n", "fetch"),
+        StageSpans(tracer, lineage, "n", "normalize"),
+    )
     request = PageRequest("e", "u", {}, {}, 7)
     with fetch.current(request) as root:
         pass
@@ -294,3 +297,34 @@ def test_every_batch_gets_its_span_with_stage_spans_all():
     sink.start(request).end()
     assert [s.name for s in ended] == ["stage fetch", "stage summary_json"]
     assert ended[1].parent == ended[0].get_span_context()
+
+
+def test_a_deferred_span_is_made_by_an_exception_and_not_by_calls_that_record_nothing():
+    from opentelemetry.trace import INVALID_SPAN_CONTEXT, Status, StatusCode
+
+    from flow.spans import Current
+
+    tracer, ended = _flow_tracer()
+    lineage = Lineage()
+    fetch, normalize = (
+        StageSpans(tracer, lineage, "n", "fetch"),
+        StageSpans(tracer, lineage, "n", "normalize"),
+    )
+    request = PageRequest("e", "u", {}, {}, 4)
+    fetch.start(request).end()
+    quiet = normalize.start(request)
+    quiet.set_attributes({})
+    quiet.add_link(INVALID_SPAN_CONTEXT)
+    quiet.set_status(Status(StatusCode.UNSET))
+    quiet.set_status(StatusCode.UNSET)
+    quiet.end()
+    assert quiet.made() is None and len(ended) == 1
+    with pytest.raises(ValueError), Current(normalize.start(request)):
+        raise ValueError("bad record")
+    failed = ended[-1]
+    assert len(ended) == 2 and failed.name == "stage normalize"
+    assert (
+        failed.status.status_code is StatusCode.ERROR
+        and "ValueError: bad record" in failed.status.description
+    )
+    assert [event[0] for event in failed.events] == ["exception"]

@@ -11,7 +11,6 @@ request, the run exits non-zero) when it names another CA.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
 import ssl
@@ -82,18 +81,55 @@ def test_the_store_loads_at_the_first_handshake_and_from_the_environment_then(
     assert _cas(module.PLAIN) == 0  # it verifies nothing: nothing to load
 
 
-def test_a_nested_call_leaves_the_outer_one_in_charge(module_with_contexts: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_import = importlib.import_module
+@pytest.fixture
+def modules(tmp_path: Path) -> Iterator[Path]:
+    """A folder on sys.path for throwaway modules, forgotten afterwards."""
+    folder = tmp_path / "modules"
+    folder.mkdir()
+    sys.path.insert(0, str(folder))
+    before = set(sys.modules)
+    try:
+        yield folder
+    finally:
+        sys.path.remove(str(folder))
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
 
-    def importing(name: str) -> object:  # the outer import runs an inner deferred import
-        if name == module_with_contexts:
-            import_deferring_ca_store("json")
-        return real_import(name)
 
-    monkeypatch.setattr(importlib, "import_module", importing)
-    module = import_deferring_ca_store(module_with_contexts)
-    assert _cas(module.VERIFYING) == 0 and "wrap_bio" in vars(module.VERIFYING)
+def _deferred(context: ssl.SSLContext) -> bool:
+    return "wrap_bio" in vars(context) and _cas(context) == 0
+
+
+def test_a_nested_call_leaves_the_outer_one_in_charge(modules: Path) -> None:
+    (modules / "inner_contexts.py").write_text("import ssl\nCONTEXT = ssl.create_default_context()\n")
+    (modules / "outer_contexts.py").write_text(
+        "import ssl\n"
+        "from flow._tls import import_deferring_ca_store\n"
+        "INNER = import_deferring_ca_store('inner_contexts')\n"
+        "STILL_PATCHED = 'set_default_verify_paths' in vars(ssl.SSLContext)\n"
+        "OUTER = ssl.create_default_context()\n"
+    )
+    module = import_deferring_ca_store("outer_contexts")
+    assert module.STILL_PATCHED  # the inner call neither patched again nor restored early
+    assert _deferred(module.INNER.CONTEXT) and _deferred(module.OUTER)
     assert "set_default_verify_paths" not in vars(ssl.SSLContext)
+
+
+def test_a_failed_import_still_settles_the_contexts_it_built(
+    modules: Path, ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (modules / "broken").mkdir()
+    (modules / "broken" / "part.py").write_text("import ssl\nCONTEXT = ssl.create_default_context()\n")
+    (modules / "broken" / "__init__.py").write_text("from . import part\nraise RuntimeError('boom')\n")
+    with pytest.raises(RuntimeError, match="boom"):
+        import_deferring_ca_store("broken")
+    assert "set_default_verify_paths" not in vars(ssl.SSLContext)
+    context = sys.modules["broken.part"].CONTEXT  # left behind, as a failed import leaves it
+    assert _deferred(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="127.0.0.1")
+    assert _cas(context) == 1
 
 
 def test_the_http_stages_import_aiohttp_without_loading_the_store() -> None:
@@ -101,11 +137,15 @@ def test_the_http_stages_import_aiohttp_without_loading_the_store() -> None:
         "import ssl, stages.http.fetcher, aiohttp.connector as c; "
         "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'], "
         "c._SSL_CONTEXT_UNVERIFIED.cert_store_stats()['x509_ca'], "
+        "'wrap_bio' in vars(c._SSL_CONTEXT_VERIFIED), 'wrap_bio' in vars(c._SSL_CONTEXT_UNVERIFIED), "
         "'set_default_verify_paths' in vars(ssl.SSLContext))"
     )
-    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["0", "0", "False"]
+    # Nothing loaded; the verifying context loads at its first handshake, the other never.
+    assert done.stdout.split() == ["0", "0", "True", "False", "False"]
 
 
 GRAPH = """\
@@ -124,7 +164,9 @@ nodes:
 """
 
 
-async def _flow_run_over_https(ca_file: Path, server_ca: trustme.CA, tmp_path: Path) -> tuple[int, str, dict, PagedAPI]:
+async def _flow_run_over_https(
+    ca_file: Path, server_ca: trustme.CA, tmp_path: Path
+) -> tuple[int, str, dict, PagedAPI]:
     """`flow run` in a fresh interpreter, SSL_CERT_FILE=`ca_file`, against a
     loopback HTTPS API whose certificate `server_ca` signed."""
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -146,7 +188,9 @@ async def _flow_run_over_https(ca_file: Path, server_ca: trustme.CA, tmp_path: P
         await api.close()
 
 
-async def test_flow_run_fetches_over_https_from_a_server_the_named_ca_signed(ca: trustme.CA, tmp_path: Path) -> None:
+async def test_flow_run_fetches_over_https_from_a_server_the_named_ca_signed(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     code, stderr, report, api = await _flow_run_over_https(tmp_path / "ca.pem", ca, tmp_path)
     assert code == 0, stderr
@@ -167,10 +211,12 @@ async def test_flow_run_refuses_a_certificate_no_trusted_ca_signed(ca: trustme.C
     assert failure["attempts"] == 1 and "CERTIFICATE_VERIFY_FAILED" in failure["detail"]
 
 
-def test_a_context_another_thread_builds_during_the_import_is_loaded_as_usual(tmp_path: Path) -> None:
-    import threading
-
-    (tmp_path / "slow_contexts.py").write_text(
+def test_a_context_another_thread_builds_during_the_import_is_loaded_as_usual(
+    modules: Path, ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    (modules / "threaded_contexts.py").write_text(
         "import ssl, threading\n"
         "OTHER = {}\n"
         "def build():\n"
@@ -180,14 +226,7 @@ def test_a_context_another_thread_builds_during_the_import_is_loaded_as_usual(tm
         "worker.join()\n"
         "MINE = ssl.create_default_context()\n"
     )
-    sys.path.insert(0, str(tmp_path))
-    try:
-        module = import_deferring_ca_store("slow_contexts")
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("slow_contexts", None)
-    assert threading.current_thread() is threading.main_thread()
+    module = import_deferring_ca_store("threaded_contexts")
     other, mine = module.OTHER["context"], module.MINE
-    assert "wrap_bio" not in vars(other) and "wrap_bio" in vars(mine)  # only the importer's is deferred
-    assert _cas(mine) == 0
-    assert other.cert_store_stats() == ssl.create_default_context().cert_store_stats()
+    assert "wrap_bio" not in vars(other) and _cas(other) == 1  # loaded at once, from SSL_CERT_FILE
+    assert _deferred(mine)  # only the importing thread's contexts wait for a handshake
