@@ -12,7 +12,8 @@ One documented surface, used by every stage kind, built-in or not:
     telemetry       ctx.client_span(name, attrs), ctx.histogram/counter(...), ctx.gauge(...)
                     (no-ops while telemetry is off; stages never see a tracer or meter)
     resources       ctx.resource(key, factory, close): one per key and run, closed by the engine
-    run facts       ctx.deadline_at, ctx.started_at (loop time), ctx.out_dir, ctx.open_output()
+    run facts       ctx.deadline_at, ctx.started_at (loop time), ctx.out_dir, ctx.open_output(),
+                    ctx.run_id, ctx.graph; ctx.at_run_end(callback): the run's status and ledger
 
 `RunState` is the engine's side of it: one per run, owned by the runtime.
 """
@@ -72,6 +73,10 @@ class RunState:
         self.stopped: str | None = None  # why the run was stopped early ("interrupted", "deadline")
         self.stopping = asyncio.Event()  # set when it is stopped
         self.outputs: list[str] = []  # files the stages write, for the run's last line
+        self.run_id = ""  # the run's id (telemetry's flow.run_id; sinks record it)
+        self.graph = ""  # the graph file's path
+        # Called once the run has ended, with its status, losses and ledger (ctx.at_run_end).
+        self.at_end: list[Callable[[dict[str, Any]], Any]] = []
         self._emit = emit
         # key -> (resource, close); closed in reverse order of creation.
         self._resources: dict[Hashable, tuple[Any, Callable[[Any], Any] | None]] = {}
@@ -187,6 +192,23 @@ class StageContext:
         """The source nodes whose output reaches this node (a report lists
         every one, a silent one too)."""
         return self.run.sources.get(self.node, [])
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def graph(self) -> str:
+        """The graph file's path."""
+        return self.run.graph
+
+    def at_run_end(self, callback: Callable[[dict[str, Any]], Any]) -> None:
+        """Call `callback(run)` once the run has ended, after every stage:
+        `run` has run_id, graph, status, started_at, finished_at, lost and
+        ledger (as in run.json). It may be a coroutine function; it runs
+        before the exporters are flushed, and an exception in it becomes one
+        of the run's errors."""
+        self.run.at_end.append(callback)
 
     @property
     def stopped(self) -> str | None:

@@ -4,6 +4,7 @@ whose `report()` is `run.json`."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,3 +87,18 @@ def run_losses(status: str, errors: list[dict[str, Any]], silent: list[str]) -> 
         lost.append(f"{failed} error records: pages or items that failed for good, walks cut short")
     lost += [f"source '{name}' produced nothing" for name in silent]
     return lost
+
+
+async def call_at_end(callbacks: list[Any], run: dict[str, Any]) -> list[str]:
+    """Each `ctx.at_run_end` callback with the run's facts, in the order
+    they were registered; what failed, as text (one failure does not keep
+    the others from running)."""
+    failed = []
+    for callback in callbacks:
+        try:
+            outcome = callback(run)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception as exc:
+            failed.append(f"{type(exc).__name__}: {exc}")
+    return failed

@@ -49,7 +49,7 @@ from .graph import edges
 from .items import ErrorRecord, abandon, utc_now
 from .ledger import Ledgers, counted, losses, paths, written, yields_records
 from .mapping import mapped
-from .result import NodeStats, RunResult, StageStats, run_losses
+from .result import NodeStats, RunResult, StageStats, call_at_end, run_losses
 from .spec import Node, Spec
 from .telemetry import observe_runtime, setup
 from .topology import depths, sources_upstream
@@ -96,7 +96,8 @@ class Runtime:
         self._depth = depths(wiring)
         self.errors = self.resources.errors  # the run report's error records
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
-        self.resources.telemetry = self.telemetry
+        self.resources.telemetry, self.resources.run_id = self.telemetry, self.telemetry.run_id
+        self.resources.graph = spec.file
         if self.telemetry.tracing:
             self.resources.lineage = Lineage()
         self._stopping = self.resources.stopping
@@ -158,6 +159,10 @@ class Runtime:
         run_span.set_attribute("flow.status", self.status)
         if lost:  # the run span tells the truth too
             run_span.set_status(Status(StatusCode.ERROR, "; ".join(lost)))
+        facts = {"run_id": self.telemetry.run_id, "graph": self.spec.file, "status": self.status}
+        facts |= {"started_at": started_at, "finished_at": utc_now(), "lost": lost, "ledger": ledger}
+        for failure in await call_at_end(self.resources.at_end, facts):
+            self._record("at_run_end_failed", failure)
         trace_id = run_span.get_span_context().trace_id
         run_span.end()
         # Exporters do blocking HTTP: flushed off the event loop, bounded in time.

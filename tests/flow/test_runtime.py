@@ -554,3 +554,35 @@ def test_a_consumer_cancelled_mid_stream_loses_no_item_silently(ordered):
     got = run_virtual(main())
     abandoned, taken = items.abandoned, items.taken
     assert sorted(abandoned + got) == list(range(taken)) and not set(abandoned) & set(got)
+
+
+def test_at_run_end_callbacks_get_the_run_facts_and_a_failing_one_is_an_error(tmp_path):
+    from flow.registry import ANY, Params, stage
+    from flow.testing import run_graph
+
+    seen: list[dict] = []
+
+    class EnderParams(Params):
+        """No parameters."""
+
+    @stage("ender", EnderParams, consumes=ANY, produces=None)
+    async def ender(source, params, ctx):
+        """Register two callbacks: one fails, the other keeps what it gets."""
+
+        def boom(run):
+            raise RuntimeError("nope")
+
+        async def keep(run):
+            seen.append(run)
+
+        ctx.at_run_end(boom)
+        ctx.at_run_end(keep)
+        async for item in source:
+            yield item
+
+    graph = "version: 1\nnodes:\n  a: {pipe: [{sequence: {items: 3}}, ender]}\n"
+    result = run_graph(graph, kinds=[ender], out_dir=tmp_path)
+    (run,) = seen  # the failing callback did not keep the next one from running
+    assert run["status"] == "completed" and run["lost"] == result.lost and run["ledger"] == result.ledger
+    assert run["run_id"] and run["graph"] and run["started_at"] <= run["finished_at"]
+    assert [e["detail"] for e in result.errors if e["error"] == "at_run_end_failed"] == ["RuntimeError: nope"]

@@ -328,3 +328,20 @@ def test_a_deferred_span_is_made_by_an_exception_and_not_by_calls_that_record_no
         and "ValueError: bad record" in failed.status.description
     )
     assert [event[0] for event in failed.events] == ["exception"]
+
+
+def test_a_deferred_span_is_made_by_attributes_and_valid_links_and_renamed_once_made():
+    tracer, ended = _flow_tracer()
+    lineage = Lineage()
+    fetch, sink = StageSpans(tracer, lineage, "n", "fetch"), StageSpans(tracer, lineage, "n", "summary_json")
+    request = PageRequest("e", "u", {}, {}, 5)
+    root = fetch.start(request)
+    root.end()
+    tagged = sink.start(request)
+    tagged.set_attributes({"flow.rows": 3})
+    tagged.add_link(root.get_span_context(), {"why": "test"})
+    tagged.update_name("stage written")  # made already: the made span is renamed
+    tagged.end()
+    made = ended[-1]
+    assert made.name == "stage written" and made.attributes["flow.rows"] == 3
+    assert [link.context for link in made.links] == [root.get_span_context()]

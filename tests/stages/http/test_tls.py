@@ -230,3 +230,25 @@ def test_a_context_another_thread_builds_during_the_import_is_loaded_as_usual(
     other, mine = module.OTHER["context"], module.MINE
     assert "wrap_bio" not in vars(other) and _cas(other) == 1  # loaded at once, from SSL_CERT_FILE
     assert _deferred(mine)  # only the importing thread's contexts wait for a handshake
+
+
+async def test_a_refused_certificate_fails_the_fetch_at_once_and_counts_for_the_breaker(
+    ca: trustme.CA,
+) -> None:
+    from stages.http.breaker import CircuitBreaker
+    from stages.http.fetcher import Fetcher, FetchFailed
+    from stages.http.session import make_session
+
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)  # a CA this process does not trust
+    api = PagedAPI("skip_limit", 40)
+    url = await api.start(tls)
+    try:
+        async with make_session() as session:
+            breaker = CircuitBreaker(failures=5)
+            failed = await Fetcher(session, breaker=breaker).fetch(url)
+    finally:
+        await api.close()
+    assert isinstance(failed, FetchFailed) and failed.error == "tls_certificate" and failed.attempts == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in failed.detail and api.log == []
+    assert breaker._consecutive == 1  # a failure for the breaker, not a neutral answer
