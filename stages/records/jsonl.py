@@ -1,0 +1,53 @@
+"""`jsonl`: products as JSON lines, streamed, written atomically.
+
+One line per product, as the Product record encodes (fields left at their
+default, such as an empty `extra`, are left out, as in summary.json). The
+file is written under a temporary name and renamed when the input ends, so
+a reader never sees half a file; an interrupted run still drains into it.
+For anything else as JSON lines (dead letters, errors, windows), `collect`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from flow.registry import Params, stage
+
+from .items import ProductBatch
+
+
+class JsonlParams(Params):
+    path: str = "products.jsonl"  # relative paths are under run.out
+
+
+@stage("jsonl", JsonlParams, consumes=ProductBatch, produces=None)
+async def jsonl(source: AsyncIterator[ProductBatch], params: JsonlParams, ctx: Any) -> AsyncIterator[Any]:
+    """Write every product as one JSON line, atomically."""
+    final = ctx.output_path(params.path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    final.unlink(missing_ok=True)  # no earlier run's file beside this run's report
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    encode = msgspec.json.Encoder().encode_into
+    buffer = bytearray()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for batch in source:
+                buffer.clear()
+                for product in batch.products:
+                    encode(product, buffer, -1)
+                    buffer += b"\n"
+                out.write(buffer)
+                yield batch
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+KIND = jsonl
