@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/rate_floor.py
+	$(BIN)/python bench/sinks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis out

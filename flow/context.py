@@ -205,9 +205,9 @@ class StageContext:
     def at_run_end(self, callback: Callable[[dict[str, Any]], Any]) -> None:
         """Call `callback(run)` once the run has ended, after every stage:
         `run` has run_id, graph, status, started_at, finished_at, lost and
-        ledger (as in run.json). It may be a coroutine function; it runs
-        before the exporters are flushed, and an exception in it becomes one
-        of the run's errors."""
+        ledger (as in run.json). It may be a coroutine function (given
+        run.grace to finish); it runs before the exporters are flushed, and
+        an exception in it becomes one of the run's errors."""
         self.run.at_end.append(callback)
 
     @property
@@ -320,7 +320,7 @@ class StageContext:
         """Where `source`'s pages and records went (flow.ledger); in a sink,
         as far as this sink is concerned (`expected`, `written`,
         `unaccounted`: numbers)."""
-        row = self.run.ledgers.row(source, self.run.counters.get(source, {}))
+        row = self.run.ledgers.row(source, self.run.counters.get(source, {}), self.node)
         records = row["records"]
         if self.node in records["written"]:
             for key in ("expected", "written", "unaccounted"):

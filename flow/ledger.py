@@ -173,14 +173,31 @@ class Ledgers:
             lambda: defaultdict(lambda: defaultdict(int))
         )
         self.written: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+        # sink -> source -> records a `whole` sink has taken, not yet written (`commit`)
+        self.held: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     def wrote(self, sink: str, item: Any) -> None:
         """Record sink `sink` is done with `item`."""
         for source, n in item.records_by_source().items():
             self.written[source][sink] += n
 
-    def row(self, source: str, counters: Mapping[str, int]) -> dict[str, Any]:
+    def hold(self, sink: str, item: Any) -> None:
+        """A `whole` sink took `item`: written only if it ends well (`commit`)."""
+        for source, n in item.records_by_source().items():
+            self.held[sink][source] += n
+
+    def commit(self, sink: str) -> None:
+        """Sink `sink` ended without error: what it held is written."""
+        for source, n in self.held.pop(sink, {}).items():
+            self.written[source][sink] += n
+
+    def row(self, source: str, counters: Mapping[str, int], sink: str | None = None) -> dict[str, Any]:
+        """`source`'s ledger; with `sink`, what that sink holds counts as
+        written (a `whole` sink reporting on itself before its end)."""
         flows, written = self.flows.get(source, {}), self.written.get(source, {})
+        held = self.held.get(sink, {}).get(source, 0) if sink is not None else 0
+        if held:
+            written = {**written, sink: written.get(sink, 0) + held}
         reached = {sink for node in (source, *flows) for sink in self.paths.get(node, {})}
         return entry(counters, flows, written, self.paths, sorted(reached | set(written)))
 
@@ -191,19 +208,23 @@ class Ledgers:
         return {name: self.row(name, counters.get(name, {})) for name in names}
 
 
-async def written(items: AsyncIterator[Any], sink: str, ledgers: Ledgers) -> AsyncIterator[Any]:
+async def written(
+    items: AsyncIterator[Any], sink: str, ledgers: Ledgers, whole: bool = False
+) -> AsyncIterator[Any]:
     """The input of record sink `sink`, counting the records of each item
     once the sink is done with it: when it asks for the next one (the last:
     when it asks past the end). An item the sink failed on is not counted.
+    A `whole` sink's are held until it ends well (the runtime commits them).
     (A per-item sink is counted as each call returns: see `counted`.)"""
+    done = ledgers.hold if whole else ledgers.wrote
     held = None
     async for item in items:
         if held is not None:
-            ledgers.wrote(sink, held)
+            done(sink, held)
         held = item if holds_records(type(item)) else None
         yield item
     if held is not None:
-        ledgers.wrote(sink, held)
+        done(sink, held)
 
 
 def counted(run: Any, sink: str, ledgers: Ledgers) -> Any:

@@ -97,6 +97,9 @@ class StageKind:
     check: Callable[[list[tuple[str, Any]]], list[Any]] | None = None
     doc: str = ""
     origin: str = field(default=BUILTIN_DISTRIBUTION, compare=False)  # the distribution that registered it
+    # A sink whose output appears whole at its end (a file renamed into
+    # place): its records count as written only once it ended without error.
+    whole: bool = False
 
     @property
     def is_source(self) -> bool:
@@ -163,6 +166,7 @@ def stage(
     spans: bool = True,
     outputs: Mapping[str, type] | None = None,
     check: Callable[[list[tuple[str, Any]]], list[Any]] | None = None,
+    whole: bool = False,
 ) -> Callable[[Operator], StageKind]:
     """Decorator: the generator becomes a StageKind named `name`.
 
@@ -173,7 +177,10 @@ def stage(
     the kind derives it), never unbounded.
     `spans=False`: no span per item when tracing (a kind that only passes
     items on). `check`: a graph-wide check of the kind's uses (e.g. limiters
-    shared by name must agree on their rate)."""
+    shared by name must agree on their rate). `whole=True`: a sink whose
+    output appears whole at its end (written under a temporary name and
+    renamed): the ledger counts its records as written only if it ends
+    without error."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
     accepted = None if consumes is None else consumes if isinstance(consumes, tuple) else (consumes,)
@@ -184,7 +191,8 @@ def stage(
     def register(run: Operator) -> StageKind:
         doc = (run.__doc__ or "").strip()
         return StageKind(
-            name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), check, doc
+            name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), check, doc,
+            whole=whole,
         )
 
     return register

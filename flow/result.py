@@ -89,16 +89,20 @@ def run_losses(status: str, errors: list[dict[str, Any]], silent: list[str]) -> 
     return lost
 
 
-async def call_at_end(callbacks: list[Any], run: dict[str, Any]) -> list[str]:
+async def call_at_end(callbacks: list[Any], run: dict[str, Any], within: float) -> list[str]:
     """Each `ctx.at_run_end` callback with the run's facts, in the order
-    they were registered; what failed, as text (one failure does not keep
-    the others from running)."""
+    they were registered, a coroutine one for at most `within` seconds;
+    what failed, as text (one failure does not keep the others from running)."""
+    import asyncio
+
     failed = []
     for callback in callbacks:
         try:
             outcome = callback(run)
             if inspect.isawaitable(outcome):
-                await outcome
+                await asyncio.wait_for(outcome, within)
+        except TimeoutError:
+            failed.append(f"{callback!r} still running after {within:g} s (run.grace)")
         except Exception as exc:
             failed.append(f"{type(exc).__name__}: {exc}")
     return failed

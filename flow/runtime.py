@@ -161,7 +161,7 @@ class Runtime:
             run_span.set_status(Status(StatusCode.ERROR, "; ".join(lost)))
         facts = {"run_id": self.telemetry.run_id, "graph": self.spec.file, "status": self.status}
         facts |= {"started_at": started_at, "finished_at": utc_now(), "lost": lost, "ledger": ledger}
-        for failure in await call_at_end(self.resources.at_end, facts):
+        for failure in await call_at_end(self.resources.at_end, facts, self.grace):
             self._record("at_run_end_failed", failure)
         trace_id = run_span.get_span_context().trace_id
         run_span.end()
@@ -353,7 +353,7 @@ class Runtime:
                 if stage.kind.per_item:
                     run = counted(run, node.name, ledgers)
                 else:
-                    stream = written(stream, node.name, ledgers)
+                    stream = written(stream, node.name, ledgers, stage.kind.whole)
             if stage.kind.per_item:
                 stream = mapped(stream, run, params, ctx, spans, latency)
             elif spans is not None or latency is not None:
@@ -376,6 +376,7 @@ class Runtime:
                 else:  # a sink nobody reads, the common end of a graph
                     async for _ in stream:
                         stats.items_out += 1
+                self.resources.ledgers.commit(node.name)  # a `whole` sink ended well
             except Exception as exc:  # the last stage failed (the others are guarded)
                 await self._failed(node, last, exc)
             # If the branch ended on an error, keep taking (and counting) the

@@ -38,7 +38,7 @@ class CsvParams(Params):
             raise ValueError("delimiter: one character, e.g. ',' or ';'")
 
 
-@stage("csv", CsvParams, consumes=ProductBatch, produces=None)
+@stage("csv", CsvParams, consumes=ProductBatch, produces=None, whole=True)
 async def csv(source: AsyncIterator[ProductBatch], params: CsvParams, ctx: Any) -> AsyncIterator[Any]:
     """Write every product as a CSV row (header first), atomically."""
     final = ctx.output_path(params.path)

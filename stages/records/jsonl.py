@@ -26,7 +26,7 @@ class JsonlParams(Params):
     path: str = "products.jsonl"  # relative paths are under run.out
 
 
-@stage("jsonl", JsonlParams, consumes=ProductBatch, produces=None)
+@stage("jsonl", JsonlParams, consumes=ProductBatch, produces=None, whole=True)
 async def jsonl(source: AsyncIterator[ProductBatch], params: JsonlParams, ctx: Any) -> AsyncIterator[Any]:
     """Write every product as one JSON line, atomically."""
     final = ctx.output_path(params.path)

@@ -129,6 +129,7 @@ class _Report:
     consumes=(ProductBatch, ErrorRecord, DeadLetter, WindowStats),
     produces=None,
     fan_in=True,
+    whole=True,
 )
 async def summary_json(source: AsyncIterator[Any], params: SummaryParams, ctx: Any) -> AsyncIterator[Any]:
     """Write products, errors, per-source statistics and the summary to one JSON file."""

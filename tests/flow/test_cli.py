@@ -182,6 +182,7 @@ KEPT_OUT = {
         "flow.cli.run", "asyncio", "aiohttp", "yarl", "aiostream", "opentelemetry", "mocks._server",
         "importlib.metadata", "flow.runtime", "flow.telemetry", "flow.otlp", "stages.http.fetcher",
         "stages.http.limiter", "stages.records.csv", "stages.generic.sequence",  # graph.yaml has no csv, sequence
+        "sqlite3", "pyarrow", "concurrent.futures",  # graph.yaml's sqlite sink loads its driver when it runs
     ),
     "run": (
         "flow.cli.validate", "flow.cli.schema", "importlib.metadata", "opentelemetry.sdk", "flow.otlp",

@@ -586,3 +586,25 @@ def test_at_run_end_callbacks_get_the_run_facts_and_a_failing_one_is_an_error(tm
     assert run["status"] == "completed" and run["lost"] == result.lost and run["ledger"] == result.ledger
     assert run["run_id"] and run["graph"] and run["started_at"] <= run["finished_at"]
     assert [e["detail"] for e in result.errors if e["error"] == "at_run_end_failed"] == ["RuntimeError: nope"]
+
+
+def test_an_at_run_end_callback_that_hangs_is_cut_at_the_grace(tmp_path):
+    import asyncio
+
+    from flow.registry import ANY, Params, stage
+    from flow.testing import run_graph
+
+    class HangParams(Params):
+        """No parameters."""
+
+    @stage("hang_at_end", HangParams, consumes=ANY, produces=None)
+    async def hang_at_end(source, params, ctx):
+        """Register a callback that never finishes."""
+        ctx.at_run_end(lambda run: asyncio.Event().wait())
+        async for item in source:
+            yield item
+
+    graph = "version: 1\nrun: {grace: 3s}\nnodes:\n  a: {pipe: [{sequence: {items: 2}}, hang_at_end]}\n"
+    result = run_graph(graph, kinds=[hang_at_end], out_dir=tmp_path, virtual=True)
+    (failure,) = [e["detail"] for e in result.errors if e["error"] == "at_run_end_failed"]
+    assert "still running after 3 s (run.grace)" in failure and result.status == "completed"

@@ -83,3 +83,47 @@ def test_parquet_without_pyarrow_is_refused_before_the_run(monkeypatch):
         assert str(err).startswith("graph.yaml:3:") and "pip install 'flow[parquet]'" in str(err)
     else:
         raise AssertionError("a graph naming parquet validated without pyarrow")
+
+
+def test_processed_at_in_any_iso_form_becomes_a_utc_timestamp_and_a_non_time_is_named(tmp_path):
+    forms = ["2026-11-26T10:00:00.123Z", "2026-11-26T11:00:00.123456+01:00", "2026-11-26T10:00:00"]
+    products = [msgspec.structs.replace(product(n), processed_at=form) for n, form in enumerate(forms, 1)]
+    graph = "version: 1\nnodes:\n  p: {pipe: [{testing_source: {name: p}}, parquet]}\n"
+    result = run_graph(graph, sources={"p": [ProductBatch("s", 0, products)]}, out_dir=tmp_path)
+    assert result.status == "completed" and not result.errors
+    times = pq.read_table(tmp_path / "products.parquet").column("processed_at").to_pylist()
+    assert [t.isoformat() for t in times] == [
+        "2026-11-26T10:00:00.123000+00:00", "2026-11-26T10:00:00.123000+00:00", "2026-11-26T10:00:00+00:00"
+    ]  # fmt: skip
+    bad = [msgspec.structs.replace(product(9), processed_at="yesterday")]
+    result = run_graph(graph, sources={"p": [ProductBatch("s", 0, bad)]}, out_dir=tmp_path / "bad")
+    (error,) = [e for e in result.errors if e["stage"] == "parquet"]
+    assert "processed_at 'yesterday' is not an ISO 8601 time" in error["detail"] and result.lost
+    assert not (tmp_path / "bad" / "products.parquet").exists() and not list((tmp_path / "bad").glob(".*.tmp"))
+
+
+def test_a_whole_file_sink_that_fails_at_its_end_counts_nothing_as_written(tmp_path):
+    """parquet, jsonl, csv and summary_json rename their file into place at
+    the end: until then nothing they took is written. Here the last row
+    group is refused (a time that is no time), so no file appears, and the
+    ledger says so instead of counting the products taken."""
+    from flow.registry import Params, stage
+
+    batches = [ProductBatch("s", 0, [product(n) for n in range(1, 4)]),
+               ProductBatch("s", 1, [msgspec.structs.replace(product(4), processed_at="yesterday")])]  # fmt: skip
+
+    class MadeParams(Params):
+        """No parameters."""
+
+    @stage("made", MadeParams, consumes=None, produces=ProductBatch)
+    async def made(source, params, ctx):
+        """The test's batches."""
+        for batch in batches:
+            yield batch
+
+    graph = "version: 1\nnodes:\n  s: {pipe: [made]}\n  out: {from: s, pipe: [{parquet: {row_group: 1000}}]}\n"
+    result = run_graph(graph, kinds=[made], out_dir=tmp_path)
+    ledger = result.ledger["s"]["records"]
+    assert ledger["expected"] == {"out": 4} and ledger["written"] == {"out": 0} and ledger["unaccounted"] == {"out": 4}
+    assert any("out" in loss for loss in result.lost), result.lost
+    assert not (tmp_path / "products.parquet").exists()

@@ -144,6 +144,46 @@ def test_a_batch_the_database_refuses_is_rolled_back_whole_and_the_run_says_it_l
     result = _run(tmp_path, batches)
     assert result.lost and any("CHECK constraint failed" in e["detail"] for e in result.errors)
     assert _rows(db, "SELECT id FROM products") == [("s:1",)]  # the first batch, not half of the second
+    ((sink, products, status, lost),) = _rows(db, "SELECT sink, products, status, lost FROM runs")
+    assert sink.startswith("failed: IntegrityError: CHECK constraint failed") and products == 1
+    assert status == "completed" and json.loads(lost) == result.lost  # the engine's verdict, beside the sink's
+
+
+def test_a_write_waits_while_another_connection_holds_the_lock_and_then_gives_up(tmp_path):
+    db = tmp_path / "products.db"
+    _run(tmp_path, [ProductBatch("s", 0, [product(1)])])  # the file and its tables exist
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer, for the whole (virtual) run
+    try:
+        graph = GRAPH.format(mode="upsert").replace("{mode: upsert}", "{mode: upsert, busy_timeout: 2s}")
+        result = run_graph(graph, sources={"p": [ProductBatch("s", 0, [product(2)])], "side": []},
+                           out_dir=tmp_path, virtual=True)  # fmt: skip
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    (error,) = [e for e in result.errors if e["stage"] == "sqlite"]
+    assert "database is locked" in error["detail"] and "busy_timeout" in error["detail"] and result.lost
+    (end,) = [e for e in result.errors if e["error"] == "at_run_end_failed"]  # the runs row could not be completed
+    assert "database is locked" in end["detail"]
+    assert _rows(db, "SELECT id FROM products") == [("s:1",)]
+
+
+def test_a_table_named_like_a_keyword_works_and_the_side_tables_names_are_taken(tmp_path):
+    graph = GRAPH.format(mode="upsert").replace("{mode: upsert}", "{mode: upsert, table: order}")
+    result = run_graph(graph, sources={"p": [ProductBatch("s", 0, [product(1)])], "side": SIDE}, out_dir=tmp_path)
+    assert result.status == "completed" and not result.lost
+    assert _rows(tmp_path / "products.db", 'SELECT id FROM "order"') == [("s:1",)]
+    from flow.registry import default_registry
+    from flow.spec import SpecError, parse_spec
+
+    for taken in ("runs", "errors", "sqlite_master"):
+        try:
+            parse_spec(f"version: 1\nnodes:\n  a: {{pipe: [sequence, {{sqlite: {{table: {taken}}}}}]}}\n",
+                       default_registry(plugins=False), env={})  # fmt: skip
+        except SpecError as err:
+            assert "is taken" in str(err)
+        else:
+            raise AssertionError(f"accepted table: {taken}")
 
 
 def test_a_table_name_that_is_not_a_plain_name_is_a_located_error():
