@@ -11,6 +11,9 @@ batches of 100 (a page) of generated products, `--sizes` of them (default
 - direct: a plain loop making the same batches and writing them as the sink
   would, with the driver and nothing else: sqlite3 with the same pragmas (WAL,
   synchronous=NORMAL), the same table and upsert, a transaction per batch;
+  asyncpg with the same COPY into a staging table and INSERT per batch, on
+  a PostgreSQL server the benchmark starts (tests/postgres_server.py: unix
+  socket, fsync off, a fresh database per run);
   pyarrow's ParquetWriter with the same schema, row groups and compression;
   csv.writer; msgspec-encoded JSON lines.
 
@@ -21,13 +24,15 @@ median of the pairs' ratios) and flow's peak RSS. Goals: ratio >= 0.8 at
 the largest size; flow's peak RSS at the largest size <= 1.5x that at the
 smallest.
 
-    python bench/sinks.py [--sizes 10000 1000000] [--repeats 3] [--sinks sqlite parquet csv jsonl]
+    python bench/sinks.py [--sizes 10000 1000000] [--repeats 3] [--sinks sqlite postgres parquet csv jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -37,9 +42,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from throughput import ROOT, run_measured, spread  # shared tools
 
-SINKS = ("sqlite", "parquet", "csv", "jsonl")
+from tests.postgres_server import PostgresServer  # a server of its own for the postgres sink
+
+SINKS = ("sqlite", "postgres", "parquet", "csv", "jsonl")
 BATCH = 100
 RATIO_GOAL, RSS_GOAL = 0.8, 1.5
 
@@ -82,9 +90,9 @@ def with_flow(sink: str, count: int, out: Path) -> int:
         for batch in batches(params.count):
             yield batch
 
-    graph = (
-        f"version: 1\nrun: {{deadline: 30m}}\nnodes:\n  s: {{pipe: [{{made: {{count: {count}}}}}, {sink}]}}\n"
-    )
+    target = f'{{postgres: {{dsn: "{os.environ["FLOW_BENCH_DSN"]}"}}}}' if sink == "postgres" else sink
+    made_count = f"{{made: {{count: {count}}}}}"
+    graph = f"version: 1\nrun: {{deadline: 30m}}\nnodes:\n  s: {{pipe: [{made_count}, {target}]}}\n"
     result = run_graph(graph, kinds=[made], out_dir=out)
     assert result.status == "completed" and not result.errors and not result.lost, (
         result.errors,
@@ -123,6 +131,44 @@ def direct_sqlite(count: int, out: Path) -> int:
         written += len(rows)
     db.close()
     return written
+
+
+def direct_postgres(count: int, out: Path) -> int:
+    """asyncpg as the sink uses it: per batch, in a transaction, COPY into a
+    temporary table and one INSERT ... ON CONFLICT into the products table."""
+    import asyncio
+
+    import asyncpg
+    import msgspec
+
+    from stages.records.postgres import COLUMNS, _instant
+
+    names = ["run_id", *(n for n, _ in COLUMNS)]
+    typed = ", ".join(f"{n} {t}{' NOT NULL PRIMARY KEY' if n == 'id' else ''}" for n, t in COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names if c != "id")
+    columns = ", ".join(names)
+    insert = (f"INSERT INTO products ({columns}) SELECT DISTINCT ON (id) {columns} FROM staging"
+              f" ORDER BY id, seq DESC ON CONFLICT (id) DO UPDATE SET {updates}")  # fmt: skip
+
+    async def main() -> int:
+        db = await asyncpg.connect(os.environ["FLOW_BENCH_DSN"])
+        await db.execute(f"CREATE TABLE products (run_id TEXT, {typed})")
+        await db.execute("CREATE TEMP TABLE staging (seq BIGINT, LIKE products) ON COMMIT DELETE ROWS")
+        written = 0
+        for batch in batches(count):
+            rows = []
+            for seq, product in enumerate(batch.products):
+                values = list(msgspec.structs.astuple(product))
+                values[-3], values[-1] = _instant(values[-3]), msgspec.json.encode(values[-1]).decode()
+                rows.append((seq, "r", *values))
+            async with db.transaction():
+                await db.copy_records_to_table("staging", records=rows, columns=["seq", *names])
+                await db.execute(insert)
+            written += len(rows)
+        await db.close()
+        return written
+
+    return asyncio.run(main())
 
 
 def direct_parquet(count: int, out: Path) -> int:
@@ -186,7 +232,8 @@ def direct_jsonl(count: int, out: Path) -> int:
     return written
 
 
-DIRECT = {"sqlite": direct_sqlite, "parquet": direct_parquet, "csv": direct_csv, "jsonl": direct_jsonl}
+DIRECT = {"sqlite": direct_sqlite, "postgres": direct_postgres, "parquet": direct_parquet, "csv": direct_csv,
+          "jsonl": direct_jsonl}  # fmt: skip
 
 
 def child(side: str, sink: str, count: int) -> None:
@@ -209,22 +256,76 @@ def main() -> int:
         return 0
     started = time.monotonic()
     runs: dict[tuple[str, int, str], list[Any]] = {}
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(PostgresServer()) if "postgres" in args.sinks else None
+        code = measure(args, runs, server)
+        if code:
+            return code
+    report(args, runs, started)
+    return 0 if all_met(args, runs) else 1
+
+
+def measure(args: Any, runs: dict[tuple[str, int, str], list[Any]], server: Any) -> int:
+    """Every run, sides and sinks interleaved; 1 if one failed."""
     for repeat in range(args.repeats):
         for size in args.sizes:
             for sink in args.sinks:
                 sides = ("flow", "direct") if repeat % 2 == 0 else ("direct", "flow")  # alternate the order
                 for side in sides:
                     command = [sys.executable, __file__, "--child", side, sink, str(size)]
-                    measured = run_measured(command, timeout=1800, cwd=ROOT)
+                    env = (
+                        {**os.environ, "FLOW_BENCH_DSN": fresh_database(server)}
+                        if sink == "postgres"
+                        else None
+                    )
+                    measured = run_measured(command, timeout=1800, cwd=ROOT, env=env)
                     if measured.code != 0:
                         print(f"{side} {sink} {size:,}: exit {measured.code}\n{measured.output}")
                         return 1
                     runs.setdefault((sink, size, side), []).append(measured)
+    return 0
+
+
+def fresh_database(server: Any) -> str:
+    """A new, empty database on the bench's server: its DSN."""
+    import asyncio
+
+    import asyncpg
+
+    name = f"bench_{time.monotonic_ns()}"
+
+    async def create() -> None:
+        connection = await asyncpg.connect(server.dsn)
+        try:
+            await connection.execute(f"CREATE DATABASE {name}")
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
+    return server.dsn.replace("postgresql:///postgres", f"postgresql:///{name}")
+
+
+def goal(args: Any, runs: dict[tuple[str, int, str], list[Any]], sink: str) -> tuple[float, float]:
+    """(flow / direct at the largest size, flow's peak RSS largest / smallest)."""
+    largest, smallest = max(args.sizes), min(args.sizes)
+    pairs = zip(runs[(sink, largest, "flow")], runs[(sink, largest, "direct")], strict=True)
+    ratio = statistics.median(d.wall / f.wall for f, d in pairs)
+    rss = statistics.median(r.max_rss_mb for r in runs[(sink, largest, "flow")]) / statistics.median(
+        r.max_rss_mb for r in runs[(sink, smallest, "flow")]
+    )
+    return ratio, rss
+
+
+def all_met(args: Any, runs: dict[tuple[str, int, str], list[Any]]) -> bool:
+    return all(
+        ratio >= RATIO_GOAL and rss <= RSS_GOAL for ratio, rss in (goal(args, runs, s) for s in args.sinks)
+    )
+
+
+def report(args: Any, runs: dict[tuple[str, int, str], list[Any]], started: float) -> None:
     print(
         f"products in batches of {BATCH}; {args.repeats} run(s) of each side, sink and size, each a process"
     )
-    largest, smallest = max(args.sizes), min(args.sizes)
-    failed = False
     for sink in args.sinks:
         for size in args.sizes:
             flow, direct = runs[(sink, size, "flow")], runs[(sink, size, "direct")]
@@ -236,21 +337,14 @@ def main() -> int:
                 f"peak RSS flow {spread([r.max_rss_mb for r in flow], '.1f')} MB, "
                 f"direct {spread([r.max_rss_mb for r in direct], '.1f')} MB"
             )
-        ratio = statistics.median(
-            d.wall / f.wall
-            for f, d in zip(runs[(sink, largest, "flow")], runs[(sink, largest, "direct")], strict=True)
-        )
-        rss = statistics.median(r.max_rss_mb for r in runs[(sink, largest, "flow")]) / statistics.median(
-            r.max_rss_mb for r in runs[(sink, smallest, "flow")]
-        )
-        ok = ratio >= RATIO_GOAL and rss <= RSS_GOAL
-        failed |= not ok
+        ratio, rss = goal(args, runs, sink)
+        met = ratio >= RATIO_GOAL and rss <= RSS_GOAL
         print(
-            f"{sink:8} goal: flow / direct {ratio:.2f} >= {RATIO_GOAL} at {largest:,}; peak RSS "
-            f"{largest:,} / {smallest:,} = {rss:.2f}x <= {RSS_GOAL}x: {'met' if ok else 'NOT met'}"
+            f"{sink:8} goal: flow / direct {ratio:.2f} >= {RATIO_GOAL} at {max(args.sizes):,}; peak RSS "
+            f"{max(args.sizes):,} / {min(args.sizes):,} = {rss:.2f}x <= {RSS_GOAL}x: "
+            + ("met" if met else "NOT met")
         )
     print(f"the benchmark took {time.monotonic() - started:.0f} s")
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

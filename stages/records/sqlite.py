@@ -74,11 +74,15 @@ class SqliteParams(Params):
     busy_timeout: Duration = Duration.default(30.0)  # how long a write waits while another connection writes
 
     def __post_init__(self) -> None:
-        if not self.table.isidentifier():
-            raise ValueError(f"table: {self.table!r} is not a plain name (letters, digits, _)")
-        if self.table in (*SIDE, "runs") or self.table.lower().startswith("sqlite_"):
-            taken = "dead_letters, errors, windows, runs, sqlite_*"
-            raise ValueError(f"table: {self.table!r} is taken ({taken})")
+        check_table_name(self.table)
+
+
+def check_table_name(table: str) -> None:
+    """A products table's name: a plain name, not one of the side tables'."""
+    if not table.isidentifier():
+        raise ValueError(f"table: {table!r} is not a plain name (letters, digits, _)")
+    if table in (*SIDE, "runs") or table.lower().startswith(("sqlite_", "pg_")):
+        raise ValueError(f"table: {table!r} is taken (dead_letters, errors, windows, runs, sqlite_*, pg_*)")
 
 
 def _utc(seconds: float) -> str:

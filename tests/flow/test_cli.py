@@ -34,7 +34,7 @@ def graph(tmp_path: Path) -> Path:
 
 # The built-in stage kinds, in the order `flow stages` and the schema list them.
 BUILT_IN = sorted(
-    "collect csv dedupe fetch jsonl merge normalize paginate parse parquet quality rate_limit redact sequence sqlite summary_json window".split()
+    "collect csv dedupe fetch jsonl merge normalize paginate parse parquet postgres quality rate_limit redact sequence sqlite summary_json window".split()
 )
 
 
@@ -182,7 +182,7 @@ KEPT_OUT = {
         "flow.cli.run", "asyncio", "aiohttp", "yarl", "aiostream", "opentelemetry", "mocks._server",
         "importlib.metadata", "flow.runtime", "flow.telemetry", "flow.otlp", "stages.http.fetcher",
         "stages.http.limiter", "stages.records.csv", "stages.generic.sequence",  # graph.yaml has no csv, sequence
-        "sqlite3", "pyarrow", "concurrent.futures",  # graph.yaml's sqlite sink loads its driver when it runs
+        "sqlite3", "pyarrow", "asyncpg", "concurrent.futures",  # graph.yaml's sqlite sink loads its driver when it runs
     ),
     "run": (
         "flow.cli.validate", "flow.cli.schema", "importlib.metadata", "opentelemetry.sdk", "flow.otlp",

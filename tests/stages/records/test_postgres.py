@@ -1,0 +1,104 @@
+"""`postgres` against a real PostgreSQL server (tests/postgres_server.py, on
+a unix socket): the same tables as `sqlite` for the same run, upsert across
+runs, and the runs row completed at the run's end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from flow.testing import run_graph
+from stages.records.items import ProductBatch
+from tests.postgres_server import PostgresServer
+
+from .test_sqlite import SIDE, product
+
+GRAPH = """\
+version: 1
+nodes:
+  p: {{pipe: [{{testing_source: {{name: p}}}}]}}
+  side: {{pipe: [{{testing_source: {{name: side}}}}]}}
+  to_sqlite: {{from: [p, side], pipe: [sqlite]}}
+  to_postgres: {{from: [p, side], pipe: [{{postgres: {{dsn: "{dsn}", mode: {mode}}}}}]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PostgresServer]:
+    with PostgresServer() as running:
+        yield running
+
+
+@pytest.fixture
+def dsn(server: PostgresServer) -> Iterator[str]:
+    """A database of its own for each test."""
+    name = f"t{id(object())}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(server.dsn)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    yield server.dsn.replace("postgresql:///postgres", f"postgresql:///{name}")
+    asyncio.run(admin(f"DROP DATABASE {name}"))
+
+
+def _postgres(dsn: str, query: str) -> list[tuple[Any, ...]]:
+    async def fetch() -> list[tuple[Any, ...]]:
+        connection = await asyncpg.connect(dsn)
+        try:
+            return [tuple(r) for r in await connection.fetch(query)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(fetch())
+
+
+def _sqlite(path: Any, query: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(query).fetchall()
+
+
+def test_postgres_and_sqlite_hold_the_same_tables_for_the_same_run(tmp_path, dsn):
+    batches = [ProductBatch("s", 0, [product(1), product(2, brand="b")]), ProductBatch("s", 1, [product(3, 4.25)])]
+    graph = GRAPH.format(dsn=dsn, mode="upsert")
+    result = run_graph(graph, sources={"p": batches, "side": SIDE}, out_dir=tmp_path)
+    assert result.status == "completed" and result.errors == [] and not result.lost
+    columns = "id, source_id, title, source, price, currency, category, processed_at, quality, extra"
+    rows_pg = _postgres(dsn, f"SELECT {columns} FROM products ORDER BY id")
+    rows_sq = _sqlite(tmp_path / "products.db", f"SELECT {columns} FROM products ORDER BY id")
+    as_sqlite = [
+        (*r[:7], r[7].astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"), r[8], json.loads(r[9]))
+        for r in rows_pg
+    ]
+    assert as_sqlite == [(*r[:9], json.loads(r[9])) for r in rows_sq] and len(rows_pg) == 3
+    for table, order in (("dead_letters", "position"), ("errors", "error"), ("windows", "start")):
+        pg = _postgres(dsn, f"SELECT * FROM {table} ORDER BY {order}")
+        sq = _sqlite(tmp_path / "products.db", f"SELECT * FROM {table} ORDER BY {order}")
+        decoded = [tuple(json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v for v in row) for row in pg]
+        assert decoded == [tuple(json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v for v in row)
+                           for row in sq] and len(pg) == 1, table  # fmt: skip
+    ((status, sink, products, ledger),) = _postgres(dsn, "SELECT status, sink, products, ledger FROM runs")
+    assert (status, sink, products) == ("completed", "ended", 3)
+    assert json.loads(ledger) == json.loads(msgspec.json.encode(result.ledger))
+
+
+def test_postgres_upserts_across_runs_and_keeps_the_batch_s_last_copy_of_an_id(tmp_path, dsn):
+    graph = GRAPH.format(dsn=dsn, mode="upsert")
+    run_graph(graph, sources={"p": [ProductBatch("s", 0, [product(1), product(2)])], "side": SIDE}, out_dir=tmp_path)
+    again = [ProductBatch("s", 0, [product(2, 5.0), product(2, 9.0), product(3)])]  # id s:2 twice in one batch
+    result = run_graph(graph, sources={"p": again, "side": SIDE}, out_dir=tmp_path)
+    assert result.status == "completed" and not result.lost
+    assert _postgres(dsn, "SELECT id, price FROM products ORDER BY id") == [("s:1", 1.5), ("s:2", 9.0), ("s:3", 1.5)]
+    assert len(_postgres(dsn, "SELECT run_id FROM runs WHERE node = 'to_postgres'")) == 2
