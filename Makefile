@@ -22,6 +22,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	./.ci/postgres  # PostgreSQL's server programs, for the postgres sink's tests (apt-get as root if missing)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

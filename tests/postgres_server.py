@@ -37,6 +37,7 @@ class PostgresServer:
         self.as_root = os.geteuid() == 0
         self.user = "postgres" if self.as_root else os.environ.get("USER", "postgres")
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: Any = None
 
     @property
     def dsn(self) -> str:
@@ -50,9 +51,14 @@ class PostgresServer:
     def __enter__(self) -> PostgresServer:
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
         init = [_binary("initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "--no-sync"]
-        subprocess.run(self._as_owner(init), check=True, timeout=120, **quiet)  # type: ignore[call-overload]
+        done = subprocess.run(self._as_owner(init), capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise RuntimeError(f"initdb failed: {done.stderr[-2000:]}")
+        # The server's log goes to a file: a pipe nobody reads would fill and stall it.
+        self.log = (self.root / "server.log").open("wb")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": self.log}
         server = [_binary("postgres"), "-D", str(self.data), "-k", str(self.socket), "-c", "listen_addresses=",
                   "-c", "fsync=off", "-c", "full_page_writes=off"]  # fmt: skip
         self.process = subprocess.Popen(self._as_owner(server), **quiet)  # type: ignore[call-overload]
@@ -65,7 +71,9 @@ class PostgresServer:
             ):
                 return self
             if self.process.poll() is not None:
-                raise RuntimeError(f"postgres exited: {self.process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                log = (self.root / "server.log").read_text(errors="replace")[-2000:]
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"postgres exited: {log}")
             time.sleep(0.05)
         self.__exit__(None, None, None)
         raise RuntimeError("postgres did not accept connections within 30 s")
@@ -78,6 +86,6 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
+        if getattr(self, "log", None) is not None:
+            self.log.close()
         shutil.rmtree(self.root, ignore_errors=True)

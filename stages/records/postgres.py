@@ -9,19 +9,21 @@ when the run ends (`ctx.at_run_end`), as in `sqlite`. Columns are typed
 from the Product record: TEXT, DOUBLE PRECISION, `processed_at` TIMESTAMPTZ,
 `extra` (and every JSON column) JSONB.
 
-asyncpg is an optional extra (`pip install 'flow[postgres]'`); the driver
-is asynchronous, so writes never hold up the event loop. `dsn` takes the
-libpq forms (`postgresql://user@host/db`, `postgresql:///db?host=/run/...`),
-with `${ENV}` for secrets (the report shows `${NAME}`, never the value).
+asyncpg is an optional extra (`pip install 'flow[postgres]'`). The
+driver waits for the server off the event loop; the rows are built and
+encoded on it. `dsn` is a URI (`postgresql://user@host/db`,
+`postgresql:///db?host=/run/postgresql`), with `${ENV}` for secrets (the
+report shows `${NAME}`, never the value). PostgreSQL stores no NUL
+character: one in a text or JSON value is written as U+FFFD.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -30,7 +32,8 @@ from flow.items import DeadLetter, ErrorRecord
 from flow.registry import Params, stage
 
 from .items import Product, ProductBatch
-from .sqlite import SIDE, check_table_name
+from .parquet import _instant
+from .sqlite import SIDE, _side_row, check_table_name
 from .windows import WindowStats
 
 _TYPES = {str: "TEXT", float: "DOUBLE PRECISION", int: "BIGINT", bool: "BOOLEAN"}
@@ -60,9 +63,30 @@ class PostgresParams(Params):
         check_table_name(self.table)
 
 
-def _instant(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+# Every sink creating tables in one database takes this lock first:
+# CREATE TABLE IF NOT EXISTS is not safe against a concurrent create.
+_DDL_LOCK = 0x666C6F77  # "flow"
+_JSON_COLUMNS = {n for n, t in COLUMNS if t == "JSONB"}
+_COLUMNS_OF = (
+    "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped"
+)
+_KEY_OF = (
+    "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+    " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::regclass AND i.indisprimary"
+)
+_TIME_COLUMNS = {n for n, t in COLUMNS if t == "TIMESTAMPTZ"}
+
+
+def _text(value: Any) -> Any:
+    """PostgreSQL stores no NUL character (TEXT refuses it, JSONB its
+    escape): U+FFFD stands in for it; other values pass as they are."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+def _json(value: Any) -> str:
+    return _encode(value).decode().replace("\\u0000", "\\ufffd")
 
 
 class Server:
@@ -70,26 +94,28 @@ class Server:
 
     def __init__(self, connection: Any, params: PostgresParams, run_id: str, node: str) -> None:
         self.db, self.run_id, self.node, self.mode = connection, run_id, node, params.mode
-        self.table, self.staging = f'"{params.table}"', f'"flow_staging_{node}"'
+        self.name, self.table, self.staging = params.table, f'"{params.table}"', "flow_staging"
         self.names = ["run_id", *(name for name, _ in COLUMNS)]
+        self.convert = [
+            _instant if n in _TIME_COLUMNS else _json if n in _JSON_COLUMNS else _text for n, _ in COLUMNS
+        ]
 
     async def create(self) -> None:
         upsert = self.mode == "upsert"
-        typed = ", ".join(
-            f"{n} {t}{' NOT NULL PRIMARY KEY' if upsert and n == 'id' else ''}" for n, t in COLUMNS
-        )
-        await self.db.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (run_id TEXT, {typed})")
-        keyed = await self.db.fetchval(
-            "SELECT count(*) FROM pg_index WHERE indrelid = $1::regclass AND indisprimary", self.table
-        )
-        if bool(keyed) != upsert:
-            made = "keyed by id (upsert)" if keyed else "without a key (append)"
-            raise ValueError(f"table {self.table} was made {made}; mode {self.mode}: name another table")
-        for table, names in SIDE.items():
-            cols = ", ".join(f'"{n}" {_SIDE_TYPES.get(n, "TEXT")}' for n in names.split())
-            await self.db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
-        await self.db.execute(RUNS)
-        # Per session, emptied at every commit: a batch's rows, in order (seq).
+        key = " NOT NULL PRIMARY KEY" if upsert else " NOT NULL"
+        typed = ", ".join(f"{n} {t}{key if n == 'id' else ''}" for n, t in COLUMNS)
+        async with self.db.transaction():
+            await self.db.execute("SELECT pg_advisory_xact_lock($1)", _DDL_LOCK)
+            await self.db.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (run_id TEXT, {typed})")
+            await self._check(upsert)
+            if not upsert:
+                await self.db.execute(f'CREATE INDEX IF NOT EXISTS "{self.name}_id" ON {self.table} (id)')
+            for table, names in SIDE.items():
+                cols = ", ".join(f'"{n}" {_SIDE_TYPES.get(n, "TEXT")}' for n in names.split())
+                await self.db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+            await self.db.execute(RUNS)
+        # Per session (each sink has its own connection), emptied at every
+        # commit: a batch's rows, in order (seq).
         await self.db.execute(
             f"CREATE TEMP TABLE {self.staging} (seq BIGINT, LIKE {self.table}) ON COMMIT DELETE ROWS"
         )
@@ -105,27 +131,39 @@ class Server:
                 f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM {self.staging} ORDER BY seq"
             )
 
-    async def products(self, products: list[Product]) -> None:
-        rows = []
-        for seq, product in enumerate(products):
-            values = list(msgspec.structs.astuple(product))
-            values[-3] = _instant(
-                values[-3]
-            )  # processed_at (COLUMNS order: ..., processed_at, quality, extra)
-            values[-1] = _encode(values[-1]).decode()
-            rows.append((seq, self.run_id, *values))
-        async with self.db.transaction():
-            await self.db.copy_records_to_table(
-                self.staging.strip('"'), records=rows, columns=["seq", *self.names]
+    async def _check(self, upsert: bool) -> None:
+        """An existing products table must have every column, and its key
+        must be exactly `id` (upsert) or absent (append), as in sqlite."""
+        have = {r[0] for r in await self.db.fetch(_COLUMNS_OF, self.table)}
+        key = [r[0] for r in await self.db.fetch(_KEY_OF, self.table)]
+        missing = [n for n in self.names if n not in have]
+        if missing or key != (["id"] if upsert else []):
+            made = f"keyed by {', '.join(key)}" if key else "without a key"
+            raise ValueError(
+                f"table {self.name!r} in this database was made {made} with columns {sorted(have)}; "
+                f"mode {self.mode} needs {'the key id' if upsert else 'no key'} and every Product field: "
+                "name another table or database"
             )
-            await self.db.execute(self.insert)
+
+    async def products(self, products: list[Product]) -> None:
+        convert, astuple = self.convert, msgspec.structs.astuple
+        rows = [
+            (seq, self.run_id, *(f(v) for f, v in zip(convert, astuple(p), strict=True)))
+            for seq, p in enumerate(products)
+        ]
+        try:
+            async with self.db.transaction():
+                await self.db.copy_records_to_table(self.staging, records=rows, columns=["seq", *self.names])
+                await self.db.execute(self.insert)
+        except asyncio.CancelledError:
+            self.db.terminate()  # the server rolls the batch back; no polite rollback to wait for
+            raise
 
     async def side(self, item: Any) -> None:
-        from .sqlite import _side_row
-
         table, row = _side_row(self.run_id, item)
         names = SIDE[table].split()
-        values = list(row)  # raw, fields and stats come as JSON text: the JSONB columns take it
+        values = [_text(v) for v in row]  # raw, fields and stats come as JSON text: JSONB takes it
+        values = [v.replace("\\u0000", "\\ufffd") if isinstance(v, str) else v for v in values]
         marks = ", ".join(f"${i}" for i in range(1, len(names) + 1))
         quoted = ", ".join(f'"{n}"' for n in names)
         await self.db.execute(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", *values)
@@ -160,10 +198,14 @@ async def postgres(source: AsyncIterator[Any], params: PostgresParams, ctx: Any)
     from .sqlite import _utc
 
     run_id, node = ctx.run_id, ctx.node
-    ctx.at_run_end(lambda run: _record_run(params.dsn, run_id, node, run))
-    connection = await asyncpg.connect(params.dsn)
-    counts = {"products": 0, "dead_letters": 0, "errors": 0}
-    ended = "stopped"
+    try:
+        connection = await asyncpg.connect(params.dsn)
+    except (OSError, asyncpg.PostgresError) as exc:  # the DSN is not repeated: it may hold a password
+        raise ConnectionError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+    # How the sink ended and what it wrote, for its runs row: written by the
+    # sink as it ends, and again with the run's verdict when the run ends.
+    row: dict[str, Any] = {"sink": "stopped", "products": 0, "dead_letters": 0, "errors": 0}
+    ctx.at_run_end(lambda run: _record_run(params.dsn, run_id, node, run, row))
     try:
         server = Server(connection, params, run_id, node)
         await server.create()
@@ -171,42 +213,53 @@ async def postgres(source: AsyncIterator[Any], params: PostgresParams, ctx: Any)
         async for item in source:
             if isinstance(item, ProductBatch):
                 await server.products(item.products)
-                counts["products"] += len(item.products)
+                row["products"] += len(item.products)
             else:
                 await server.side(item)
                 if isinstance(item, DeadLetter | ErrorRecord):
-                    counts["dead_letters" if isinstance(item, DeadLetter) else "errors"] += 1
+                    row["dead_letters" if isinstance(item, DeadLetter) else "errors"] += 1
             yield item  # passed on, counted as written, once committed
-        ended = "ended"
+        row["sink"] = "ended"
     except Exception as exc:
-        ended = f"failed: {type(exc).__name__}: {exc}"
+        row["sink"] = f"failed: {type(exc).__name__}: {exc}"
         raise
     finally:
-        await _finish(connection, run_id, node, {"sink": ended, "finished_at": _utc(time.time()), **counts})
+        row["sink_finished_at"] = _utc(time.time())
+        await _finish(connection, run_id, node, row)
 
 
-async def _finish(connection: Any, run_id: str, node: str, values: dict[str, Any]) -> None:
-    """How the sink ended on its runs row, then the connection closed (cut,
-    if a cancelled batch left a transaction open: the server rolls it back)."""
-    if connection.is_in_transaction():
+async def _finish(connection: Any, run_id: str, node: str, row: dict[str, Any]) -> None:
+    """The sink's runs row, then the connection closed, within 2 s: a server
+    that does not answer is cut off (a transaction a cancelled batch left
+    open is rolled back by the server when the connection drops)."""
+    if not connection.is_in_transaction():
+        with contextlib.suppress(Exception):  # the run's end writes the row too (_record_run)
+            async with asyncio.timeout(2):
+                await upsert_run(connection, run_id, node, _row_values(row))
+                await connection.close()
+    if not connection.is_closed():
         connection.terminate()
-        return
-    # If this fails, the run's end completes the row as far as it can (_record_run).
-    with contextlib.suppress(Exception):
-        await upsert_run(connection, run_id, node, values)
-    await connection.close()
 
 
-async def _record_run(dsn: str, run_id: str, node: str, run: dict[str, Any]) -> None:
-    """The run's final status, losses and ledger on this sink's row."""
+def _row_values(row: dict[str, Any]) -> dict[str, Any]:
+    values = {k: v for k, v in row.items() if k != "sink_finished_at"}
+    return {**values, "finished_at": row.get("sink_finished_at")}
+
+
+async def _record_run(dsn: str, run_id: str, node: str, run: dict[str, Any], row: dict[str, Any]) -> None:
+    """The run's verdict (status, losses, ledger) and the sink's own end on
+    its runs row, whatever became of the sink's connection."""
     import asyncpg
 
     connection = await asyncpg.connect(dsn)
     try:
-        await connection.execute(RUNS)
-        values = {"graph": run["graph"], "status": run["status"], "finished_at": run["finished_at"]}
-        values |= {"lost": _encode(run["lost"]).decode(), "ledger": _encode(run["ledger"]).decode()}
-        await upsert_run(connection, run_id, node, values)
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _DDL_LOCK)
+            await connection.execute(RUNS)
+            values = {**_row_values(row), "graph": run["graph"], "status": run["status"]}
+            values |= {"finished_at": run["finished_at"], "lost": _encode(run["lost"]).decode()}
+            values["ledger"] = _encode(run["ledger"]).decode()
+            await upsert_run(connection, run_id, node, values)
     finally:
         await connection.close()
 

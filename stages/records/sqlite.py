@@ -81,8 +81,9 @@ def check_table_name(table: str) -> None:
     """A products table's name: a plain name, not one of the side tables'."""
     if not table.isidentifier():
         raise ValueError(f"table: {table!r} is not a plain name (letters, digits, _)")
-    if table in (*SIDE, "runs") or table.lower().startswith(("sqlite_", "pg_")):
-        raise ValueError(f"table: {table!r} is taken (dead_letters, errors, windows, runs, sqlite_*, pg_*)")
+    if table in (*SIDE, "runs") or table.lower().startswith(("sqlite_", "pg_", "flow_staging")):
+        taken = "dead_letters, errors, windows, runs, sqlite_*, pg_*, flow_staging*"
+        raise ValueError(f"table: {table!r} is taken ({taken})")
 
 
 def _utc(seconds: float) -> str:

@@ -102,3 +102,52 @@ def test_postgres_upserts_across_runs_and_keeps_the_batch_s_last_copy_of_an_id(t
     assert result.status == "completed" and not result.lost
     assert _postgres(dsn, "SELECT id, price FROM products ORDER BY id") == [("s:1", 1.5), ("s:2", 9.0), ("s:3", 1.5)]
     assert len(_postgres(dsn, "SELECT run_id FROM runs WHERE node = 'to_postgres'")) == 2
+
+
+TWO_SINKS = """\
+version: 1
+nodes:
+  p: {{pipe: [{{testing_source: {{name: p}}}}]}}
+  side: {{pipe: [{{testing_source: {{name: side}}}}]}}
+  keyed: {{from: [p, side], pipe: [{{postgres: {{dsn: "{dsn}", table: keyed}}}}]}}
+  every: {{from: [p, side], pipe: [{{postgres: {{dsn: "{dsn}", table: every, mode: append}}}}]}}
+"""
+
+
+def test_two_sinks_make_their_tables_at_once_on_a_new_database_and_append_keeps_every_write(tmp_path, dsn):
+    """Both sinks create the shared tables (runs, dead_letters, ...) at the
+    same moment, in a database that has none: neither may fail on the other."""
+    for _ in range(2):
+        batches = [ProductBatch("s", 0, [product(1), product(2)]), ProductBatch("s", 1, [product(2, 9.0)])]
+        result = run_graph(TWO_SINKS.format(dsn=dsn), sources={"p": batches, "side": SIDE}, out_dir=tmp_path)
+        assert result.status == "completed" and result.errors == [] and not result.lost
+    assert _postgres(dsn, "SELECT id, price FROM keyed ORDER BY id") == [("s:1", 1.5), ("s:2", 9.0)]
+    every = _postgres(dsn, "SELECT id, price FROM every ORDER BY id, price")
+    assert every == [("s:1", 1.5), ("s:1", 1.5), ("s:2", 1.5), ("s:2", 1.5), ("s:2", 9.0), ("s:2", 9.0)]
+    assert sorted(_postgres(dsn, "SELECT node, sink, products FROM runs")) == [
+        ("every", "ended", 3), ("every", "ended", 3), ("keyed", "ended", 3), ("keyed", "ended", 3)
+    ]  # fmt: skip
+
+
+def test_a_table_made_for_the_other_mode_is_refused_with_the_reason(tmp_path, dsn):
+    graph = GRAPH.format(dsn=dsn, mode="upsert")
+    run_graph(graph, sources={"p": [ProductBatch("s", 0, [product(1)])], "side": SIDE}, out_dir=tmp_path)
+    result = run_graph(GRAPH.format(dsn=dsn, mode="append"), sources={"p": [ProductBatch("s", 0, [product(2)])],
+                       "side": SIDE}, out_dir=tmp_path)  # fmt: skip
+    (error,) = [e for e in result.errors if e["stage"] == "postgres"]
+    assert "made keyed by id" in error["detail"] and "name another table or database" in error["detail"]
+    assert _postgres(dsn, "SELECT id FROM products") == [("s:1",)] and result.lost
+
+
+def test_a_nul_character_is_stored_as_a_replacement_character_not_a_failure(tmp_path, dsn):
+    """PostgreSQL stores no NUL (TEXT refuses it, JSONB its escape), SQLite does:
+    the sink writes U+FFFD in its place instead of failing the batch."""
+    odd = msgspec.structs.replace(product(1), title="Lamp\x00 1", extra={"note": "a\x00b"})
+    letter = msgspec.structs.replace(SIDE[0], raw={"title": "no\x00price"})
+    result = run_graph(GRAPH.format(dsn=dsn, mode="upsert"),
+                       sources={"p": [ProductBatch("s", 0, [odd])], "side": [letter, *SIDE[1:]]}, out_dir=tmp_path)  # fmt: skip
+    assert result.status == "completed" and result.errors == [] and not result.lost
+    ((title, extra),) = _postgres(dsn, "SELECT title, extra FROM products")
+    assert title == "Lamp\ufffd 1" and json.loads(extra) == {"note": "a\ufffdb"}
+    ((raw,),) = _postgres(dsn, "SELECT raw FROM dead_letters")
+    assert json.loads(raw) == {"title": "no\ufffdprice"}
