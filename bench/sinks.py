@@ -125,7 +125,7 @@ def direct_sqlite(count: int, out: Path) -> int:
             ("r", *(encode(v).decode() if j else v for v, j in zip(astuple(p), json_columns, strict=True)))
             for p in batch.products
         ]
-        db.execute("BEGIN")
+        db.execute("BEGIN IMMEDIATE")  # as the sink: it takes the write lock first
         db.executemany(insert, rows)
         db.execute("COMMIT")
         written += len(rows)
