@@ -47,6 +47,7 @@ class RunSpec(Base):
     out: str = "out"  # directory for outputs and the report
     buffer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 8  # default edge capacity
     on_loss: Literal["fail", "warn"] = "fail"  # exit 1 when anything was lost, or only say so
+    state: str = "state.db"  # the runs' state file (SQLite), relative to out: did the last run finish?
 
     def __post_init__(self) -> None:
         if self.deadline <= 0:

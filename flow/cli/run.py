@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ..items import utc_now
 from ._load import add_graph_arguments, load_checked
 from ._output import info, out
 from ._signals import PRESSES, SIGNALS
@@ -65,7 +66,9 @@ def write_json_atomically(path: Path, data: Any) -> None:
         raise
 
 
-async def _run(args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = False) -> Any:
+async def _run(
+    args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = False, state: Any = None
+) -> Any:
     if spec.mocks:
         from mocks import serve  # the aiohttp server, only for a graph with mocks
     else:
@@ -78,6 +81,9 @@ async def _run(args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = 
         if servers:  # their ports are known now: fill in ${mocks.NAME.url}
             spec = load_checked(args, refs={name: s.url for name, s in servers.items()})
         runtime = Runtime(spec, out_dir=out_dir)
+        run_id = runtime.telemetry.run_id
+        if state is not None:  # recorded before anything is fetched: a kill leaves it `running`
+            state.started(run_id, _graph_id(spec), utc_now())
         task = asyncio.current_task()
         assert task is not None
 
@@ -113,7 +119,7 @@ async def _run(args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = 
     pending = [t for t in asyncio.all_tasks() if t is not task and not t.done()]
     for leftover in pending:
         info(f"flow: warning: task still pending after the run: {leftover.get_name()}")
-    return result, final_rows
+    return result, final_rows, run_id
 
 
 @contextlib.asynccontextmanager
@@ -157,6 +163,24 @@ def _status_line(spec: Any, result: Any, report: Path) -> str:
     )
 
 
+def _graph_id(spec: Any) -> str:
+    return str(Path(spec.file).resolve())
+
+
+def _open_state(spec: Any, out_dir: Path) -> Any:
+    """The runs' state file, after saying so if the graph's last run did not finish."""
+    from ..state import StateFile
+
+    state = StateFile(out_dir / spec.run.state)
+    last = state.last_unfinished(_graph_id(spec))
+    if last is not None:
+        info(
+            f"flow: the last run of {spec.file} (run {last.run_id}, started {last.started_at}) "
+            f"did not finish: {last.status}; this run starts afresh"
+        )
+    return state
+
+
 def run(args: argparse.Namespace) -> int:
     if not PRESSES.holding:  # called without `main`: no press before this run is its
         PRESSES.count = 0
@@ -164,7 +188,12 @@ def run(args: argparse.Namespace) -> int:
     _quiet_exporter_logs()
     out_dir = Path(args.out or spec.run.out)
     live = not args.no_progress and not args.quiet and sys.stderr.isatty()
-    result, final_rows = asyncio.run(_run(args, spec, out_dir, live))
+    state = _open_state(spec, out_dir)
+    try:
+        result, final_rows, run_id = asyncio.run(_run(args, spec, out_dir, live, state))
+        state.ended(run_id, result.status, utc_now())
+    finally:
+        state.close()
     report = out_dir / "run.json"
     write_json_atomically(report, result.report())
     if not args.quiet:
