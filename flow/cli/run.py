@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sqlite3
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -67,8 +68,9 @@ def write_json_atomically(path: Path, data: Any) -> None:
 
 
 async def _run(
-    args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = False, state: Any = None
-) -> Any:
+    args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = False, state: Any = None,
+    facts: dict[str, str] | None = None,
+) -> Any:  # fmt: skip
     if spec.mocks:
         from mocks import serve  # the aiohttp server, only for a graph with mocks
     else:
@@ -81,9 +83,10 @@ async def _run(
         if servers:  # their ports are known now: fill in ${mocks.NAME.url}
             spec = load_checked(args, refs={name: s.url for name, s in servers.items()})
         runtime = Runtime(spec, out_dir=out_dir)
-        run_id = runtime.telemetry.run_id
-        if state is not None:  # recorded before anything is fetched: a kill leaves it `running`
-            state.started(run_id, _graph_id(spec), utc_now())
+        if facts is not None:
+            facts["run_id"] = runtime.telemetry.run_id
+        # Recorded before anything is fetched: a kill leaves it `running`.
+        _keep(state, "started", runtime.telemetry.run_id, _graph_id(spec), utc_now())
         task = asyncio.current_task()
         assert task is not None
 
@@ -119,7 +122,7 @@ async def _run(
     pending = [t for t in asyncio.all_tasks() if t is not task and not t.done()]
     for leftover in pending:
         info(f"flow: warning: task still pending after the run: {leftover.get_name()}")
-    return result, final_rows, run_id
+    return result, final_rows
 
 
 @contextlib.asynccontextmanager
@@ -167,18 +170,40 @@ def _graph_id(spec: Any) -> str:
     return str(Path(spec.file).resolve())
 
 
-def _open_state(spec: Any, out_dir: Path) -> Any:
-    """The runs' state file, after saying so if the graph's last run did not finish."""
-    from ..state import StateFile
+def _open_state(spec: Any, out_dir: Path, quiet: bool) -> Any:
+    """The runs' state file (flow.state), after saying so if the graph's last
+    run did not finish; None if it cannot be used (the run goes on without
+    it). Raises Busy when another run holds it."""
+    from ..state import Busy, StateFile
 
-    state = StateFile(out_dir / spec.run.state)
-    last = state.last_unfinished(_graph_id(spec))
-    if last is not None:
+    path = out_dir / spec.run.state
+    state = None
+    try:
+        state = StateFile(path)
+        last = state.last_unfinished(_graph_id(spec))
+    except Busy:
+        raise
+    except (sqlite3.Error, OSError) as exc:
+        info(f"flow: warning: the runs' state file {path}: {exc}; this run goes on without it")
+        if state is not None:
+            state.close()
+        return None
+    if last is not None and not quiet:
         info(
             f"flow: the last run of {spec.file} (run {last.run_id}, started {last.started_at}) "
             f"did not finish: {last.status}; this run starts afresh"
         )
     return state
+
+
+def _keep(state: Any, what: str, *args: str) -> None:
+    """A note in the state file, if there is one; a failure is said, not raised."""
+    if state is None:
+        return
+    try:
+        getattr(state, what)(*args)
+    except sqlite3.Error as exc:
+        info(f"flow: warning: the runs' state file: {exc}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,14 +213,28 @@ def run(args: argparse.Namespace) -> int:
     _quiet_exporter_logs()
     out_dir = Path(args.out or spec.run.out)
     live = not args.no_progress and not args.quiet and sys.stderr.isatty()
-    state = _open_state(spec, out_dir)
+    from ..state import Busy
+
     try:
-        result, final_rows, run_id = asyncio.run(_run(args, spec, out_dir, live, state))
-        state.ended(run_id, result.status, utc_now())
+        state = _open_state(spec, out_dir, args.quiet)
+    except Busy as exc:  # two runs writing one output directory would overwrite each other
+        info(f"flow: error: {exc}; nothing ran (use another --out)")
+        return 2
+    facts: dict[str, str] = {}
+    try:
+        try:
+            result, final_rows = asyncio.run(_run(args, spec, out_dir, live, state, facts))
+        except BaseException as exc:  # a second Ctrl-C, or a crash: the row says which
+            if "run_id" in facts:
+                ended = "interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed"
+                _keep(state, "ended", facts["run_id"], ended, utc_now())
+            raise
+        report = out_dir / "run.json"
+        write_json_atomically(report, result.report())  # the report first, then the state file
+        _keep(state, "ended", facts["run_id"], result.status, utc_now())
     finally:
-        state.close()
-    report = out_dir / "run.json"
-    write_json_atomically(report, result.report())
+        if state is not None:
+            state.close()
     if not args.quiet:
         from .progress import table
 

@@ -1,8 +1,12 @@
-"""The runs' state file: a run that did not finish (stopped, killed) is
-named by the next run of the same graph, on stderr, which then starts afresh."""
+"""The runs' state file: a run that did not finish (stopped, cut by its
+deadline, killed) is named by the next run of the same graph, on stderr,
+which then starts afresh; a second run on the same output directory is
+refused while the first holds it; a state file that cannot be used costs a
+warning, never the run or its report."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -11,13 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-from flow.state import StateFile
+import pytest
+
+from flow.state import Busy, StateFile
 
 ROOT = Path(__file__).parents[2]
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOW__"))}
 GRAPH = """\
 version: 1
-run: {deadline: 2s, grace: 1s}
+run: {deadline: 20s, grace: 1s}
 mocks: {shop: {style: dummyjson, products: 500, rate_limit: 5/s}}
 nodes:
   shop:
@@ -31,7 +37,12 @@ nodes:
 """
 
 
-def test_the_last_run_of_a_graph_is_unfinished_until_it_completes(tmp_path):
+def _rows(path: Path) -> list[tuple[str, str]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT run_id, status FROM flow_runs ORDER BY rowid").fetchall()
+
+
+def test_the_last_run_of_a_graph_is_unfinished_until_one_completes(tmp_path):
     state = StateFile(tmp_path / "state.db")
     try:
         assert state.last_unfinished("g.yaml") is None
@@ -42,50 +53,58 @@ def test_the_last_run_of_a_graph_is_unfinished_until_it_completes(tmp_path):
         state.started("r2", "g.yaml", "2026-11-26T10:01:00.000Z")
         state.ended("r2", "completed", "2026-11-26T10:01:01.000Z")
         assert state.last_unfinished("g.yaml") is None
-        gone = subprocess.Popen([sys.executable, "-c", "pass"])
-        gone.wait()  # a process that has ended: its pid names no process now
-        with sqlite3.connect(tmp_path / "state.db") as db:
-            db.execute("INSERT INTO runs VALUES ('r3', 'g.yaml', ?, 'running', 't', NULL)", (gone.pid,))
+        state.started("r3", "g.yaml", "2026-11-26T10:02:00.000Z")  # never ended: the process died
         last = state.last_unfinished("g.yaml")
         assert (last.run_id, last.status) == ("r3", "killed or crashed")
-        assert state.last_unfinished("g.yaml").status == "killed or crashed"  # marked crashed: said again
-        alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-        try:
-            with sqlite3.connect(tmp_path / "state.db") as db:
-                db.execute("INSERT INTO runs VALUES ('r4', 'g.yaml', ?, 'running', 't', NULL)", (alive.pid,))
-            assert state.last_unfinished("g.yaml").status == f"still running (pid {alive.pid})"
-        finally:
-            alive.kill()
-            alive.wait()
+        assert _rows(tmp_path / "state.db")[-1] == ("r3", "crashed")
+        with pytest.raises(Busy, match=f"pid {os.getpid()}"):  # the lock is held while this one is open
+            StateFile(tmp_path / "state.db")
     finally:
         state.close()
+    StateFile(tmp_path / "state.db").close()  # free again once closed
 
 
-def test_a_run_killed_with_sigkill_is_named_by_the_next_run(tmp_path):
-    graph = tmp_path / "graph.yaml"
+def _flow(graph: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "flow", "run", str(graph), "--out", str(out), "--no-progress", *extra]
+
+
+def test_a_run_killed_with_sigkill_is_named_by_the_next_run_and_a_second_one_is_refused(tmp_path):
+    graph, out = tmp_path / "graph.yaml", tmp_path / "out"
     graph.write_text(GRAPH)
-    command = [sys.executable, "-m", "flow", "run", str(graph), "--out", str(tmp_path / "out"), "-q", "--no-progress"]
-    first = subprocess.Popen(command, cwd=ROOT, env=ENV, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    first = subprocess.Popen(_flow(graph, out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        state = tmp_path / "out" / "state.db"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # bounded: until the run has recorded itself
-            if state.exists():
-                with sqlite3.connect(state) as db:
-                    if db.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]:
-                        break
+            with contextlib.suppress(sqlite3.Error):  # the file may exist before its table
+                if [s for _, s in _rows(out / "state.db")] == ["running"]:
+                    break
             time.sleep(0.05)
+        else:
+            pytest.fail("the run never recorded itself in the state file")
+        refused = subprocess.run(_flow(graph, out), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and f"(pid {first.pid})" in refused.stderr and "nothing ran" in refused.stderr
         first.send_signal(signal.SIGKILL)
     finally:
+        if first.poll() is None:
+            first.kill()
         first.wait(timeout=30)
-        first.stderr.close()
-    with sqlite3.connect(state) as db:
-        ((killed,),) = db.execute("SELECT run_id FROM runs").fetchall()
-    second = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    ((killed, _),) = _rows(out / "state.db")
+    short = ("--set", "run.deadline=300ms")
+    second = subprocess.run(_flow(graph, out, *short), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
     assert f"(run {killed}, started " in second.stderr and "did not finish: killed or crashed" in second.stderr
-    assert "this run starts afresh" in second.stderr
-    with sqlite3.connect(state) as db:
-        rows = db.execute("SELECT run_id, status FROM runs ORDER BY rowid").fetchall()
+    assert "this run starts afresh" in second.stderr and (out / "run.json").exists()
+    rows = _rows(out / "state.db")
     assert rows[0] == (killed, "crashed") and rows[1][1] == "deadline" and len(rows) == 2
-    third = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    third = subprocess.run(_flow(graph, out, *short), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
     assert "did not finish: deadline" in third.stderr  # the second one was cut short by its deadline
+
+
+def test_a_state_file_that_cannot_be_used_costs_a_warning_not_the_run(tmp_path):
+    graph, out = tmp_path / "graph.yaml", tmp_path / "out"
+    graph.write_text(GRAPH)
+    out.mkdir()
+    (out / "state.db").write_bytes(b"not a database, " * 100)
+    done = subprocess.run(_flow(graph, out, "--set", "run.deadline=300ms"), cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "the runs' state file" in done.stderr and "goes on without it" in done.stderr
+    assert (out / "run.json").exists() and done.returncode == 1  # the run ran: cut by its deadline
