@@ -8,10 +8,7 @@ never sees half a file; an interrupted run still drains into it.
 
 from __future__ import annotations
 
-import contextlib
 import csv as csvlib
-import os
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +16,7 @@ import msgspec
 
 from flow.registry import Params, stage
 
+from ._files import written_whole
 from .items import Product, ProductBatch
 
 COLUMNS = list(Product.__struct_fields__)
@@ -41,26 +39,17 @@ class CsvParams(Params):
 @stage("csv", CsvParams, consumes=ProductBatch, produces=None, whole=True)
 async def csv(source: AsyncIterator[ProductBatch], params: CsvParams, ctx: Any) -> AsyncIterator[Any]:
     """Write every product as a CSV row (header first), atomically."""
-    final = ctx.output_path(params.path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    final.unlink(missing_ok=True)  # no earlier run's file beside this run's report
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            rows = csvlib.writer(out, delimiter=params.delimiter)
-            rows.writerow(params.columns)
-            encode = msgspec.json.encode
-            for_row = [(c, c == "extra") for c in params.columns]
-            async for batch in source:
-                rows.writerows(
-                    [encode(getattr(p, c)).decode() if js else getattr(p, c) for c, js in for_row]
-                    for p in batch.products
-                )
-                yield batch
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with written_whole(ctx, params.path) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
+        rows = csvlib.writer(out, delimiter=params.delimiter)
+        rows.writerow(params.columns)
+        encode = msgspec.json.encode
+        for_row = [(c, c == "extra") for c in params.columns]
+        async for batch in source:
+            rows.writerows(
+                [encode(getattr(p, c)).decode() if js else getattr(p, c) for c, js in for_row]
+                for p in batch.products
+            )
+            yield batch
 
 
 KIND = csv

@@ -9,9 +9,6 @@ For anything else as JSON lines (dead letters, errors, windows), `collect`.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +16,7 @@ import msgspec
 
 from flow.registry import Params, stage
 
+from ._files import written_whole
 from .items import ProductBatch
 
 
@@ -29,25 +27,16 @@ class JsonlParams(Params):
 @stage("jsonl", JsonlParams, consumes=ProductBatch, produces=None, whole=True)
 async def jsonl(source: AsyncIterator[ProductBatch], params: JsonlParams, ctx: Any) -> AsyncIterator[Any]:
     """Write every product as one JSON line, atomically."""
-    final = ctx.output_path(params.path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    final.unlink(missing_ok=True)  # no earlier run's file beside this run's report
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
     encode = msgspec.json.Encoder().encode_into
     buffer = bytearray()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            async for batch in source:
-                buffer.clear()
-                for product in batch.products:
-                    encode(product, buffer, -1)
-                    buffer += b"\n"
-                out.write(buffer)
-                yield batch
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with written_whole(ctx, params.path) as tmp, tmp.open("wb") as out:
+        async for batch in source:
+            buffer.clear()
+            for product in batch.products:
+                encode(product, buffer, -1)
+                buffer += b"\n"
+            out.write(buffer)
+            yield batch
 
 
 KIND = jsonl

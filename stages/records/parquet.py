@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ import msgspec
 
 from flow.registry import Params, stage
 
+from ._files import written_whole
 from .items import Product, ProductBatch
 
 if TYPE_CHECKING:
@@ -97,16 +97,10 @@ def _instant(value: Any) -> datetime:
 async def parquet(source: AsyncIterator[ProductBatch], params: ParquetParams, ctx: Any) -> AsyncIterator[Any]:
     """Write every product to a Parquet file (a row group per `row_group`), atomically."""
     import asyncio
-    import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow.parquet as pq
 
-    final = ctx.output_path(params.path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    final.unlink(missing_ok=True)  # no earlier run's file beside this run's report
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
     # The writer is not thread-safe: it is used by one worker thread at a
     # time, and closed only once that thread is done with it, also when
     # this stage is cancelled while a row group is being written.
@@ -129,31 +123,29 @@ async def parquet(source: AsyncIterator[ProductBatch], params: ParquetParams, ct
         await settled()  # one row group being written at a time
         writing = pool.submit(writer.write_table, group)
 
-    try:
-        shape = schema()
-        compression = None if params.compression == "none" else params.compression
-        writer = pq.ParquetWriter(tmp, shape, compression=compression)
-        async for batch in source:
-            rows.extend(map(astuple, batch.products))
-            if len(rows) >= params.row_group:
+    with written_whole(ctx, params.path) as tmp:
+        try:
+            shape = schema()
+            compression = None if params.compression == "none" else params.compression
+            writer = pq.ParquetWriter(str(tmp), shape, compression=compression)
+            async for batch in source:
+                rows.extend(map(astuple, batch.products))
+                if len(rows) >= params.row_group:
+                    await flush()
+                yield batch
+            if rows:
                 await flush()
-            yield batch
-        if rows:
-            await flush()
-        await settled()
-        writing = pool.submit(writer.close)
-        await settled()
-        os.replace(tmp, final)
-    finally:
-        if writing is not None:
-            with contextlib.suppress(BaseException):
-                writing.result()  # a cancelled stage waits here for the thread (one row group at most)
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.close()
-        pool.shutdown(wait=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            await settled()
+            writing = pool.submit(writer.close)
+            await settled()
+        finally:
+            if writing is not None:
+                with contextlib.suppress(BaseException):
+                    writing.result()  # a cancelled stage waits here for the thread (one row group at most)
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            pool.shutdown(wait=True)
 
 
 KIND = parquet
