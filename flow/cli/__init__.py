@@ -26,8 +26,9 @@ COMMANDS = {
 EPILOG = """\
 exit codes: 0 done and nothing lost; 1 the deadline cut the run short, or
 something was lost (a page or item failed for good, a source produced nothing;
-run.on_loss: warn makes those 0); 2 bad usage or invalid graph; 130
-interrupted. FLOW_DEBUG=1 shows tracebacks.
+run.on_loss: warn makes those 0); 2 bad usage, an invalid graph, or an output
+directory another run is using (nothing ran); 130 interrupted. FLOW_DEBUG=1
+shows tracebacks.
 """
 
 
