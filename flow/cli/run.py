@@ -174,15 +174,13 @@ def _open_state(spec: Any, out_dir: Path, quiet: bool) -> Any:
     """The runs' state file (flow.state), after saying so if the graph's last
     run did not finish; None if it cannot be used (the run goes on without
     it). Raises Busy when another run holds it."""
-    from ..state import Busy, StateFile
+    from ..state import StateFile
 
     path = out_dir / spec.run.state
     state = None
     try:
-        state = StateFile(path)
+        state = StateFile(path)  # Busy, another run's, is not caught here
         last = state.last_unfinished(_graph_id(spec))
-    except Busy:
-        raise
     except (sqlite3.Error, OSError) as exc:
         info(f"flow: warning: the runs' state file {path}: {exc}; this run goes on without it")
         if state is not None:

@@ -33,7 +33,7 @@ from flow.registry import Params, stage
 
 from .items import Product, ProductBatch
 from .parquet import _instant
-from .sqlite import SIDE, _side_row, check_table_name
+from .sqlite import SIDE, _side_row, check_table_name, tally
 from .windows import WindowStats
 
 _TYPES = {str: "TEXT", float: "DOUBLE PRECISION", int: "BIGINT", bool: "BOOLEAN"}
@@ -85,8 +85,13 @@ def _text(value: Any) -> Any:
     return value
 
 
+def _json_text(text: Any) -> Any:
+    """JSON text with its NUL escapes replaced (JSONB refuses them)."""
+    return text.replace("\\u0000", "\\ufffd") if isinstance(text, str) else text
+
+
 def _json(value: Any) -> str:
-    return _encode(value).decode().replace("\\u0000", "\\ufffd")
+    return _json_text(_encode(value).decode())
 
 
 class Server:
@@ -162,8 +167,11 @@ class Server:
     async def side(self, item: Any) -> None:
         table, row = _side_row(self.run_id, item)
         names = SIDE[table].split()
-        values = [_text(v) for v in row]  # raw, fields and stats come as JSON text: JSONB takes it
-        values = [v.replace("\\u0000", "\\ufffd") if isinstance(v, str) else v for v in values]
+        # raw, fields and stats come as JSON text, which JSONB takes as it is
+        values = [
+            _json_text(v) if _SIDE_TYPES.get(n) == "JSONB" else _text(v)
+            for n, v in zip(names, row, strict=True)
+        ]
         marks = ", ".join(f"${i}" for i in range(1, len(names) + 1))
         quoted = ", ".join(f'"{n}"' for n in names)
         await self.db.execute(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", *values)
@@ -211,13 +219,8 @@ async def postgres(source: AsyncIterator[Any], params: PostgresParams, ctx: Any)
         await server.create()
         await server.run_row(graph=ctx.graph, status="running", started_at=_utc(time.time()))
         async for item in source:
-            if isinstance(item, ProductBatch):
-                await server.products(item.products)
-                row["products"] += len(item.products)
-            else:
-                await server.side(item)
-                if isinstance(item, DeadLetter | ErrorRecord):
-                    row["dead_letters" if isinstance(item, DeadLetter) else "errors"] += 1
+            await (server.products(item.products) if isinstance(item, ProductBatch) else server.side(item))
+            tally(row, item)
             yield item  # passed on, counted as written, once committed
         row["sink"] = "ended"
     except Exception as exc:

@@ -61,7 +61,7 @@ SIDE = {  # table -> its columns
 _TYPES = {"page": "INTEGER", "position": "INTEGER", "item": "INTEGER", "start": "REAL", "end": "REAL",
           "count": "INTEGER"}  # fmt: skip
 RUNS = (
-    'CREATE TABLE IF NOT EXISTS runs (run_id TEXT, node TEXT, graph TEXT, status TEXT, sink TEXT,'
+    "CREATE TABLE IF NOT EXISTS runs (run_id TEXT, node TEXT, graph TEXT, status TEXT, sink TEXT,"
     " started_at TEXT, finished_at TEXT, products INTEGER, dead_letters INTEGER, errors INTEGER,"
     " lost TEXT, ledger TEXT, PRIMARY KEY (run_id, node))"
 )
@@ -226,11 +226,9 @@ async def sqlite(source: AsyncIterator[Any], params: SqliteParams, ctx: Any) -> 
             # Python, cost 15-25% of the sink's speed (bench/sinks.py).
             if isinstance(item, ProductBatch):
                 await _when_free(params, lambda item=item: db.products(item.products))
-                counts["products"] += len(item.products)
             else:
                 await _when_free(params, lambda item=item: db.side(item))
-                if isinstance(item, DeadLetter | ErrorRecord):
-                    counts["dead_letters" if isinstance(item, DeadLetter) else "errors"] += 1
+            tally(counts, item)
             yield item  # passed on, counted as written, once committed
         ended = "ended"
     except (Exception, sqlite3.Error) as exc:
@@ -241,6 +239,16 @@ async def sqlite(source: AsyncIterator[Any], params: SqliteParams, ctx: Any) -> 
         with contextlib.suppress(sqlite3.Error):
             db.run_row(sink=ended, finished_at=_utc(time.time()), **counts)
         db.close()
+
+
+def tally(counts: dict[str, int], item: Any) -> None:
+    """What a database sink wrote, for its runs row: products, dead letters, errors."""
+    if isinstance(item, ProductBatch):
+        counts["products"] += len(item.products)
+    elif isinstance(item, DeadLetter):
+        counts["dead_letters"] += 1
+    elif isinstance(item, ErrorRecord):
+        counts["errors"] += 1
 
 
 async def _when_free(params: SqliteParams, write: Any) -> Any:
