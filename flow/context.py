@@ -12,20 +12,21 @@ One documented surface, used by every stage kind, built-in or not:
     telemetry       ctx.client_span(name, attrs), ctx.histogram/counter(...), ctx.gauge(...)
                     (no-ops while telemetry is off; stages never see a tracer or meter)
     resources       ctx.resource(key, factory, close): one per key and run, closed by the engine
+    resuming        ctx.keep(key, value) / ctx.recall(key): what a resumed run takes instead of
+                    doing the work again (fetch: pages); ctx.keeping: whether the run keeps them
     run facts       ctx.deadline_at, ctx.started_at (loop time), ctx.out_dir, ctx.open_output(),
                     ctx.run_id, ctx.graph; ctx.at_run_end(callback): the run's status and ledger
 
-`RunState` is the engine's side of it: one per run, owned by the runtime.
+`RunState` (flow.run_state) is the engine's side of it: one per run, owned
+by the runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -33,97 +34,18 @@ from typing import Any, BinaryIO, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import ledger
 from ._interpolate import scrub
 from .items import DeadLetter, ErrorRecord, utc_now
+from .run_state import RunState
 from .spans import Current
 
+__all__ = ["RunState", "StageContext"]
 T = TypeVar("T")
 DEAD_LETTER_SAMPLE = 1000  # dead letters run.json lists (memory stays flat however many there are)
-Emit = Callable[[str, str, Any], Awaitable[None]]
 
 
 def _attribute(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool) else str(value)
-
-
-class RunState:
-    """Created once per run by the runtime; what its stages share through the
-    engine. Everything here is touched only from the run's event loop."""
-
-    def __init__(self, emit: Emit | None = None, deadline_at: float | None = None) -> None:
-        self.deadline_at = deadline_at  # loop time after which no new request starts
-        self.started_at: float | None = None  # loop time the run started
-        self.errors: list[dict[str, Any]] = []  # the run report's error records
-        self.events: list[dict[str, Any]] = []  # breaker transitions and other notable moments
-        # The run report's dead letters (no raw records): the first
-        # DEAD_LETTER_SAMPLE, not every one (route NODE.dead_letters to a sink
-        # for all of them); the ledger counts them all.
-        self.dead_letters: list[dict[str, Any]] = []
-        self.counters: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.gauges: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
-        self.telemetry: Any = None  # flow.telemetry.Telemetry of the run
-        self.lineage: Any = None  # flow.tracing.Lineage while tracing is on
-        self.node_spans: dict[str, Any] = {}  # node -> its span (tracing on)
-        self.emitted: list[tuple[str, str, Any]] = []  # side items when no runtime routes them
-        self.secrets: dict[str, str] = {}  # values taken from the environment -> ${NAME}
-        self.sources: dict[str, list[str]] = {}  # node -> the source nodes whose output reaches it
-        self.ledgers = ledger.Ledgers()  # the runtime sets the graph's sources and paths
-        self.raised = 0  # items or stages that raised (their error records name an exception)
-        self.stopped: str | None = None  # why the run was stopped early ("interrupted", "deadline")
-        self.stopping = asyncio.Event()  # set when it is stopped
-        self.outputs: list[str] = []  # files the stages write, for the run's last line
-        self.run_id = ""  # the run's id (telemetry's flow.run_id; sinks record it)
-        self.graph = ""  # the graph file's path
-        # Called once the run has ended, with its status, losses and ledger (ctx.at_run_end).
-        self.at_end: list[Callable[[dict[str, Any]], Any]] = []
-        self._emit = emit
-        # key -> (resource, close); closed in reverse order of creation.
-        self._resources: dict[Hashable, tuple[Any, Callable[[Any], Any] | None]] = {}
-
-    def ledger(self) -> dict[str, dict[str, Any]]:
-        """Every source's ledger as of now (flow.ledger)."""
-        return self.ledgers.rows(self.counters)
-
-    def count(self, node: str, counter: str, n: int = 1, on: str | None = None) -> None:
-        """`counter` += n, counted at `node`, on the ledger of source `on` (default: the node)."""
-        source = on or node
-        self.counters[source][counter] += n
-        if counter in ledger.FLOWS:  # record counts are kept by node too (flow.ledger: paths)
-            self.ledgers.flows[source][node][counter] += n
-
-    def receive(self, node: str, item: Any) -> None:
-        """Records a source stage yielded: received where they enter the graph."""
-        if ledger.holds_records(type(item)):
-            for source, n in item.records_by_source().items():
-                self.count(node, ledger.RECEIVED, n, source)
-
-    async def emit(self, node: str, port: str, item: Any) -> None:
-        if self._emit is None:
-            self.emitted.append((node, port, item))
-        else:
-            await self._emit(node, port, item)
-
-    def record_error(self, record: ErrorRecord) -> None:
-        self.errors.append(record.to_dict())
-
-    def resource(self, key: Hashable, factory: Callable[[], T], close: Callable[[T], Any] | None) -> T:
-        found = self._resources.get(key)
-        if found is None:
-            found = self._resources[key] = (factory(), close)
-        return found[0]  # type: ignore[no-any-return]
-
-    async def close(self) -> None:
-        """Close every resource, newest first; one failing close does not
-        keep the others open."""
-        resources, self._resources = list(self._resources.values()), {}
-        for value, close in reversed(resources):
-            if close is None:
-                continue
-            with contextlib.suppress(Exception):
-                result = close(value)
-                if inspect.isawaitable(result):
-                    await result
 
 
 class ClientSpan(Current):
@@ -297,6 +219,8 @@ class StageContext:
                 run.dead_letters.append({"node": self.node, "stage": self.stage, **fields})
             self.add_event("dead_letter", **fields)  # not the record: it is data
         self.count("dead_letters", on=endpoint)
+        if run.journal is not None:
+            run.journal.dead_letter(letter)  # for `flow replay`
         await run.emit(self.node, "dead_letters", letter)
 
     async def emit(self, port: str, item: Any) -> None:
@@ -412,3 +336,22 @@ class StageContext:
         key naming the owner (`("fetch", node, index)`) for private state, a
         shared one (`"http.sessions"`) for what several stages share."""
         return self.run.resource(key, factory, close)
+
+    # --- resuming -------------------------------------------------------------------------
+    @property
+    def keeping(self) -> bool:
+        """Whether the run keeps a journal (flow.journal): `keep` and `recall` do something."""
+        return self.run.journal is not None
+
+    async def keep(self, key: str, value: bytes) -> None:
+        """Store what this stage obtained at a cost under `key` (e.g. a page,
+        by its URL), for a resumed run; returns once it is durable. Call it
+        before passing the result on: a kill then costs at most the work in
+        flight. Scoped to this node and stage kind. No-op without a journal."""
+        if self.run.journal is not None:
+            await self.run.journal.keep(f"{self.node}/{self.stage}", key, value)
+
+    def recall(self, key: str) -> bytes | None:
+        """What the run being resumed kept under `key`, or None (do the work)."""
+        journal = self.run.journal
+        return None if journal is None else journal.recall(f"{self.node}/{self.stage}", key)

@@ -48,6 +48,7 @@ FETCHED = "pages"
 FAILED = "pages_failed"  # and FAILED + ":" + reason, per reason
 ABANDONED = "pages_abandoned"
 NOT_ATTEMPTED = "pages_not_attempted"
+FROM_STATE = "pages_from_state"  # of those fetched: taken from the run being resumed (flow.journal)
 RECEIVED = "records"
 DEAD = "dead_letters"
 DUPLICATES = "duplicates"
@@ -98,6 +99,7 @@ def entry(counters: Mapping[str, int], flows: Mapping[str, Mapping[str, int]], w
     pages = {
         "planned": c.get(PLANNED, 0),
         "fetched": c.get(FETCHED, 0),
+        "from_state": c.get(FROM_STATE, 0),
         "failed": c.get(FAILED, 0),
         "failed_by_reason": by_reason,
         "abandoned": c.get(ABANDONED, 0),

@@ -59,7 +59,9 @@ SINK_GRACE = 1.0  # seconds sinks get to close their outputs once the grace is o
 
 
 class Runtime:
-    def __init__(self, spec: Spec, *, out_dir: str | Path | None = None, telemetry: Any = None) -> None:
+    def __init__(
+        self, spec: Spec, *, out_dir: str | Path | None = None, telemetry: Any = None, journal: Any = None
+    ) -> None:
         self.spec = spec
         self.out_dir = Path(out_dir if out_dir is not None else spec.run.out)
         self.deadline = float(spec.run.deadline)
@@ -98,6 +100,7 @@ class Runtime:
         self.telemetry = telemetry if telemetry is not None else setup(spec.telemetry)
         self.resources.telemetry, self.resources.run_id = self.telemetry, self.telemetry.run_id
         self.resources.graph = spec.file
+        self.resources.journal = journal  # flow.journal: pages for a resumed run, dead letters
         if self.telemetry.tracing:
             self.resources.lineage = Lineage()
         self._stopping = self.resources.stopping
@@ -136,6 +139,8 @@ class Runtime:
         self.resources.started_at = self._started_at
         tasks = self._tasks
         observe_runtime(self.telemetry, self)
+        if self.resources.journal is not None:
+            self.resources.journal.start(self.telemetry.run_id)
         run_span = self.telemetry.tracer.start_span(
             "run", attributes={"flow.run_id": self.telemetry.run_id, "flow.graph": self.spec.file}
         )
@@ -152,6 +157,11 @@ class Runtime:
                 self._record("grace_exceeded", f"run.grace {self.spec.run.grace} reached")
                 await self._cancel(work)
         await self.resources.close()
+        if self.resources.journal is not None:
+            try:
+                await self.resources.journal.flush()
+            except Exception as exc:  # the state file: said, and the run is not complete
+                self._record("journal_failed", f"{type(exc).__name__}: {exc}")
         ledger = self.resources.ledger()
         sources = (name for name, node in self.nodes.items() if node.stages[0].kind.is_source)
         silent = [name for name in sources if self.stats[name].stages[-1].items_out == 0]

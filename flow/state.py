@@ -2,17 +2,18 @@
 per run of a graph, so that a run knows whether the one before it finished.
 
     flow_runs   run_id (key), graph (its path, resolved), pid, status,
-                started_at, finished_at
+                started_at, finished_at, mode (run, resume or replay)
 
 `flow run` takes an exclusive lock on `STATE.lock` for its whole life (the
 kernel drops it when the process ends, however it ends): a second run with
 the same output directory is refused while the first holds it, and a row
 still `running` with nobody holding the lock is a run that was killed or
 crashed. The run records itself as `running` before anything is fetched and
-its outcome (completed, interrupted, deadline, crashed) when it ends. The
-next run of the same graph finds the last run that did not complete, says
-so on stderr, and starts afresh. (Resuming from the pages the sinks
-committed will build on this file.)
+its outcome (completed; failed: it lost something; interrupted, deadline,
+crashed) when it ends. The next run of the same graph finds the last run
+(a replay aside) that did not complete: `flow run` says so on stderr and
+starts afresh, `flow run --resume` continues it from the pages its journal
+kept (flow.journal, in the same file).
 
 The file is a convenience, not part of the run's data: if it cannot be
 used (locked too long, read-only, damaged), the run says so once and goes
@@ -30,7 +31,7 @@ from typing import IO
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS flow_runs (run_id TEXT PRIMARY KEY, graph TEXT NOT NULL, pid INTEGER,"
-    " status TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT)"
+    " status TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT, mode TEXT NOT NULL DEFAULT 'run')"
 )
 
 
@@ -42,7 +43,7 @@ class Busy(Exception):
 class Unfinished:
     run_id: str
     started_at: str
-    status: str  # "interrupted", "deadline", "killed or crashed"
+    status: str  # "failed", "interrupted", "deadline", "killed or crashed"
 
 
 class StateFile:
@@ -60,8 +61,12 @@ class StateFile:
         self._lock.truncate()
         self._lock.write(str(os.getpid()))
         self._lock.flush()
+        self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, timeout=5)
         self.db.execute(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(flow_runs)")}
+        if "mode" not in columns:  # a state file of an earlier flow
+            self.db.execute("ALTER TABLE flow_runs ADD COLUMN mode TEXT NOT NULL DEFAULT 'run'")
 
     def close(self) -> None:
         self.db.close()
@@ -73,7 +78,8 @@ class StateFile:
         """The last run of `graph`, if it did not complete. A row still
         `running` is one killed or crashed: this process holds the lock."""
         row = self.db.execute(
-            "SELECT run_id, status, started_at FROM flow_runs WHERE graph = ? ORDER BY rowid DESC LIMIT 1",
+            "SELECT run_id, status, started_at FROM flow_runs WHERE graph = ? AND mode != 'replay'"
+            " ORDER BY rowid DESC LIMIT 1",
             (graph,),
         ).fetchone()
         if row is None or row[1] == "completed":
@@ -85,10 +91,11 @@ class StateFile:
             status = "killed or crashed"
         return Unfinished(run_id, started_at, status)
 
-    def started(self, run_id: str, graph: str, started_at: str) -> None:
+    def started(self, run_id: str, graph: str, started_at: str, mode: str = "run") -> None:
         self.db.execute(
-            "INSERT INTO flow_runs (run_id, graph, pid, status, started_at) VALUES (?, ?, ?, 'running', ?)",
-            (run_id, graph, os.getpid(), started_at),
+            "INSERT INTO flow_runs (run_id, graph, pid, status, started_at, mode)"
+            " VALUES (?, ?, ?, 'running', ?, ?)",
+            (run_id, graph, os.getpid(), started_at, mode),
         )
 
     def ended(self, run_id: str, status: str, finished_at: str) -> None:

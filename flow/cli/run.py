@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="no live progress display (it is also off when stderr is not a terminal, or with -q)",
     )
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the graph's last run if it did not complete (interrupted, failed, killed): "
+        "the pages it fetched are taken from the state file (run.state), the rest fetched",
+    )
+    parser.add_argument(
         "--fail-on-error",
         action="store_true",
         help="exit 1 when anything was lost even if the graph says run.on_loss: warn",
@@ -69,7 +75,7 @@ def write_json_atomically(path: Path, data: Any) -> None:
 
 async def _run(
     args: argparse.Namespace, spec: Any, out_dir: Path, live: bool = False, state: Any = None,
-    facts: dict[str, str] | None = None,
+    facts: dict[str, str] | None = None, journal: Any = None,
 ) -> Any:  # fmt: skip
     if spec.mocks:
         from mocks import serve  # the aiohttp server, only for a graph with mocks
@@ -82,11 +88,12 @@ async def _run(
     async with serve(spec.mocks) as servers:
         if servers:  # their ports are known now: fill in ${mocks.NAME.url}
             spec = load_checked(args, refs={name: s.url for name, s in servers.items()})
-        runtime = Runtime(spec, out_dir=out_dir)
+        runtime = Runtime(spec, out_dir=out_dir, journal=journal)
         if facts is not None:
             facts["run_id"] = runtime.telemetry.run_id
         # Recorded before anything is fetched: a kill leaves it `running`.
-        _keep(state, "started", runtime.telemetry.run_id, _graph_id(spec), utc_now())
+        mode = "resume" if journal is not None and journal.mode == "resume" else "run"
+        _keep(state, "started", runtime.telemetry.run_id, _graph_id(spec), utc_now(), mode)
         task = asyncio.current_task()
         assert task is not None
 
@@ -170,10 +177,12 @@ def _graph_id(spec: Any) -> str:
     return str(Path(spec.file).resolve())
 
 
-def _open_state(spec: Any, out_dir: Path, quiet: bool) -> Any:
-    """The runs' state file (flow.state), after saying so if the graph's last
-    run did not finish; None if it cannot be used (the run goes on without
-    it). Raises Busy when another run holds it."""
+def _open_state(spec: Any, out_dir: Path, quiet: bool, resume: bool = False) -> tuple[Any, Any]:
+    """The runs' state file (flow.state) and this run's journal in it
+    (flow.journal), after saying whether the graph's last run finished and
+    whether this one resumes it; (None, None) if the file cannot be used (the
+    run goes on without it). Raises Busy when another run holds it."""
+    from ..journal import Journal
     from ..state import StateFile
 
     path = out_dir / spec.run.state
@@ -181,20 +190,27 @@ def _open_state(spec: Any, out_dir: Path, quiet: bool) -> Any:
     try:
         state = StateFile(path)  # Busy, another run's, is not caught here
         last = state.last_unfinished(_graph_id(spec))
+        journal = Journal(path, _graph_id(spec), "resume" if resume and last is not None else "fresh")
     except (sqlite3.Error, OSError) as exc:
         info(f"flow: warning: the runs' state file {path}: {exc}; this run goes on without it")
         if state is not None:
             state.close()
-        return None
-    if last is not None and not quiet:
-        info(
-            f"flow: the last run of {spec.file} (run {last.run_id}, started {last.started_at}) "
-            f"did not finish: {last.status}; this run starts afresh"
-        )
-    return state
+        return None, None
+    if quiet:
+        return state, journal
+    if last is not None:
+        said = f"the last run of {spec.file} (run {last.run_id}, started {last.started_at}) did not finish: "
+        if resume:
+            kept = f"{journal.pages_stored} pages from {path}"
+            info(f"flow: {said}{last.status}; resuming it: {kept}, the rest fetched")
+        else:
+            info(f"flow: {said}{last.status}; this run starts afresh (flow run --resume continues it)")
+    elif resume:
+        info(f"flow: nothing to resume: the last run of {spec.file} completed, or none ran; starting afresh")
+    return state, journal
 
 
-def _keep(state: Any, what: str, *args: str) -> None:
+def _keep(state: Any, what: str, *args: Any) -> None:
     """A note in the state file, if there is one; a failure is said, not raised."""
     if state is None:
         return
@@ -214,14 +230,14 @@ def run(args: argparse.Namespace) -> int:
     from ..state import Busy
 
     try:
-        state = _open_state(spec, out_dir, args.quiet)
+        state, journal = _open_state(spec, out_dir, args.quiet, args.resume)
     except Busy as exc:  # two runs writing one output directory would overwrite each other
         info(f"flow: error: {exc}; nothing ran (use another --out)")
         return 2
     facts: dict[str, str] = {}
     try:
         try:
-            result, final_rows = asyncio.run(_run(args, spec, out_dir, live, state, facts))
+            result, final_rows = asyncio.run(_run(args, spec, out_dir, live, state, facts, journal))
         except BaseException as exc:  # a second Ctrl-C, or a crash: the row says which
             if "run_id" in facts:
                 ended = "interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed"
@@ -229,8 +245,13 @@ def run(args: argparse.Namespace) -> int:
             raise
         report = out_dir / "run.json"
         write_json_atomically(report, result.report())  # the report first, then the state file
-        _keep(state, "ended", facts["run_id"], result.status, utc_now())
+        whole = result.status == "completed" and not result.lost
+        _keep(journal, "finish", whole)  # nothing left to resume: its pages go
+        status = "failed" if result.status == "completed" and result.lost else result.status
+        _keep(state, "ended", facts["run_id"], status, utc_now())
     finally:
+        if journal is not None:
+            journal.close()
         if state is not None:
             state.close()
     if not args.quiet:

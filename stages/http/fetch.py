@@ -6,12 +6,19 @@ attempt takes a slot of the limiter its request carries (assigned by a
 endpoint. Each outcome goes back to the request's planner. A page that fails
 for good becomes an error record (endpoint, error, page, attempts, url) on
 `NODE.errors` and nothing goes downstream.
+
+Each page fetched is kept in the run's journal (status, headers, body)
+before it goes on; a resumed run (`flow run --resume`) takes the pages the
+run before it kept instead of requesting them: no request, no slot of the
+rate limit, counted as fetched and as `from_state` on the ledger.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlencode
 
 import msgspec
 
@@ -121,6 +128,11 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
     if fetcher is None:
         fetcher = fetchers[request.endpoint] = _fetcher(request.endpoint, params, ctx)
     pager = request.pager
+    key = _page_key(request) if ctx.keeping else ""
+    if key:
+        kept = ctx.recall(key)  # a resumed run: the page as the run before it fetched it
+        if kept is not None:
+            return _recalled(request, kept, ctx)
     result = await fetcher.fetch(
         request.url,
         params=request.params,
@@ -130,6 +142,8 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
     )
     if isinstance(result, Fetched):
         headers = dict(result.headers)
+        if key:  # durable before it goes on: a kill costs at most the pages in flight
+            await ctx.keep(key, _encode_kept((result.status, headers, result.body)))
         if pager is not None:
             pager.observe(request, result.body, headers, result.decoded)
         ctx.count(ledger.FETCHED, on=request.endpoint)
@@ -149,6 +163,32 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
         records_expected=pager.page_size if pager is not None else None,  # what the page would have held
     )
     return None
+
+
+_encode_kept = msgspec.msgpack.Encoder().encode
+_decode_kept = msgspec.msgpack.Decoder(tuple[int, dict[str, str], bytes]).decode
+
+
+def _page_key(request: PageRequest) -> str:
+    """A page's identity for a resumed run: its endpoint, path and query,
+    not its host (the embedded mocks listen on a new port each run)."""
+    rest = request.url.partition("://")[2]
+    path = rest[rest.find("/") :] if "/" in rest else "/"
+    return f"{request.endpoint} {path}?{urlencode(sorted(request.params.items()))}"
+
+
+def _recalled(request: PageRequest, kept: bytes, ctx: Any) -> PageResponse:
+    """A page the run being resumed fetched: told to its planner and counted
+    as fetched (and as from the state file), with no request sent."""
+    status, headers, body = _decode_kept(kept)
+    pager, decoded = request.pager, None
+    if pager is not None:
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            decoded = pager.decode(body)
+        pager.observe(request, body, headers, decoded)
+    ctx.count(ledger.FETCHED, on=request.endpoint)
+    ctx.count(ledger.FROM_STATE, on=request.endpoint)
+    return PageResponse(request, status, body, headers, 0, decoded)
 
 
 KIND = fetch

@@ -67,6 +67,7 @@ def test_a_planner_and_its_fetch_in_different_nodes_fetch_every_page_within_the_
     assert balance["pages"] == {
         "planned": planned,
         "fetched": planned,
+        "from_state": 0,
         "failed": 0,
         "failed_by_reason": {},
         "abandoned": 0,
