@@ -100,6 +100,12 @@ class StageKind:
     # A sink whose output appears whole at its end (a file renamed into
     # place): its records count as written only once it ended without error.
     whole: bool = False
+    # A sink that adds to what earlier runs wrote (a database), not one that
+    # rewrites its output: `flow replay` writes to these only.
+    store: bool = False
+    # `flow replay`: the items of this kind's input that hold the records of
+    # these dead letters (which this kind rejected), to pass through it again.
+    replay: Callable[[list[Any]], list[Any]] | None = None
 
     @property
     def is_source(self) -> bool:
@@ -167,6 +173,8 @@ def stage(
     outputs: Mapping[str, type] | None = None,
     check: Callable[[list[tuple[str, Any]]], list[Any]] | None = None,
     whole: bool = False,
+    store: bool = False,
+    replay: Callable[[list[Any]], list[Any]] | None = None,
 ) -> Callable[[Operator], StageKind]:
     """Decorator: the generator becomes a StageKind named `name`.
 
@@ -180,7 +188,10 @@ def stage(
     shared by name must agree on their rate). `whole=True`: a sink whose
     output appears whole at its end (written under a temporary name and
     renamed): the ledger counts its records as written only if it ends
-    without error."""
+    without error. `store=True`: a sink that adds to what earlier runs wrote
+    (a database), the only kind `flow replay` writes to. `replay(letters)`:
+    the input items holding the records of dead letters this kind rejected
+    (flow.items.DeadLetter), for `flow replay` to pass through it again."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
     accepted = None if consumes is None else consumes if isinstance(consumes, tuple) else (consumes,)
@@ -192,7 +203,7 @@ def stage(
         doc = (run.__doc__ or "").strip()
         return StageKind(
             name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), check, doc,
-            whole=whole,
+            whole=whole, store=store, replay=replay,
         )
 
     return register

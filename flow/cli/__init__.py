@@ -17,6 +17,7 @@ from ._signals import PRESSES
 
 COMMANDS = {
     "run": ("run", "run a graph: start its mocks, stream it to the sinks, write the run report"),
+    "replay": ("replay", "pass the stored dead letters through the graph again, into its database sinks"),
     "validate": ("validate", "check a graph file: every problem, located; nothing runs"),
     "graph": ("graph", "print the graph as Mermaid or Graphviz dot source"),
     "stages": ("stages", "list the stage kinds, or describe one"),

@@ -18,6 +18,10 @@ pays where the machine has a core to spare and the mapping costs more than
 sending a batch there and back (bench/throughput.py measures both). A pool
 has at most `concurrency` batches in flight, by default as many as it has
 workers; on the loop, batches go one at a time, without a task each.
+
+`flow replay` passes stored dead letters of this stage through it again (a
+batch per page, each record at its position), typically after the map was
+fixed.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import msgspec
 
-from flow.items import utc_now
+from flow.items import DeadLetter, utc_now
 from flow.registry import ConcurrentParams, Params, stage
 
 from .items import ProductBatch, Records, decode_any
@@ -233,7 +237,22 @@ def _shutdown(pool: Executor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-@stage("normalize", NormalizeParams, consumes=Records, produces=ProductBatch, per_item=True)
+def _replayed(letters: list[DeadLetter]) -> list[Records]:
+    """`flow replay`: the dead letters' records as served, a batch per page
+    (at their positions on it), to be normalized again."""
+    pages: dict[tuple[str, int], list[tuple[int, Any]]] = {}
+    for letter in letters:
+        pages.setdefault((letter.endpoint, letter.page or 0), []).append((letter.position or 0, letter.raw))
+    return [Records.of(endpoint, page, sorted(raws, key=_first)) for (endpoint, page), raws in pages.items()]
+
+
+def _first(pair: tuple[int, Any]) -> int:
+    return pair[0]
+
+
+@stage(
+    "normalize", NormalizeParams, consumes=Records, produces=ProductBatch, per_item=True, replay=_replayed
+)
 async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> ProductBatch:
     """Map raw records to Products (on the loop, or on `workers`); bad ones to dead letters."""
     fields = {**params.preset_fields, **params.map}

@@ -203,6 +203,7 @@ def _side_row(run_id: str, item: Any) -> tuple[str, tuple[Any, ...]]:
     consumes=(ProductBatch, ErrorRecord, DeadLetter, WindowStats),
     produces=None,
     fan_in=True,
+    store=True,
 )
 async def sqlite(source: AsyncIterator[Any], params: SqliteParams, ctx: Any) -> AsyncIterator[Any]:
     """Write products (upsert by id, or append), dead letters, errors and windows
