@@ -343,13 +343,14 @@ class StageContext:
         """Whether the run keeps a journal (flow.journal): `keep` and `recall` do something."""
         return self.run.journal is not None
 
-    async def keep(self, key: str, value: bytes) -> None:
-        """Store what this stage obtained at a cost under `key` (e.g. a page,
-        by its URL), for a resumed run; returns once it is durable. Call it
-        before passing the result on: a kill then costs at most the work in
-        flight. Scoped to this node and stage kind. No-op without a journal."""
+    def keep(self, key: str, value: bytes) -> None:
+        """Keep what this stage obtained at a cost under `key` (e.g. a page,
+        by its URL), for a resumed run; safe from a kill once it returns (one
+        write to the journal's log: call it on the loop, before passing the
+        result on, so that a kill costs at most the work in flight). Scoped to
+        this node and stage kind. No-op without a journal."""
         if self.run.journal is not None:
-            await self.run.journal.keep(f"{self.node}/{self.stage}", key, value)
+            self.run.journal.keep(f"{self.node}/{self.stage}", key, value)
 
     def recall(self, key: str) -> bytes | None:
         """What the run being resumed kept under `key`, or None (do the work)."""

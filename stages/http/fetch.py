@@ -143,7 +143,7 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
     if isinstance(result, Fetched):
         headers = dict(result.headers)
         if key:  # durable before it goes on: a kill costs at most the pages in flight
-            await ctx.keep(key, _encode_kept((result.status, headers, result.body)))
+            ctx.keep(key, _encode_kept((result.status, headers, result.body)))
         if pager is not None:
             pager.observe(request, result.body, headers, result.decoded)
         ctx.count(ledger.FETCHED, on=request.endpoint)
