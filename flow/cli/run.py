@@ -166,6 +166,9 @@ def _status_line(spec: Any, result: Any, report: Path) -> str:
         sinks = [name for name, node in spec.nodes.items() if node.stages[-1].kind.is_sink]
         items = sum(result.nodes[name].stages[-1].items_out for name in sinks)
         what = f"{items} items reached {len(sinks)} sinks"
+    resumed = sum(row["pages"].get("from_state", 0) for row in result.ledger.values())
+    if resumed:
+        what += f", {resumed} pages taken from the run resumed"
     outputs = "".join(f"{path}, " for path in result.outputs)
     return (
         f"{result.status}: {what}; {len(result.errors)} errors in {result.seconds:.2f}s; "

@@ -108,3 +108,39 @@ def test_a_state_file_that_cannot_be_used_costs_a_warning_not_the_run(tmp_path):
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert "the runs' state file" in done.stderr and "goes on without it" in done.stderr
     assert (out / "run.json").exists() and done.returncode == 1  # the run ran: cut by its deadline
+
+
+def test_a_failed_run_is_named_with_the_way_to_resume_it_and_a_resume_with_nothing_to_resume_starts_afresh(
+    tmp_path,
+):
+    graph = tmp_path / "graph.yaml"
+    graph.write_text(
+        "version: 1\n"
+        "run: {deadline: 20s, grace: 1s}\n"
+        "mocks: {shop: {style: dummyjson, products: 60, rate_limit: 'off'}}\n"
+        "nodes:\n"
+        "  shop:\n"
+        "    pipe:\n"
+        "      - paginate: {url: '${mocks.shop.url}/products', style: skip_limit, page_size: 20}\n"
+        "      - fetch\n"
+        "      - parse: {schema: dummyjson}\n"
+        "      - normalize: {preset: dummyjson}\n"
+        "  dead:\n"  # nothing listens there: every page fails, the run loses them
+        "    pipe:\n"
+        "      - paginate: {url: 'http://127.0.0.1:9/items', style: offset}\n"
+        "      - fetch: {retry: {retries: 0}}\n"
+        "      - parse\n"
+        "      - normalize: {preset: platzi}\n"
+        "  out: {from: [shop, dead], pipe: [{collect: {path: products.jsonl}}]}\n"
+    )
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "flow", "run", str(graph), "--out", str(out), "--no-progress"]
+    first = subprocess.run([*command, "--resume"], env=ENV, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 1, first.stderr
+    assert "nothing to resume" in first.stderr and "starting afresh" in first.stderr
+    assert _rows(out / "state.db")[-1][1] == "failed"  # it lost the dead endpoint's pages
+    second = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=60)
+    assert "did not finish: failed; this run starts afresh (flow run --resume continues it)" in second.stderr
+    third = subprocess.run([*command, "--resume"], env=ENV, capture_output=True, text=True, timeout=60)
+    assert "did not finish: failed; resuming it: 3 pages from" in third.stderr, third.stderr
+    assert third.returncode == 1
