@@ -45,6 +45,7 @@ from opentelemetry.trace import Status, StatusCode
 from ._interpolate import scrub
 from .buffer import Buffer
 from .context import RunState, StageContext
+from .draining import cancel_in_waves
 from .graph import edges
 from .items import ErrorRecord, abandon, utc_now
 from .ledger import Ledgers, counted, losses, paths, written, yields_records
@@ -54,8 +55,6 @@ from .spec import Node, Spec
 from .telemetry import observe_runtime, setup
 from .topology import depths, sources_upstream
 from .tracing import Lineage, StageSpans, traced
-
-SINK_GRACE = 1.0  # seconds sinks get to close their outputs once the grace is over
 
 
 class Runtime:
@@ -156,6 +155,13 @@ class Runtime:
             if not done:
                 self._record("grace_exceeded", f"run.grace {self.spec.run.grace} reached")
                 await self._cancel(work)
+        return await self._finish(work, run_span, started, started_at)
+
+    async def _finish(
+        self, work: asyncio.Future[Any], run_span: Any, started: float, started_at: str
+    ) -> RunResult:
+        """Every node has ended: close the resources, settle the ledger, call
+        the run-end callbacks, flush telemetry; the result."""
         await self.resources.close()
         if self.resources.journal is not None:
             try:
@@ -197,25 +203,9 @@ class Runtime:
         )
 
     async def _cancel(self, work: asyncio.Future[Any]) -> None:
-        """The grace is over: cancel in waves, upstream first, within
-        SINK_GRACE, so that a partial report beats none and keeps what was
-        made. Each wave cancels the nodes at one depth that are still running
-        (stuck on an endpoint: a backoff, a breaker, a hang), whose outputs
-        then end, so the nodes below flush what they hold (dedupe, windows)
-        within the wave's share of the time instead of being cancelled with
-        them; sinks last."""
+        """The grace is over: cancel in waves, upstream first (flow.draining)."""
         sinks = {name for name, node in self.nodes.items() if node.stages[-1].kind.is_sink}
-        levels = sorted({self._depth[name] for name in self.nodes if name not in sinks})
-        for level in levels:
-            for task, name in zip(self._tasks, self.nodes, strict=True):
-                if self._depth[name] == level and name not in sinks:
-                    task.cancel()
-            done, _ = await asyncio.wait({work}, timeout=SINK_GRACE / len(levels))
-            if done:
-                return
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.wait({work})
+        await cancel_in_waves(dict(zip(self.nodes, self._tasks, strict=True)), self._depth, sinks, work)
 
     async def _until_done_or_stopped(self, work: asyncio.Future[Any]) -> None:
         """Wait for the nodes to finish, for a stop (`stop()`: Ctrl-C), or for
