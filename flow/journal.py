@@ -29,8 +29,10 @@ Lifecycle, by the run's mode:
     fresh   forgets the graph's pages and dead letters, then stores its own
     resume  keeps them: a page found is taken from the log, the rest
             fetched; a dead letter found again replaces its row
-    replay  reads dead letters (`letters`), stores the ones that fail again
-            (same key, new reason) and forgets the ones that passed (`forget`)
+    replay  reads dead letters (`letters`); when it ends whole, stores the
+            ones that failed again (same key, new reason) and forgets the
+            ones that passed, in one transaction (`settle`); else changes
+            nothing
 A run that completes with nothing lost deletes its page log (nothing is
 left to resume); its dead letters stay for `flow replay`.
 """
@@ -58,6 +60,10 @@ _SCHEMA = (
     " timestamp TEXT, run_id TEXT, PRIMARY KEY (graph, key))"
 )
 _LETTER_COLUMNS = "node, stage, endpoint, page, position, reason, raw, id, timestamp"
+_STORE = (
+    f"INSERT OR REPLACE INTO flow_dead_letters (graph, key, {_LETTER_COLUMNS}, run_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _ENTRY = struct.Struct("<II")
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -108,38 +114,52 @@ class PageLog:
 
 
 def letter_key(letter: DeadLetter) -> str:
-    """A dead letter's identity: where its record was, and who rejected it."""
-    return "\x1f".join(map(str, (letter.node, letter.stage, letter.endpoint, letter.page, letter.position)))
+    """A dead letter's identity: where its record was, and who rejected it
+    (with the record's digest when the stage did not say where it was: such
+    letters are told apart by content)."""
+    place = (letter.node, letter.stage, letter.endpoint, letter.page, letter.position)
+    if letter.page is None or letter.position is None:
+        place += (hashlib.sha256(_encode(letter.raw)).hexdigest()[:24],)
+    return "\x1f".join(map(str, place))
 
 
 class Journal:
     def __init__(self, path: Path, graph: str, mode: Mode = "fresh") -> None:
         self.path, self.graph, self.mode = path, graph, mode
         self.run_id = ""
-        self.stored_letters: set[str] = set()  # keys of the dead letters this run stored
         self.failure: str | None = None  # the first write that failed (flush raises it)
+        # A replay's dead letters: held until it ends, then stored with the
+        # passed ones forgotten, in one transaction (`settle`), or not at all.
+        self.replayed: dict[str, tuple[Any, ...]] = {}
         self._pending: list[tuple[Any, ...] | asyncio.Future[None]] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._thread = ThreadPoolExecutor(1, "flow-journal")
         self._write_db: sqlite3.Connection | None = None  # the thread's own
         self._done = False  # the run completed: its page log goes
+        self.pages: PageLog | None = None  # a replay fetches nothing: no log
         self.db = sqlite3.connect(path, isolation_level=None, timeout=5)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(_SCHEMA)
-        if mode == "fresh":
-            self.db.execute("DELETE FROM flow_dead_letters WHERE graph = ?", (graph,))
-        digest = hashlib.sha256(graph.encode()).hexdigest()[:16]
-        self.pages = PageLog(path.with_name(f"{path.name}-pages-{digest}.log"), resume=mode != "fresh")
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(_SCHEMA)
+            if mode == "fresh":
+                self.db.execute("DELETE FROM flow_dead_letters WHERE graph = ?", (graph,))
+            if mode != "replay":
+                digest = hashlib.sha256(graph.encode()).hexdigest()[:16]
+                log = path.with_name(f"{path.name}-pages-{digest}.log")
+                self.pages = PageLog(log, resume=mode == "resume")
+        except BaseException:
+            self.db.close()
+            raise
+        self._thread = ThreadPoolExecutor(1, "flow-journal")
 
     @property
     def pages_stored(self) -> int:
         """Pages a resumed run may take from the log."""
-        return len(self.pages.index)
+        return len(self.pages.index) if self.pages is not None else 0
 
     # --- pages ------------------------------------------------------------------
     def recall(self, scope: str, key: str) -> bytes | None:
-        if not self.pages.index:
+        if self.pages is None or not self.pages.index:
             return None
         return self.pages.get(f"{scope}\x1f{key}".encode())
 
@@ -147,7 +167,7 @@ class Journal:
         """Append `value` under `key` to the page log: safe from a kill once
         this returns. A failure (a full disk) is noted, not raised: the run
         goes on, and a resume fetches the page again."""
-        if self.failure is not None:
+        if self.failure is not None or self.pages is None:
             return
         try:
             self.pages.put(f"{scope}\x1f{key}".encode(), value)
@@ -157,12 +177,16 @@ class Journal:
     # --- dead letters -------------------------------------------------------------
     def dead_letter(self, letter: DeadLetter) -> None:
         """Store a dead letter (with the next batch: a lost one is found again
-        by the run that resumes, which passes its page through again)."""
+        by the run that resumes, which passes its page through again); in a
+        replay, when it ends (`settle`)."""
         key = letter_key(letter)
-        self.stored_letters.add(key)
         raw, rid = _encode(letter.raw), None if letter.id is None else _encode(letter.id)
-        row = (letter.node, letter.stage, letter.endpoint, letter.page, letter.position, letter.reason)
-        self._add((self.graph, key, *row, raw, rid, letter.timestamp, self.run_id))
+        place = (letter.node, letter.stage, letter.endpoint, letter.page, letter.position, letter.reason)
+        row = (self.graph, key, *place, raw, rid, letter.timestamp, self.run_id)
+        if self.mode == "replay":
+            self.replayed[key] = row
+        else:
+            self._add(row)
 
     def letters(self, source: str | None = None, reason: str | None = None) -> list[DeadLetter]:
         """The graph's stored dead letters: of one source (its endpoint), and
@@ -176,13 +200,15 @@ class Journal:
         rows = self.db.execute(query + " ORDER BY endpoint, page, position", args).fetchall()
         return [_letter(*row) for row in rows]
 
-    def forget(self, letters: Iterable[DeadLetter]) -> int:
-        """Drop these dead letters from the store, but not one this run
-        stored again (it failed again). Returns how many were dropped."""
-        keys = [(self.graph, k) for k in map(letter_key, letters) if k not in self.stored_letters]
+    def settle(self, letters: Iterable[DeadLetter]) -> int:
+        """A replay of `letters` ended whole: in one transaction, forget those
+        it did not reject again and store those it did (new reason, new
+        place if a later stage rejected them). Returns how many it forgot."""
+        keys = [(self.graph, k) for k in map(letter_key, letters) if k not in self.replayed]
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("DELETE FROM flow_dead_letters WHERE graph = ? AND key = ?", keys)
+            self.db.executemany(_STORE, list(self.replayed.values()))
         return len(keys)
 
     # --- the writer of dead letters ----------------------------------------------------
@@ -226,11 +252,7 @@ class Journal:
             self._write_db.execute("PRAGMA synchronous=NORMAL")
         with self._write_db as db:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                f"INSERT OR REPLACE INTO flow_dead_letters (graph, key, {_LETTER_COLUMNS}, run_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            db.executemany(_STORE, rows)
 
     async def flush(self) -> None:
         """Write what is pending (the run's end: every stage has finished);
@@ -252,11 +274,14 @@ class Journal:
         self._done = completed and self.mode != "replay"
 
     def close(self) -> None:
-        self._thread.shutdown(wait=True)
-        if self._write_db is not None:
-            self._write_db.close()
-        self.db.close()
-        self.pages.close(delete=self._done)
+        try:
+            self._thread.shutdown(wait=True)
+            if self._write_db is not None:
+                self._write_db.close()
+            self.db.close()
+        finally:
+            if self.pages is not None:
+                self.pages.close(delete=self._done)
 
 
 def _letter(

@@ -4,11 +4,12 @@ letters pass through again.
 Dead letters are grouped by the node and stage that rejected them. A stage
 kind that can take its records again declares `replay` (flow.registry):
 that node then starts at that stage, fed by a source yielding the items
-`replay` made; the nodes downstream of it stay if they lead to a *store*
-(a sink that adds to what earlier runs wrote: a database). File sinks are
-left out, and the nodes that lead only to them: a replay would rewrite a
-file with the replayed records alone. The rest of the graph (the other
-sources, their fetches) does not run.
+`replay` made. The nodes on a path of main edges (outputs, not side
+outputs) from it to a *store* (a sink that adds to what earlier runs wrote:
+a database) stay, and so do the stores reading their side outputs. File
+sinks are left out, and the nodes that lead only to them: a replay would
+rewrite a file with the replayed records alone. The rest of the graph (the
+other sources, their fetches) does not run.
 
 Dead letters that cannot be replayed stay in the store, with why: their
 node or stage is no longer in the graph, their stage kind has no `replay`,
@@ -59,7 +60,10 @@ def plan(spec: Spec, letters: list[DeadLetter]) -> Plan:
             left[f"{name}: an earlier stage of the node is replayed first; replay again after"] += len(group)
     kept = _leading_to_stores(spec, set(starts))
     for name in [n for n in starts if n not in kept]:
-        left[f"no database sink (sqlite, postgres) is fed by node '{name}'"] += len(starts.pop(name)[1])
+        why = f"no database sink (sqlite, postgres) takes the output of node '{name}'"
+        left[why] += len(starts.pop(name)[1])
+    if not starts:
+        kept = []
     nodes = {}
     for name in kept:
         node = spec.nodes[name]
@@ -75,27 +79,36 @@ def plan(spec: Spec, letters: list[DeadLetter]) -> Plan:
 
 
 def _leading_to_stores(spec: Spec, starts: set[str]) -> list[str]:
-    """The nodes downstream of `starts` (and they) from which a store sink
-    is reachable, in the graph's order."""
-    readers: dict[str, set[str]] = {}
-    for reader, found in edges(spec).items():
+    """The nodes on a path of main edges (outputs, not side outputs) from
+    `starts` to a store sink: those the replayed records flow through to a
+    database; and the store sinks reading a side output of those (their
+    dead letters, errors, windows). In the graph's order."""
+    wiring = edges(spec)
+    readers: dict[str, set[str]] = {}  # by main edges
+    for reader, found in wiring.items():
         for edge in found:
-            readers.setdefault(edge.source, set()).add(reader)
+            if edge.port is None:
+                readers.setdefault(edge.source, set()).add(reader)
     below, todo = set(starts), list(starts)
     while todo:
         for reader in readers.get(todo.pop(), ()):
             if reader not in below:
                 below.add(reader)
                 todo.append(reader)
-    stores = {n for n in below if spec.nodes[n].stages[-1].kind.store}
-    leads, changed = set(stores), True
+    leads = {n for n in below if spec.nodes[n].stages[-1].kind.store}
+    changed = True
     while changed:
         changed = False
         for name in below - leads:
             if readers.get(name, set()) & leads:
                 leads.add(name)
                 changed = True
-    return [name for name in spec.nodes if name in leads]
+    fed = {
+        name
+        for name, found in wiring.items()
+        if spec.nodes[name].stages[-1].kind.store and any(edge.source in leads for edge in found)
+    }
+    return [name for name in spec.nodes if name in leads | fed]
 
 
 def _source(stage: StageSpec, letters: list[DeadLetter]) -> StageSpec:

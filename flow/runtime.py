@@ -163,15 +163,17 @@ class Runtime:
         """Every node has ended: close the resources, settle the ledger, call
         the run-end callbacks, flush telemetry; the result."""
         await self.resources.close()
+        unkept = []
         if self.resources.journal is not None:
             try:
                 await self.resources.journal.flush()
-            except Exception as exc:  # the state file: said, and the run is not complete
+            except Exception as exc:  # dead letters not stored, pages a resume fetches again
                 self._record("journal_failed", f"{type(exc).__name__}: {exc}")
+                unkept.append(f"the run's journal could not be written ({exc})")
         ledger = self.resources.ledger()
         sources = (name for name, node in self.nodes.items() if node.stages[0].kind.is_source)
         silent = [name for name in sources if self.stats[name].stages[-1].items_out == 0]
-        lost = run_losses(self.status, self.errors, silent) + losses(ledger)
+        lost = run_losses(self.status, self.errors, silent) + losses(ledger) + unkept
         run_span.set_attribute("flow.status", self.status)
         if lost:  # the run span tells the truth too
             run_span.set_status(Status(StatusCode.ERROR, "; ".join(lost)))

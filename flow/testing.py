@@ -74,10 +74,12 @@ def run_graph(
     env: Mapping[str, str] | None = None,
     virtual: bool = False,
     plugins: bool = False,
+    journal: Any = None,
 ) -> Any:
     """Parse, check (errors raise AssertionError) and run a graph; the
     RunResult. `kinds`: more stage kinds beside flow's own (and, with
-    `plugins`, those of other installed distributions)."""
+    `plugins`, those of other installed distributions); `journal`: the
+    run's flow.journal.Journal (none by default)."""
     from .graph import check
     from .runtime import Runtime
     from .spec import parse_spec
@@ -87,7 +89,7 @@ def run_graph(
     spec = parse_spec(text, registry, env={} if env is None else env, refs=refs)
     errors = [spec.where(p) for p in check(spec) if not p.warning]
     assert not errors, "\n".join(errors)
-    runtime = Runtime(spec, out_dir=out_dir)
+    runtime = Runtime(spec, out_dir=out_dir, journal=journal)
     return run_virtual(runtime.run()) if virtual else asyncio.run(runtime.run())
 
 

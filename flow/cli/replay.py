@@ -4,7 +4,10 @@ into the graph's database sinks (flow.replay says which part of the graph
 runs). Those that now pass reach the sinks and leave the store; the rest
 stay, with their new reason. The report is `OUT/replay.json` (run.json
 stays the last run's); the ledger counts the replayed records as received.
-Ctrl-C stops the replay: the store is left as it was."""
+Ctrl-C stops the replay (a second one cancels it): a replay that did not
+end whole, stopped or lossy, leaves the store as it was (the sinks may hold
+some of the records that passed; a later replay writes them again, which
+an upsert absorbs)."""
 
 from __future__ import annotations
 
@@ -28,17 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="count", default=0, help="only errors")
 
 
-async def _replay(spec: Any, out_dir: Path, journal: Any, state: Any) -> Any:
+async def _replay(spec: Any, out_dir: Path, journal: Any, state: Any, facts: dict[str, str]) -> Any:
     from ..runtime import Runtime
     from .run import _graph_id, _keep
 
     runtime = Runtime(spec, out_dir=out_dir, journal=journal)
+    facts["run_id"] = runtime.telemetry.run_id
     _keep(state, "started", runtime.telemetry.run_id, _graph_id(spec), utc_now(), "replay")
     loop = asyncio.get_running_loop()
+    presses = 0
+
+    def interrupt() -> None:  # the first stops and drains, a second cancels
+        nonlocal presses
+        presses += 1
+        runtime.stop("interrupted")
+        if presses > 1:
+            runtime.cancel_all()
+
     for sig in SIGNALS:
-        loop.add_signal_handler(sig, runtime.stop, "interrupted")
+        loop.add_signal_handler(sig, interrupt)
     try:
-        return await runtime.run(), runtime.telemetry.run_id
+        return await runtime.run()
     finally:
         for sig in SIGNALS:
             loop.remove_signal_handler(sig)
@@ -61,9 +74,12 @@ def run(args: argparse.Namespace) -> int:
     except Busy as exc:
         info(f"flow: error: {exc}; nothing replayed")
         return 2
+    except (sqlite3.Error, OSError) as exc:
+        info(f"flow: error: the state file {path}: {exc}")
+        return 1
     try:
         journal = Journal(path, _graph_id(spec), "replay")
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         state.close()
         info(f"flow: error: the state file {path}: {exc}")
         return 1
@@ -84,15 +100,23 @@ def _run(args: argparse.Namespace, spec: Any, out_dir: Path, state: Any, journal
         match = " (none match)" if args.source or args.reason else ""
         info(f"flow: no stored dead letters to replay{match}")
         return 1 if replay.left else 0
-    result, run_id = asyncio.run(_replay(replay.spec, out_dir, journal, state))
+    facts: dict[str, str] = {}
+    try:
+        result = asyncio.run(_replay(replay.spec, out_dir, journal, state, facts))
+    except BaseException as exc:  # a crash, or a Ctrl-C that cancelled: the row says which
+        if "run_id" in facts:
+            ended = "interrupted" if isinstance(exc, KeyboardInterrupt) else "crashed"
+            _keep(state, "ended", facts["run_id"], ended, utc_now())
+        raise
     report = result.report()
     whole = result.status == "completed" and not result.lost
-    # Only a replay whose sinks took everything lets the passed letters go.
-    passed = journal.forget(replay.letters) if whole else 0
+    # Only a replay whose sinks took everything changes the store.
+    passed = journal.settle(replay.letters) if whole else 0
     stayed = len(replay.letters) - passed
     report["replay"] = {"dead_letters": len(replay.letters), "passed": passed, "stayed": stayed}
     write_json_atomically(out_dir / "replay.json", report)
-    _keep(state, "ended", run_id, result.status if not result.lost else "failed", utc_now())
+    status = "failed" if result.status == "completed" and result.lost else result.status
+    _keep(state, "ended", facts["run_id"], status, utc_now())
     if not args.quiet:
         outcome = (
             f"{passed} now pass and left the store, {stayed} stay (with their new reason)"

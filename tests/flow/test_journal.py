@@ -9,12 +9,11 @@ import os
 import sqlite3
 from pathlib import Path
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flow.items import DeadLetter
-from flow.journal import Journal, JournalError, PageLog
+from flow.journal import Journal, PageLog
 from flow.state import StateFile
 
 
@@ -68,13 +67,20 @@ def test_pages_are_taken_by_a_resume_and_go_when_a_run_completes(tmp_path):
     assert asyncio.run(run("fresh", keep=["p0", "p1"])) == dict.fromkeys(("p0", "p1", "p2"))
     assert asyncio.run(run("resume", keep=["p2"])) == {"p0": b"p0p0p0", "p1": b"p1p1p1", "p2": None}
     assert asyncio.run(run("resume")) == {"p0": b"p0p0p0", "p1": b"p1p1p1", "p2": b"p2p2p2"}
-    assert asyncio.run(run("replay", completed=True))["p2"] == b"p2p2p2"  # a replay leaves them
+    logs = sorted(tmp_path.glob("state.db-pages-*.log"))
+    assert asyncio.run(run("replay", completed=True)) == dict.fromkeys(("p0", "p1", "p2"))  # it has none
+    assert sorted(tmp_path.glob("state.db-pages-*.log")) == logs  # and leaves the log as it was
     assert asyncio.run(run("resume", completed=True))["p2"] == b"p2p2p2"  # this one completed
+    assert list(tmp_path.glob("state.db-pages-*.log")) == []  # so its log is deleted
+    assert asyncio.run(run("replay", completed=True)) == dict.fromkeys(("p0", "p1", "p2"))
+    assert list(tmp_path.glob("state.db-pages-*.log")) == []  # a replay makes none
     assert asyncio.run(run("resume")) == dict.fromkeys(("p0", "p1", "p2"))
     asyncio.run(run("resume", keep=["p0"]))
     assert asyncio.run(run("fresh")) == dict.fromkeys(("p0", "p1", "p2"))  # a fresh run starts empty
     assert asyncio.run(run("resume", keep=["p1"], completed=False))["p0"] is None
-    assert Journal(state, "other.yaml", "resume").recall("shop/fetch", "p1") is None  # per graph
+    other = Journal(state, "other.yaml", "resume")
+    assert other.recall("shop/fetch", "p1") is None  # per graph
+    other.close()
 
 
 def test_dead_letters_are_stored_once_per_place_and_a_replay_forgets_those_that_passed(tmp_path):
@@ -100,7 +106,7 @@ def test_dead_letters_are_stored_once_per_place_and_a_replay_forgets_those_that_
         await _started(journal)
         journal.dead_letter(_letter(0, 1, "title missing"))  # failed again, with a new reason
         await journal.flush()
-        return journal.forget(journal.letters(source="shop"))
+        return journal.settle(journal.letters(source="shop"))
 
     assert asyncio.run(replay()) == 3
     assert [(d.endpoint, d.position, d.reason) for d in journal.letters()] == [
@@ -112,20 +118,35 @@ def test_dead_letters_are_stored_once_per_place_and_a_replay_forgets_those_that_
     fresh.close()
 
 
-def test_a_journal_that_cannot_be_written_is_said_at_the_end_and_costs_nothing_else(tmp_path):
-    state = tmp_path / "state.db"
+def test_a_journal_that_cannot_be_written_is_a_loss_of_the_run_not_its_end(tmp_path, monkeypatch):
+    """Pages that cannot be kept are fetched again by a resume; dead letters
+    that cannot be stored would be missing from the store a replay reads:
+    the run goes on and delivers, then says so and does not exit 0."""
+    from flow.testing import run_graph
+    from stages.records.items import Records
 
-    async def run():
-        journal = await _started(Journal(state, "g.yaml", "fresh"))
-        os.close(journal.pages._fd)  # the log's file is gone from under it: writes fail
-        journal.pages._fd = os.open(os.devnull, os.O_RDONLY)
-        journal.keep("shop/fetch", "p0", b"body")  # noted, not raised
-        journal.keep("shop/fetch", "p1", b"body")
-        with pytest.raises(JournalError, match="pages"):
-            await journal.flush()
-        journal.close()
+    def full_disk(self, rows):
+        raise sqlite3.OperationalError("database or disk is full")
 
-    asyncio.run(run())
+    monkeypatch.setattr(Journal, "_write", full_disk)
+    journal = Journal(tmp_path / "state.db", "g.yaml", "fresh")
+    os.close(journal.pages._fd)  # the page log fails too
+    journal.pages._fd = os.open(os.devnull, os.O_RDONLY)
+    batch = Records.of("shop", 0, [(0, {"id": 1, "title": "Lamp", "price": 5}), (1, {"id": 2, "title": "Bad"})])
+    sinks: dict[str, list] = {}
+    result = run_graph(
+        "version: 1\nnodes:\n"
+        "  shop: {pipe: [{testing_source: {name: s}}, {normalize: {preset: dummyjson}}]}\n"
+        "  out: {from: shop, pipe: [testing_sink]}\n",
+        sources={"s": [batch]}, sinks=sinks, out_dir=tmp_path, journal=journal,
+    )  # fmt: skip
+    journal.keep("shop/fetch", "p0", b"body")  # noted, not raised
+    journal.close()
+    assert [p.id for b in sinks["out"] for p in b.products] == ["shop:1"]  # the run delivered
+    assert result.status == "completed" and result.counters["shop"]["dead_letters"] == 1
+    assert any("journal could not be written (" in line and "disk is full" in line for line in result.lost)
+    assert [e["error"] for e in result.errors] == ["journal_failed"]
+    assert result.exit_code() == 1
 
 
 def test_a_state_file_of_an_earlier_flow_gains_the_mode_column(tmp_path):

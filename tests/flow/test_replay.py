@@ -59,6 +59,7 @@ def _graph(path: Path, url: str, mapping: dict[str, str]) -> Path:
                           {"parse": {"schema": "dummyjson"}}, {"normalize": normalize}]},
         "products": {"from": "shop", "pipe": ["merge", {"dedupe": {"key": "id"}}]},
         "database": {"from": ["products", "*.dead_letters"], "pipe": [{"sqlite": {"path": "products.db"}}]},
+        "files": {"from": "products", "pipe": [{"jsonl": {"path": "products.jsonl"}}]},
         "rejects": {"from": "*.dead_letters", "pipe": [{"collect": {"path": "dead_letters.jsonl"}}]},
     }  # fmt: skip
     path.write_text(yaml.safe_dump({"version": 1, "nodes": nodes}))
@@ -98,7 +99,7 @@ def test_replay_after_fixing_the_map(servers: dict[str, str], tmp_path: Path, mo
     stored = _store(out)
     assert len(stored) == truth["records"]  # every record served, as served
     assert len({row[4] for row in stored}) == 1  # stored by the run
-    rejects = (out / "dead_letters.jsonl").read_text()
+    rejects, files = (out / "dead_letters.jsonl").read_text(), (out / "products.jsonl").read_text()
 
     _graph(graph, url, {})  # the map fixed: the preset's price
     replay = _flow("replay", str(graph), "--out", str(out))
@@ -116,7 +117,8 @@ def test_replay_after_fixing_the_map(servers: dict[str, str], tmp_path: Path, mo
     records = report["ledger"]["shop"]["records"]
     assert records["received"] == len(stored) and records["dead_letters"] == len(left)
     assert records["unaccounted"] == {"database": 0}
-    assert (out / "dead_letters.jsonl").read_text() == rejects  # a file sink is not rewritten by a replay
+    # File sinks are not rewritten by a replay (their side outputs reaching the database included).
+    assert (out / "dead_letters.jsonl").read_text() == rejects and (out / "products.jsonl").read_text() == files
     assert "database" in replay.stdout
 
     again = _flow("replay", str(graph), "--out", str(out))  # what stays, stays
@@ -139,16 +141,21 @@ def test_replay_selects_by_source_and_reason(servers: dict[str, str], tmp_path: 
     assert 0 < len(_store(out)) < stored
 
 
-def test_a_graph_without_a_database_sink_keeps_its_dead_letters(servers: dict[str, str], tmp_path: Path) -> None:
+def test_dead_letters_stay_when_no_database_sink_takes_their_node_s_output(servers: dict[str, str], tmp_path: Path) -> None:
+    """Products to a file, dead letters to a database: a replay would write
+    the records that pass nowhere (and rewrite the file), so it does not run."""
     url, out = servers["clean"], tmp_path / "out"
     graph = _graph(tmp_path / "graph.yaml", url, {"price": "cost"})
-    assert _flow("run", str(graph), "--out", str(out), "-q").returncode == 0
-    stored = _store(out)
     document = yaml.safe_load(graph.read_text())
-    del document["nodes"]["database"]
+    document["nodes"]["database"]["from"] = "*.dead_letters"
+    graph.write_text(yaml.safe_dump(document))
+    assert _flow("run", str(graph), "--out", str(out), "-q").returncode == 0
+    stored, files = _store(out), (out / "products.jsonl").read_text()
     document["nodes"]["shop"]["pipe"][3] = {"normalize": {"preset": "dummyjson"}}
     graph.write_text(yaml.safe_dump(document))
     replay = _flow("replay", str(graph), "--out", str(out))
     assert replay.returncode == 1
-    assert f"{len(stored)} dead letters stay in the store: no database sink" in replay.stderr
-    assert _store(out) == stored
+    why = "no database sink (sqlite, postgres) takes the output of node 'shop'"
+    assert f"{len(stored)} dead letters stay in the store: {why}" in replay.stderr
+    assert _store(out) == stored and (out / "products.jsonl").read_text() == files
+    assert not (out / "replay.json").exists()
