@@ -17,7 +17,9 @@ cycle must end with
     the signal: the fetch stage's `concurrency` per source (a page is kept
     in the state file before fetch takes another);
   - the last run's ledger balanced, with the pages kept by the runs before
-    it counted as `from_state`.
+    it counted as `from_state`;
+  - the dead-letter store (what `flow replay` reads) equal to the
+    uninterrupted run's, and the page log gone once the run completed.
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ def _table(out: Path) -> list[tuple[Any, ...]]:
         return db.execute(f"SELECT {', '.join(kept)} FROM products ORDER BY id").fetchall()
 
 
+def _letters(out: Path) -> set[tuple[Any, ...]]:
+    """The dead-letter store, without the run that stored each."""
+    with sqlite3.connect(out / "state.db") as db:
+        return set(db.execute("SELECT key, reason, raw FROM flow_dead_letters").fetchall())
+
+
 def _served(urls: dict[str, str]) -> dict[str, set[str]]:
     """Per server: the pages (their queries) it served whole since the last
     reset, from its own log; then the log is cleared."""
@@ -196,8 +204,8 @@ def test_resumed_runs_equal_an_uninterrupted_one(servers: dict[str, str], tmp_pa
     done = subprocess.run(_flow(graph, reference), env=ENV, capture_output=True, text=True, timeout=120)
     seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    expected = _table(reference)
-    assert len(expected) > 900  # the four catalogues, less their malformed records
+    expected, letters = _table(reference), _letters(reference)
+    assert len(expected) > 900 and letters  # the four catalogues, less their malformed records
     problems, resumed = [], 0
     for cycle in range(1, CYCLES + 1):
         out = tmp_path / f"cycle{cycle}"
@@ -205,6 +213,10 @@ def test_resumed_runs_equal_an_uninterrupted_one(servers: dict[str, str], tmp_pa
         resumed += kept > 0
         if not found and _table(out) != expected:
             found.append("the products table differs from the uninterrupted run's")
+        if not found and _letters(out) != letters:
+            found.append("the dead-letter store differs from the uninterrupted run's")
+        if list(out.glob("state.db-pages-*.log")):
+            found.append("the page log outlived the run that completed")
         problems += [f"cycle {cycle}: {p}" for p in found]
     assert not problems, "\n".join(problems)
     # The signal came while pages were being fetched often enough to prove something
