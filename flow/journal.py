@@ -65,6 +65,7 @@ _STORE = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ENTRY = struct.Struct("<II")
+_BATCH_SECONDS, _BATCH_ROWS = 0.05, 512  # dead letters are written at most this late, or this many at once
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
@@ -134,6 +135,7 @@ class Journal:
         self._pending: list[tuple[Any, ...] | asyncio.Future[None]] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._write_db: sqlite3.Connection | None = None  # the thread's own
         self._done = False  # the run completed: its page log goes
         self.pages: PageLog | None = None  # a replay fetches nothing: no log
@@ -222,7 +224,16 @@ class Journal:
         if self._wake is None:
             raise RuntimeError("the journal is not started (Journal.start)")
         self._pending.append(entry)
-        self._wake.set()
+        # A batch per 50 ms or per 512 rows, not a thread hop per page with a dead letter.
+        if isinstance(entry, asyncio.Future) or len(self._pending) >= _BATCH_ROWS:
+            self._wake.set()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(_BATCH_SECONDS, self._wake_writer)
+
+    def _wake_writer(self) -> None:
+        self._timer = None
+        if self._wake is not None:
+            self._wake.set()
 
     async def _write_batches(self) -> None:
         """Batches in order, one at a time; a future in a batch (`flush`) is
@@ -265,6 +276,9 @@ class Journal:
         self._writer.cancel()
         await asyncio.gather(self._writer, return_exceptions=True)
         self._writer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.failure is not None:
             raise JournalError(self.failure)
 
