@@ -119,6 +119,15 @@ def _table(out: Path) -> list[tuple[Any, ...]]:
         return db.execute(f"SELECT {', '.join(kept)} FROM products ORDER BY id").fetchall()
 
 
+def _status(out: Path) -> str | None:
+    """What the state file says of the last run in `out`."""
+    if not (out / "state.db").exists():
+        return None
+    with sqlite3.connect(out / "state.db") as db:
+        row = db.execute("SELECT status FROM flow_runs ORDER BY rowid DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
 def _letters(out: Path) -> set[tuple[Any, ...]]:
     """The dead-letter store, without the run that stored each."""
     with sqlite3.connect(out / "state.db") as db:
@@ -161,13 +170,17 @@ def _cycle(graph: Path, out: Path, urls: dict[str, str], sig: int, within: float
         moment = RANDOM.uniform(0.0, within)
         time.sleep(moment)
         if process.poll() is None:
-            break
-        process.communicate()
+            process.send_signal(sig)
+            _, stderr = process.communicate(timeout=30)
+            # A signal in the instant after the run completed (its report written and its
+            # pages let go, the process not yet gone) stops nothing: that moment is drawn again.
+            if _status(out) != "completed":
+                break
+        else:
+            process.communicate()
         within *= 0.7
     else:
         return ["every run ended before the signal"], 0
-    process.send_signal(sig)
-    _, stderr = process.communicate(timeout=30)
     problems = []
     if process.returncode != (-signal.SIGKILL if sig == signal.SIGKILL else 130):
         problems.append(f"stopped run exited {process.returncode}: {stderr[-500:]}")
