@@ -162,7 +162,7 @@ def direct_postgres(count: int, out: Path) -> int:
             rows = []
             for seq, product in enumerate(batch.products):
                 values = list(msgspec.structs.astuple(product))
-                values[-3], values[-1] = _instant(values[-3]), msgspec.json.encode(values[-1]).decode()
+                values[-4], values[-1] = _instant(values[-4]), msgspec.json.encode(values[-1]).decode()
                 rows.append((seq, "r", *values))
             async with db.transaction():
                 await db.copy_records_to_table("staging", records=rows, columns=["seq", *names])

@@ -96,7 +96,54 @@ def _extras(k: int) -> tuple[float, float, int, int, float, float, float]:
     )
 
 
+# Event time: every product was last updated at one of WHEN steps spread
+# evenly over a year, in catalogue order (a product's position / size: APIs
+# commonly list by creation), so that its record's `updatedAt` (or `created`,
+# ...) and its price tell one story. Prices drift per category over that
+# year (DRIFT, a share of the price), swing with a season of SEASON days
+# (SEASONAL, a share, and a phase per category), and some categories step
+# once (STEPS: the step from which on, the factor). `price_factor` is the
+# multiplier on a product's base price; `truth()` gives this design.
+WHEN = _POOL
+YEAR_START = 1_704_067_200  # 2024-01-01T00:00:00Z
+YEAR_SECONDS = 364 * 86_400  # 52 weeks
+SEASON, SEASONAL = 91.0, 0.04
+DRIFT = (0.10, -0.08, 0.05, 0.15, 0.02, 0.30, 0.00, 0.12, 0.06, -0.05, 0.20, 0.08, -0.12, 0.25)
+STEPS = {0: (768, 0.90), 5: (256, 1.08), 13: (512, 1.10)}  # smartphones, groceries, motorcycle
+
+
+def _when_seconds(k: int) -> int:
+    """Epoch seconds of time step k (its middle)."""
+    return YEAR_START + (2 * k + 1) * YEAR_SECONDS // (2 * WHEN)
+
+
+def _iso(seconds: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def price_factor(category: int, k: int) -> float:
+    """What a product of `category` updated at time step `k` costs, as a
+    multiple of its base price (see WHEN)."""
+    import math
+
+    days = (_when_seconds(k) - YEAR_START) / 86_400
+    factor = (1.0 + DRIFT[category] * k / (WHEN - 1)) * (
+        1.0 + SEASONAL * math.sin(2 * math.pi * days / SEASON + category)
+    )
+    step = STEPS.get(category)
+    return factor * step[1] if step is not None and k >= step[0] else factor
+
+
+def when_of(trend: float) -> int:
+    """The time step of a product at position `trend` (0..1) of the catalogue."""
+    return min(WHEN - 1, int(trend * WHEN))
+
+
 SENTENCES = tuple(_sentence(k) for k in range(_POOL))
+WHEN_SECONDS = tuple(_when_seconds(k) for k in range(WHEN))
+WHEN_STAMPS = tuple(_iso(t) for t in WHEN_SECONDS)
 EXTRAS = tuple(_extras(k) for k in range(_POOL))
 STAMPS = tuple(_stamp(k) for k in range(_POOL))
 # TITLES[category][adjective * len(MATERIALS) + material][noun]
@@ -118,19 +165,20 @@ _N_ADJ, _N_MAT, _N_CAT = len(ADJECTIVES), len(MATERIALS), len(CATEGORIES)
 _LOW = tuple(c[2] for c in CATEGORIES)
 _SPAN = tuple(c[3] - c[2] for c in CATEGORIES)
 _N_NOUNS = tuple(len(c[4]) for c in CATEGORIES)
+_FACTORS = tuple(tuple(price_factor(c, k) for k in range(WHEN)) for c in range(len(CATEGORIES)))
 
 
 def facts(bits: int, threshold: int, trend: float) -> tuple[int, int, str, int | None]:
     """(category, cents, plain title, form bits or None) of a product's bits.
 
     `threshold` is the heterogeneity as a 20-bit integer, `trend` the
-    product's position in the catalogue (0..1). Form bits are None when the
-    price, category and title all keep the style's native form, the common
-    case that the styles' fast paths render without building a Product."""
+    product's position in the catalogue (0..1), which sets when it was last
+    updated and so its price (see WHEN). Form bits are None when the price,
+    category and title all keep the style's native form, the common case
+    that the styles' fast paths render without building a Product."""
     category = bits % _N_CAT
-    # Prices drift upwards along the catalogue (up to +25%), so windowed
-    # price trends have something to find.
-    cents = int((_LOW[category] + (bits >> 8) % _SPAN[category]) * (1.0 + 0.25 * trend))
+    base = _LOW[category] + (bits >> 8) % _SPAN[category]
+    cents = int(base * _FACTORS[category][min(WHEN - 1, int(trend * WHEN))])
     title = TITLES[category][((bits >> 24) % _N_ADJ) * _N_MAT + (bits >> 32) % _N_MAT][
         (bits >> 40) % _N_NOUNS[category]
     ]
@@ -143,11 +191,15 @@ def facts(bits: int, threshold: int, trend: float) -> tuple[int, int, str, int |
     return category, cents, title, None
 
 
+def created_step(bits: int, when: int) -> int:
+    return max(0, when - (bits >> 13) % 200)
+
+
 class Product:
     """The stable facts of one product; styles render it in their own schema."""
 
     __slots__ = ("bits", "category", "category_form", "cents", "defect", "index", "number",
-                 "price_form", "title", "title_form")  # fmt: skip
+                 "price_form", "title", "title_form", "when")  # fmt: skip
 
     def __init__(self, index: int, number: int, bits: int, threshold: int, defect: str | None,
                  trend: float, known: tuple[int, int, str, int | None] | None = None) -> None:  # fmt: skip
@@ -156,6 +208,7 @@ class Product:
         self.number = number
         self.bits = bits
         self.defect = defect
+        self.when = when_of(trend)  # the time step it was last updated at
         self.category, self.cents, self.title, f = known or facts(bits, threshold, trend)
         self.price_form = self.category_form = self.title_form = 0
         if f is not None:
@@ -195,11 +248,16 @@ class Product:
     def sentence(self) -> str:
         return SENTENCES[(self.bits >> 3) % _POOL]
 
-    def stamp_index(self, shift: int = 0) -> int:
-        return (self.bits >> (13 + shift)) % _POOL
+    def created_step(self) -> int:
+        """When it was created: up to 200 time steps before its update."""
+        return created_step(self.bits, self.when)
 
-    def timestamp(self, shift: int = 0) -> str:
-        return STAMPS[(self.bits >> (13 + shift)) % _POOL]
+    def created_at(self) -> str:
+        return WHEN_STAMPS[self.created_step()]
+
+    def updated_at(self) -> str:
+        """Its event time: when it was last updated (and priced)."""
+        return WHEN_STAMPS[self.when]
 
     def brand_index(self) -> int | None:
         """Some products have no brand at all (the key is absent upstream)."""
@@ -321,4 +379,27 @@ class Catalogue:
             "valid": self.size - len(defects) - len(duplicates),
             "malformed": [{"id": id_of(s.index + 1), "index": s.index, "defect": s.defect} for s in defects],
             "duplicates": [{"id": id_of(s.of + 1), "index": s.index, "of": s.of} for s in duplicates],
+            "prices": price_design(),
         }
+
+
+def price_design() -> dict[str, Any]:
+    """How prices move over event time (see WHEN): a product of category c
+    updated at time t costs its base price (uniform in the category's range)
+    x (1 + drift x (t - start) / (end - start)) x (1 + seasonal x sin(2 pi
+    days / season + phase)) x the step's factor once t >= its time."""
+    return {
+        "start": _iso(YEAR_START),
+        "end": _iso(YEAR_START + YEAR_SECONDS),
+        "season_days": SEASON,
+        "seasonal": SEASONAL,
+        "categories": {
+            slug: {
+                "drift": DRIFT[c],
+                "phase": float(c),
+                "step": {"at": WHEN_STAMPS[STEPS[c][0]], "factor": STEPS[c][1]} if c in STEPS else None,
+                "range": [low / 100, high / 100],
+            }
+            for c, (slug, _, low, high, _) in enumerate(CATEGORIES)
+        },
+    }

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from .._catalogue import CATEGORIES, SENTENCES, STAMPS, Catalogue, Product, facts
+from .._catalogue import CATEGORIES, SENTENCES, WHEN_SECONDS, WHEN_STAMPS, Catalogue, Product, facts, when_of
 
 _encode = msgspec.json.encode
 MISSING: Any = object()
@@ -74,7 +74,8 @@ def eur(cents: int) -> str:
 
 # Pre-encoded pieces the styles' fast paths share.
 SENTENCES_JSON = tuple(_encode(s) for s in SENTENCES)
-STAMPS_ASCII = tuple(s.encode() for s in STAMPS)
+WHEN_ASCII = tuple(s.encode() for s in WHEN_STAMPS)  # event times, by time step
+WHEN_EPOCH = WHEN_SECONDS
 SLUGS_ASCII = tuple(c[0].encode() for c in CATEGORIES)
 NAMES_ASCII = tuple(c[1].encode() for c in CATEGORIES)
 
@@ -179,7 +180,8 @@ class Style:
     # The fast path. A style sets `price_forms` and `category_forms` (native
     # form first), the member keys, the native fragments `native_price(cents)`
     # and `native_category[category]`, and `fast_json(number, bits, category,
-    # head, price_json, category_member)`: the record built with one %-format,
+    # head, price_json, category_member, when)`: the record built with one
+    # %-format (`when`: the time step it was last updated at),
     # where `head` holds the id and title members and `category_member` the
     # category member, each with its trailing comma and each empty when the
     # record lacks it. Tests check it equals `encode(render(product))` for
@@ -192,7 +194,7 @@ class Style:
     category_end: ClassVar[bytes] = b","
 
     def fast_json(self, number: int, bits: int, category: int, head: bytes, price_json: bytes,
-                  category_member: bytes) -> bytes:  # fmt: skip
+                  category_member: bytes, when: int) -> bytes:  # fmt: skip
         raise NotImplementedError
 
     def native_price(self, cents: int) -> bytes:
@@ -216,7 +218,8 @@ class Style:
             known = category, cents, title, forms = facts(bits, threshold, trend)
             if defect is None and forms is None:
                 head = head_format % (number, _encode(title))
-                out.append(fast(number, bits, category, head, native_price(cents), categories[category]))
+                member = categories[category]
+                out.append(fast(number, bits, category, head, native_price(cents), member, when_of(trend)))
             else:
                 product = Product(index, number, bits, threshold, defect, trend, known)
                 out.append(self.render_json(product))
@@ -238,7 +241,9 @@ class Style:
             price_json = _encode(price_of(product, self.price_forms))
         else:
             price_json = self.native_price(product.cents)
-        return self.fast_json(product.number, product.bits, product.category, head, price_json, member)
+        return self.fast_json(
+            product.number, product.bits, product.category, head, price_json, member, product.when
+        )
 
     def respond(
         self, page: Page, items: list[dict[str, Any]], *, total: int, base_url: str, query: Mapping[str, str]

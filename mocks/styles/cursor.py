@@ -16,9 +16,10 @@ from typing import Any
 
 import msgspec
 
-from .._catalogue import CATEGORIES, Product
+from .._catalogue import CATEGORIES, Product, created_step
 from ._common import (
     MISSING,
+    WHEN_EPOCH,
     BadRequest,
     Page,
     Reply,
@@ -36,7 +37,8 @@ _CATEGORY = ("slug", "name", "object", "missing")
 
 
 _TEMPLATE = (
-    b'{%b"object":"product","unit_amount":%b,"currency":"usd","active":%b,"metadata":{%b},"created":%d}'
+    b'{%b"object":"product","unit_amount":%b,"currency":"usd","active":%b,"metadata":{%b},"created":%d,'
+    b'"updated":%d}'
 )
 
 
@@ -87,7 +89,8 @@ class Cursor(Style):
             "currency": "usd",
             "active": product.bits % 17 != 0,
             "metadata": {} if category is MISSING else {"category": category},
-            "created": 1_700_000_000 + product.bits % 30_000_000,
+            "created": WHEN_EPOCH[product.created_step()],
+            "updated": WHEN_EPOCH[product.when],
         }
         return cleaned(fields, product)
 
@@ -95,13 +98,14 @@ class Cursor(Style):
         return b"%d" % cents
 
     def fast_json(self, number: int, bits: int, category: int, head: bytes, price_json: bytes,
-                  category_member: bytes) -> bytes:  # fmt: skip
+                  category_member: bytes, when: int) -> bytes:  # fmt: skip
         return _TEMPLATE % (
             head,
             price_json,
             b"true" if bits % 17 != 0 else b"false",
             category_member,
-            1_700_000_000 + bits % 30_000_000,
+            WHEN_EPOCH[created_step(bits, when)],
+            WHEN_EPOCH[when],
         )
 
     def respond(

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .._catalogue import ADJECTIVES, BRANDS, CATEGORIES, EXTRAS, SENTENCES, STAMPS, Product
+from .._catalogue import ADJECTIVES, BRANDS, CATEGORIES, EXTRAS, SENTENCES, WHEN_STAMPS, Product, created_step
 from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
 
 _PRICE = ("float", "int", "usd", "plain", "eur")
@@ -49,7 +49,7 @@ _SKU = tuple(c[0][:3].upper().encode() for c in CATEGORIES)
 _IMAGES = tuple(f"https://cdn.dummyjson.com/product-images/{c[0]}/".encode() for c in CATEGORIES)
 _TAGS = tuple(a.lower().encode() for a in ADJECTIVES)
 _SENTENCES = tuple(_encode(s) for s in SENTENCES)
-_STAMPS = tuple(s.encode() for s in STAMPS)
+_STAMPS = tuple(s.encode() for s in WHEN_STAMPS)
 _BRANDS = tuple(b',"brand":' + _encode(b) for b in BRANDS)
 _N_TAGS, _N_BRANDS = len(_TAGS), len(_BRANDS)
 
@@ -87,8 +87,8 @@ class DummyJSON(Style):
             "images": [f"{image}/1.webp", f"{image}/2.webp"],
             "thumbnail": f"{image}/thumbnail.webp",
             "meta": {
-                "createdAt": product.timestamp(),
-                "updatedAt": product.timestamp(7),
+                "createdAt": product.created_at(),
+                "updatedAt": product.updated_at(),
                 "barcode": f"{bits % 10**13:013d}",
             },
         }
@@ -102,7 +102,7 @@ class DummyJSON(Style):
         return b"%d.%02d" % divmod(cents, 100)
 
     def fast_json(self, number: int, bits: int, category: int, head: bytes, price_json: bytes,
-                  category_member: bytes) -> bytes:  # fmt: skip
+                  category_member: bytes, when: int) -> bytes:  # fmt: skip
         # Pool indexes are inlined bit operations; `Product.sentence_index`
         # and friends are the definitions.
         image = b"%b%d" % (_IMAGES[category], number)
@@ -120,8 +120,8 @@ class DummyJSON(Style):
             image,
             image,
             image,
-            _STAMPS[(bits >> 13) & 1023],
-            _STAMPS[(bits >> 20) & 1023],
+            _STAMPS[created_step(bits, when)],
+            _STAMPS[when],
             bits % 10**13,
             b"" if (bits >> 56) % 5 == 0 else _BRANDS[(bits >> 44) % _N_BRANDS],
         )

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from .._catalogue import CATEGORIES, Product
-from ._common import Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
+from ._common import WHEN_ASCII, Page, Reply, Style, category_of, cleaned, int_param, price_of, title_of
 
 _encode = msgspec.json.encode
 
@@ -36,7 +36,10 @@ _RATINGS = tuple(
 
 _CATEGORY_BYTES = tuple(bytes(raw) for raw in _CATEGORY_JSON)
 _RATING_BYTES = tuple(bytes(raw) for raw in _RATINGS)
-_TEMPLATE = b'{%b%b"price":%b,"inStock":%b,"rating":%b,"image":"https://fakestoreapi.com/img/%08x.jpg"}'
+_TEMPLATE = (
+    b'{%b%b"price":%b,"inStock":%b,"rating":%b,"image":"https://fakestoreapi.com/img/%08x.jpg",'
+    b'"updatedAt":"%b"}'
+)
 
 
 class JSONServer(Style):
@@ -66,11 +69,12 @@ class JSONServer(Style):
             "inStock": (bits >> 20) % 150 != 0,
             "rating": _RATINGS[(bits >> 12) & 1023],
             "image": f"https://fakestoreapi.com/img/{bits % 16**8:08x}.jpg",
+            "updatedAt": product.updated_at(),
         }
         return cleaned(fields, product)
 
     def fast_json(self, number: int, bits: int, category: int, head: bytes, price_json: bytes,
-                  category_member: bytes) -> bytes:  # fmt: skip
+                  category_member: bytes, when: int) -> bytes:  # fmt: skip
         return _TEMPLATE % (
             head,
             category_member,
@@ -78,6 +82,7 @@ class JSONServer(Style):
             b"true" if (bits >> 20) % 150 != 0 else b"false",
             _RATING_BYTES[(bits >> 12) & 1023],
             bits % 16**8,
+            WHEN_ASCII[when],
         )
 
     def respond(

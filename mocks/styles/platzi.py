@@ -13,11 +13,11 @@ from typing import Any
 
 import msgspec
 
-from .._catalogue import CATEGORIES, Product
+from .._catalogue import CATEGORIES, Product, created_step
 from ._common import (
     SENTENCES_JSON,
     SLUGS_ASCII,
-    STAMPS_ASCII,
+    WHEN_ASCII,
     Page,
     Reply,
     Style,
@@ -87,8 +87,8 @@ class Platzi(Style):
             "description": product.sentence(),
             "category": category,
             "images": [f"https://i.imgur.com/{product.bits % 16**7:07x}.jpeg"],
-            "creationAt": product.timestamp(),
-            "updatedAt": product.timestamp(5),
+            "creationAt": product.created_at(),
+            "updatedAt": product.updated_at(),
         }
         return cleaned(fields, product)
 
@@ -96,7 +96,7 @@ class Platzi(Style):
         return b"%d" % round(cents / 100)
 
     def fast_json(self, number: int, bits: int, category: int, head: bytes, price_json: bytes,
-                  category_member: bytes) -> bytes:  # fmt: skip
+                  category_member: bytes, when: int) -> bytes:  # fmt: skip
         return _TEMPLATE % (
             head,
             category_member,
@@ -105,8 +105,8 @@ class Platzi(Style):
             price_json,
             SENTENCES_JSON[(bits >> 3) & 1023],
             bits % 16**7,
-            STAMPS_ASCII[(bits >> 13) & 1023],
-            STAMPS_ASCII[(bits >> 18) & 1023],
+            WHEN_ASCII[created_step(bits, when)],
+            WHEN_ASCII[when],
         )
 
     @staticmethod

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from .._catalogue import CATEGORIES, Product
-from ._common import Page, Reply, Style, category_of, cleaned, price_of, title_of
+from ._common import WHEN_ASCII, Page, Reply, Style, category_of, cleaned, price_of, title_of
 
 _encode = msgspec.json.encode
 
@@ -27,7 +27,7 @@ _SUPPORT = {
 }
 
 
-_TEMPLATE = b'{%b%b"year":%d,"cost":%b,"color":"#%06X","pantone_value":"%02d-%04d"}'
+_TEMPLATE = b'{%b%b"year":%d,"cost":%b,"color":"#%06X","pantone_value":"%02d-%04d","updated_at":"%b"}'
 
 
 class Reqres(Style):
@@ -52,11 +52,12 @@ class Reqres(Style):
             "department": category_of(product, _CATEGORY),
             "color": f"#{bits % 0xFFFFFF:06X}",
             "pantone_value": f"{(bits >> 3) % 20:02d}-{(bits >> 9) % 10000:04d}",
+            "updated_at": product.updated_at(),
         }
         return cleaned(fields, product)
 
     def fast_json(self, number: int, bits: int, category: int, head: bytes, price_json: bytes,
-                  category_member: bytes) -> bytes:  # fmt: skip
+                  category_member: bytes, when: int) -> bytes:  # fmt: skip
         return _TEMPLATE % (
             head,
             category_member,
@@ -65,6 +66,7 @@ class Reqres(Style):
             bits % 0xFFFFFF,
             (bits >> 3) % 20,
             (bits >> 9) % 10000,
+            WHEN_ASCII[when],
         )
 
     def respond(

@@ -39,12 +39,12 @@ from flow.registry import ConcurrentParams, Params, stage
 
 from .items import ProductBatch, Records, decode_any
 from .presets import PRESETS, Style
-from .product import Invalid, Product, clean_title, flatten_category, parse_price, source_id
+from .product import Invalid, Product, clean_title, event_time, flatten_category, parse_price, source_id
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-MAPPED = ("id", "title", "price", "category")  # the Product fields taken from a record by path
+MAPPED = ("id", "title", "price", "category", "timestamp")  # the Product fields taken from a record by path
 
 
 class Processes(Params):
@@ -135,7 +135,7 @@ def normalize_batch(
     mapping = _compile((*fields.items(), *((f"extra.{k}", path) for k, path in extra.items())))
     decode, get = mapping.decode, mapping.get
     get_id, get_price, get_title = get["id"], get["price"], get["title"]
-    get_category = get.get("category")
+    get_category, get_time = get.get("category"), get.get("timestamp")
     get_extra = [(k, get[f"extra.{k}"]) for k in extra]
     for position, raw in batch.raws:
         try:
@@ -153,6 +153,7 @@ def normalize_batch(
                     currency=found_currency or currency,
                     category=category,
                     processed_at=now,
+                    timestamp=event_time(get_time(record)) if get_time else None,
                     extra={k: v for k, getter in get_extra if (v := getter(record)) is not None}
                     if get_extra
                     else {},  # no comprehension to run per record when nothing extra is mapped

@@ -28,6 +28,7 @@ from flow.registry import Params, stage
 
 from ._files import written_whole
 from .items import Product, ProductBatch
+from .product import TIMES
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -52,7 +53,8 @@ class ParquetParams(Params):
 def schema() -> Any:
     import pyarrow as pa
 
-    types = {"price": pa.float64(), "quality": pa.float64(), "processed_at": pa.timestamp("ms", tz="UTC")}
+    instant = pa.timestamp("ms", tz="UTC")
+    types = {"price": pa.float64(), "quality": pa.float64(), "processed_at": instant, "timestamp": instant}
     return pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
 
 
@@ -63,8 +65,8 @@ def table(rows: list[tuple[Any, ...]], schema: Any) -> Any:
 
     arrays = []
     for field, values in zip(schema, zip(*rows, strict=True), strict=True):  # columns, transposed in C
-        if field.name == "processed_at":
-            arrays.append(_instants(values, field.type))
+        if field.name in TIMES:
+            arrays.append(_instants(values, field.type, field.name))
         elif field.name == "extra":
             encode = msgspec.json.encode
             arrays.append(pa.array([encode(v).decode() for v in values], pa.string()))
@@ -73,7 +75,7 @@ def table(rows: list[tuple[Any, ...]], schema: Any) -> Any:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _instants(values: tuple[Any, ...], type_: Any) -> Any:
+def _instants(values: tuple[Any, ...], type_: Any, name: str = "processed_at") -> Any:
     """ISO 8601 times as Arrow timestamps: cast in C when every value is one
     Arrow reads ("...T10:00:00.123Z", offsets, microseconds), else one by one
     (no offset: UTC); a value that is no time at all is an error naming it."""
@@ -82,14 +84,16 @@ def _instants(values: tuple[Any, ...], type_: Any) -> Any:
     try:
         return pa.array(values, pa.string()).cast(pa.timestamp("us", tz="UTC")).cast(type_, safe=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return pa.array([_instant(value) for value in values], type_)
+        return pa.array([_instant(value, name) for value in values], type_)
 
 
-def _instant(value: Any) -> datetime:
+def _instant(value: Any, name: str = "processed_at") -> datetime | None:
+    if value is None:  # an event time that was not given
+        return None
     try:
         moment = datetime.fromisoformat(value)
     except (TypeError, ValueError):
-        raise ValueError(f"processed_at {value!r} is not an ISO 8601 time") from None
+        raise ValueError(f"{name} {value!r} is not an ISO 8601 time") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 

@@ -33,17 +33,17 @@ from flow.registry import Params, stage
 
 from .items import Product, ProductBatch
 from .parquet import _instant
-from .sqlite import SIDE, _side_row, check_table_name, tally
+from .product import TIMES, plain_type
+from .sqlite import OPTIONAL, SIDE, _side_row, check_table_name, tally
 from .windows import WindowStats
 
 _TYPES = {str: "TEXT", float: "DOUBLE PRECISION", int: "BIGINT", bool: "BOOLEAN"}
 COLUMNS = [
-    (f.name, "TIMESTAMPTZ" if f.name == "processed_at" else _TYPES.get(f.type, "JSONB"))
+    (f.name, "TIMESTAMPTZ" if f.name in TIMES else _TYPES.get(plain_type(f.type), "JSONB"))
     for f in msgspec.structs.fields(Product)
 ]
-_SIDE_TYPES = {"page": "BIGINT", "position": "BIGINT", "item": "BIGINT", "start": "DOUBLE PRECISION",
-               "end": "DOUBLE PRECISION", "count": "BIGINT", "raw": "JSONB", "fields": "JSONB",
-               "stats": "JSONB"}  # fmt: skip
+_SIDE_TYPES = {"page": "BIGINT", "position": "BIGINT", "item": "BIGINT", "count": "BIGINT", "raw": "JSONB",
+               "fields": "JSONB", "stats": "JSONB"}  # fmt: skip (a window's start and end: ISO 8601 text)
 RUNS = (
     "CREATE TABLE IF NOT EXISTS runs (run_id TEXT, node TEXT, graph TEXT, status TEXT, sink TEXT,"
     " started_at TEXT, finished_at TEXT, products BIGINT, dead_letters BIGINT, errors BIGINT,"
@@ -140,6 +140,10 @@ class Server:
         """An existing products table must have every column, and its key
         must be exactly `id` (upsert) or absent (append), as in sqlite."""
         have = {r[0] for r in await self.db.fetch(_COLUMNS_OF, self.table)}
+        for name, kind in COLUMNS:  # a field added since the table was made: a column more
+            if name not in have and name in OPTIONAL:
+                await self.db.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {name} {kind}")
+                have.add(name)
         key = [r[0] for r in await self.db.fetch(_KEY_OF, self.table)]
         missing = [n for n in self.names if n not in have]
         if missing or key != (["id"] if upsert else []):

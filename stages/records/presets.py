@@ -2,12 +2,12 @@
 behind them), in one table: where a page keeps its records, and which
 record fields map to the unified product.
 
-    style       records under   id / title / price / category           prices in
-    dummyjson   products        id, title, price, category               units
-    platzi      (a bare list)   id, title, price, category               units
-    reqres      data            id, name, cost, department               units
-    jsonserver  (a bare list)   id, title, price, categories             units
-    cursor      data            id, name, unit_amount, metadata.category cents
+    style       records under   id / title / price / category           prices in  event time
+    dummyjson   products        id, title, price, category               units      meta.updatedAt
+    platzi      (a bare list)   id, title, price, category               units      updatedAt
+    reqres      data            id, name, cost, department               units      updated_at
+    jsonserver  (a bare list)   id, title, price, categories             units      updatedAt
+    cursor      data            id, name, unit_amount, metadata.category cents      updated (Unix s)
 """
 
 from __future__ import annotations
@@ -22,13 +22,29 @@ class Preset(NamedTuple):
 
 
 PRESETS: dict[str, Preset] = {
-    "dummyjson": Preset("products", {"id": "id", "title": "title", "price": "price", "category": "category"}),
-    "platzi": Preset(None, {"id": "id", "title": "title", "price": "price", "category": "category"}),
-    "reqres": Preset("data", {"id": "id", "title": "name", "price": "cost", "category": "department"}),
-    "jsonserver": Preset(None, {"id": "id", "title": "title", "price": "price", "category": "categories"}),
-    "cursor": Preset(
-        "data", {"id": "id", "title": "name", "price": "unit_amount", "category": "metadata.category"}, True
+    "dummyjson": Preset(
+        "products",
+        {"id": "id", "title": "title", "price": "price", "category": "category",
+         "timestamp": "meta.updatedAt"},
     ),
-}
+    "platzi": Preset(
+        None,
+        {"id": "id", "title": "title", "price": "price", "category": "category", "timestamp": "updatedAt"},
+    ),
+    "reqres": Preset(
+        "data",
+        {"id": "id", "title": "name", "price": "cost", "category": "department", "timestamp": "updated_at"},
+    ),
+    "jsonserver": Preset(
+        None,
+        {"id": "id", "title": "title", "price": "price", "category": "categories", "timestamp": "updatedAt"},
+    ),
+    "cursor": Preset(
+        "data",
+        {"id": "id", "title": "name", "price": "unit_amount", "category": "metadata.category",
+         "timestamp": "updated"},
+        True,
+    ),
+}  # fmt: skip
 STYLES = tuple(PRESETS)
 Style = Literal["dummyjson", "platzi", "reqres", "jsonserver", "cursor"]  # a test holds it equal to PRESETS

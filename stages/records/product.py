@@ -26,6 +26,15 @@ _CODE = re.compile(r"\b([A-Z]{3})\b")
 _NUMBER = re.compile(r"^[+-]?[\d.,\s\u00a0\u202f']*\d[\d.,\s\u00a0\u202f']*$")
 
 
+TIMES = ("processed_at", "timestamp")  # the Product fields that hold ISO 8601 times
+
+
+def plain_type(kind: Any) -> Any:
+    """A field's type without its `| None` (the sinks' column types)."""
+    args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in getattr(kind, "__args__", ()) else kind
+
+
 class Invalid(Exception):
     """A value that cannot be normalised; the message is the dead letter's reason."""
 
@@ -39,8 +48,53 @@ class Product(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     currency: str
     category: str
     processed_at: str
+    timestamp: str | None = None  # event time: when the record was last updated upstream (ISO 8601, UTC)
     quality: float = 1.0
     extra: dict[str, Any] = {}
+
+
+def event_time(value: Any) -> str | None:
+    """An event time as ISO 8601 UTC with milliseconds ("...T10:30:00.000Z"),
+    from ISO text (an offset, or none: UTC; a date alone: its midnight) or
+    Unix time in seconds or milliseconds (a number, or digits); None when
+    missing or unreadable: a product keeps its place without a time (the
+    window stage counts it as untimed), and is never dead-lettered for it."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str) and not value.strip().lstrip("-").replace(".", "", 1).isdigit():
+        return _iso_text(value.strip())
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(seconds):
+        return None
+    if abs(seconds) >= 1e11:  # milliseconds (1e11 s is the year 5138)
+        seconds /= 1000
+    return _stamp(seconds)
+
+
+@functools.lru_cache(maxsize=8192)
+def _iso_text(text: str) -> str | None:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=8192)
+def _stamp(seconds: float) -> str | None:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_price(value: Any, *, cents: bool = False) -> tuple[float, str | None]:

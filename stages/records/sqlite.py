@@ -46,12 +46,17 @@ from flow.registry import Params, stage
 from flow.units import Duration
 
 from .items import Product, ProductBatch
+from .product import plain_type
 from .windows import WindowStats
 
 _fields = msgspec.structs.fields
 _SQL_TYPES = {str: "TEXT", float: "REAL", int: "INTEGER", bool: "INTEGER"}
 # (column, SQL type, stored as JSON text) for each Product field, in order
-FIELDS = [(f.name, _SQL_TYPES.get(f.type, "TEXT"), f.type not in _SQL_TYPES) for f in _fields(Product)]
+FIELDS = [
+    (f.name, _SQL_TYPES.get(plain_type(f.type), "TEXT"), plain_type(f.type) not in _SQL_TYPES)
+    for f in _fields(Product)
+]
+OPTIONAL = {f.name for f in _fields(Product) if f.type is not plain_type(f.type)}  # added to older tables
 _encode = msgspec.json.Encoder().encode
 SIDE = {  # table -> its columns
     "dead_letters": "run_id node stage endpoint page position reason id raw timestamp",
@@ -124,6 +129,10 @@ class Database:
         info = self.db.execute(f"PRAGMA table_info({self.table})").fetchall()
         have = {row[1] for row in info}
         keyed = any(row[1] == "id" and row[5] for row in info)
+        for name, kind, _ in FIELDS:  # a field added since the table was made: a column more
+            if name not in have and name in OPTIONAL:
+                self.db.execute(f"ALTER TABLE {self.table} ADD COLUMN {name} {kind}")
+                have.add(name)
         missing = [n for n, _, _ in FIELDS if n not in have]
         if missing or keyed != upsert:
             made = "keyed by id (upsert)" if keyed else "without a key (append)"

@@ -103,7 +103,10 @@ class _Report:
         if isinstance(item, WindowStats):
             self.windows.add(self.encode(item))
             trend = {
-                "start": round(item.start, 3),
+                "window": item.name,
+                "key": item.key,
+                "start": item.start if item.start is not None else item.first,
+                "end": item.end if item.end is not None else item.last,
                 "count": item.count,
                 "avg_price": item.price.avg if item.price else None,
                 "trend_percent": item.trend,

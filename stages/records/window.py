@@ -1,17 +1,36 @@
 """`window`: windowed metrics over the products passing through.
 
-Products pass on unchanged; each closed window (see .windows) goes out on
-the node's `windows` side output (`from: NODE.windows`: the `summary_json`
-sink reports them as `metrics.windows` and `metrics.price_trends`), and to a
-JSON-lines file when `path` is set.
+Products pass on unchanged. Windows are by processing time (`every`), by
+event time (`on: timestamp`, a product field holding an ISO 8601 time, with
+`every: 7d`), or by count (`count`); tumbling, or sliding with `slide`; one
+series per value of `by` (a product field: `category`, `source`, ...), each
+with its own trend. Each closed window (see .windows) goes out on the node's
+`windows` side output (`from: NODE.windows`: `summary_json` reports them as
+`metrics.windows` and `metrics.price_trends`), named by `name` (default
+NODE#INDEX) so that several window stages stay apart, with ISO 8601 bounds,
+and to a JSON-lines file when `path` is set.
+
+Event time: the watermark is the latest event time seen less `lateness`; a
+window closes when the watermark passes its end, and the rest close when the
+input ends. A product whose windows have all closed is late; one without a
+readable time at `on` is untimed. Neither is in any window's figures: both
+are counted (the node's `late` and `untimed` counters) and go out on the
+node's `late` side output (a ProductBatch per batch that had any), never
+dropped silently. Set `lateness` to how far out of order the sources
+deliver: merged sources walking their catalogues at their own pace can be
+months apart.
+
 Concurrency: the window state belongs to this stage's generator, which runs
 in its node's single task, so nothing else touches it and no lock is needed.
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -20,19 +39,31 @@ from flow.registry import Params, stage
 from flow.units import Duration
 
 from .items import ProductBatch
-from .windows import Windows, WindowStats
+from .product import Product
+from .windows import Closed, Keyed, Windows, WindowStats
 
+FIELDS = frozenset(Product.__struct_fields__)
 
 class WindowParams(Params):
-    every: Duration | None = Duration.default(1)  # window length in processing time...
+    every: Duration | None = Duration.default(1)  # window length in time (processing, or event with `on`)...
     count: Annotated[int, msgspec.Meta(ge=1)] | None = None  # ...or in products (then `every` is ignored)
     slide: Duration | None = None  # sliding windows: the step, in seconds or products (default: tumbling)
+    on: str | None = None  # event time: the product field holding it (e.g. timestamp); else processing
+    by: str | None = None  # a window series per value of this product field (e.g. category, source)
+    lateness: Duration = Duration.default(0)  # event time: how far behind the latest a product still counts
+    name: str | None = None  # the windows' name in the outputs (default NODE#INDEX)
     path: str | None = None  # also write each closed window as a JSON line
 
     def __post_init__(self) -> None:
         if self.count is None and not self.every:
-            raise ValueError("every: set a window length ('1s') or a count")
-
+            raise ValueError("every: set a window length ('1s', '7d') or a count")
+        for what in ("on", "by"):
+            field = getattr(self, what)
+            if field is not None and field not in FIELDS:
+                fields = ", ".join(sorted(FIELDS))
+                raise ValueError(f"{what}: {field!r} is no product field; one of: {fields}")
+        if self.on is not None and self.count is not None:
+            raise ValueError("on: event-time windows are by time (every), not count")
 
 @stage(
     "window",
@@ -40,64 +71,147 @@ class WindowParams(Params):
     consumes=ProductBatch,
     produces=ProductBatch,
     spans=False,
-    outputs={"windows": WindowStats},
+    outputs={"windows": WindowStats, "late": ProductBatch},
 )
 async def window(source: AsyncIterator[Any], params: WindowParams, ctx: Any) -> AsyncIterator[Any]:
-    """Tumbling or sliding windows by time or count; price stats, category
-    distribution, per-source throughput and the price trend per window."""
+    """Tumbling or sliding windows by processing time, event time or count, per
+    key; price stats, category distribution, per-source throughput, trends."""
     import asyncio  # here: flow validate needs only the params
 
     from flow.tracing import provenance  # (OpenTelemetry) likewise
 
     loop = asyncio.get_running_loop()
-    by_count = params.count is not None
-    length = float(params.count if by_count else params.every)  # type: ignore[arg-type]
-    slide = None if params.slide is None else float(params.slide)
-    windows = Windows(
-        length, slide, by="count" if by_count else "time", start=0.0 if by_count else loop.time()
-    )
+    clock = _Clock(params, loop.time)
+    keyed = Keyed(clock.windows)
+    key_of = _getter(params.by)
+    name = params.name or f"{ctx.node}#{ctx.index}"
     out = ctx.open_output(params.path) if params.path else None
     encode = msgspec.json.Encoder().encode
-
-    # Time windows are reported in seconds since the start of the run.
-    origin = 0.0 if by_count else (ctx.started_at or windows.start)
-
     # While tracing, each closed window is also a span linked to the batches
     # it covers: (first key, last key, provenance) of recent batches.
     recent: deque[tuple[float, float, Any]] | None = deque() if ctx.tracing else None
 
-    async def emit(closed: list[Any]) -> None:
+    async def emit(closed: list[tuple[str | None, Closed]]) -> None:
         if recent is not None and closed:
-            for w in closed:
-                covers = {key for first, last, key in recent if first < w.end and last >= w.start}
-                ctx.record_emit("window emit", covers, **{"flow.window.count": w.count})
-            horizon = max(w.start for w in closed)  # later windows start after this
+            for _, w in closed:
+                covers = {k for first, last, k in recent if first < w.end and last >= w.start}
+                ctx.record_emit("window emit", covers, **{"flow.window.count": w.stats.count})
+            horizon = min(w.start for _, w in closed)  # windows still open start after this
             while recent and recent[0][1] < horizon:
                 recent.popleft()
-        for w in closed:
-            w = msgspec.structs.replace(w, node=ctx.node, start=w.start - origin, end=w.end - origin)
+        for key, w in closed:
+            stats = clock.named(w, name=name, key=key, node=ctx.node)
             if out is not None:
-                out.write(encode(w) + b"\n")
-            await ctx.emit("windows", w)
+                out.write(encode(stats) + b"\n")
+            await ctx.emit("windows", stats)
 
-    seen = 0
     try:
         async for batch in source:
-            first = float(seen) if by_count else loop.time()
+            first, left_out = clock.now(), []
             for product in batch.products:
-                closed = windows.add(float(seen) if by_count else loop.time(), product)
-                seen += 1
+                at = clock.at(product)
+                if at is None:
+                    ctx.count("untimed")
+                    left_out.append(product)
+                    continue
+                if clock.event_time:
+                    if not keyed.place(key_of(product), at, product):
+                        ctx.count("late")
+                        left_out.append(product)
+                    continue
+                closed = keyed.advance(at)
+                keyed.place(key_of(product), at, product)
                 if closed:
                     await emit(closed)
+            if clock.event_time:
+                await emit(keyed.advance(clock.watermark()))
+            if left_out:
+                await ctx.emit("late", ProductBatch(batch.endpoint, batch.page, left_out))
             if recent is not None and batch.products:
                 key = provenance(batch)
                 if key is not None:
-                    recent.append((first, float(seen - 1) if by_count else loop.time(), key))
+                    recent.append((first, clock.now(), key))
             yield batch
-        await emit(windows.flush())
+        await emit(keyed.flush())
     finally:
         if out is not None:
             out.close()
 
+class _Clock:
+    """Where a product falls: its event time, processing time, or number."""
+
+    def __init__(self, params: WindowParams, loop_time: Callable[[], float]) -> None:
+        self.event_time = params.on is not None
+        self.by_count = params.count is not None
+        self.length = float(params.count if self.by_count else params.every)  # type: ignore[arg-type]
+        self.slide = None if params.slide is None else float(params.slide)
+        self.lateness = float(params.lateness)
+        self._loop_time = loop_time
+        self._started = loop_time()
+        self._wall = time.time() - self._started  # loop time -> Unix time
+        self._seen = 0
+        self._latest = -float("inf")
+        self._field = _getter(params.on) if params.on else None
+        self.time = params.on or ("count" if self.by_count else "processing")
+
+    def windows(self) -> Windows:
+        if self.by_count:
+            return Windows(self.length, self.slide, by="count", start=0.0)
+        if self.event_time:  # aligned to the epoch
+            return Windows(self.length, self.slide, by="event", start=0.0)
+        return Windows(self.length, self.slide, by="time", start=self._started)
+
+    def now(self) -> float:
+        return float(self._seen) if self.by_count else self._loop_time()
+
+    def at(self, product: Any) -> float | None:
+        if self.by_count:
+            self._seen += 1
+            return float(self._seen - 1)
+        if self._field is None:
+            return self._loop_time()
+        at = _seconds(self._field(product))
+        if at is not None and at > self._latest:
+            self._latest = at
+        return at
+
+    def watermark(self) -> float:
+        return self._latest - self.lateness
+
+    def named(self, closed: Closed, *, name: str, key: str | None, node: str) -> WindowStats:
+        if self.by_count:
+            bounds: dict[str, Any] = {"first": int(closed.start), "last": int(closed.end)}
+        else:
+            shift = 0.0 if self.event_time else self._wall
+            bounds = {"start": _iso(closed.start + shift), "end": _iso(closed.end + shift)}
+        return msgspec.structs.replace(closed.stats, name=name, key=key, node=node, time=self.time, **bounds)
+
+def _getter(field: str | None) -> Callable[[Any], Any]:
+    if field is None:
+        return _none
+
+    def value(product: Any) -> Any:
+        found = getattr(product, field)
+        return None if found is None else str(found)
+
+    return value
+
+def _none(product: Any) -> None:
+    return None
+
+@functools.lru_cache(maxsize=8192)
+def _seconds(value: str | None) -> float | None:
+    """An ISO 8601 time as Unix seconds (no offset: UTC); None if it is none.
+    Cached: products share their times' text (a page's records, the mocks)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 KIND = window

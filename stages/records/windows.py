@@ -1,28 +1,40 @@
-"""Windows over a stream of products: tumbling or sliding, by time or count.
+"""Windows over a stream of products: tumbling or sliding, by time or count,
+one series per key.
 
-`Windows(length, slide, by)` is plain synchronous logic: `add(key, product)`
-files a product into every window that covers `key` (a processing time, or
-the product's sequence number when counting) and returns the windows that
-the key has moved past, closed; `flush()` closes the rest. With slide ==
-length the windows tumble; with slide < length they overlap:
+`Windows(length, slide, by)` is plain synchronous logic for one key:
+`place(at, product)` files a product into every window that covers `at` (a
+time in seconds, event or processing time, or the product's sequence number
+when counting) and says False when every such window is already closed (the
+product is late); `advance(at)` closes the windows that end at or before
+`at` and returns them; `flush()` closes the rest. With slide == length the
+windows tumble; with slide < length they overlap:
 
     length 4, slide 2:   [0, 4)    [2, 6)    [4, 8) ...
-    key 3 ->             [0, 4) and [2, 6)
+    at 3 ->              [0, 4) and [2, 6)
+
+Time windows are aligned to `start` (the Unix epoch for event time: a 7d
+window starts on a Thursday, 00:00 UTC, as in Flink and Beam). `Keyed` keeps
+a `Windows` per value of a product field (`by: category`) and closes them all
+at one time (the watermark).
 
 Each closed window becomes a `WindowStats`: count, price min/avg/max/p50/p95
 overall and per category, the category distribution, products per source
 and per second (throughput), and the trend: the change of the average price
-against the previous window. Prices of open windows are kept to compute the
-percentiles, so memory is bounded by the window length, not the stream.
+against the same key's previous window. Memory per open window is bounded:
+count, sum, min and max are exact; the percentiles come from a uniform
+sample of at most SAMPLE prices (exact up to that many).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter, defaultdict
 from typing import Any
 
 import msgspec
+
+SAMPLE = 2048  # prices kept per window and category for its percentiles
 
 
 class PriceStats(msgspec.Struct, frozen=True):
@@ -37,15 +49,20 @@ class PriceStats(msgspec.Struct, frozen=True):
 class WindowStats(msgspec.Struct, frozen=True, omit_defaults=True):
     """A closed window: `NODE.windows` items."""
 
-    start: float
-    end: float
+    name: str  # the window stage's `name`, else NODE#INDEX
+    start: str | None  # ISO 8601 (time windows: event or processing time)
+    end: str | None
     count: int
     price: PriceStats | None
     by_category: dict[str, PriceStats]
     category_distribution: dict[str, int]
     per_source: dict[str, int]
-    throughput: dict[str, float] = {}  # products per second per source (time windows)
-    trend: float | None = None  # avg price change vs the previous closed window, in percent
+    throughput: dict[str, float] = {}  # products per second per source (processing-time windows)
+    trend: float | None = None  # avg price change vs this key's previous closed window, in percent
+    key: str | None = None  # the value of the `by` field this window is for
+    time: str = "processing"  # what start and end are: "processing" or the event-time field
+    first: int | None = None  # count windows: the numbers of the first product and of the one after
+    last: int | None = None
     node: str = ""  # the node whose window stage closed it
 
 
@@ -56,26 +73,67 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 def price_stats(prices: list[float]) -> PriceStats | None:
-    if not prices:
-        return None
-    ordered = sorted(prices)
-    return PriceStats(
-        len(ordered),
-        ordered[0],
-        round(sum(ordered) / len(ordered), 2),
-        ordered[-1],
-        percentile(ordered, 50),
-        percentile(ordered, 95),
-    )
+    figures = Figures()
+    for price in prices:
+        figures.add(price)
+    return figures.stats()
+
+
+class Figures:
+    """Price figures of one window (and category): exact count, sum, min,
+    max; a uniform sample (reservoir) of at most SAMPLE prices."""
+
+    __slots__ = ("count", "high", "low", "rng", "sample", "total")
+
+    def __init__(self) -> None:
+        self.count, self.total, self.low, self.high = 0, 0.0, math.inf, -math.inf
+        self.sample: list[float] = []
+        self.rng: random.Random | None = None  # made when the sample is full (seeded: runs agree)
+
+    def add(self, price: float) -> None:
+        self.count += 1
+        self.total += price
+        self.low = min(self.low, price)
+        self.high = max(self.high, price)
+        if len(self.sample) < SAMPLE:
+            self.sample.append(price)
+            return
+        if self.rng is None:
+            self.rng = random.Random(SAMPLE)
+        slot = self.rng.randrange(self.count)
+        if slot < SAMPLE:
+            self.sample[slot] = price
+
+    def stats(self) -> PriceStats | None:
+        if not self.count:
+            return None
+        ordered = sorted(self.sample)
+        avg = round(self.total / self.count, 2)
+        p50, p95 = percentile(ordered, 50), percentile(ordered, 95)
+        return PriceStats(self.count, self.low, avg, self.high, p50, p95)
 
 
 class _Open:
-    __slots__ = ("by_category", "prices", "sources")
+    __slots__ = ("by_category", "overall", "sources")
 
     def __init__(self) -> None:
-        self.prices: list[float] = []
-        self.by_category: defaultdict[str, list[float]] = defaultdict(list)
+        self.overall = Figures()
+        self.by_category: defaultdict[str, Figures] = defaultdict(Figures)
         self.sources: Counter[str] = Counter()
+
+
+class Closed:
+    """A closed window before it is named: its bounds in the windows' own
+    units (seconds, or product numbers) and its figures (also read through
+    it: `closed.count`)."""
+
+    __slots__ = ("end", "start", "stats")
+
+    def __init__(self, start: float, end: float, stats: WindowStats) -> None:
+        self.start, self.end, self.stats = start, end, stats
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stats, name)
 
 
 class Windows:
@@ -87,46 +145,65 @@ class Windows:
         self.length, self.slide, self.by, self.start = length, slide or length, by, start
         self._open: dict[int, _Open] = {}  # window number -> contents
         self._previous_avg: float | None = None
-        self._next_to_close = 0
+        self._next_to_close: int | None = None  # None: nothing placed or closed yet
 
-    def _numbers(self, key: float) -> range:
-        """Window numbers k with start + k*slide <= key < start + k*slide + length."""
-        offset = key - self.start
+    def _numbers(self, at: float) -> range:
+        """Window numbers k with start + k*slide <= at < start + k*slide + length."""
+        offset = at - self.start
         last = math.floor(offset / self.slide)
         first = math.floor((offset - self.length) / self.slide) + 1
-        return range(max(0, first), last + 1)
+        return range(max(0, first), last + 1)  # no window starts before `start`
 
-    def add(self, key: float, product: Any) -> list[WindowStats]:
-        closed = self.advance(key)
-        for number in self._numbers(key):
-            if number < self._next_to_close:
-                continue  # a late arrival for a window already closed
-            window = self._open.setdefault(number, _Open())
-            window.prices.append(product.price)
-            window.by_category[product.category].append(product.price)
+    def place(self, at: float, product: Any) -> bool:
+        """File `product` at `at` into its open windows; False if all of
+        them are closed already (late: counted in none)."""
+        placed, horizon = False, self._next_to_close
+        for number in self._numbers(at):
+            if horizon is not None and number < horizon:
+                continue
+            placed = True
+            window = self._open.get(number)
+            if window is None:
+                window = self._open[number] = _Open()
+            window.overall.add(product.price)
+            window.by_category[product.category].add(product.price)
             window.sources[product.source] += 1
+        return placed
+
+    def add(self, at: float, product: Any) -> list[Closed]:
+        """Processing time and counts: close what `at` has moved past, then place."""
+        closed = self.advance(at)
+        self.place(at, product)
         return closed
 
-    def advance(self, key: float) -> list[WindowStats]:
-        """Close every window that ends at or before `key`."""
-        closed = []
-        while self.start + self._next_to_close * self.slide + self.length <= key:
+    def advance(self, at: float) -> list[Closed]:
+        """Close every window that ends at or before `at`."""
+        closed: list[Closed] = []
+        if self._next_to_close is None:  # nothing closed yet: from the first window opened
+            if not self._open:
+                return closed
+            self._next_to_close = min(self._open)
+        while self.start + self._next_to_close * self.slide + self.length <= at:
             closed.append(self._close(self._next_to_close))
         return closed
 
-    def flush(self) -> list[WindowStats]:
+    def flush(self) -> list[Closed]:
         """Close the windows still open (the stream ended)."""
-        closed = []
+        closed: list[Closed] = []
+        if self._next_to_close is None:
+            if not self._open:
+                return closed
+            self._next_to_close = min(self._open)
         last = max(self._open, default=self._next_to_close - 1)
         while self._next_to_close <= last:
             closed.append(self._close(self._next_to_close))
         return closed
 
-    def _close(self, number: int) -> WindowStats:
+    def _close(self, number: int) -> Closed:
         window = self._open.pop(number, None) or _Open()
         self._next_to_close = number + 1
         start = self.start + number * self.slide
-        overall = price_stats(window.prices)
+        overall = window.overall.stats()
         trend = None
         if overall is not None:
             if self._previous_avg:
@@ -137,16 +214,44 @@ class Windows:
             if self.by == "time"
             else {}
         )
-        return WindowStats(
-            start=start,
-            end=start + self.length,
-            count=len(window.prices),
+        stats = WindowStats(
+            name="",
+            start=None,
+            end=None,
+            count=window.overall.count,
             price=overall,
-            by_category={c: s for c, p in sorted(window.by_category.items()) if (s := price_stats(p))},
+            by_category={c: s for c, f in sorted(window.by_category.items()) if (s := f.stats())},
             category_distribution=dict(
-                Counter({c: len(p) for c, p in window.by_category.items()}).most_common()
+                Counter({c: f.count for c, f in window.by_category.items()}).most_common()
             ),
             per_source=dict(sorted(window.sources.items())),
             throughput=throughput,
             trend=trend,
         )
+        return Closed(start, start + self.length, stats)
+
+
+class Keyed:
+    """A `Windows` per key, made on the key's first product, closed together."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self.windows: dict[str | None, Windows] = {}
+
+    def place(self, key: str | None, at: float, product: Any) -> bool:
+        found = self.windows.get(key)
+        if found is None:
+            found = self.windows[key] = self._make()
+        return found.place(at, product)
+
+    def advance(self, at: float) -> list[tuple[str | None, Closed]]:
+        return sorted(
+            ((key, c) for key, w in self.windows.items() for c in w.advance(at)), key=_by_start_and_key
+        )
+
+    def flush(self) -> list[tuple[str | None, Closed]]:
+        return sorted(((key, c) for key, w in self.windows.items() for c in w.flush()), key=_by_start_and_key)
+
+
+def _by_start_and_key(pair: tuple[str | None, Closed]) -> tuple[float, str]:
+    return pair[1].start, pair[0] or ""

@@ -240,7 +240,7 @@ BROKEN = [
     pytest.param(
         "version: 1\nnodes:\n  a: {pipe: [sequence, {dedupe: {key: sku}}, collect]}\n",
         "graph.yaml:3:39: key: 'sku' is not a field of the product record; fields: id, source_id, title, source, "
-        "price, currency, category, processed_at, quality, extra",
+        "price, currency, category, processed_at, timestamp, quality, extra",
         id="dedupe-key-not-a-field",
     ),
     pytest.param(

@@ -44,6 +44,6 @@ def test_unknown_columns_are_a_located_error():
                    default_registry(plugins=False), env={})  # fmt: skip
     except SpecError as err:
         assert str(err) == ("graph.yaml:3:40: columns: not Product fields: cost; fields: id, source_id, title, "
-                            "source, price, currency, category, processed_at, quality, extra")  # fmt: skip
+                            "source, price, currency, category, processed_at, timestamp, quality, extra")  # fmt: skip
     else:
         raise AssertionError("accepted a column that is not a Product field")

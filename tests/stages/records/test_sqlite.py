@@ -51,8 +51,9 @@ SIDE = [
         fields={"page": 4, "attempts": 1},
     ),
     WindowStats(
-        start=0.0,
-        end=1.0,
+        name="p#2",
+        start="2024-01-01T00:00:00.000Z",
+        end="2024-01-08T00:00:00.000Z",
         count=3,
         price=PriceStats(3, 1.0, 2.0, 3.0, 2.0, 3.0),
         by_category={},
@@ -95,7 +96,7 @@ def test_products_side_outputs_and_the_run_land_in_their_tables(tmp_path):
     errors = _rows(db, "SELECT error, endpoint, fields FROM errors")
     assert [(e, p, json.loads(f)) for e, p, f in errors] == [("http_404", "s", {"page": 4, "attempts": 1})]
     windows = _rows(db, "SELECT node, start, end, count, stats FROM windows")
-    assert windows[0][:4] == ("p", 0.0, 1.0, 3) and json.loads(windows[0][4])["category_distribution"] == {
+    assert windows[0][:4] == ("p", "2024-01-01T00:00:00.000Z", "2024-01-08T00:00:00.000Z", 3) and json.loads(windows[0][4])["category_distribution"] == {
         "lamps": 3
     }
     (run,) = _rows(

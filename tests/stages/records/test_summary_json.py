@@ -67,7 +67,7 @@ def test_report_of_products_errors_dead_letters_and_windows(tmp_path):
     assert {k: errors[1][k] for k in ("endpoint", "page", "position", "detail", "raw", "timestamp")} == {
         "endpoint": "b", "page": 0, "position": 1, "detail": "price missing", "raw": {"id": 4}, "timestamp": T,
     }  # fmt: skip
-    assert [(w["start"], w["end"], w["count"]) for w in report["metrics"]["windows"]] == [
+    assert [(w["first"], w["last"], w["count"]) for w in report["metrics"]["windows"]] == [
         (0, 2, 2),
         (2, 4, 1),
     ]

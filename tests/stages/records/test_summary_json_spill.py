@@ -45,7 +45,10 @@ def test_windows_and_trends_come_back_from_the_spill_in_order(tmp_path):
     assert [w["count"] for w in windows] == [3] * 16 + [2]
     assert report["metrics"]["price_trends"] == [
         {
-            "start": round(w["start"], 3),
+            "window": w["name"],
+            "key": None,
+            "start": w["first"],
+            "end": w["last"],
             "count": w["count"],
             "avg_price": w["price"]["avg"],
             "trend_percent": w.get("trend"),

@@ -47,7 +47,7 @@ def test_count_windows_cover_every_product_once_and_products_pass_unchanged(tmp_
     assert sinks["out"] == BATCHES
     windows = sinks["windows"]
     assert all(isinstance(w, WindowStats) and w.node == "shop" for w in windows)
-    assert [(w.start, w.end, w.count) for w in windows] == [(0, 2, 2), (2, 4, 2), (4, 6, 1)]
+    assert [(w.first, w.last, w.count) for w in windows] == [(0, 2, 2), (2, 4, 2), (4, 6, 1)]
     assert [w.price.avg for w in windows] == [15.0, 35.0, 50.0]  # type: ignore[union-attr]
     assert [w.category_distribution for w in windows] == [
         {"lamps": 1, "desks": 1}, {"lamps": 2}, {"desks": 1},
@@ -59,7 +59,7 @@ def test_count_windows_cover_every_product_once_and_products_pass_unchanged(tmp_
 def test_sliding_count_windows_overlap_and_the_file_matches_the_port(tmp_path):
     sinks = window("{window: {count: 4, slide: 2, path: w/windows.jsonl}}", tmp_path)
     windows = sinks["windows"]
-    assert [(w.start, w.end, w.count) for w in windows] == [(0, 4, 4), (2, 6, 3), (4, 8, 1)]
+    assert [(w.first, w.last, w.count) for w in windows] == [(0, 4, 4), (2, 6, 3), (4, 8, 1)]
     lines = (tmp_path / "w" / "windows.jsonl").read_text().splitlines()
     assert [json.loads(line)["count"] for line in lines] == [4, 3, 1]
     assert sinks["out"] == BATCHES
