@@ -3,8 +3,9 @@
 The default graph's chain (graph.yaml's shape): three shops (dummyjson,
 platzi, reqres), each paginate -> fetch -> parse -> normalize with pages of
 `--page-size` (20, as graph.yaml), then merge -> redact -> quality -> dedupe
-(hold 200) -> window (1s) -> summary_json, and the dead letters to a JSON
-lines file. Limits off (no rate_limit stages, mocks with `rate_limit: off`),
+(hold 200) -> window (event time, 28 days, by category) -> summary_json and
+the SQLite database, and the dead letters to a JSON lines file (the nodes
+are read from graph.yaml). Limits off (no rate_limit stages, mocks with `rate_limit: off`),
 no latency, no faults; the mocks' usual data (20% of fields in a non-native
 form, 3% malformed records, 2% repeated ones). The mocks run in their own
 process (`python -m mocks --config`), so the figure is flow's alone; each

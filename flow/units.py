@@ -22,13 +22,13 @@ import msgspec
 
 __all__ = ["Duration", "Rate", "dec_hook", "enc_hook", "parse_duration", "parse_rate", "schema_hook"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0, None: 1.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d*)?\s*(?:ms|s|m|h)?|s|m|h)\s*$")
 
 
 def parse_duration(value: Any) -> float:
-    """`"250ms"`, `"1.5s"`, `"2m"`, `0.25` (seconds) -> seconds; ValueError otherwise."""
+    """`"250ms"`, `"1.5s"`, `"2m"`, `"7d"`, `"2w"`, `0.25` (seconds) -> seconds; ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a duration such as '250ms' or '2s', got {value!r}")
     if isinstance(value, int | float):

@@ -1,8 +1,8 @@
 """`window`: windowed metrics over the products passing through.
 
 Products pass on unchanged. Windows are by processing time (`every`), by
-event time (`on: timestamp`, a product field holding an ISO 8601 time, with
-`every: 7d`), or by count (`count`); tumbling, or sliding with `slide`; one
+event time (`time: timestamp`, a product field holding an ISO 8601 time,
+with `every: 7d`), or by count (`count`); tumbling, or sliding with `slide`; one
 series per value of `by` (a product field: `category`, `source`, ...), each
 with its own trend. Each closed window (see .windows) goes out on the node's
 `windows` side output (`from: NODE.windows`: `summary_json` reports them as
@@ -10,13 +10,14 @@ with its own trend. Each closed window (see .windows) goes out on the node's
 NODE#INDEX) so that several window stages stay apart, with ISO 8601 bounds,
 and to a JSON-lines file when `path` is set.
 
-Event time: the watermark is the latest event time seen less `lateness`; a
-window closes when the watermark passes its end, and the rest close when the
-input ends. A product whose windows have all closed is late; one without a
-readable time at `on` is untimed. Neither is in any window's figures: both
+Event time: the watermark is the latest event time seen less `lateness`,
+moved after each batch; a window closes when the watermark reaches its end,
+and the rest close when the input ends. A product is late when every window
+covering its time ends at or before the watermark (whatever its key), and
+untimed when its `time` field holds no readable time. Neither is in any window's figures: both
 are counted (the node's `late` and `untimed` counters) and go out on the
-node's `late` side output (a ProductBatch per batch that had any), never
-dropped silently. Set `lateness` to how far out of order the sources
+node's `late` side output (copies, per batch and reason: .windows.Left),
+never dropped silently. Set `lateness` to how far out of order the sources
 deliver: merged sources walking their catalogues at their own pace can be
 months apart.
 
@@ -27,6 +28,7 @@ in its node's single task, so nothing else touches it and no lock is needed.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -40,15 +42,15 @@ from flow.units import Duration
 
 from .items import ProductBatch
 from .product import Product
-from .windows import Closed, Keyed, Windows, WindowStats
+from .windows import Closed, Keyed, Left, Windows, WindowStats
 
 FIELDS = frozenset(Product.__struct_fields__)
 
 class WindowParams(Params):
-    every: Duration | None = Duration.default(1)  # window length in time (processing, or event with `on`)...
+    every: Duration | None = Duration.default(1)  # window length in time (processing, or event: `time`)...
     count: Annotated[int, msgspec.Meta(ge=1)] | None = None  # ...or in products (then `every` is ignored)
     slide: Duration | None = None  # sliding windows: the step, in seconds or products (default: tumbling)
-    on: str | None = None  # event time: the product field holding it (e.g. timestamp); else processing
+    time: str | None = None  # event time: the product field holding it (e.g. timestamp); else processing
     by: str | None = None  # a window series per value of this product field (e.g. category, source)
     lateness: Duration = Duration.default(0)  # event time: how far behind the latest a product still counts
     name: str | None = None  # the windows' name in the outputs (default NODE#INDEX)
@@ -57,13 +59,13 @@ class WindowParams(Params):
     def __post_init__(self) -> None:
         if self.count is None and not self.every:
             raise ValueError("every: set a window length ('1s', '7d') or a count")
-        for what in ("on", "by"):
+        for what in ("time", "by"):
             field = getattr(self, what)
             if field is not None and field not in FIELDS:
                 fields = ", ".join(sorted(FIELDS))
                 raise ValueError(f"{what}: {field!r} is no product field; one of: {fields}")
-        if self.on is not None and self.count is not None:
-            raise ValueError("on: event-time windows are by time (every), not count")
+        if self.time is not None and self.count is not None:
+            raise ValueError("time: event-time windows are by time (every), not count")
 
 @stage(
     "window",
@@ -71,7 +73,7 @@ class WindowParams(Params):
     consumes=ProductBatch,
     produces=ProductBatch,
     spans=False,
-    outputs={"windows": WindowStats, "late": ProductBatch},
+    outputs={"windows": WindowStats, "late": Left},
 )
 async def window(source: AsyncIterator[Any], params: WindowParams, ctx: Any) -> AsyncIterator[Any]:
     """Tumbling or sliding windows by processing time, event time or count, per
@@ -107,17 +109,17 @@ async def window(source: AsyncIterator[Any], params: WindowParams, ctx: Any) -> 
 
     try:
         async for batch in source:
-            first, left_out = clock.now(), []
+            first, left_out = clock.now(), {"late": [], "untimed": []}
             for product in batch.products:
                 at = clock.at(product)
                 if at is None:
-                    ctx.count("untimed")
-                    left_out.append(product)
+                    left_out["untimed"].append(product)
                     continue
                 if clock.event_time:
-                    if not keyed.place(key_of(product), at, product):
-                        ctx.count("late")
-                        left_out.append(product)
+                    if clock.late(at):  # its windows ended at or before the watermark
+                        left_out["late"].append(product)
+                    else:  # into its windows ending after the watermark, whatever its key's state
+                        keyed.place(key_of(product), at, product, clock.current_watermark)
                     continue
                 closed = keyed.advance(at)
                 keyed.place(key_of(product), at, product)
@@ -125,8 +127,10 @@ async def window(source: AsyncIterator[Any], params: WindowParams, ctx: Any) -> 
                     await emit(closed)
             if clock.event_time:
                 await emit(keyed.advance(clock.watermark()))
-            if left_out:
-                await ctx.emit("late", ProductBatch(batch.endpoint, batch.page, left_out))
+            for reason, products in left_out.items():
+                if products:
+                    ctx.count(reason, len(products))
+                    await ctx.emit("late", Left(name, reason, batch.endpoint, batch.page, products))
             if recent is not None and batch.products:
                 key = provenance(batch)
                 if key is not None:
@@ -141,7 +145,7 @@ class _Clock:
     """Where a product falls: its event time, processing time, or number."""
 
     def __init__(self, params: WindowParams, loop_time: Callable[[], float]) -> None:
-        self.event_time = params.on is not None
+        self.event_time = params.time is not None
         self.by_count = params.count is not None
         self.length = float(params.count if self.by_count else params.every)  # type: ignore[arg-type]
         self.slide = None if params.slide is None else float(params.slide)
@@ -150,16 +154,19 @@ class _Clock:
         self._started = loop_time()
         self._wall = time.time() - self._started  # loop time -> Unix time
         self._seen = 0
-        self._latest = -float("inf")
-        self._field = _getter(params.on) if params.on else None
-        self.time = params.on or ("count" if self.by_count else "processing")
+        self._latest = self._watermark = -math.inf
+        self._field = _getter(params.time) if params.time else None
+        self.time = params.time or ("count" if self.by_count else "processing")
+        self.by_category = params.by == "category"
 
     def windows(self) -> Windows:
         if self.by_count:
-            return Windows(self.length, self.slide, by="count", start=0.0)
-        if self.event_time:  # aligned to the epoch
-            return Windows(self.length, self.slide, by="event", start=0.0)
-        return Windows(self.length, self.slide, by="time", start=self._started)
+            by, start = "count", 0.0
+        elif self.event_time:  # aligned to the epoch
+            by, start = "event", 0.0
+        else:
+            by, start = "time", self._started
+        return Windows(self.length, self.slide, by=by, start=start, categories=not self.by_category)
 
     def now(self) -> float:
         return float(self._seen) if self.by_count else self._loop_time()
@@ -176,7 +183,19 @@ class _Clock:
         return at
 
     def watermark(self) -> float:
-        return self._latest - self.lateness
+        """The latest event time seen, less the lateness: no window ending at
+        or before it takes more products (set after each batch)."""
+        self._watermark = self._latest - self.lateness
+        return self._watermark
+
+    @property
+    def current_watermark(self) -> float:
+        return self._watermark
+
+    def late(self, at: float) -> bool:
+        """Whether every window covering `at` ended at or before the watermark."""
+        slide = self.slide or self.length
+        return math.floor(at / slide) * slide + self.length <= self._watermark
 
     def named(self, closed: Closed, *, name: str, key: str | None, node: str) -> WindowStats:
         if self.by_count:

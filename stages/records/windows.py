@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import math
 import random
+from array import array
 from collections import Counter, defaultdict
 from typing import Any
 
 import msgspec
 
-SAMPLE = 2048  # prices kept per window and category for its percentiles
+SAMPLE = 1024  # prices kept per window and category for its percentiles (8 bytes each)
 
 
 class PriceStats(msgspec.Struct, frozen=True):
@@ -66,6 +67,18 @@ class WindowStats(msgspec.Struct, frozen=True, omit_defaults=True):
     node: str = ""  # the node whose window stage closed it
 
 
+class Left(msgspec.Struct, frozen=True):
+    """Products of one batch that a window stage counted in no window:
+    `NODE.late` items. Copies for inspection (the products themselves pass
+    on), so no record sink counts them (flow.ledger follows main edges)."""
+
+    name: str  # the window stage's name
+    reason: str  # "late": every window for its time had closed; "untimed": it has no time
+    endpoint: str
+    page: int
+    products: list[Any]
+
+
 def percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (q in 0..100)."""
     rank = max(1, math.ceil(q / 100 * len(ordered)))
@@ -87,7 +100,7 @@ class Figures:
 
     def __init__(self) -> None:
         self.count, self.total, self.low, self.high = 0, 0.0, math.inf, -math.inf
-        self.sample: list[float] = []
+        self.sample = array("d")
         self.rng: random.Random | None = None  # made when the sample is full (seeded: runs agree)
 
     def add(self, price: float) -> None:
@@ -114,9 +127,10 @@ class Figures:
 
 
 class _Open:
-    __slots__ = ("by_category", "overall", "sources")
+    __slots__ = ("by_category", "category", "overall", "sources")
 
     def __init__(self) -> None:
+        self.category = ""  # a series keyed by category: its one category
         self.overall = Figures()
         self.by_category: defaultdict[str, Figures] = defaultdict(Figures)
         self.sources: Counter[str] = Counter()
@@ -138,11 +152,15 @@ class Closed:
 
 class Windows:
     def __init__(
-        self, length: float, slide: float | None = None, *, by: str = "time", start: float = 0.0
-    ) -> None:
+        self, length: float, slide: float | None = None, *, by: str = "time", start: float = 0.0,
+        categories: bool = True,
+    ) -> None:  # fmt: skip
+        """`categories` False: a series of one category (keyed by it), whose
+        per-category figures are its overall ones (kept once)."""
         if length <= 0 or (slide is not None and not 0 < slide <= length):
             raise ValueError("a window needs length > 0 and 0 < slide <= length")
         self.length, self.slide, self.by, self.start = length, slide or length, by, start
+        self.categories = categories
         self._open: dict[int, _Open] = {}  # window number -> contents
         self._previous_avg: float | None = None
         self._next_to_close: int | None = None  # None: nothing placed or closed yet
@@ -154,19 +172,23 @@ class Windows:
         first = math.floor((offset - self.length) / self.slide) + 1
         return range(max(0, first), last + 1)  # no window starts before `start`
 
-    def place(self, at: float, product: Any) -> bool:
-        """File `product` at `at` into its open windows; False if all of
-        them are closed already (late: counted in none)."""
+    def place(self, at: float, product: Any, after: float = -math.inf) -> bool:
+        """File `product` at `at` into its open windows that end after
+        `after` (event time: the watermark); False if there is none (late:
+        counted in none)."""
         placed, horizon = False, self._next_to_close
         for number in self._numbers(at):
-            if horizon is not None and number < horizon:
+            if (horizon is not None and number < horizon) or self._end(number) <= after:
                 continue
             placed = True
             window = self._open.get(number)
             if window is None:
                 window = self._open[number] = _Open()
             window.overall.add(product.price)
-            window.by_category[product.category].add(product.price)
+            if self.categories:
+                window.by_category[product.category].add(product.price)
+            else:
+                window.category = product.category
             window.sources[product.source] += 1
         return placed
 
@@ -179,13 +201,18 @@ class Windows:
     def advance(self, at: float) -> list[Closed]:
         """Close every window that ends at or before `at`."""
         closed: list[Closed] = []
-        if self._next_to_close is None:  # nothing closed yet: from the first window opened
-            if not self._open:
+        number = self._next_to_close
+        if number is None:  # nothing closed yet: from the first window opened, if it ended
+            if not self._open or self._end(min(self._open)) > at:
                 return closed
-            self._next_to_close = min(self._open)
-        while self.start + self._next_to_close * self.slide + self.length <= at:
-            closed.append(self._close(self._next_to_close))
+            number = min(self._open)
+        while self._end(number) <= at:
+            closed.append(self._close(number))
+            number += 1
         return closed
+
+    def _end(self, number: int) -> float:
+        return self.start + number * self.slide + self.length
 
     def flush(self) -> list[Closed]:
         """Close the windows still open (the stream ended)."""
@@ -214,15 +241,16 @@ class Windows:
             if self.by == "time"
             else {}
         )
+        by_category = window.by_category if self.categories else {window.category: window.overall}
         stats = WindowStats(
             name="",
             start=None,
             end=None,
             count=window.overall.count,
             price=overall,
-            by_category={c: s for c, f in sorted(window.by_category.items()) if (s := f.stats())},
+            by_category={c: s for c, f in sorted(by_category.items()) if (s := f.stats())},
             category_distribution=dict(
-                Counter({c: f.count for c, f in window.by_category.items()}).most_common()
+                Counter({c: f.count for c, f in by_category.items() if f.count}).most_common()
             ),
             per_source=dict(sorted(window.sources.items())),
             throughput=throughput,
@@ -238,11 +266,11 @@ class Keyed:
         self._make = make
         self.windows: dict[str | None, Windows] = {}
 
-    def place(self, key: str | None, at: float, product: Any) -> bool:
+    def place(self, key: str | None, at: float, product: Any, after: float = -math.inf) -> bool:
         found = self.windows.get(key)
         if found is None:
             found = self.windows[key] = self._make()
-        return found.place(at, product)
+        return found.place(at, product, after)
 
     def advance(self, at: float) -> list[tuple[str | None, Closed]]:
         return sorted(
