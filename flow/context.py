@@ -5,7 +5,8 @@ One documented surface, used by every stage kind, built-in or not:
     side outputs    await ctx.error(...), await ctx.dead_letter(...),
                     await ctx.emit(port, item)     -> NODE.errors / .dead_letters / .PORT
     counters        ctx.count(name, n, on=source); ctx.counters(node) to read them back;
-                    ctx.ledger(source): a source's pages and records (flow.ledger)
+                    ctx.ledger(source): a source's pages and records (flow.ledger);
+                    ctx.tick(series, key): per-second counts, read by ctx.timeline()
     events          ctx.record_event(name, ...)    a notable moment: run report + span event
                     ctx.add_event(name, ...)       a span event only (retries, waits)
                     ctx.record_emit(name, covers)  an output summing up many batches (a window)
@@ -250,6 +251,27 @@ class StageContext:
             for key in ("expected", "written", "unaccounted"):
                 records[key] = records[key][self.node]
         return row
+
+    def tick(self, series: str, key: str, at: float | None = None) -> None:
+        """Count one `series` event for `key` (e.g. "requests", an endpoint)
+        in the second of the run holding loop time `at` (default now): a
+        timeline, for reports."""
+        self.run.tick(series, key, at)
+
+    def timeline(self) -> dict[str, dict[str, list[int]]]:
+        """series -> key -> counts per second since the run started, as of now."""
+        out: dict[str, dict[str, list[int]]] = {}
+        for (series, key), counts in self.run.timeline.items():
+            out.setdefault(series, {})[key] = list(counts)
+        return out
+
+    def events(self) -> list[dict[str, Any]]:
+        """The run's notable moments so far (breaker transitions, ...), as in run.json."""
+        return list(self.run.events)
+
+    def gauges(self, name: str) -> list[tuple[dict[str, Any], float]]:
+        """Every series of gauge `name`: (its attributes, its value)."""
+        return [(dict(attrs), value) for (gauge, attrs), value in self.run.gauges.items() if gauge == name]
 
     def counters(self, node: str | None = None) -> dict[str, int]:
         """A copy of a node's counters (default: this node's)."""

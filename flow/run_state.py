@@ -48,6 +48,8 @@ class RunState:
         # Called once the run has ended, with its status, losses and ledger (ctx.at_run_end).
         self.at_end: list[Callable[[dict[str, Any]], Any]] = []
         self.journal: Any = None  # flow.journal.Journal: pages kept for a resumed run, dead letters
+        # (series, key) -> counts per second since the start (ctx.tick): bounded by the deadline.
+        self.timeline: dict[tuple[str, str], list[int]] = {}
         self._emit = emit
         # key -> (resource, close); closed in reverse order of creation.
         self._resources: dict[Hashable, tuple[Any, Callable[[Any], Any] | None]] = {}
@@ -55,6 +57,21 @@ class RunState:
     def ledger(self) -> dict[str, dict[str, Any]]:
         """Every source's ledger as of now (flow.ledger)."""
         return self.ledgers.rows(self.counters)
+
+    def tick(self, series: str, key: str, at: float | None = None) -> None:
+        """One more `series` event for `key` in the second of the run holding
+        loop time `at` (default now)."""
+        if self.started_at is None:
+            return
+        second = int((asyncio.get_running_loop().time() if at is None else at) - self.started_at)
+        if second < 0:
+            return
+        counts = self.timeline.get((series, key))
+        if counts is None:
+            counts = self.timeline[(series, key)] = []
+        if len(counts) <= second:
+            counts.extend([0] * (second + 1 - len(counts)))
+        counts[second] += 1
 
     def count(self, node: str, counter: str, n: int = 1, on: str | None = None) -> None:
         """`counter` += n, counted at `node`, on the ledger of source `on` (default: the node)."""

@@ -87,6 +87,7 @@ def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
 
     def event(name: str, attrs: dict[str, Any]) -> None:
         ctx.count(name, on=endpoint)  # retries, breaker waits, connection errors
+        ctx.tick(name, endpoint)
         ctx.add_event(name, **attrs)
 
     breaker = CircuitBreaker(

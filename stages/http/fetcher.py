@@ -107,6 +107,7 @@ class Fetcher:
         t = self.telemetry
         self._spans = t is not None and t.tracing  # off: no per-attempt span work at all
         self._metering = t is not None and t.metering
+        self._tick = getattr(t, "tick", None)  # the run's timeline: attempts per second, by send time
         endpoint = {"flow.endpoint": self.breaker.name}
         if self._metering:
             wait = t.histogram("flow.rate_limit.wait", "s", "time waiting for a send slot")
@@ -362,6 +363,11 @@ class Fetcher:
             raise
         finally:
             self._measure(outcome, loop.time() - started)
+            if self._tick is not None and outcome != Stopped.__name__:  # sent
+                at = sending.sent if sending is not None and sending.sent is not None else started
+                self._tick("requests", self.breaker.name, at)
+                if outcome == "429":
+                    self._tick("throttled", self.breaker.name, at)
 
     def _session(self, sending: Sending | None) -> aiohttp.ClientSession:
         """The session with the limiter hook, unless nothing is limited."""

@@ -65,10 +65,11 @@ class Sending:
     """A request's send slot, and the run's stop event, handed to the
     session's trace hook."""
 
-    __slots__ = ("limiter", "slot", "stop")
+    __slots__ = ("limiter", "sent", "slot", "stop")
 
     def __init__(self, limiter: Any, slot: float, stop: asyncio.Event | None = None) -> None:
         self.limiter, self.slot, self.stop = limiter, slot, stop
+        self.sent: float | None = None  # loop time it went on the wire
 
 
 async def _on_wire(session: Any, context: Any, params: Any) -> None:
@@ -82,6 +83,7 @@ async def _on_wire(session: Any, context: Any, params: Any) -> None:
     sending = context.trace_request_ctx
     if isinstance(sending, Sending):
         await sending.limiter.on_wire(sending.slot, sending.stop)
+        sending.sent = asyncio.get_running_loop().time()
 
 
 class Unlimited:
