@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean screenshot
 
 $(STAMP): pyproject.toml tests/plugin/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	./.ci/postgres  # PostgreSQL's server programs, for the postgres sink's tests (apt-get as root if missing)
+	./.ci/chromium  # a headless browser, for the report's test (apt-get as root if missing)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -34,6 +35,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/rate_floor.py
 	$(BIN)/python bench/sinks.py
+
+screenshot: $(STAMP)  # docs/report.png, the README's picture of the report: the default graph's run
+	$(BIN)/python tests/browser.py --run graph.yaml --out docs/report.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis out
