@@ -66,20 +66,13 @@ WORDS = tuple(
 )
 
 # Pools of prebuilt strings, indexed by a product's bits: building sentences
-# and timestamps per record would dominate the cost of serving a page.
+# per record would dominate the cost of serving a page (times: WHEN_STAMPS).
 _POOL = 1024
 
 
 def _sentence(k: int) -> str:
     bits = mix64(k)
     return " ".join(WORDS[(bits >> (5 * i)) % len(WORDS)] for i in range(11)).capitalize() + "."
-
-
-def _stamp(k: int) -> str:
-    bits = mix64(k + _POOL)
-    day = f"2024-{1 + bits % 12:02d}-{1 + (bits >> 4) % 28:02d}"
-    sec = (bits >> 9) % 86_400
-    return f"{day}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}.{(bits >> 27) % 1000:03d}Z"
 
 
 def _extras(k: int) -> tuple[float, float, int, int, float, float, float]:
@@ -145,7 +138,6 @@ SENTENCES = tuple(_sentence(k) for k in range(_POOL))
 WHEN_SECONDS = tuple(_when_seconds(k) for k in range(WHEN))
 WHEN_STAMPS = tuple(_iso(t) for t in WHEN_SECONDS)
 EXTRAS = tuple(_extras(k) for k in range(_POOL))
-STAMPS = tuple(_stamp(k) for k in range(_POOL))
 # TITLES[category][adjective * len(MATERIALS) + material][noun]
 TITLES = tuple(
     tuple(tuple(f"{a} {m} {n}" for n in cat[4]) for a in ADJECTIVES for m in MATERIALS) for cat in CATEGORIES

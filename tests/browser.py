@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,14 +69,37 @@ async def _render(page: Path, scripts: bool, screenshot: Path | None, width: int
             "--disable-background-networking", f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0", f"--window-size={width},{height}", "about:blank",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env={**os.environ, "HOME": profile},
+            start_new_session=True,  # its own process group: its helpers end with it
         )  # fmt: skip
+        drain = None
         try:
             url = await _devtools_url(browser)
+            drain = asyncio.create_task(_drain(browser))  # a full pipe would block the browser
             async with aiohttp.ClientSession() as session, session.ws_connect(url, max_msg_size=0) as ws:
                 return await _Tab(ws).load(page, scripts, screenshot, width, height)
         finally:
-            browser.terminate()
-            await browser.wait()
+            await _stop(browser)
+            if drain is not None:
+                drain.cancel()
+                await asyncio.gather(drain, return_exceptions=True)
+
+
+async def _drain(browser: asyncio.subprocess.Process) -> None:
+    assert browser.stderr is not None
+    while await browser.stderr.read(65536):
+        pass
+
+
+async def _stop(browser: asyncio.subprocess.Process) -> None:
+    """End the browser's process group: politely, then for good after 10 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(browser.pid, sig)
+        try:
+            await asyncio.wait_for(asyncio.shield(browser.wait()), 10)
+            return
+        except TimeoutError:
+            continue
 
 
 async def _devtools_url(browser: asyncio.subprocess.Process) -> str:
@@ -118,6 +143,7 @@ class _Tab:
         await self.call("Emulation.setScriptExecutionDisabled", value=not scripts)
         await self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
                         mobile=False)  # fmt: skip
+        self.events.clear()  # the load that counts is the one after this navigation
         await self.call("Page.navigate", url=page.as_uri())
         await self.until("Page.loadEventFired")
         root = (await self.call("DOM.getDocument", depth=-1))["root"]

@@ -363,8 +363,11 @@ class Fetcher:
             raise
         finally:
             self._measure(outcome, loop.time() - started)
-            if self._tick is not None and outcome != Stopped.__name__:  # sent
-                at = sending.sent if sending is not None and sending.sent is not None else started
+            # On the timeline: a request that went on the wire (its limiter saw it
+            # go, or, unlimited, an answer came back), at the moment it went.
+            at = sending.sent if sending is not None else None
+            at = started if at is None and sending is None and outcome.isdigit() else at
+            if self._tick is not None and at is not None:
                 self._tick("requests", self.breaker.name, at)
                 if outcome == "429":
                     self._tick("throttled", self.breaker.name, at)

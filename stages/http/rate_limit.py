@@ -70,10 +70,12 @@ async def rate_limit(
     assert params.rate.count is not None  # 'off' is rejected when decoded
     rate = params.rate
     limiter = limiters.get(params.name or ctx.node, rate.count, rate.window, margin=params.margin)
-    # What the limit allows per second, for reports (the node's requests are its endpoint's).
-    ctx.gauge("flow.rate_limit", rate.count / rate.window, **{"flow.endpoint": ctx.node})
     replace = msgspec.structs.replace
+    seen: set[str] = set()
     async for request in source:
+        if request.endpoint not in seen:  # what the limit allows per second, for reports
+            seen.add(request.endpoint)
+            ctx.gauge("flow.rate_limit", rate.count / rate.window, **{"flow.endpoint": request.endpoint})
         yield replace(request, limiter=limiter)
 
 

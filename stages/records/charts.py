@@ -69,9 +69,9 @@ def _label(x: float, y: float, text: str, anchor: str = "middle", size: int = 10
 
 
 def line_chart(title: str, points: Sequence[tuple[float, float, str]], *, y_title: str,
-               x_title: str = "event time (window start, UTC)", color: str = PALETTE[0],
+               x_title: str = "event time (window start, UTC)", color: str = PALETTE[0], dates: bool = True,
                width: int = 300, height: int = 180) -> str:  # fmt: skip
-    """One series over time: points (Unix seconds, value, tooltip text)."""
+    """One series: points (x: Unix seconds, or a number with `dates` off; value; tooltip text)."""
     left, top, right, bottom = 56, 14, width - 12, height - 42
     body = _axes(left, top, right, bottom, x_title, y_title)
     if not points:
@@ -87,7 +87,7 @@ def line_chart(title: str, points: Sequence[tuple[float, float, str]], *, y_titl
         body.append(_el("line", x1=left, y1=f"{y(value):.1f}", x2=right, y2=f"{y(value):.1f}", stroke=GRID))
         body.append(_label(left - 4, y(value) + 4, _nice(value), "end"))
     for at, anchor in ((min(xs), "start"), (max(xs), "end")):
-        body.append(_label(x(at), bottom + 14, _date(at), anchor))
+        body.append(_label(x(at), bottom + 14, _date(at) if dates else _nice(at), anchor))
     path = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b, _ in points)
     body.append(_el("polyline", points=path, fill="none", stroke=color, stroke_width=2))
     for a, b, tip in points:
@@ -122,40 +122,59 @@ def timeline_chart(title: str, requests: Sequence[int], *, limit: float | None, 
                    width: int = 640, height: int = 200) -> str:  # fmt: skip
     """Requests per second of one endpoint (bars), its rate limit (a dashed
     line), retries (a second colour, over the requests) and 429 answers
-    (marked), and the seconds its breaker was open (shaded)."""
+    (marked), and the seconds its breaker was open (shaded). A long run is
+    drawn in bins of several seconds (at most BINS bars), the limit scaled
+    to a bin."""
     left, top, right, bottom = 56, 14, width - 12, height - 42
-    body = _axes(left, top, right, bottom, "seconds since the run started", "requests per second")
-    seconds = max(len(requests), len(retries), 1)
-    high = max([*requests, *retries, limit or 0, 1])
-    x = _scale(0, seconds, left, right)
+    per = math.ceil(max(len(requests), len(retries), 1) / BINS)  # seconds per bar
+    if per > 1:
+        requests, retries, throttled = (_binned(c, per) for c in (requests, retries, throttled))
+    unit = "second" if per == 1 else f"{per} s"
+    allowed = limit * per if limit else None  # per bar
+    x_title = f"time since the run started ({unit} a bar)"
+    body = _axes(left, top, right, bottom, x_title, f"requests per {unit}")
+    bars = max(len(requests), len(retries), 1)
+    high = max([*requests, *retries, allowed or 0, 1])
+    x = _scale(0, bars, left, right)
     y = _scale(0, high * 1.15, bottom, top)
-    step = max(1.0, (right - left) / seconds - 2)
-    for start, end in open_spans:
-        body.append(_el("rect", class_="breaker-open", x=f"{x(start):.1f}", y=top, height=bottom - top,
-                        width=f"{max(2.0, x(end) - x(start)):.1f}", fill=PALETTE[4], opacity=0.25,
+    step = max(1.0, (right - left) / bars - 2)
+    for start, end in open_spans:  # in seconds
+        body.append(_el("rect", class_="breaker-open", x=f"{x(start / per):.1f}", y=top, height=bottom - top,
+                        width=f"{max(2.0, x(end / per) - x(start / per)):.1f}", fill=PALETTE[4], opacity=0.25,
                         tip=f"breaker open {start:.1f}-{end:.1f} s"))  # fmt: skip
     for value in (0, high):
         body.append(_label(left - 4, y(value) + 4, _nice(value), "end"))
-    body.append(_label(right, bottom + 14, f"{seconds} s", "end"))
+    body.append(_label(right, bottom + 14, f"{bars * per} s", "end"))
+
+    def when(bar: int) -> str:
+        return f"second {bar}" if per == 1 else f"seconds {bar * per}-{bar * per + per - 1}"
+
     for series, counts, color in (("point", requests, PALETTE[0]), ("retry", retries, PALETTE[1])):
         what = "requests" if series == "point" else "retries"
-        for second, count in enumerate(counts):
+        for bar, count in enumerate(counts):
             if count:
-                top_of, tip = y(count), f"second {second}: {count} {what}"
-                body.append(_el("rect", class_=series, x=f"{x(second) + 1:.1f}", y=f"{top_of:.1f}",
+                top_of, tip = y(count), f"{when(bar)}: {count} {what}"
+                body.append(_el("rect", class_=series, x=f"{x(bar) + 1:.1f}", y=f"{top_of:.1f}",
                                 width=f"{step:.1f}", height=f"{bottom - top_of:.1f}", fill=color,
-                                data_x=second, data_y=count, tip=tip))
-    for second, count in enumerate(throttled):
+                                data_x=bar * per, data_y=count, tip=tip))
+    for bar, count in enumerate(throttled):
         if count:
-            body.append(_el("text", "429", class_="throttled", x=f"{x(second) + step / 2:.1f}", y=top + 10,
+            body.append(_el("text", "429", class_="throttled", x=f"{x(bar) + step / 2:.1f}", y=top + 10,
                             text_anchor="middle", font_size=10, fill=PALETTE[1],
-                            tip=f"second {second}: {count} answered 429"))  # fmt: skip
-    if limit:
-        level = f"{y(limit):.1f}"
+                            tip=f"{when(bar)}: {count} answered 429"))  # fmt: skip
+    if allowed:
+        level = f"{y(allowed):.1f}"
         body.append(_el("line", class_="limit", x1=left, y1=level, x2=right, y2=level, stroke=INK,
-                        stroke_dasharray="5 4", tip=f"rate limit: {_nice(limit)} per second"))  # fmt: skip
-        body.append(_label(right, y(limit) - 4, f"limit {_nice(limit)}/s", "end"))
+                        stroke_dasharray="5 4", tip=f"rate limit: {_nice(limit or 0)} a second"))  # fmt: skip
+        body.append(_label(right, y(allowed) - 4, f"limit {_nice(allowed)} per {unit}", "end"))
     return _frame(width, height, title, body, "timeline")
+
+
+BINS = 240  # bars a timeline draws at most
+
+
+def _binned(counts: Sequence[int], per: int) -> list[int]:
+    return [sum(counts[i : i + per]) for i in range(0, len(counts), per)]
 
 
 def change(first: float, last: float) -> str:

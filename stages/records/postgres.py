@@ -67,6 +67,10 @@ class PostgresParams(Params):
 # CREATE TABLE IF NOT EXISTS is not safe against a concurrent create.
 _DDL_LOCK = 0x666C6F77  # "flow"
 _JSON_COLUMNS = {n for n, t in COLUMNS if t == "JSONB"}
+_BOUNDS_OF = (
+    "SELECT column_name, data_type FROM information_schema.columns"
+    " WHERE table_schema = current_schema() AND table_name = 'windows'"
+)
 _COLUMNS_OF = (
     "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped"
 )
@@ -118,6 +122,7 @@ class Server:
             for table, names in SIDE.items():
                 cols = ", ".join(f'"{n}" {_SIDE_TYPES.get(n, "TEXT")}' for n in names.split())
                 await self.db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+            await self._bounds_as_text()
             await self.db.execute(RUNS)
         # Per session (each sink has its own connection), emptied at every
         # commit: a batch's rows, in order (seq).
@@ -135,6 +140,16 @@ class Server:
             self.insert = (
                 f"INSERT INTO {self.table} ({columns}) SELECT {columns} FROM {self.staging} ORDER BY seq"
             )
+
+    async def _bounds_as_text(self) -> None:
+        """A windows table made by an earlier flow holds its bounds as
+        numbers (seconds since the run started); windows now have ISO 8601
+        bounds: its columns become text, the old numbers kept as text."""
+        kinds = dict(await self.db.fetch(_BOUNDS_OF))
+        for column in ("start", "end"):
+            if kinds.get(column) == "double precision":
+                alter = f'ALTER TABLE windows ALTER COLUMN "{column}" TYPE TEXT USING "{column}"::text'
+                await self.db.execute(alter)
 
     async def _check(self, upsert: bool) -> None:
         """An existing products table must have every column, and its key

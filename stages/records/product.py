@@ -61,8 +61,11 @@ def event_time(value: Any) -> str | None:
     window stage counts it as untimed), and is never dead-lettered for it."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, str) and not value.strip().lstrip("-").replace(".", "", 1).isdigit():
-        return _iso_text(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        # ISO text, or a compact ISO date (20240301); other digits are Unix time.
+        if (len(text) == 8 and text.isdigit()) or not text.lstrip("-").replace(".", "", 1).isdigit():
+            return _iso_text(text)
     try:
         seconds = float(value)
     except (TypeError, ValueError):
@@ -80,10 +83,11 @@ def _iso_text(text: str) -> str | None:
 
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time; or a time the UTC calendar cannot hold
         return None
-    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @functools.lru_cache(maxsize=8192)

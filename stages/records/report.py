@@ -16,8 +16,9 @@ Policy allows neither) and every chart as inline SVG (.charts):
                     limit, retries, 429 answers, and when its breaker was open
                     (the run's timeline: ctx.timeline)
 
-Memory: counts per category, source and reason, and the closed windows (a
-few per key); no product is held.
+Memory: counts per category, source and reason, and three numbers per
+closed window that held products (per key: a handful over event time; one a
+second over processing time); no product is held.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class _Gathered:
     def __init__(self) -> None:
         self.categories: Counter[str] = Counter()
         self.products: Counter[str] = Counter()
-        self.windows: defaultdict[tuple[str, str | None], list[WindowStats]] = defaultdict(list)
+        # (window name, key) -> (start: Unix seconds or product number, average price, count)
+        self.windows: defaultdict[tuple[str, str | None], list[tuple[float, float, int]]] = defaultdict(list)
+        self.kinds: dict[str, str] = {}  # window name -> its time: an event-time field, processing, count
         self.errors: Counter[str] = Counter()
         self.dead: Counter[str] = Counter()
 
@@ -69,7 +72,9 @@ class _Gathered:
                 self.categories[product.category] += 1
                 self.products[product.source] += 1
         elif isinstance(item, WindowStats):
-            self.windows[(item.name, item.key)].append(item)
+            if item.price is not None:  # a point: where it starts, its average, how many
+                self.kinds[item.name] = item.time
+                self.windows[(item.name, item.key)].append((_position(item), item.price.avg, item.count))
         elif isinstance(item, DeadLetter):
             self.dead[item.reason.split(" (")[0]] += 1
         elif isinstance(item, ErrorRecord):
@@ -114,34 +119,51 @@ def _page(params: ReportParams, g: _Gathered, ctx: Any) -> str:
     )
 
 
+_AXES = {
+    "processing": "seconds since the first window (processing time)",
+    "count": "product number (window start)",
+}
+
+
+def _position(w: WindowStats) -> float:
+    if w.start is not None:
+        return datetime.fromisoformat(w.start).timestamp()
+    return float(w.first or 0)
+
+
 def _trends(g: _Gathered) -> str:
     parts = ["<section id='trends'><h2>Price trends</h2>"]
     if not g.windows:
-        parts.append("<p>No window reached this report (route <code>NODE.windows</code> to it).</p>")
-    names = sorted({name for name, _ in g.windows})
-    for name in names:
-        keys = sorted((key for n, key in g.windows if n == name), key=lambda k: k or "")
-        series = [g.windows[(name, key)] for key in keys]
-        time_kind = series[0][0].time if series and series[0] else "processing"
-        heading = f"{escape(name)}: average price per window ({escape(time_kind)} time)"
+        parts.append("<p>No window with products reached this report (<code>NODE.windows</code>).</p>")
+    for name in sorted(g.kinds):
+        kind = g.kinds[name]
+        event = kind not in _AXES
+        heading = f"{escape(name)}: average price per window ({'event time: ' + kind if event else kind})"
         parts.append(f"<h3>{heading}</h3><div class='grid'>")
-        for i, (key, windows) in enumerate(zip(keys, series, strict=True)):
-            points = []
-            for w in windows:
-                if w.price is None or w.start is None:
-                    continue
-                at = datetime.fromisoformat(w.start).timestamp()
-                tip = f"{w.start[:10]}: avg {w.price.avg:,.2f} over {w.count} products"
-                points.append((at, w.price.avg, tip))
+        keys = sorted((key for n, key in g.windows if n == name), key=lambda k: k or "")
+        for i, key in enumerate(keys):
+            windows = g.windows[(name, key)]
+            origin = 0.0 if event or kind == "count" else windows[0][0]
+            points = [(at - origin, avg, _tip(kind, at, avg, n)) for at, avg, n in windows]
             label = key or "all"
             moved = change(points[0][1], points[-1][1]) if len(points) > 1 else "n/a"
+            axis = "event time (window start, UTC)" if event else _AXES[kind]
             chart = line_chart(f"{name} · {label}: average price", points, y_title="average price",
-                               color=PALETTE[i % len(PALETTE)])  # fmt: skip
+                               color=PALETTE[i % len(PALETTE)], dates=event, x_title=axis)  # fmt: skip
             caption = f"<b>{escape(label)}</b>: {moved} from the first window to the last ({len(points)})"
             parts.append(_figure(label, chart, caption))
         parts.append("</div>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _tip(kind: str, at: float, avg: float, count: int) -> str:
+    if kind == "count":
+        where = f"from product {at:.0f}"
+    else:
+        moment = datetime.fromtimestamp(at, UTC)
+        where = moment.strftime("%H:%M:%S") if kind == "processing" else moment.strftime("%Y-%m-%d")
+    return f"{where}: avg {avg:,.2f} over {count} products"
 
 
 def _sources(g: _Gathered, ctx: Any) -> str:

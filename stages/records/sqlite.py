@@ -63,8 +63,7 @@ SIDE = {  # table -> its columns
     "errors": "run_id node stage item error detail endpoint fields timestamp",
     "windows": "run_id node start end count stats",
 }
-_TYPES = {"page": "INTEGER", "position": "INTEGER", "item": "INTEGER", "start": "REAL", "end": "REAL",
-          "count": "INTEGER"}  # fmt: skip
+_TYPES = {"page": "INTEGER", "position": "INTEGER", "item": "INTEGER", "count": "INTEGER"}  # bounds: ISO text
 RUNS = (
     "CREATE TABLE IF NOT EXISTS runs (run_id TEXT, node TEXT, graph TEXT, status TEXT, sink TEXT,"
     " started_at TEXT, finished_at TEXT, products INTEGER, dead_letters INTEGER, errors INTEGER,"

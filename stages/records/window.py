@@ -82,64 +82,82 @@ async def window(source: AsyncIterator[Any], params: WindowParams, ctx: Any) -> 
 
     from flow.tracing import provenance  # (OpenTelemetry) likewise
 
-    loop = asyncio.get_running_loop()
-    clock = _Clock(params, loop.time)
+    clock = _Clock(params, asyncio.get_running_loop().time)
     keyed = Keyed(clock.windows)
     key_of = _getter(params.by)
     name = params.name or f"{ctx.node}#{ctx.index}"
     out = ctx.open_output(params.path) if params.path else None
-    encode = msgspec.json.Encoder().encode
-    # While tracing, each closed window is also a span linked to the batches
-    # it covers: (first key, last key, provenance) of recent batches.
-    recent: deque[tuple[float, float, Any]] | None = deque() if ctx.tracing else None
-
-    async def emit(closed: list[tuple[str | None, Closed]]) -> None:
-        if recent is not None and closed:
-            for _, w in closed:
-                covers = {k for first, last, k in recent if first < w.end and last >= w.start}
-                ctx.record_emit("window emit", covers, **{"flow.window.count": w.stats.count})
-            horizon = min(w.start for _, w in closed)  # windows still open start after this
-            while recent and recent[0][1] < horizon:
-                recent.popleft()
-        for key, w in closed:
-            stats = clock.named(w, name=name, key=key, node=ctx.node)
-            if out is not None:
-                out.write(encode(stats) + b"\n")
-            await ctx.emit("windows", stats)
-
+    emit = _Emitter(ctx, clock, name, out)
     try:
         async for batch in source:
-            first, left_out = clock.now(), {"late": [], "untimed": []}
+            left_out: dict[str, list[Any]] = {"late": [], "untimed": []}
+            low, high = math.inf, -math.inf  # the batch's span, in the windows' units (tracing)
             for product in batch.products:
                 at = clock.at(product)
                 if at is None:
                     left_out["untimed"].append(product)
                     continue
+                low, high = min(low, at), max(high, at)
                 if clock.event_time:
-                    if clock.late(at):  # its windows ended at or before the watermark
+                    # Into its windows ending after the watermark, whatever its key's state;
+                    # with none (they ended, or it is out of range), it is late.
+                    watermark = clock.current_watermark
+                    if clock.late(at) or not keyed.place(key_of(product), at, product, watermark):
                         left_out["late"].append(product)
-                    else:  # into its windows ending after the watermark, whatever its key's state
-                        keyed.place(key_of(product), at, product, clock.current_watermark)
                     continue
                 closed = keyed.advance(at)
                 keyed.place(key_of(product), at, product)
-                if closed:
-                    await emit(closed)
+                await emit(closed)
             if clock.event_time:
                 await emit(keyed.advance(clock.watermark()))
             for reason, products in left_out.items():
                 if products:
                     ctx.count(reason, len(products))
                     await ctx.emit("late", Left(name, reason, batch.endpoint, batch.page, products))
-            if recent is not None and batch.products:
+            if emit.recent is not None and low <= high:
                 key = provenance(batch)
                 if key is not None:
-                    recent.append((first, clock.now(), key))
+                    emit.recent.append((low, high, key))
             yield batch
         await emit(keyed.flush())
     finally:
         if out is not None:
             out.close()
+
+
+class _Emitter:
+    """Closed windows, named, to NODE.windows (and the `path` file). While
+    tracing, each is also a span linked to the batches it covers: (lowest,
+    highest time or number, provenance) of recent batches."""
+
+    def __init__(self, ctx: Any, clock: _Clock, name: str, out: Any) -> None:
+        self.ctx, self.clock, self.name, self.out = ctx, clock, name, out
+        self.encode = msgspec.json.Encoder().encode
+        self.recent: deque[tuple[float, float, Any]] | None = deque() if ctx.tracing else None
+
+    async def __call__(self, closed: list[tuple[str | None, Closed]]) -> None:
+        if not closed:
+            return
+        recent, ctx = self.recent, self.ctx
+        if recent is not None:
+            for _, w in closed:
+                covers = {k for low, high, k in recent if low < w.end and high >= w.start}
+                ctx.record_emit("window emit", covers, **{"flow.window.count": w.stats.count})
+            if not self.clock.event_time:  # in order: nothing before the oldest closed window is needed
+                horizon = min(w.start for _, w in closed)
+                while recent and recent[0][1] < horizon:
+                    recent.popleft()
+            while len(recent) > _RECENT:  # event time comes in any order: the newest batches
+                recent.popleft()
+        for key, w in closed:
+            stats = self.clock.named(w, name=self.name, key=key, node=ctx.node)
+            if self.out is not None:
+                self.out.write(self.encode(stats) + b"\n")
+            await ctx.emit("windows", stats)
+
+
+_RECENT = 4096  # batches remembered for the windows' span links (tracing, event time)
+
 
 class _Clock:
     """Where a product falls: its event time, processing time, or number."""
@@ -228,7 +246,11 @@ def _seconds(value: str | None) -> float | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+    seconds = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+    return seconds if _EARLIEST <= seconds <= _LATEST else None  # windows' bounds must stay writable
+
+
+_EARLIEST, _LATEST = -62_000_000_000.0, 250_000_000_000.0  # about year 5 to year 9900
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

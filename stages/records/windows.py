@@ -170,7 +170,8 @@ class Windows:
         offset = at - self.start
         last = math.floor(offset / self.slide)
         first = math.floor((offset - self.length) / self.slide) + 1
-        return range(max(0, first), last + 1)  # no window starts before `start`
+        # Processing time and counts: no window starts before the stream did.
+        return range(first if self.by == "event" else max(0, first), last + 1)
 
     def place(self, at: float, product: Any, after: float = -math.inf) -> bool:
         """File `product` at `at` into its open windows that end after
@@ -199,7 +200,15 @@ class Windows:
         return closed
 
     def advance(self, at: float) -> list[Closed]:
-        """Close every window that ends at or before `at`."""
+        """Close every window that ends at or before `at`: in event time the
+        windows that hold products (a time far off must not make a window of
+        every step on the way), else every window in order, empty ones too."""
+        if self.by == "event":
+            due = sorted(n for n in self._open if self._end(n) <= at)
+            closed = [self._close(n) for n in due]
+            after = math.floor((at - self.start - self.length) / self.slide) + 1  # the first that ends later
+            self._next_to_close = after if self._next_to_close is None else max(self._next_to_close, after)
+            return closed
         closed: list[Closed] = []
         number = self._next_to_close
         if number is None:  # nothing closed yet: from the first window opened, if it ended
@@ -217,6 +226,8 @@ class Windows:
     def flush(self) -> list[Closed]:
         """Close the windows still open (the stream ended)."""
         closed: list[Closed] = []
+        if self.by == "event":
+            return [self._close(n) for n in sorted(self._open)]
         if self._next_to_close is None:
             if not self._open:
                 return closed

@@ -151,3 +151,26 @@ def test_a_nul_character_is_stored_as_a_replacement_character_not_a_failure(tmp_
     assert title == "Lamp\ufffd 1" and json.loads(extra) == {"note": "a\ufffdb"}
     ((raw,),) = _postgres(dsn, "SELECT raw FROM dead_letters")
     assert json.loads(raw) == {"title": "no\ufffdprice"}
+
+
+def test_a_windows_table_of_an_earlier_flow_takes_iso_bounds(tmp_path, dsn):
+    """Windows had bounds in seconds (DOUBLE PRECISION); they are ISO 8601
+    now: the columns become text, the old rows kept."""
+
+    async def old_table() -> None:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute(
+                'CREATE TABLE windows (run_id TEXT, node TEXT, "start" DOUBLE PRECISION, "end" DOUBLE PRECISION,'
+                ' count BIGINT, stats JSONB)'
+            )
+            await connection.execute("INSERT INTO windows VALUES ('old', 'p', 0.5, 1.5, 3, '{}')")
+        finally:
+            await connection.close()
+
+    asyncio.run(old_table())
+    result = run_graph(GRAPH.format(dsn=dsn, mode="upsert"), sources={"p": [], "side": SIDE}, out_dir=tmp_path)
+    assert result.status == "completed" and not result.errors, result.errors
+    rows = _postgres(dsn, 'SELECT run_id, "start", "end" FROM windows ORDER BY run_id = \'old\' DESC')
+    assert rows[0] == ("old", "0.5", "1.5")
+    assert rows[1][1:] == ("2024-01-01T00:00:00.000Z", "2024-01-08T00:00:00.000Z")

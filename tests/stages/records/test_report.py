@@ -152,3 +152,28 @@ def test_a_real_browser_renders_it_the_same_with_javascript_on_and_off_without_a
     on = shots[True].read_bytes()
     assert len(on) > 20_000 and on[:8] == b"\x89PNG\r\n\x1a\n"
     assert on == shots[False].read_bytes()  # with JavaScript off, the very same picture
+
+
+def test_processing_time_and_count_windows_are_charted_on_their_own_axes(tmp_path: Path) -> None:
+    from flow.testing import run_graph
+    from stages.records.items import ProductBatch
+    from stages.records.product import Product
+
+    def product(n: int) -> Product:
+        return Product(id=f"s:{n}", source_id=str(n), title="t", source="s", price=10.0 + n % 7, currency="USD",
+                       category=("a", "b")[n % 2], processed_at="2026-01-01T00:00:00.000Z")  # fmt: skip
+
+    batches = [ProductBatch("s", k, [product(n) for n in range(k * 10, k * 10 + 10)]) for k in range(6)]
+    run_graph(
+        "version: 1\nnodes:\n"
+        "  w: {pipe: [{testing_source: {name: in}}, {window: {count: 15, by: category, name: counted}},\n"
+        "             {window: {every: 10s, name: timed}}]}\n"
+        "  page: {from: [w, w.windows], pipe: [{report: {path: r.html}}]}\n",
+        sources={"in": batches}, out_dir=tmp_path,
+    )  # fmt: skip
+    html = (tmp_path / "r.html").read_text()
+    charts = _read(html)
+    assert charts.charts["line"] == 3  # counted: a and b; timed: all
+    assert "product number (window start)" in html and "seconds since the first window (processing time)" in html
+    assert charts.points["a"] == 4 and charts.points["b"] == 4  # product numbers 0, 15, 30, 45 (per key: sparse)
+    assert charts.points["all"] == 1  # one 10 s window of processing time

@@ -30,15 +30,15 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _product(n: int, day: float | None, key: str, price: float) -> Product:
+def _product(n: int, day: float | None, key: str, price: float, base: float = START) -> Product:
     return Product(id=f"s:{n}", source_id=str(n), title="t", source="s", price=price, currency="USD",
                    category=key, processed_at="2026-01-01T00:00:00.000Z",
-                   timestamp=None if day is None else _iso(START + day * DAY))  # fmt: skip
+                   timestamp=None if day is None else _iso(base + day * DAY))  # fmt: skip
 
 
-def _oracle(batches: list[list[Product]], length: float, slide: float, lateness: float) -> tuple[Counter, int, int]:
-    """(window (key, start ISO) -> count, late, untimed) by the rule."""
-    counts: Counter[tuple[str, str]] = Counter()
+def _oracle(batches: list[list[Product]], length: float, slide: float, lateness: float) -> tuple[dict, int, int]:
+    """(window (key, start ISO) -> (count, sum of prices), late, untimed) by the rule."""
+    windows: dict[tuple[str, str], tuple[int, float]] = {}
     late = untimed = 0
     watermark, latest = -math.inf, -math.inf
     for batch in batches:
@@ -48,26 +48,32 @@ def _oracle(batches: list[list[Product]], length: float, slide: float, lateness:
                 continue
             at = datetime.fromisoformat(p.timestamp).timestamp()
             latest = max(latest, at)
-            covering = [k * slide for k in range(math.floor((at - length) / slide) + 1, math.floor(at / slide) + 1)]
-            open_ = [start for start in covering if start >= 0 and start + length > watermark]
+            # Every window start k * slide (from the epoch, k any integer) whose window
+            # holds `at`: found by trying every k near it, not by solving for k.
+            near = int(at // slide)
+            starts = [k * slide for k in range(near - int(length // slide) - 2, near + 2)]
+            open_ = [start for start in starts if start <= at < start + length and start + length > watermark]
             if not open_:
                 late += 1
             for start in open_:
-                counts[(p.category, _iso(start))] += 1
+                count, total = windows.get((p.category, _iso(start)), (0, 0.0))
+                windows[(p.category, _iso(start))] = (count + 1, total + p.price)
         watermark = latest - lateness
-    return counts, late, untimed
+    return windows, late, untimed
 
 
 days = st.one_of(st.none(), st.floats(0, 120, allow_nan=False).map(lambda d: round(d, 3)))
 products = st.lists(st.tuples(days, st.sampled_from(["a", "b", "c"]), st.floats(1, 500)), min_size=1, max_size=60)
+# 2024, and a stretch around the Unix epoch (windows that start before 1970)
+EPOCHS = st.sampled_from([START, -60 * DAY])
 
 
 @settings(max_examples=60, deadline=None)
-@given(items=products, cuts=st.lists(st.integers(1, 8), min_size=1, max_size=20),
-       length=st.sampled_from([7, 10, 28]), share=st.sampled_from([1.0, 0.5]),
+@given(items=products, cuts=st.lists(st.integers(1, 8), min_size=1, max_size=20), base=EPOCHS,
+       length=st.sampled_from([7, 10, 28]), share=st.sampled_from([1.0, 0.5, 0.3]),
        lateness=st.sampled_from([0, 3, 30]))  # fmt: skip
-def test_each_product_counts_in_exactly_the_open_windows_covering_its_time(items, cuts, length, share, lateness):
-    made = [_product(n, day, key, round(price, 2)) for n, (day, key, price) in enumerate(items)]
+def test_each_product_counts_in_exactly_the_open_windows_covering_its_time(items, cuts, base, length, share, lateness):
+    made = [_product(n, day, key, round(price, 2), base) for n, (day, key, price) in enumerate(items)]
     batches, i = [], 0
     for size in cuts * (len(made) // len(cuts) + 1):
         if i >= len(made):
@@ -89,8 +95,8 @@ def test_each_product_counts_in_exactly_the_open_windows_covering_its_time(items
     assert result.status == "completed" and not result.errors
     expected, late, untimed = _oracle(batches, length * DAY, slide * DAY, lateness * DAY)
     windows = sinks.get("windows", [])
-    got = Counter({(w.key, w.start): w.count for w in windows if w.count})
-    assert got == expected
+    got = {(w.key, w.start): (w.count, w.price.avg) for w in windows if w.count}
+    assert got == {key: (count, round(total / count, 2)) for key, (count, total) in expected.items()}
     assert len({(w.key, w.start) for w in windows}) == len(windows)  # each window closed once
     assert all(w.name == "w#1" and w.time == "timestamp" for w in windows)
     for w in windows:  # the figures of what it counted
