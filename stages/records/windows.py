@@ -164,6 +164,7 @@ class Windows:
         self._open: dict[int, _Open] = {}  # window number -> contents
         self._previous_avg: float | None = None
         self._next_to_close: int | None = None  # None: nothing placed or closed yet
+        self.due = math.inf  # the earliest end of an open window (kept in event time)
 
     def _numbers(self, at: float) -> range:
         """Window numbers k with start + k*slide <= at < start + k*slide + length."""
@@ -177,14 +178,17 @@ class Windows:
         """File `product` at `at` into its open windows that end after
         `after` (event time: the watermark); False if there is none (late:
         counted in none)."""
-        placed, horizon = False, self._next_to_close
+        placed, horizon, opened = False, self._next_to_close, self._open
+        start, slide, length = self.start, self.slide, self.length
         for number in self._numbers(at):
-            if (horizon is not None and number < horizon) or self._end(number) <= after:
+            end = start + number * slide + length
+            if (horizon is not None and number < horizon) or end <= after:
                 continue
             placed = True
-            window = self._open.get(number)
+            window = opened.get(number)
             if window is None:
-                window = self._open[number] = _Open()
+                window = opened[number] = _Open()
+                self.due = min(self.due, end)
             window.overall.add(product.price)
             if self.categories:
                 window.by_category[product.category].add(product.price)
@@ -204,8 +208,10 @@ class Windows:
         windows that hold products (a time far off must not make a window of
         every step on the way), else every window in order, empty ones too."""
         if self.by == "event":
-            due = sorted(n for n in self._open if self._end(n) <= at)
-            closed = [self._close(n) for n in due]
+            closed = []
+            if at >= self.due:  # else nothing open ends yet (the common case: checked per batch)
+                closed = [self._close(n) for n in sorted(n for n in self._open if self._end(n) <= at)]
+                self.due = min((self._end(n) for n in self._open), default=math.inf)
             after = math.floor((at - self.start - self.length) / self.slide) + 1  # the first that ends later
             self._next_to_close = after if self._next_to_close is None else max(self._next_to_close, after)
             return closed
@@ -284,9 +290,8 @@ class Keyed:
         return found.place(at, product, after)
 
     def advance(self, at: float) -> list[tuple[str | None, Closed]]:
-        return sorted(
-            ((key, c) for key, w in self.windows.items() for c in w.advance(at)), key=_by_start_and_key
-        )
+        closed = [(key, c) for key, w in self.windows.items() for c in w.advance(at)]
+        return sorted(closed, key=_by_start_and_key) if closed else closed
 
     def flush(self) -> list[tuple[str | None, Closed]]:
         return sorted(((key, c) for key, w in self.windows.items() for c in w.flush()), key=_by_start_and_key)
