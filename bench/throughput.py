@@ -26,7 +26,8 @@ rotates):
     (records kept as msgspec.Raw, decoded whole only for a dead letter's raw
     record) and normalized with flow's own pure converters from
     stages/records/product.py (source_id, parse_price, flatten_category,
-    clean_title, the Product struct), so the normalization work is identical,
+    clean_title, event_time from meta.updatedAt, the Product struct), so the
+    normalization work is identical,
     and the same summary.json written (products, dead letters, per_source
     prices, category distribution, summary). `--hand-decode dict` decodes
     every record whole into a dict, as flow's parse once did, to tell the
@@ -218,6 +219,10 @@ def default_chain(
     return str(yaml.safe_dump(graph, sort_keys=False))
 
 
+class Meta(msgspec.Struct):
+    updatedAt: Any = None
+
+
 class Item(msgspec.Struct):
     """The fields of a dummyjson record the product needs; the rest is skipped."""
 
@@ -225,6 +230,7 @@ class Item(msgspec.Struct):
     title: Any = None
     price: Any = None
     category: Any = None
+    meta: Meta | None = None  # its event time, meta.updatedAt
 
 
 class Envelope(msgspec.Struct):
@@ -239,7 +245,15 @@ def hand_written(url: str, out: Path, page_size: int, concurrency: int, workers:
 
     import aiohttp
 
-    from stages.records.product import Invalid, Product, clean_title, flatten_category, parse_price, source_id
+    from stages.records.product import (
+        Invalid,
+        Product,
+        clean_title,
+        event_time,
+        flatten_category,
+        parse_price,
+        source_id,
+    )
 
     decode_page = msgspec.json.Decoder(Envelope).decode
     decode_item = msgspec.json.Decoder(Item).decode
@@ -256,7 +270,10 @@ def hand_written(url: str, out: Path, page_size: int, concurrency: int, workers:
         record = decode_any(raw)
         if not isinstance(record, dict):
             raise msgspec.ValidationError("a record is not a JSON object")
-        return Item(record.get("id"), record.get("title"), record.get("price"), record.get("category"))
+        meta = record.get("meta")
+        updated = Meta(meta.get("updatedAt")) if isinstance(meta, dict) else None
+        get = record.get
+        return Item(get("id"), get("title"), get("price"), get("category"), updated)
 
     def work(body: bytes, page: int) -> tuple[int, list[bytes], list[float], Counter[str], list[bytes]]:
         """Decode and normalize one page (in a pool thread): (records,
@@ -279,6 +296,7 @@ def hand_written(url: str, out: Path, page_size: int, concurrency: int, workers:
                     currency=currency or "USD",
                     category=category,
                     processed_at=stamp,
+                    timestamp=event_time(item.meta.updatedAt) if item.meta is not None else None,
                 )
             except (Invalid, msgspec.ValidationError) as why:
                 record = decode_any(raw)

@@ -59,13 +59,25 @@ def event_time(value: Any) -> str | None:
     Unix time in seconds or milliseconds (a number, or digits); None when
     missing or unreadable: a product keeps its place without a time (the
     window stage counts it as untimed), and is never dead-lettered for it."""
+    if isinstance(value, str):
+        return _event_text(value)
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, str):
-        text = value.strip()
-        # ISO text, or a compact ISO date (20240301); other digits are Unix time.
-        if (len(text) == 8 and text.isdigit()) or not text.lstrip("-").replace(".", "", 1).isdigit():
-            return _iso_text(text)
+    return _unix(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _event_text(value: str) -> str | None:
+    """`event_time` of text; cached: a page's records share their times' text.
+    ISO text, or a compact ISO date (20240301); other digits are Unix time."""
+    text = value.strip()
+    if (len(text) == 8 and text.isdigit()) or not text.lstrip("-").replace(".", "", 1).isdigit():
+        return _iso_text(text)
+    return _unix(text)
+
+
+def _unix(value: Any) -> str | None:
+    """Unix time in seconds, or in milliseconds past 1e11, as `event_time` gives it."""
     try:
         seconds = float(value)
     except (TypeError, ValueError):
