@@ -22,7 +22,7 @@ rotates):
 (b) this file with `--client` (see `hand_written`): aiohttp, 16 requests in
     flight (the first page gives the total, then every page), retries on
     errors and 5xx; on a pool of 2 threads each
-    page is decoded with msgspec into the four fields the product needs
+    page is decoded with msgspec into the five fields the product needs
     (records kept as msgspec.Raw, decoded whole only for a dead letter's raw
     record) and normalized with flow's own pure converters from
     stages/records/product.py (source_id, parse_price, flatten_category,
