@@ -2,8 +2,8 @@
 (OTLP/HTTP to a receiver on loopback) versus off, interleaved in one run.
 
 The default graph's chain: per shop paginate -> fetch -> parse -> normalize
-(pages of 20), then merge -> redact -> quality -> dedupe -> window ->
-summary_json; three mock shops (dummyjson, platzi, reqres) without rate
+(pages of 20), then merge -> redact -> quality -> dedupe -> window (event
+time, 28 days, by category, as graph.yaml) -> summary_json; three mock shops (dummyjson, platzi, reqres) without rate
 limits or faults, run in this process. The receiver (a stand-in collector)
 runs in its own process, as a collector would, and only counts what it gets.
 Prints products per wall second and per CPU second of this process (all its
@@ -63,7 +63,8 @@ nodes:
       - normalize: {{preset: reqres}}
   products:
     from: [a, b, c]
-    pipe: [merge, redact, quality, {{dedupe: {{hold: 200}}}}, {{window: {{every: 1s}}}}, summary_json]
+    pipe: [merge, redact, quality, {{dedupe: {{hold: 200}}}},
+           {{window: {{time: timestamp, every: 28d, by: category, lateness: 365d}}}}, summary_json]
 """
 
 

@@ -141,8 +141,11 @@ class _Emitter:
         recent, ctx = self.recent, self.ctx
         if recent is not None:
             for _, w in closed:
-                covers = {k for low, high, k in recent if low < w.end and high >= w.start}
-                ctx.record_emit("window emit", covers, **{"flow.window.count": w.stats.count})
+                covers = list(dict.fromkeys(k for low, high, k in recent if low < w.end and high >= w.start))
+                # A month of event time covers thousands of batches: the span links the
+                # latest _LINKS of them (and says how many there were).
+                attributes = {"flow.window.count": w.stats.count, "flow.window.batches": len(covers)}
+                ctx.record_emit("window emit", covers[-_LINKS:], **attributes)
             if not self.clock.event_time:  # in order: nothing before the oldest closed window is needed
                 horizon = min(w.start for _, w in closed)
                 while recent and recent[0][1] < horizon:
@@ -157,6 +160,7 @@ class _Emitter:
 
 
 _RECENT = 4096  # batches remembered for the windows' span links (tracing, event time)
+_LINKS = 8  # links a window's span has at most
 
 
 class _Clock:
