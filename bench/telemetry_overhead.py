@@ -3,8 +3,9 @@
 
 The default graph's chain: per shop paginate -> fetch -> parse -> normalize
 (pages of 20), then merge -> redact -> quality -> dedupe -> window (event
-time, 28 days, by category, as graph.yaml) -> summary_json; three mock shops (dummyjson, platzi, reqres) without rate
-limits or faults, run in this process. The receiver (a stand-in collector)
+time, 28 days, by category, as graph.yaml) -> summary_json; three mock
+shops (dummyjson, platzi, reqres) without rate limits or faults, run in
+this process. The receiver (a stand-in collector)
 runs in its own process, as a collector would, and only counts what it gets.
 Prints products per wall second and per CPU second of this process (all its
 threads: event loop, normalize pool, exporters) for both, and the ratio

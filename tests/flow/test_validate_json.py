@@ -34,7 +34,7 @@ def _validate(*args: str) -> tuple[int, str, str]:
 def test_every_problem_is_the_text_line_as_fields(tmp_path: Path) -> None:
     graph = tmp_path / "graph.yaml"
     graph.write_text(BROKEN)
-    code, text_out, text_err = _validate(str(graph))
+    code, _, text_err = _validate(str(graph))
     json_code, json_out, json_err = _validate(str(graph), "--format", "json")
     assert code == json_code == 2 and json_err == ""
     report = json.loads(json_out)
