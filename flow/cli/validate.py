@@ -8,7 +8,10 @@
 
 (`nodes`, `stages` and `mock_servers` when the file decoded; `line` and
 `column` null for a problem in an override, `--set` or FLOW__ variable,
-whose `where` names it). The exit code is the same either way: 0 valid
+whose `where` names it). Problems of the checks are located from the
+problem itself; those of a file that did not load, from their line, by the
+places they can be (the file, an override), so a path or a value holding
+": " does not split them in the wrong place. The exit code is the same either way: 0 valid
 (warnings allowed unless --strict), 2 not.
 """
 
@@ -21,11 +24,6 @@ from typing import Any
 
 from ._load import add_graph_arguments, load_checked
 from ._output import Abort, out
-
-# flow's located problem lines (flow.problems.format_problem)
-_LINE = re.compile(
-    r"^(?P<where>.*?(?::(?P<line>\d+):(?P<column>\d+))?): (?P<warning>warning: )?(?P<text>.*)$", re.S
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,41 +44,66 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _json(args: argparse.Namespace) -> int:
+    import os
+
     from mocks import ServerSpec
 
+    from .._interpolate import ENV_PREFIX, scrub
     from ..graph import check
+    from ..problems import OVERRIDE
     from ..registry import default_registry
     from ..spec import SpecError, load_spec
 
     report: dict[str, Any] = {"file": args.graph, "valid": False}
+    # Where a problem may be: the file (then LINE[:COL]), an override's label.
+    labels = [f"--set {s}" for s in args.sets] + [n for n in os.environ if n.startswith(ENV_PREFIX)]
     try:
         spec = load_spec(args.graph, default_registry(), sets=args.sets, mocks_type=ServerSpec)
     except SpecError as err:
-        report["problems"] = [_problem(line) for line in err.lines]
+        report["problems"] = [_parsed(line, args.graph, labels) for line in err.lines]
     except Abort as abort:  # e.g. the file cannot be read
-        report["problems"] = [_problem(abort.message)]
+        report["problems"] = [_parsed(abort.message, args.graph, labels)]
     else:
-        problems = check(spec)
         report["nodes"], report["mock_servers"] = len(spec.nodes), len(spec.mocks)
         report["stages"] = sum(len(node.stages) for node in spec.nodes.values())
-        report["problems"] = [_problem(spec.where(p), p.warning and not args.strict) for p in problems]
+        report["problems"] = []
+        for p in check(spec):  # located from the Problem itself
+            if p.path and p.path[0] == OVERRIDE:
+                where, line, column = str(p.path[1]), None, None
+            else:
+                line, column = spec.locator.where(p.path, key=p.key) or (1, 1)
+                where = f"{spec.file}:{line}:{column}"
+            severity = "warning" if p.warning and not args.strict else "error"
+            message, hint = scrub(p.message, spec.secrets), scrub(p.hint, spec.secrets)
+            report["problems"].append(_fields(severity, where, line, column, message, hint))
     report["valid"] = not any(p["severity"] == "error" for p in report["problems"])
     out(json.dumps(report, indent=2, ensure_ascii=False))
     return 0 if report["valid"] else 2
 
 
-def _problem(text: str, warning: bool | None = None) -> dict[str, Any]:
-    """One problem line as fields: where, line, column, message, hint."""
-    found = _LINE.match(text)
-    if found is None:
-        return {"severity": "error", "where": None, "line": None, "column": None, "message": text, "hint": ""}
-    message, _, hint = found["text"].partition("; hint: ")
-    is_warning = bool(found["warning"]) if warning is None else warning
-    return {
-        "severity": "warning" if is_warning else "error",
-        "where": found["where"],
-        "line": int(found["line"]) if found["line"] else None,
-        "column": int(found["column"]) if found["column"] else None,
-        "message": message,
-        "hint": hint,
-    }
+def _parsed(text: str, graph: str, labels: list[str]) -> dict[str, Any]:
+    """A located line of a file that did not load: its place by what it
+    can be (the graph file with LINE[:COL], an override's label), so that
+    a path or a value holding ': ' cannot split it in the wrong place."""
+    line = column = None
+    where, rest = None, text
+    located = re.match(re.escape(graph) + r":(\d+)(?::(\d+))?: ", text)
+    if located is not None:
+        line, column = int(located[1]), int(located[2]) if located[2] else None
+        where, rest = located[0][:-2], text[located.end() :]
+    else:
+        for label in sorted([graph, *labels], key=len, reverse=True):
+            if text.startswith(label + ": "):
+                where, rest = label, text[len(label) + 2 :]
+                break
+    severity = "error"
+    if rest.startswith("warning: "):
+        severity, rest = "warning", rest[len("warning: ") :]
+    message, _, hint = rest.partition("; hint: ")
+    return _fields(severity, where, line, column, message, hint)
+
+
+def _fields(severity: str, where: str | None, line: int | None, column: int | None, message: str,
+            hint: str) -> dict[str, Any]:  # fmt: skip
+    fields = {"severity": severity, "where": where, "line": line, "column": column, "message": message}
+    return {**fields, "hint": hint}

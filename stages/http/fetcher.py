@@ -366,7 +366,8 @@ class Fetcher:
             # On the timeline: a request that went on the wire (its limiter saw it
             # go, or, unlimited, an answer came back), at the moment it went.
             at = sending.sent if sending is not None else None
-            at = started if at is None and sending is None and outcome.isdigit() else at
+            if at is None and outcome.isdigit():  # unlimited (no hook saw it go): answered, so it went
+                at = started
             if self._tick is not None and at is not None:
                 self._tick("requests", self.breaker.name, at)
                 if outcome == "429":

@@ -138,7 +138,8 @@ def timeline_chart(title: str, requests: Sequence[int], *, limit: float | None, 
     x = _scale(0, bars, left, right)
     y = _scale(0, high * 1.15, bottom, top)
     step = max(1.0, (right - left) / bars - 2)
-    for start, end in open_spans:  # in seconds
+    for start, end in open_spans:  # in seconds; one still open ends at the chart's edge
+        end = min(end, bars * per)
         body.append(_el("rect", class_="breaker-open", x=f"{x(start / per):.1f}", y=top, height=bottom - top,
                         width=f"{max(2.0, x(end / per) - x(start / per)):.1f}", fill=PALETTE[4], opacity=0.25,
                         tip=f"breaker open {start:.1f}-{end:.1f} s"))  # fmt: skip

@@ -71,7 +71,9 @@ def _event_text(value: str) -> str | None:
     """`event_time` of text; cached: a page's records share their times' text.
     ISO text, or a compact ISO date (20240301); other digits are Unix time."""
     text = value.strip()
-    if (len(text) == 8 and text.isdigit()) or not text.lstrip("-").replace(".", "", 1).isdigit():
+    if len(text) == 8 and text.isdigit():  # a compact ISO date, else Unix time
+        return _iso_text(text) or _unix(text)
+    if not text.lstrip("-").replace(".", "", 1).isdigit():
         return _iso_text(text)
     return _unix(text)
 
@@ -80,7 +82,7 @@ def _unix(value: Any) -> str | None:
     """Unix time in seconds, or in milliseconds past 1e11, as `event_time` gives it."""
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # an integer of hundreds of digits, too
         return None
     if not math.isfinite(seconds):
         return None

@@ -200,7 +200,9 @@ class _Clock:
         if self._field is None:
             return self._loop_time()
         at = _seconds(self._field(product))
-        if at is not None and at > self._latest:
+        if at is None or not _EARLIEST + self.length <= at <= _LATEST - self.length:
+            return None  # untimed: no readable time, or its windows' bounds would leave the calendar
+        if at > self._latest:
             self._latest = at
         return at
 

@@ -68,3 +68,17 @@ def test_overrides_and_unreadable_files_are_named_not_located(tmp_path: Path) ->
     assert code == 2 and problem["where"] == "--set run.deadline=banana" and problem["line"] is None
     code, out, _ = _validate(str(tmp_path / "missing.yaml"), "--format", "json")
     assert code == 2 and "cannot read" in json.loads(out)["problems"][0]["message"]
+
+
+def test_a_path_or_a_value_holding_a_colon_and_space_is_not_split_there(tmp_path: Path) -> None:
+    folder = tmp_path / "a: b"
+    folder.mkdir()
+    graph = folder / "graph.yaml"
+    graph.write_text(BROKEN)
+    _, out, _ = _validate(str(graph), "--format", "json")
+    first = json.loads(out)["problems"][0]
+    assert (first["where"], first["line"], first["column"]) == (f"{graph}:3:40", 3, 40)
+    _, out, _ = _validate(str(Path(__file__).parents[2] / "graph.yaml"), "--format", "json", "--set",
+                          "run.deadline=a: b")  # fmt: skip
+    problem = json.loads(out)["problems"][0]
+    assert problem["where"] == "--set run.deadline=a: b" and problem["message"].endswith("got 'a: b'")

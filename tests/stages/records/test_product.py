@@ -104,3 +104,15 @@ def test_every_preset_reads_the_price_each_mock_meant(seed):
             served = renderer.render(product)[preset.fields["price"]]
             amount, _ = parse_price(served, cents=preset.cents)
             assert amount == price_meant(product, renderer.price_forms), (style, served)
+
+
+def test_event_time_reads_what_apis_send_and_never_raises():
+    from stages.records.product import event_time
+
+    assert event_time("2024-03-01T10:00:00+02:00") == "2024-03-01T08:00:00.000Z"
+    assert event_time("2024-03-01") == event_time("20240301") == "2024-03-01T00:00:00.000Z"
+    assert event_time(1_700_000_000) == event_time("1700000000") == "2023-11-14T22:13:20.000Z"
+    assert event_time(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"  # milliseconds
+    assert event_time("17000000") == "1970-07-16T18:13:20.000Z"  # eight digits, no date: Unix time
+    for unreadable in (None, True, "garbage", float("nan"), 10**400, "0001-01-01T00:00:00+01:00", [1], {}):
+        assert event_time(unreadable) is None

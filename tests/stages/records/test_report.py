@@ -177,3 +177,22 @@ def test_processing_time_and_count_windows_are_charted_on_their_own_axes(tmp_pat
     assert "product number (window start)" in html and "seconds since the first window (processing time)" in html
     assert charts.points["a"] == 4 and charts.points["b"] == 4  # product numbers 0, 15, 30, 45 (per key: sparse)
     assert charts.points["all"] == 1  # one 10 s window of processing time
+
+
+def test_an_endpoint_without_a_rate_limit_has_its_requests_on_the_timeline(tmp_path: Path) -> None:
+    graph = {
+        "version": 1,
+        "mocks": {"shop": {"style": "dummyjson", "products": 100, "rate_limit": "off"}},
+        "nodes": {
+            "shop": {"pipe": [{"paginate": {"url": "${mocks.shop.url}/products", "style": "skip_limit"}}, "fetch",
+                              {"parse": {"schema": "dummyjson"}}, {"normalize": {"preset": "dummyjson"}}]},
+            "page": {"from": "shop", "pipe": [{"report": {"path": "r.html"}}]},
+        },
+    }  # fmt: skip
+    (tmp_path / "graph.yaml").write_text(yaml.safe_dump(graph))
+    done = subprocess.run([sys.executable, "-m", "flow", "run", str(tmp_path / "graph.yaml"), "--out",
+                           str(tmp_path / "out"), "-q"], env=ENV, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    charts = _read((tmp_path / "out" / "r.html").read_text())
+    assert charts.charts["timeline"] == 1 and charts.limits == 0  # no limit to draw
+    assert charts.points["shop"] >= 1
