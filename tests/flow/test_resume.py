@@ -124,7 +124,10 @@ def _status(out: Path) -> str | None:
     if not (out / "state.db").exists():
         return None
     with sqlite3.connect(out / "state.db") as db:
-        row = db.execute("SELECT status FROM flow_runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        try:
+            row = db.execute("SELECT status FROM flow_runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        except sqlite3.OperationalError:  # killed between making the file and its table
+            return None
     return row[0] if row else None
 
 
