@@ -30,7 +30,7 @@ from ._yaml import Path
 from .items import PORTS
 from .registry import Kinds, kind_names
 from .spec import Node, Problem, Spec
-from .topology import main_readers, topological
+from .topology import downstream, main_readers, topological
 
 WILDCARD = "*"
 
@@ -349,13 +349,4 @@ def _consumes(stage: Any, given: Kinds | None, previous: str) -> list[Problem]:
 
 
 def _reaches_sink(name: str, nodes: dict[str, Node], readers: dict[str, list[str]]) -> bool:
-    seen, todo = set(), [name]
-    while todo:
-        current = todo.pop()
-        if nodes[current].stages[-1].kind.is_sink:
-            return True
-        for reader in readers[current]:
-            if reader not in seen:
-                seen.add(reader)
-                todo.append(reader)
-    return False
+    return any(nodes[n].stages[-1].kind.is_sink for n in downstream(readers, {name}))

@@ -27,6 +27,7 @@ from .graph import edges
 from .items import DeadLetter
 from .registry import Params, StageKind
 from .spec import Spec, StageSpec
+from .topology import downstream, main_readers
 
 
 @dataclasses.dataclass
@@ -84,25 +85,9 @@ def _leading_to_stores(spec: Spec, starts: set[str]) -> list[str]:
     database; and the store sinks reading a side output of those (their
     dead letters, errors, windows). In the graph's order."""
     wiring = edges(spec)
-    readers: dict[str, set[str]] = {}  # by main edges
-    for reader, found in wiring.items():
-        for edge in found:
-            if edge.port is None:
-                readers.setdefault(edge.source, set()).add(reader)
-    below, todo = set(starts), list(starts)
-    while todo:
-        for reader in readers.get(todo.pop(), ()):
-            if reader not in below:
-                below.add(reader)
-                todo.append(reader)
-    leads = {n for n in below if spec.nodes[n].stages[-1].kind.store}
-    changed = True
-    while changed:
-        changed = False
-        for name in below - leads:
-            if readers.get(name, set()) & leads:
-                leads.add(name)
-                changed = True
+    readers = main_readers(spec.nodes, wiring)
+    stores = {n for n, node in spec.nodes.items() if node.stages[-1].kind.store}
+    leads = {n for n in downstream(readers, starts) if downstream(readers, {n}) & stores}
     fed = {
         name
         for name, found in wiring.items()

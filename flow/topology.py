@@ -7,7 +7,7 @@ from typing import Any
 
 from .spec import Node
 
-__all__ = ["depths", "main_readers", "sources_upstream", "topological"]
+__all__ = ["depths", "downstream", "main_readers", "sources_upstream", "topological"]
 
 
 def main_readers(nodes: dict[str, Any], wiring: dict[str, list[Any]]) -> dict[str, list[str]]:
@@ -18,6 +18,17 @@ def main_readers(nodes: dict[str, Any], wiring: dict[str, list[Any]]) -> dict[st
             if edge.port is None:
                 readers[edge.source].append(name)
     return readers
+
+
+def downstream(readers: dict[str, list[str]], starts: set[str]) -> set[str]:
+    """`starts` and every node their outputs reach, by `readers` (main_readers)."""
+    found, todo = set(starts), list(starts)
+    while todo:
+        for reader in readers[todo.pop()]:
+            if reader not in found:
+                found.add(reader)
+                todo.append(reader)
+    return found
 
 
 def topological(inputs: dict[str, list[str]]) -> list[str]:

@@ -88,7 +88,7 @@ def _unix(value: Any) -> str | None:
         return None
     if abs(seconds) >= 1e11:  # milliseconds (1e11 s is the year 5138)
         seconds /= 1000
-    return _stamp(seconds)
+    return iso_utc(seconds)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -105,7 +105,9 @@ def _iso_text(text: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=8192)
-def _stamp(seconds: float) -> str | None:
+def iso_utc(seconds: float) -> str | None:
+    """Unix seconds as flow writes times (ISO 8601, UTC, milliseconds, Z);
+    None past the calendar."""
     from datetime import UTC, datetime
 
     try:

@@ -41,10 +41,11 @@ from flow.registry import Params, stage
 from flow.units import Duration
 
 from .items import ProductBatch
-from .product import Product
+from .product import Product, iso_utc
 from .windows import Closed, Keyed, Left, Windows, WindowStats
 
 FIELDS = frozenset(Product.__struct_fields__)
+
 
 class WindowParams(Params):
     every: Duration | None = Duration.default(1)  # window length in time (processing, or event: `time`)...
@@ -66,6 +67,7 @@ class WindowParams(Params):
                 raise ValueError(f"{what}: {field!r} is no product field; one of: {fields}")
         if self.time is not None and self.count is not None:
             raise ValueError("time: event-time windows are by time (every), not count")
+
 
 @stage(
     "window",
@@ -226,8 +228,9 @@ class _Clock:
             bounds: dict[str, Any] = {"first": int(closed.start), "last": int(closed.end)}
         else:
             shift = 0.0 if self.event_time else self._wall
-            bounds = {"start": _iso(closed.start + shift), "end": _iso(closed.end + shift)}
+            bounds = {"start": iso_utc(closed.start + shift), "end": iso_utc(closed.end + shift)}
         return msgspec.structs.replace(closed.stats, name=name, key=key, node=node, time=self.time, **bounds)
+
 
 def _getter(field: str | None) -> Callable[[Any], Any]:
     if field is None:
@@ -239,8 +242,10 @@ def _getter(field: str | None) -> Callable[[Any], Any]:
 
     return value
 
+
 def _none(product: Any) -> None:
     return None
+
 
 @functools.lru_cache(maxsize=8192)
 def _seconds(value: str | None) -> float | None:
@@ -257,8 +262,4 @@ def _seconds(value: str | None) -> float | None:
 
 
 _EARLIEST, _LATEST = -62_000_000_000.0, 250_000_000_000.0  # about year 5 to year 9900
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 KIND = window

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.flow.test_resume import ENV
+from tests.mock_servers import ENV, mock_servers
 
 MOCKS = {  # no faults: the run's pages all arrive; what is tested is the records
     "clean": {"style": "dummyjson", "products": 150, "seed": 5, "defect_rate": 0.0, "rate_limit": "off"},
@@ -34,22 +33,8 @@ MOCKS = {  # no faults: the run's pages all arrive; what is tested is the record
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    config = tmp_path_factory.mktemp("mocks") / "mocks.yaml"
-    config.write_text(yaml.safe_dump({"version": 1, "mocks": MOCKS}))
-    process = subprocess.Popen([sys.executable, "-m", "mocks", "--config", str(config)],
-                               stdout=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
-    urls = {}
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("serving"):
-            break
-        name, _, url = line.split()[:3]
-        urls[name] = url
-    try:
+    with mock_servers(tmp_path_factory.mktemp("mocks"), MOCKS) as urls:
         yield urls
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=10)
 
 
 def _graph(path: Path, url: str, mapping: dict[str, str]) -> Path:

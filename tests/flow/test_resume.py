@@ -25,7 +25,6 @@ cycle must end with
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
@@ -40,6 +39,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.mock_servers import ENV, mock_servers
 
 CYCLES = 10
 CONCURRENCY = 4  # the fetch stage's, per source: the bound on pages fetched twice
@@ -56,37 +57,14 @@ SOURCES = {  # name -> (paginate params, preset)
     "c": ({"style": "link", "page_size": 10}, "jsonserver"),
     "d": ({"style": "cursor", "page_size": 10}, "cursor"),
 }
-ENV = {
-    **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOW__"))},
-    "PYTHONUNBUFFERED": "1",
-}
 RANDOM = random.Random(20261126)
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The mock APIs, in a process of their own: name -> the API's URL."""
-    config = tmp_path_factory.mktemp("mocks") / "mocks.yaml"
-    config.write_text(yaml.safe_dump({"version": 1, "mocks": MOCKS}))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mocks", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    urls: dict[str, str] = {}
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("serving"):
-            break
-        name, _, url = line.split()[:3]
-        urls[name] = url
-    try:
-        assert set(urls) == set(MOCKS), urls
+    with mock_servers(tmp_path_factory.mktemp("mocks"), MOCKS) as urls:
         yield urls
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=10)
 
 
 def _graph(tmp: Path, urls: dict[str, str]) -> Path:

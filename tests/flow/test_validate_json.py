@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.flow.test_resume import ENV
+from tests.mock_servers import ENV
 
 BROKEN = """\
 version: 1

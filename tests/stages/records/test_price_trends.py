@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from mocks._catalogue import CATEGORIES, WHEN_SECONDS, Catalogue, price_factor
-from tests.flow.test_resume import ENV
+from tests.mock_servers import ENV
 
 PRODUCTS, SEED = 60_000, 3
 WINDOW = 28 * 86_400

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.browser import render
-from tests.flow.test_resume import ENV
+from tests.mock_servers import ENV
 
 ROOT = Path(__file__).parents[3]
 ARTIFACTS = ROOT / "test-artifacts"
