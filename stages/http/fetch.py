@@ -145,10 +145,7 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
         headers = dict(result.headers)
         if key:  # durable before it goes on: a kill costs at most the pages in flight
             ctx.keep(key, _encode_kept((result.status, headers, result.body)))
-        if pager is not None:
-            pager.observe(request, result.body, headers, result.decoded)
-        ctx.count(ledger.FETCHED, on=request.endpoint)
-        return PageResponse(request, result.status, result.body, headers, result.attempts, result.decoded)
+        return _delivered(request, result.status, headers, result.body, result.attempts, result.decoded, ctx)
     if pager is not None:
         pager.observe(request, None, None)
     ctx.count(ledger.FAILED, on=request.endpoint)
@@ -182,14 +179,21 @@ def _recalled(request: PageRequest, kept: bytes, ctx: Any) -> PageResponse:
     """A page the run being resumed fetched: told to its planner and counted
     as fetched (and as from the state file), with no request sent."""
     status, headers, body = _decode_kept(kept)
-    pager, decoded = request.pager, None
-    if pager is not None:
+    decoded = None
+    if request.pager is not None:  # decoded here, once, as fetch does, for parse to reuse
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            decoded = pager.decode(body)
-        pager.observe(request, body, headers, decoded)
-    ctx.count(ledger.FETCHED, on=request.endpoint)
+            decoded = request.pager.decode(body)
     ctx.count(ledger.FROM_STATE, on=request.endpoint)
-    return PageResponse(request, status, body, headers, 0, decoded)
+    return _delivered(request, status, headers, body, 0, decoded, ctx)
+
+
+def _delivered(request: PageRequest, status: int, headers: dict[str, str], body: bytes, attempts: int,
+               decoded: Any, ctx: Any) -> PageResponse:  # fmt: skip
+    """A page to pass on, fetched or recalled: told to its planner, counted as fetched."""
+    if request.pager is not None:
+        request.pager.observe(request, body, headers, decoded)
+    ctx.count(ledger.FETCHED, on=request.endpoint)
+    return PageResponse(request, status, body, headers, attempts, decoded)
 
 
 KIND = fetch
