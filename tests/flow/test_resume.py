@@ -10,8 +10,10 @@ For each of SIGKILL and SIGINT, 10 cycles: a fresh `flow run`, the signal
 at a random moment of it, then `flow run --resume` until it exits 0. Each
 cycle must end with
 
-  - the products table equal, row for row, to an uninterrupted run's (every
-    column but `run_id` and `processed_at`, which name the run that wrote it);
+  - the products table equal, row for row, to an uninterrupted run's in
+    every column but `run_id` and `processed_at`, which name the run that
+    wrote a row: those hold the run that completed, every row, and a time
+    within it;
   - at each server, no page served whole (200, no fault) both before the
     signal and after it, beyond the pages that can have been in flight at
     the signal: the fetch stage's `concurrency` per source (a page is kept
@@ -95,6 +97,19 @@ def _table(out: Path) -> list[tuple[Any, ...]]:
         columns = [row[1] for row in db.execute("PRAGMA table_info(products)")]
         kept = [c for c in columns if c not in ("run_id", "processed_at")]
         return db.execute(f"SELECT {', '.join(kept)} FROM products ORDER BY id").fetchall()
+
+
+def _written_by_the_last_run(out: Path) -> bool:
+    """The two columns `_table` leaves out hold what they must: every row
+    names the run that completed (the resume upserts every product again)
+    and was processed while it ran."""
+    with sqlite3.connect(out / "state.db") as state:
+        run_id, started, finished = state.execute(
+            "SELECT run_id, started_at, finished_at FROM flow_runs ORDER BY rowid DESC LIMIT 1"
+        ).fetchone()
+    with sqlite3.connect(out / "products.db") as db:
+        rows = db.execute("SELECT run_id, processed_at FROM products").fetchall()
+    return bool(rows) and all(r == run_id and started <= at <= finished for r, at in rows)
 
 
 def _status(out: Path) -> str | None:
@@ -207,6 +222,8 @@ def test_resumed_runs_equal_an_uninterrupted_one(servers: dict[str, str], tmp_pa
         resumed += kept > 0
         if not found and _table(out) != expected:
             found.append("the products table differs from the uninterrupted run's")
+        if not found and not _written_by_the_last_run(out):
+            found.append("rows not all written by the run that completed (run_id, processed_at)")
         if not found and _letters(out) != letters:
             found.append("the dead-letter store differs from the uninterrupted run's")
         if list(out.glob("state.db-pages-*.log")):
