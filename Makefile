@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean screenshot
+.PHONY: run test lint bench clean screenshot docs
 
 $(STAMP): pyproject.toml tests/plugin/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: $(STAMP)
 
 screenshot: $(STAMP)  # docs/report.png, the README's picture of the report: the default graph's run
 	$(BIN)/python tests/browser.py --run graph.yaml --out docs/report.png
+
+docs: $(STAMP)  # docs/stages.md, the stage reference, from the stage registry (a test keeps it current)
+	$(BIN)/flow stages --format markdown --builtin > docs/stages.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis out
