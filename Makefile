@@ -24,6 +24,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	./.ci/postgres  # PostgreSQL's server programs, for the postgres sink's tests (apt-get as root if missing)
 	./.ci/chromium  # a headless browser, for the report's test (apt-get as root if missing)
+	./.ci/json-server  # json-server 0.17.4 from npm, a real API for the paging detection tests
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -8,6 +8,7 @@ One documented surface, used by every stage kind, built-in or not:
                     ctx.ledger(source): a source's pages and records (flow.ledger);
                     ctx.tick(series, key): per-second counts, read by ctx.timeline()
     events          ctx.record_event(name, ...)    a notable moment: run report + span event
+                    ctx.say(name, text, ...)        one the user should read now: stderr too
                     ctx.add_event(name, ...)       a span event only (retries, waits)
                     ctx.record_emit(name, covers)  an output summing up many batches (a window)
     telemetry       ctx.client_span(name, attrs), ctx.histogram/counter(...), ctx.gauge(...)
@@ -283,6 +284,14 @@ class StageContext:
             {"node": self.node, "stage": self.stage, "event": event, **fields, "timestamp": utc_now()}
         )
         self.add_event(event, **fields)
+
+    def say(self, event: str, text: str, **fields: Any) -> None:
+        """A choice made for the user (e.g. a detected paging style), to read
+        now: `NODE: text` on stderr (the CLI, unless quiet) and an event with
+        `text` and `fields` on the report."""
+        self.record_event(event, text=text, **fields)
+        if self.run.announce is not None:
+            self.run.announce(f"{self.node}: {text}")
 
     def add_event(self, name: str, **attributes: Any) -> None:
         """A span event on the span of the item being worked on (no-op when

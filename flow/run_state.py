@@ -47,6 +47,8 @@ class RunState:
         self.graph = ""  # the graph file's path
         # Called once the run has ended, with its status, losses and ledger (ctx.at_run_end).
         self.at_end: list[Callable[[dict[str, Any]], Any]] = []
+        # Where ctx.say's lines go (the CLI: stderr, unless quiet); None: the report only.
+        self.announce: Callable[[str], None] | None = None
         self.journal: Any = None  # flow.journal.Journal: pages kept for a resumed run, dead letters
         # (series, key) -> counts per second since the start (ctx.tick): bounded by the deadline.
         self.timeline: dict[tuple[str, str], list[int]] = {}

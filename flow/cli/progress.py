@@ -33,7 +33,8 @@ def rows(runtime: Any) -> list[tuple[str, ...]]:
         if not node.stages[0].kind.is_source:
             continue
         c = counters.get(name, {})
-        planned = runtime.stats[name].stages[0].items_out
+        # style: auto's probes are not pages
+        planned = runtime.stats[name].stages[0].items_out - c.get("probes", 0)
         pages = c.get("pages", 0)
         out.append(
             (

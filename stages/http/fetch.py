@@ -129,7 +129,7 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
     if fetcher is None:
         fetcher = fetchers[request.endpoint] = _fetcher(request.endpoint, params, ctx)
     pager = request.pager
-    key = _page_key(request) if ctx.keeping else ""
+    key = _page_key(request) if ctx.keeping and not request.probe else ""
     if key:
         kept = ctx.recall(key)  # a resumed run: the page as the run before it fetched it
         if kept is not None:
@@ -141,6 +141,12 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
         limiter=request.limiter,
         decode=pager.decode if pager is not None else None,  # the page is decoded once, here
     )
+    if request.probe:  # paginate's style: auto probe: told to its planner, passed on to nobody
+        if isinstance(result, Fetched):
+            pager.observe(request, result.body, dict(result.headers))
+        else:
+            pager.failed(result.error, result.detail, result.status)
+        return None
     if isinstance(result, Fetched):
         headers = dict(result.headers)
         if key:  # durable before it goes on: a kill costs at most the pages in flight

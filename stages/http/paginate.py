@@ -11,7 +11,7 @@ strictly sequential. Each request carries this endpoint's planner; the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -19,6 +19,9 @@ from flow import ledger
 from flow.registry import Params, stage
 
 from .paging import Pager, PageRequest
+
+if TYPE_CHECKING:
+    from .detect import Answer, Detected
 
 _DEFAULTS = {  # style -> (items_path, total_path, cursor_path)
     "page": (None, "total_pages", None),
@@ -31,7 +34,8 @@ _DEFAULTS = {  # style -> (items_path, total_path, cursor_path)
 
 class PaginateParams(Params):
     url: str  # http(s)://..., or ${mocks.NAME.url}... (filled in when the mocks start)
-    style: Literal["page", "skip_limit", "offset", "link", "cursor"]
+    # auto: read from up to three probe answers (stages.http.detect), said on stderr and in run.json
+    style: Literal["auto", "page", "skip_limit", "offset", "link", "cursor"]
     page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
     params: dict[str, str] = {}  # static query parameters
     headers: dict[str, str] = {}  # e.g. {x-api-key: "${API_KEY}"}
@@ -48,14 +52,15 @@ class PaginateParams(Params):
             raise ValueError(f"url: expected an http:// or https:// URL, got {self.url[:80]!r}")
 
 
-def _pager(params: PaginateParams, endpoint: str) -> Pager:
-    items, total, cursor = _DEFAULTS[params.style]
-    if params.style == "page" and params.items is not None:
-        items = params.items
+def _pager(params: PaginateParams, endpoint: str, detected: Detected | None = None) -> Pager:
+    """The endpoint's pager: the style's keys, or those detected; keys set
+    in the params win either way."""
+    style = detected.style if detected is not None else params.style
+    items, total, cursor = detected[1:4] if detected is not None else _DEFAULTS[style]
     return Pager(
         endpoint,
         params.url,
-        params.style,
+        style,
         params.page_size,
         params=params.params,
         headers=params.headers,
@@ -68,16 +73,24 @@ def _pager(params: PaginateParams, endpoint: str) -> Pager:
 @stage("paginate", PaginateParams, consumes=None, produces=PageRequest)
 async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
     """Plan page requests for one endpoint, concurrently where the style allows."""
-    pager = _pager(params, ctx.node)
+    detected = None
+    if params.style == "auto":
+        found: list[Detected] = []
+        async for probe in _probe(params, ctx, found):
+            yield probe
+        if not found:
+            return
+        detected = found[0]
+    pager = _pager(params, ctx.node, detected)
     pager.tally = ctx.count  # pages planned and abandoned, on this source's ledger
     yield pager.request(0)
-    if params.style == "cursor":
+    if pager.style == "cursor":
         walk = _cursor_walk(pager, params, ctx)
     else:
         # Every other style waits for the first answer: it may hold the total
         # and shows the page size the server really serves (a cap).
         first = await pager.outcome(0)
-        if first is None and params.style != "offset":
+        if first is None and pager.style != "offset":
             await ctx.error("pagination_stopped", "the first page failed, so the total is unknown", page=0)
             return
         walk = _total_walk(pager, params, ctx) if pager.total_pages else _open_walk(pager, params, ctx)
@@ -88,6 +101,30 @@ async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncItera
             asked, served = pager.capped
             ctx.record_event("page_size_capped", endpoint=ctx.node, asked=asked, served=served)
         yield request
+
+
+async def _probe(params: PaginateParams, ctx: Any, found: list[Detected]) -> AsyncIterator[PageRequest]:
+    """style: auto: probe requests until the answers name a style (put in
+    `found`, and said), or an error saying what was seen."""
+    from .detect import Probe, Refused, decide
+
+    answers: list[Answer] = []
+    while True:
+        try:
+            step = decide(answers, params.page_size)
+        except Refused as refused:
+            await ctx.error("paging_unknown", f"style: auto: {refused}", url=params.url)
+            return
+        if isinstance(step, tuple):
+            ctx.say("paging_detected", f"paginate: {step.describe()}", style=step.style, items=step.items,
+                    total=step.total, cursor=step.cursor, probes=len(answers), seen=step.seen)  # fmt: skip
+            found.append(step)
+            return
+        probe = Probe(step)
+        ctx.count("probes")
+        query = {**params.params, **step}
+        yield PageRequest(ctx.node, params.url, query, params.headers, 0, probe, probe=True)
+        answers.append(await probe.outcome())
 
 
 def _limit(pager: Pager, params: PaginateParams) -> int:

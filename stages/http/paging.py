@@ -41,6 +41,7 @@ class PageRequest(msgspec.Struct, frozen=True):
     page: int  # 0-based position in the walk
     pager: Any = None  # the Pager to tell the outcome (None: nobody waits)
     limiter: Any = None  # the send budget its rate_limit assigned (None: unlimited)
+    probe: bool = False  # style: auto's probe (stages.http.detect): answered to its planner only
 
     needs_answer: ClassVar[str] = "fetch"  # flow.graph: may end only in this kind of stage
 
@@ -48,7 +49,9 @@ class PageRequest(msgspec.Struct, frozen=True):
         """The engine dropped this request: its page failed, for the planner
         (unless fetch already settled it: a page is fetched, failed or
         abandoned, once)."""
-        if self.pager is not None and self.page not in self.pager.items:
+        if self.probe:
+            self.pager.failed("abandoned", reason, None)
+        elif self.pager is not None and self.page not in self.pager.items:
             self.pager.observe(self, None, None)
             self.pager.tally(ledger.ABANDONED)
 

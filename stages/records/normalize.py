@@ -30,13 +30,14 @@ import difflib
 import functools
 import operator
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
 from flow.items import DeadLetter, utc_now
 from flow.registry import ConcurrentParams, Params, stage
 
+from .infer import SAMPLE, Inferred, Unmappable, infer
 from .items import ProductBatch, Records, decode_any
 from .presets import PRESETS, Style
 from .product import Invalid, Product, clean_title, event_time, flatten_category, parse_price, source_id
@@ -53,7 +54,9 @@ class Processes(Params):
 
 class NormalizeParams(ConcurrentParams):
     preset: Style | None = None  # a shipped mapping of the style's fields
-    map: dict[str, str] = {}  # Product field -> dotted path in the record; overrides the preset
+    # Product field -> dotted path in the record, overriding the preset; or `auto`: inferred
+    # from each source's first records (stages.records.infer), said on stderr and in run.json
+    map: dict[str, str] | Literal["auto"] = {}
     extra: dict[str, str] = {}  # extra output field -> dotted path, kept as is (e.g. {brand: brand})
     price_in_cents: bool | None = None  # integer prices are cents (default: true for the cursor preset)
     currency: str = "USD"  # when the price names none
@@ -66,6 +69,10 @@ class NormalizeParams(ConcurrentParams):
         return self.concurrency or max(1, workers.processes if isinstance(workers, Processes) else workers)
 
     def __post_init__(self) -> None:
+        if self.map == "auto":
+            if self.preset is not None:
+                raise ValueError("map: auto infers what a preset names: set one of them")
+            return
         for key in self.map:
             if key not in MAPPED:
                 close = difflib.get_close_matches(key, MAPPED, n=1)
@@ -79,6 +86,11 @@ class NormalizeParams(ConcurrentParams):
     @property
     def preset_fields(self) -> dict[str, str]:
         return PRESETS[self.preset].fields if self.preset is not None else {}
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """The mapping declared (empty for `map: auto`)."""
+        return {**self.preset_fields, **self.map} if isinstance(self.map, dict) else {}
 
 
 class _Mapping(NamedTuple):
@@ -256,11 +268,17 @@ def _first(pair: tuple[int, Any]) -> int:
 )
 async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> ProductBatch:
     """Map raw records to Products (on the loop, or on `workers`); bad ones to dead letters."""
-    fields = {**params.preset_fields, **params.map}
-    cents = params.price_in_cents if params.price_in_cents is not None else bool(
-        params.preset and PRESETS[params.preset].cents
-    )
     source = batch.endpoint  # the source node: the ledger's key too
+    fields, cents = params.fields, bool(params.preset and PRESETS[params.preset].cents)
+    if params.map == "auto":
+        inferred = _inferred(batch, ctx)
+        if inferred is None:  # nothing to read a mapping from yet
+            return ProductBatch(batch.endpoint, batch.page, [])
+        if isinstance(inferred, str):
+            return await _unmappable(batch, inferred, ctx)
+        fields, cents = inferred
+    if params.price_in_cents is not None:
+        cents = params.price_in_cents
     if params.workers:
         import asyncio  # here: the pool is opt-in, and flow validate needs only the params
 
@@ -279,6 +297,37 @@ async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> Produc
         await ctx.dead_letter(**letter)
     ctx.count("products", len(products), on=batch.endpoint)
     return ProductBatch(batch.endpoint, batch.page, products)
+
+
+def _inferred(batch: Records, ctx: Any) -> Inferred | str | None:
+    """`map: auto`: the mapping of the batch's source, inferred from its first
+    batch that holds records and kept for the rest (said once); a string:
+    why none fits. Synchronous from lookup to store: batches running at
+    once cannot infer twice."""
+    known: dict[str, Inferred | str] = ctx.resource(("normalize.auto", ctx.node, ctx.index), dict)
+    found = known.get(batch.endpoint)
+    if found is None and batch.raws:
+        try:
+            found = infer([decode_any(raw) for _, raw in batch.raws[:SAMPLE]])
+            ctx.say("mapping_inferred", f"normalize: map: auto -> {found.describe()}", source=batch.endpoint,
+                    map=found.fields, price_in_cents=found.cents)  # fmt: skip
+        except Unmappable as refused:
+            found = str(refused)
+        known[batch.endpoint] = found
+    return found
+
+
+async def _unmappable(batch: Records, why: str, ctx: Any) -> ProductBatch:
+    """No mapping fits the source's records: every one is a dead letter
+    saying why (`flow replay` maps them once `map:` is set); an error once."""
+    known: set[str] = ctx.resource(("normalize.refused", ctx.node, ctx.index), set)
+    if batch.endpoint not in known:
+        known.add(batch.endpoint)
+        await ctx.error("mapping_unknown", why, endpoint=batch.endpoint, page=batch.page)
+    now = utc_now()
+    for position, raw in batch.raws:
+        await ctx.dead_letter(**_dead_letter(batch, position, raw, Invalid(why), now))
+    return ProductBatch(batch.endpoint, batch.page, [])
 
 
 KIND = normalize

@@ -12,6 +12,7 @@ dead letter with its source, page, position and the value as served.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,7 +33,8 @@ _OBJECT = (ord("{"),)
 
 class ParseParams(Params):
     schema: Style | None = None  # a shipped schema: where the style keeps its records
-    items: str | None = None  # else: the body key holding the records (None: the body is a list)
+    # else: the body key holding the records; neither: where the page's pager (paginate) reads them
+    items: str | None = None
 
 
 # No span per page (timed by the duration histogram): splitting a page its
@@ -41,10 +43,14 @@ class ParseParams(Params):
 async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: Any) -> AsyncIterator[Records]:
     """Decode page bodies into records; dead-letter what is not a record."""
     preset = PRESETS.get(params.schema or "")
+    given = params.items is not None or preset is not None
     items_key = params.items if params.items is not None else preset.items if preset else None
     decode_page = page_decoder(items_key)
     async for page in source:
         request = page.request
+        if not given:  # neither schema nor items: where the page's own pager reads its records
+            items_key = getattr(request.pager, "items_path", None)
+            decode_page = _decoder(items_key)
         try:
             raws = page_records(page.decoded, items_key)  # fetch's decoding holds them, or:
             if raws is None:
@@ -78,6 +84,11 @@ async def parse(source: AsyncIterator[PageResponse], params: ParseParams, ctx: A
                 )
         ctx.count(ledger.RECEIVED, len(raws), on=request.endpoint)
         yield Records(request.endpoint, request.page, records)
+
+
+@functools.lru_cache(maxsize=64)
+def _decoder(items_key: str | None) -> Any:
+    return page_decoder(items_key)
 
 
 def _json_type(value: Any) -> str:
