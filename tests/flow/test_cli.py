@@ -154,11 +154,11 @@ def test_entry_point_validates_the_shipped_graph():
     assert result.stdout.startswith("graph.yaml: valid")
 
 
-def test_the_readme_example_validates(tmp_path, capsys):
+def test_the_graph_reference_example_validates(tmp_path, capsys):
     import re
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    example = re.search(r"```yaml\n(# yaml-language-server.*?)```", readme, re.S)
+    reference = (Path(__file__).parents[2] / "docs" / "graph.md").read_text()
+    example = re.search(r"```yaml\n(# yaml-language-server.*?)```", reference, re.S)
     assert example is not None
     path = tmp_path / "graph.yaml"
     path.write_text(example[1])
