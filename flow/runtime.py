@@ -52,6 +52,7 @@ from .ledger import Ledgers, counted, losses, paths, written, yields_records
 from .mapping import mapped
 from .result import NodeStats, RunResult, StageStats, call_at_end, run_losses
 from .spec import Node, Spec
+from .tap import NodeTaps
 from .telemetry import observe_runtime, setup
 from .topology import depths, sources_upstream
 from .tracing import Lineage, StageSpans, traced
@@ -82,6 +83,9 @@ class Runtime:
             for name, node in self.nodes.items()
             if wiring[name]
         }
+        # Per node: the taps on its main output (flow.tap, flow.status); empty
+        # unless someone watches, and then tested once per item.
+        self.taps = {name: NodeTaps() for name in self.nodes}
         self._tasks: list[asyncio.Task[None]] = []
         # Per source: [the task that pulls its items, its async generator].
         # The generator's `ag_running` says whether it is awaiting right now.
@@ -368,16 +372,21 @@ class Runtime:
         outputs = [self.buffers[reader] for reader in self.readers.get((node.name, None), ())]
         # The last stage is counted here unless it is the source (counted there).
         stats = self.stats[node.name].stages[last] if last >= first else StageStats("")
+        taps = self.taps[node.name]
         try:
             try:
                 if outputs:
                     async for item in stream:
                         stats.items_out += 1
+                        if taps:
+                            taps.offer(item)
                         for output in outputs:
                             await output.put(item)
                 else:  # a sink nobody reads, the common end of a graph
-                    async for _ in stream:
+                    async for item in stream:
                         stats.items_out += 1
+                        if taps:
+                            taps.offer(item)
                 self.resources.ledgers.commit(node.name)  # a `whole` sink ended well
             except Exception as exc:  # the last stage failed (the others are guarded)
                 await self._failed(node, last, exc)
@@ -394,6 +403,7 @@ class Runtime:
             for generator in reversed(chain):
                 with contextlib.suppress(Exception):
                     await generator.aclose()  # type: ignore[attr-defined]
+            taps.end()
             for output in outputs:
                 output.done()
             for (source, port), readers in self.readers.items():

@@ -22,6 +22,8 @@ COMMANDS = {
     "graph": ("graph", "print the graph as Mermaid or Graphviz dot source"),
     "stages": ("stages", "list the stage kinds, or describe one"),
     "schema": ("schema", "print the JSON Schema of graph.yaml (for editors)"),
+    "top": ("top", "watch a running graph (flow run --status-port): its nodes, refreshed in place"),
+    "tap": ("tap", "print items passing a node of a running graph (flow run --status-port)"),
     "mocks": ("mocks", "run the embedded mock APIs on 127.0.0.1"),
 }
 EPILOG = """\

@@ -57,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 1 when anything was lost even if the graph says run.on_loss: warn",
     )
+    parser.add_argument(
+        "--status-port",
+        type=int,
+        metavar="PORT",
+        help="serve the run's live status (flow top URL) and taps (flow tap URL NODE) "
+        "on 127.0.0.1:PORT while it runs (0: any free port; the URL goes to stderr)",
+    )
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
@@ -89,6 +96,9 @@ async def _run(
         if servers:  # their ports are known now: fill in ${mocks.NAME.url}
             spec = load_checked(args, refs={name: s.url for name, s in servers.items()})
         runtime = Runtime(spec, out_dir=out_dir, journal=journal)
+        from ._status import serve_status  # (aiohttp only with --status-port)
+
+        status = await serve_status(runtime, args.status_port)  # None without --status-port
         if facts is not None:
             facts["run_id"] = runtime.telemetry.run_id
         # Recorded before anything is fetched: a kill leaves it `running`.
@@ -121,6 +131,8 @@ async def _run(
             if display is not None:
                 display.cancel()
                 await asyncio.gather(display, return_exceptions=True)
+            if status is not None:  # the run has ended: so does its status server
+                await status.close()
         from .progress import rows
 
         final_rows = rows(runtime)
