@@ -16,6 +16,8 @@ One documented surface, used by every stage kind, built-in or not:
     resources       ctx.resource(key, factory, close): one per key and run, closed by the engine
     resuming        ctx.keep(key, value) / ctx.recall(key): what a resumed run takes instead of
                     doing the work again (fetch: pages); ctx.keeping: whether the run keeps them
+    recordings      ctx.taping, ctx.tape(key, exchange), ctx.played(key): traffic recorded by
+                    `flow run --record` and played by `flow test` (flow.tape)
     run facts       ctx.deadline_at, ctx.started_at (loop time), ctx.out_dir, ctx.open_output(),
                     ctx.run_id, ctx.graph; ctx.at_run_end(callback): the run's status and ledger
 
@@ -382,6 +384,24 @@ class StageContext:
         this node and stage kind. No-op without a journal."""
         if self.run.journal is not None:
             self.run.journal.keep(f"{self.node}/{self.stage}", key, value)
+
+    # --- recorded traffic (flow.tape) ---------------------------------------------------
+    @property
+    def taping(self) -> str | None:
+        """"record" (flow run --record), "play" (flow test: take every exchange
+        from the recording, never the network) or None."""
+        return None if self.run.tape is None else self.run.tape.mode
+
+    def played(self, key: str) -> dict[str, Any] | None:
+        """Playing: the exchange recorded under `key` in this node, or None
+        (not recorded: a failure of the test, never a request)."""
+        return self.run.tape.played(self.node, key) if self.run.tape is not None else None
+
+    def tape(self, key: str, exchange: dict[str, Any]) -> None:
+        """Recording: keep `exchange` (JSON values) under `key` in this node's
+        recording, secrets redacted. No-op otherwise."""
+        if self.run.tape is not None and self.run.tape.mode == "record":
+            self.run.tape.record(self.node, key, exchange)
 
     def recall(self, key: str) -> bytes | None:
         """What the run being resumed kept under `key`, or None (do the work)."""

@@ -30,6 +30,7 @@ import msgspec
 
 from ._interpolate import interpolate, overrides_from_env, references, scalar, scrub, set_path
 from ._yaml import Locator, Path, YAMLError, load
+from .expect import TestsSpec
 from .problems import OVERRIDE, Problem, SpecError, decode, format_problem
 from .registry import Params, Registry, StageKind
 from .units import Duration
@@ -81,6 +82,7 @@ class GraphSpec(Base):
     mocks: dict[str, Any] = {}
     telemetry: TelemetrySpec = TelemetrySpec()
     nodes: dict[str, Any] = {}
+    tests: TestsSpec | None = None  # what `flow test` checks (flow.expect)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class Spec:
     locator: Locator
     warnings: list[str] = field(default_factory=list)
     secrets: dict[str, str] = field(default_factory=dict)  # env values -> ${NAME}, scrubbed from outputs
+    tests: TestsSpec | None = None  # the `tests:` block, for `flow test`
 
     def where(self, problem: Problem) -> str:
         return scrub(format_problem(self.file, self.locator, problem), self.secrets)
@@ -233,7 +236,7 @@ def parse_spec(
     if problems:
         raise fail()
     telemetry = {k: v for k, v in msgspec.structs.asdict(top.telemetry).items() if v is not None}
-    return Spec(file, top.run, mocks, telemetry, nodes, locator, secrets=secrets)
+    return Spec(file, top.run, mocks, telemetry, nodes, locator, secrets=secrets, tests=top.tests)
 
 
 def _at_override(problem: Problem, overridden: dict[tuple[str, ...], str]) -> Problem:

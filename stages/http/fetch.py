@@ -15,6 +15,7 @@ rate limit, counted as fetched and as `from_state` on the ledger.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import random
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,6 +32,7 @@ from .urls import safe_url
 
 if TYPE_CHECKING:  # imported when the first page is fetched: `flow validate` needs no aiohttp
     from .fetcher import Fetcher
+    from .outcomes import Fetched, FetchFailed
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # flow.breaker.state values
 
@@ -122,25 +124,21 @@ def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
 @stage("fetch", FetchParams, consumes=PageRequest, produces=PageResponse, per_item=True)
 async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResponse | None:
     """GET one page: rate-limited attempts, retries with backoff, a breaker per endpoint."""
-    from .fetcher import Fetched  # loaded by the first _fetcher: a dictionary lookup here
-    # This stage's fetchers, one per endpoint (breaker, in-flight bound).
-    fetchers: dict[str, Fetcher] = ctx.resource(("fetch", ctx.node, ctx.index), dict)
-    fetcher = fetchers.get(request.endpoint)
-    if fetcher is None:
-        fetcher = fetchers[request.endpoint] = _fetcher(request.endpoint, params, ctx)
+    from .outcomes import Fetched
+
     pager = request.pager
     key = _page_key(request) if ctx.keeping and not request.probe else ""
     if key:
         kept = ctx.recall(key)  # a resumed run: the page as the run before it fetched it
         if kept is not None:
             return _recalled(request, kept, ctx)
-    result = await fetcher.fetch(
-        request.url,
-        params=request.params,
-        headers=request.headers,
-        limiter=request.limiter,
-        decode=pager.decode if pager is not None else None,  # the page is decoded once, here
-    )
+    taping = ctx.taping
+    if taping == "play":  # flow test: the recorded exchange, never the network
+        result = _played(request, ctx)
+    else:
+        result = await _fetched(request, params, ctx)
+        if taping == "record":
+            ctx.tape(_page_key(request), _exchange(request, result))
     if request.probe:  # paginate's style: auto probe: told to its planner, passed on to nobody
         if isinstance(result, Fetched):
             pager.observe(request, result.body, dict(result.headers))
@@ -167,6 +165,62 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
         records_expected=pager.page_size if pager is not None else None,  # what the page would have held
     )
     return None
+
+
+async def _fetched(request: PageRequest, params: FetchParams, ctx: Any) -> Fetched | FetchFailed:
+    """The page from its server: rate-limited attempts, retries, the breaker."""
+    # This stage's fetchers, one per endpoint (breaker, in-flight bound).
+    fetchers: dict[str, Fetcher] = ctx.resource(("fetch", ctx.node, ctx.index), dict)
+    fetcher = fetchers.get(request.endpoint)
+    if fetcher is None:
+        fetcher = fetchers[request.endpoint] = _fetcher(request.endpoint, params, ctx)
+    pager = request.pager
+    return await fetcher.fetch(
+        request.url,
+        params=request.params,
+        headers=request.headers,
+        limiter=request.limiter,
+        decode=pager.decode if pager is not None else None,  # the page is decoded once, here
+    )
+
+
+def _exchange(request: PageRequest, result: Fetched | FetchFailed) -> dict[str, Any]:
+    """What `flow run --record` keeps of a page's exchange: the answer that
+    settled it (the body as text where it is UTF-8), or why it failed."""
+    from .outcomes import Fetched
+
+    url = safe_url(request.url) + ("?" + urlencode(request.params) if request.params else "")
+    if not isinstance(result, Fetched):
+        return {"url": url, "error": result.error, "detail": result.detail, "status": result.status,
+                "attempts": result.attempts}  # fmt: skip
+    exchange: dict[str, Any] = {"url": url, "status": result.status, "headers": dict(result.headers)}
+    try:
+        exchange["body"] = result.body.decode("utf-8")
+    except UnicodeDecodeError:
+        exchange["body_base64"] = base64.b64encode(result.body).decode("ascii")
+    exchange["attempts"] = result.attempts
+    return exchange
+
+
+def _played(request: PageRequest, ctx: Any) -> Fetched | FetchFailed:
+    """flow test: the page's exchange as recorded; not recorded: a failure."""
+    from .outcomes import Fetched, FetchFailed
+
+    key = _page_key(request)
+    exchange = ctx.played(key)
+    if exchange is None:
+        return FetchFailed(request.url, "not_recorded", 0, None, f"no exchange recorded for {key}")
+    attempts = exchange.get("attempts", 1)
+    if "error" in exchange:
+        detail = exchange.get("detail", "")
+        return FetchFailed(request.url, exchange["error"], attempts, exchange.get("status"), detail)
+    text = exchange.get("body")
+    body = text.encode() if text is not None else base64.b64decode(exchange.get("body_base64", ""))
+    decoded = None
+    if request.pager is not None and request.pager.decode is not None:
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            decoded = request.pager.decode(body)
+    return Fetched(request.url, exchange["status"], body, exchange.get("headers", {}), attempts, decoded)
 
 
 _encode_kept = msgspec.msgpack.Encoder().encode

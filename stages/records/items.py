@@ -46,6 +46,10 @@ class ProductBatch(msgspec.Struct, frozen=True):
     page: int
     products: list[Product]
 
+    def records(self) -> list[Product]:
+        """The records it holds (flow.expect reads them: `flow test`)."""
+        return self.products
+
     def records_by_source(self) -> dict[str, int]:
         """What a sink taking this writes, for the ledger (flow.ledger). After
         dedupe a batch may hold products of several sources; most hold one,
