@@ -24,6 +24,7 @@ COMMANDS = {
     "schema": ("schema", "print the JSON Schema of graph.yaml (for editors)"),
     "top": ("top", "watch a running graph (flow run --status-port): its nodes, refreshed in place"),
     "tap": ("tap", "print items passing a node of a running graph (flow run --status-port)"),
+    "test": ("test", "run the graph offline on recorded traffic (flow run --record); check its tests: block"),
     "mocks": ("mocks", "run the embedded mock APIs on 127.0.0.1"),
 }
 EPILOG = """\

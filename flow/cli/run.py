@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit 1 when anything was lost even if the graph says run.on_loss: warn",
     )
     parser.add_argument(
+        "--record",
+        metavar="DIR",
+        help="write every page's HTTP exchange to DIR (one NODE.jsonl.gz per source, secrets "
+        "redacted), for `flow test` to replay offline",
+    )
+    parser.add_argument(
         "--status-port",
         type=int,
         metavar="PORT",
@@ -99,6 +105,12 @@ async def _run(
         from ._status import serve_status  # (aiohttp only with --status-port)
 
         status = await serve_status(runtime, args.status_port)  # None without --status-port
+        if not args.quiet:
+            runtime.resources.announce = info  # choices made for the user (ctx.say), as they are made
+        if args.record:
+            from ..tape import Tape
+
+            runtime.resources.tape = Tape(args.record, "record", spec.secrets)
         if facts is not None:
             facts["run_id"] = runtime.telemetry.run_id
         # Recorded before anything is fetched: a kill leaves it `running`.
@@ -125,6 +137,8 @@ async def _run(
         try:
             result = await runtime.run()
         finally:
+            if runtime.resources.tape is not None:
+                runtime.resources.tape.close()
             for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
             PRESSES.hold_again()  # until run.json is written
