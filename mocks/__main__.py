@@ -67,6 +67,12 @@ def build_parser(prog: str = "python -m mocks") -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="start the servers of the 'mocks:' block of FILE (a graph.yaml)"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument(
+        "--dump",
+        action="store_true",
+        help="print the servers' catalogues as one JSON object (collection name -> records, as each "
+        "style serves them: a db.json for json-server) and exit; nothing is served",
+    )
     g = p.add_argument_group("servers (each flag overrides every server of --config)")
     g.add_argument(
         "--style",
@@ -222,6 +228,30 @@ async def run(specs: dict[str, ServerSpec], host: str, out: Callable[[str], None
             loop.remove_signal_handler(sig)
 
 
+def dump(specs: dict[str, ServerSpec]) -> str:
+    """Every server's whole catalogue, rendered as its style serves records
+    (defects and duplicates included, as configured), under the last part of
+    its path (`/api/v1/products` -> `products`); one server: its name too."""
+    from ._catalogue import Catalogue
+    from .styles import make_style
+
+    collections: dict[str, Any] = {}
+    for name, spec in specs.items():
+        style = make_style(spec.style, spec.seed)
+        catalogue = Catalogue(
+            spec.products,
+            spec.seed,
+            page_size=spec.page_size,
+            heterogeneity=spec.heterogeneity,
+            defect_rate=spec.defect_rate,
+            duplicate_rate=spec.duplicate_rate,
+        )
+        key = style.path.rstrip("/").rsplit("/", 1)[-1]
+        key = key if key not in collections else f"{key}_{name}"
+        collections[key] = msgspec.json.decode(bytes(style.render_page(catalogue, 0, spec.products)))
+    return msgspec.json.format(msgspec.json.encode(collections), indent=2).decode()
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "python -m mocks") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
@@ -234,6 +264,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m mocks") -> in
         return 2
     except ValueError as err:
         parser.error(str(err))
+    if args.dump:
+        sys.stdout.write(dump(specs) + "\n")
+        return 0
     try:
         asyncio.run(run(specs, args.host))
     except OSError as err:  # e.g. the port is taken
