@@ -25,7 +25,7 @@ mocks serve 50,000 pages), so the default run takes one to two minutes.
 
 `--where N` runs N products once in this process under tracemalloc instead
 and prints the source lines whose live allocations grew most during the
-run: where memory goes (README: "Where memory goes").
+run: where memory goes (docs/benchmarks.md, "Memory").
 
     python bench/memory.py [--sizes 10000 1000000] [--repeats 1] [--quick] [--page-size 20]
     python bench/memory.py --where 300000 [--top 15]

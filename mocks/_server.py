@@ -315,7 +315,7 @@ class MockServer:
         return self._json({"error": f"no admin route {request.method} {request.path}"}, 404)
 
     def stats(self, *, summary: bool = False) -> dict[str, Any]:
-        """What `/__stats` returns; see the README for every field."""
+        """What `/__stats` returns; docs/mocks.md describes every field."""
         by_status = Counter(str(e[4]) for e in self._log)
         by_fault = Counter(e[5] for e in self._log if e[5])
         out: dict[str, Any] = {

@@ -30,7 +30,7 @@ telemetry: OpenTelemetry traces and metrics go out over OTLP when
 OTEL_EXPORTER_OTLP_ENDPOINT is set (e.g. http://localhost:4318; the other
 standard OTEL_* variables apply), or as graph.yaml's `telemetry:` says
 (traces/metrics: otlp|console|none, protocol: http/protobuf|grpc, endpoint).
-Off by default. See the README's "Observability" section for the collector
+Off by default. See docs/observability.md for the collector
 and Jaeger."""
 
 
