@@ -106,6 +106,9 @@ class StageKind:
     # `flow replay`: the items of this kind's input that hold the records of
     # these dead letters (which this kind rejected), to pass through it again.
     replay: Callable[[list[Any]], list[Any]] | None = None
+    # `flow plan`: what this kind tells of a source's walk, into a
+    # flow.plan.SourcePlan (params, source) -> an awaitable, or None.
+    plan: Callable[[Any, Any], Any] | None = None
 
     @property
     def is_source(self) -> bool:
@@ -175,6 +178,7 @@ def stage(
     whole: bool = False,
     store: bool = False,
     replay: Callable[[list[Any]], list[Any]] | None = None,
+    plan: Callable[[Any, Any], Any] | None = None,
 ) -> Callable[[Operator], StageKind]:
     """Decorator: the generator becomes a StageKind named `name`.
 
@@ -191,7 +195,11 @@ def stage(
     without error. `store=True`: a sink that adds to what earlier runs wrote
     (a database), the only kind `flow replay` writes to. `replay(letters)`:
     the input items holding the records of dead letters this kind rejected
-    (flow.items.DeadLetter), for `flow replay` to pass through it again."""
+    (flow.items.DeadLetter), for `flow replay` to pass through it again.
+    `plan(params, source)`: what the kind adds to `flow plan`'s picture of a
+    source walking through it (a flow.plan.SourcePlan: pages, rate,
+    concurrency); may return an awaitable (one first request), awaited
+    after every hook of the source was called."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
     accepted = None if consumes is None else consumes if isinstance(consumes, tuple) else (consumes,)
@@ -203,7 +211,7 @@ def stage(
         doc = (run.__doc__ or "").strip()
         return StageKind(
             name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), check, doc,
-            whole=whole, store=store, replay=replay,
+            whole=whole, store=store, replay=replay, plan=plan,
         )
 
     return register

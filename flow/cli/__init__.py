@@ -19,6 +19,8 @@ COMMANDS = {
     "run": ("run", "run a graph: start its mocks, stream it to the sinks, write the run report"),
     "replay": ("replay", "pass the stored dead letters through the graph again, into its database sinks"),
     "validate": ("validate", "check a graph file: every problem, located; nothing runs"),
+    "plan": ("plan", "predict each source's pages, requests and time before running; "
+             "one request per source at most"),
     "graph": ("graph", "print the graph as Mermaid or Graphviz dot source"),
     "stages": ("stages", "list the stage kinds, or describe one"),
     "schema": ("schema", "print the JSON Schema of graph.yaml (for editors)"),

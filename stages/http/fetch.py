@@ -28,6 +28,7 @@ from flow.registry import ConcurrentParams, Params, stage
 from flow.units import Duration
 
 from .paging import PageRequest, PageResponse
+from .planning import plan_fetch
 from .urls import safe_url
 
 if TYPE_CHECKING:  # imported when the first page is fetched: `flow validate` needs no aiohttp
@@ -121,7 +122,7 @@ def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
     )
 
 
-@stage("fetch", FetchParams, consumes=PageRequest, produces=PageResponse, per_item=True)
+@stage("fetch", FetchParams, consumes=PageRequest, produces=PageResponse, per_item=True, plan=plan_fetch)
 async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResponse | None:
     """GET one page: rate-limited attempts, retries with backoff, a breaker per endpoint."""
     from .outcomes import Fetched

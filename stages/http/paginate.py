@@ -19,6 +19,7 @@ from flow import ledger
 from flow.registry import Params, stage
 
 from .paging import Pager, PageRequest
+from .planning import plan_paginate
 
 if TYPE_CHECKING:
     from .detect import Answer, Detected
@@ -70,7 +71,7 @@ def _pager(params: PaginateParams, endpoint: str, detected: Detected | None = No
     )
 
 
-@stage("paginate", PaginateParams, consumes=None, produces=PageRequest)
+@stage("paginate", PaginateParams, consumes=None, produces=PageRequest, plan=plan_paginate)
 async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
     """Plan page requests for one endpoint, concurrently where the style allows."""
     detected = None

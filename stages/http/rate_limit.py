@@ -18,6 +18,7 @@ from flow.registry import Params, stage
 from flow.units import Duration, Rate
 
 from .paging import PageRequest
+from .planning import plan_rate_limit
 
 
 class RateLimitParams(Params):
@@ -58,6 +59,7 @@ def _one_budget(uses: list[tuple[str, Any]]) -> list[Problem]:
     produces=PageRequest,
     spans=False,
     check=_one_budget,
+    plan=plan_rate_limit,
 )
 async def rate_limit(
     source: AsyncIterator[PageRequest], params: RateLimitParams, ctx: Any
