@@ -10,6 +10,9 @@ explicit `style:` gives.
        (a 4xx answer: asked again without paging parameters)
     2. ?offset=0&limit=S   only when the answers so far are bare lists
                            without paging headers
+    3. no paging parameters, only when both answered an empty list (an API
+                           that takes unknown parameters as filters answers
+                           `[]` to them, and is refused)
 
 What the answers show, in this order:
 
@@ -18,9 +21,9 @@ What the answers show, in this order:
     X-Total-Count header                             link
     {"total_pages": N, <records>: [...]}             page
     {"next_cursor"|"nextCursor": C, <records>}       cursor
-    {"total": N, "skip"|"limit": ..., <records>}     skip_limit
+    {"total": N, "skip": ..., <records>}             skip_limit
     {"total": N, "offset": ..., <records>}           offset, with the total
-    {"total": N, "page"|"per_page": ..., <records>}  page, total records
+    {"total": N, "page": ..., <records>}             page, total records
     a bare list that offset/limit cuts to S or less  offset
 
 Anything else is refused with what was seen (status, headers, keys), so
@@ -80,7 +83,9 @@ def decide(answers: list[Answer], page_size: int) -> Detected | dict[str, str]:
     if last.body is None:
         if len(answers) == 1 and last.status in (400, 422):
             return {}  # the API refuses unknown parameters: ask without any
-        raise Refused(f"the probe request {asked} failed ({last.failure}); set `style:` by hand")
+        # Refused parameters may be paging ones: then the style is for the user to set.
+        hint = "; set `style:` by hand" if last.status in (400, 404, 422) else ""
+        raise Refused(f"the probe request {asked} failed ({last.failure}){hint}")
     found = _from_headers(last.headers)
     if found is not None:
         return found
@@ -93,14 +98,34 @@ def decide(answers: list[Answer], page_size: int) -> Detected | dict[str, str]:
         return _from_envelope(body, asked)
     if not isinstance(body, list):
         raise Refused(f"the answer to {asked} is a JSON {type(body).__name__}, not records")
-    if "offset" not in last.query:
+    return _from_bare_lists(answers, page_size)
+
+
+def _from_bare_lists(answers: list[Answer], page_size: int) -> Detected | dict[str, str]:
+    """Bare lists without paging headers: offset paging if `offset/limit`
+    cuts the list to the page size. An empty answer to paging parameters is
+    checked against one without any: an API that takes unknown parameters
+    as filters answers `[]` to both probes, and must not pass for an empty
+    collection."""
+    offset = next((a for a in answers if "offset" in a.query), None)
+    if offset is None:
         return {"offset": "0", "limit": str(page_size)}
-    if len(body) <= page_size:
-        return Detected("offset", None, None, None, f"a bare list cut to {len(body)} by {asked}")
-    raise Refused(
-        f"a bare list of {len(body)} records whatever the paging parameters"
-        f" ({', '.join(_query_text(a.query) for a in answers)}), and no Link or X-Total-Count header"
-    )
+    records = msgspec.json.decode(offset.body or b"[]")
+    asked = ", ".join(_query_text(a.query) for a in answers)
+    if len(records) > page_size:
+        raise Refused(f"a bare list of {len(records)} records whatever the paging parameters ({asked}),"
+                      " and no Link or X-Total-Count header")  # fmt: skip
+    if records:
+        seen = f"a bare list cut to {len(records)} by {_query_text(offset.query)}"
+        return Detected("offset", None, None, None, seen)
+    bare = next((a for a in answers if not a.query), None)
+    if bare is None:
+        return {}
+    unpaged = msgspec.json.decode(bare.body or b"[]")
+    if isinstance(unpaged, list) and unpaged:
+        raise Refused(f"{len(unpaged)} records without paging parameters but none with them ({asked}):"
+                      " the API may take them as filters")  # fmt: skip
+    return Detected("offset", None, None, None, "an empty list, with and without paging parameters")
 
 
 def _from_headers(headers: dict[str, str]) -> Detected | None:
@@ -133,15 +158,13 @@ def _from_envelope(body: dict[str, Any], asked: str) -> Detected:
         return Detected("page", items, "total_pages", None, f"total_pages in the body (keys: {keys})")
     if cursor is not None:
         return Detected("cursor", items, None, cursor, f"{cursor} in the body (keys: {keys})")
-    if _is_count(body.get("total")):
-        for style, names in (("skip_limit", ("skip", "limit")), ("offset", ("offset",)),
-                             ("page", ("page", "per_page"))):  # fmt: skip
-            if has(*names):
-                seen = f"total and {'/'.join(names)} in the body (keys: {keys})"
-                return Detected(style, items, "total", None, seen)
+    if _is_count(body.get("total")):  # the position key names the style; limit/per_page only size it
+        for style, name in (("skip_limit", "skip"), ("offset", "offset"), ("page", "page")):
+            if has(name):
+                return Detected(style, items, "total", None, f"total and {name} in the body (keys: {keys})")
     raise Refused(
         f"the answer to {asked} holds records under '{items}' but no paging keys"
-        f" (total_pages, next_cursor, total with skip/limit/offset/page); keys: {keys}"
+        f" (total_pages, next_cursor, total with skip, offset or page); keys: {keys}"
     )
 
 

@@ -16,7 +16,10 @@ Styles:
     page        ?page=N&per_page=S, N from 1; total_pages or total in the body
     skip_limit  ?skip=O&limit=S; total in the body (dummyjson)
     offset      ?offset=O&limit=S; no total: the end is a short or empty page
-    link        ?_page=N&_limit=S; X-Total-Count header, Link rel="next"
+    link        ?_page=N&_limit=S; X-Total-Count header (else the end is a short page)
+
+A Link header naming a next page (GitHub, json-server) keeps a short page
+from ending the walk, and shows a short first page to be a cap.
     cursor      ?cursor=C&limit=S; the next cursor from the previous page
 """
 
@@ -96,6 +99,22 @@ def page_records(decoded: Any, items_path: str | None) -> list[msgspec.Raw] | No
     return records if isinstance(records, list) else None
 
 
+def _header(headers: dict[str, str] | None, name: str) -> str | None:
+    """A header by name, whatever its case (HTTP/2 sends them lower-cased)."""
+    if not headers:
+        return None
+    found = headers.get(name)
+    if found is None:
+        lowered = name.lower()
+        found = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return found
+
+
+def _links_next(headers: dict[str, str]) -> bool:
+    link = _header(headers, "Link")
+    return bool(link) and 'rel="next"' in link.replace("rel=next", 'rel="next"').lower()
+
+
 QUERY = {  # style -> (position parameter, size parameter)
     "page": ("page", "per_page"),
     "skip_limit": ("skip", "limit"),
@@ -168,8 +187,9 @@ class Pager:
                 count, items, pages, cursor = self._read(decoded, headers, page)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             pass  # not a page of this shape: parse reports the body itself
+        more = headers is not None and _links_next(headers)  # a Link header names a page after this one
         if page == 0 and count and count < self.page_size:
-            self._short_first_page(count, items)
+            self._short_first_page(count, items, more)
         if page == 1 and count and self._maybe_capped is not None:
             self.capped = self._maybe_capped  # records after a short first page: it was a cap
         self.items[page] = count
@@ -180,7 +200,7 @@ class Pager:
             )
         if self.style == "cursor":
             self.cursors[page] = cursor
-        if count is not None and count < self.page_size:
+        if count is not None and count < self.page_size and not more:
             end = page if count > 0 else page - 1  # -1: there are no pages at all
             if self.end is None or end < self.end:
                 self.end = end
@@ -201,20 +221,20 @@ class Pager:
                 pages = total
             else:
                 items = total
-        if self.style == "link" and headers and "X-Total-Count" in headers:
+        counted = _header(headers, "X-Total-Count") if self.style == "link" else None
+        if counted is not None:
             # A header that is not a count is no total: the walk ends on a short page.
-            counted = headers["X-Total-Count"].strip()
-            items = int(counted) if counted.isdigit() else items
+            items = int(counted.strip()) if counted.strip().isdigit() else items
         return count, items, pages, cursor
 
-    def _short_first_page(self, count: int, items: int | None) -> None:
+    def _short_first_page(self, count: int, items: int | None, more: bool) -> None:
         """The first page holds fewer records than asked (only it is planned
-        yet). With a total above that, the server caps the page size: its
-        cap is the page size from now on. Without a total, an offset-style
+        yet). With a total above that, or a Link header naming a next page,
+        the server caps the page size: its cap is the page size from now on. Without a total, an offset-style
         API cannot say whether this is a cap or the end, so the walk goes on
         at that size: an empty next page ends it (at most `prefetch`
         requests more, counted as overshoot), records confirm a cap."""
-        if items is not None and items > count:
+        if (items is not None and items > count) or more:
             self.capped, self.page_size = (self.page_size, count), count
         elif items is None and self.style in ("offset", "skip_limit"):
             self._maybe_capped, self.page_size = (self.page_size, count), count

@@ -13,8 +13,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import pytest
@@ -170,7 +173,11 @@ RECORDS = [{"id": i} for i in range(3)]
         ({"results": RECORDS, "nextCursor": None}, {}, ("cursor", "results", None, "nextCursor")),
         ({"products": RECORDS, "total": 9, "skip": 0, "limit": 30}, {}, ("skip_limit", "products", "total", None)),
         ({"rows": RECORDS, "total": 9, "offset": 0}, {}, ("offset", "rows", "total", None)),
-        ({"hits": RECORDS, "total": 9, "per_page": 3}, {}, ("page", "hits", "total", None)),
+        ({"hits": RECORDS, "total": 9, "page": 1, "per_page": 3}, {}, ("page", "hits", "total", None)),
+        # The position key names the style, not `limit` (Spotify's envelope pages by offset).
+        ({"items": RECORDS, "total": 9, "limit": 3, "offset": 0, "next": "https://h/p?offset=3&limit=3"}, {},
+         ("offset", "items", "total", None)),
+        ({"data": RECORDS, "total": 9, "page": 1, "limit": 3}, {}, ("page", "data", "total", None)),
     ],
 )
 def test_decide_reads_each_shape(body, headers, expected):
@@ -186,6 +193,18 @@ def test_a_bare_list_is_offset_paged_only_if_offset_and_limit_cut_it():
     uncut = _answer([{"id": i} for i in range(50)], query={"offset": "0", "limit": "20"})
     with pytest.raises(Refused, match="a bare list of 50 records whatever the paging parameters"):
         decide([first, uncut], 20)
+
+
+def test_empty_answers_to_paging_parameters_are_checked_against_none():
+    """An API taking unknown parameters as filters answers [] to both probes:
+    asked without any, its records show it; an empty collection stays empty."""
+    empty, empty_offset = _answer([]), _answer([], query={"offset": "0", "limit": "20"})
+    assert decide([empty, empty_offset], 20) == {}
+    with pytest.raises(Refused, match="50 records without paging parameters but none with them"):
+        decide([empty, empty_offset, _answer([{"id": i} for i in range(50)], query={})], 20)
+    assert decide([empty, empty_offset, _answer([], query={})], 20)[0] == "offset"
+    with pytest.raises(Refused, match="no paging keys"):
+        decide([_answer({"data": RECORDS, "total": 9, "limit": 3})], 20)  # a size, but no position
 
 
 def test_a_refused_first_probe_is_asked_again_without_parameters_once():
@@ -242,3 +261,88 @@ def test_infer_prefers_what_most_records_hold_and_refuses_without_a_price():
     assert infer(records).fields["title"] == "name"
     with pytest.raises(Unmappable, match="no field for price in 2 records"):
         infer([{"id": 1, "name": "a"}, {"id": 2, "name": "b"}])
+
+
+# --- end to end against APIs none of the mocks imitates --------------------------------------
+class _API(BaseHTTPRequestHandler):
+    """GET /items: 250 records; `shape` says how it pages (set per server)."""
+
+    shape = "github"
+    records = [{"id": i, "name": f"thing {i}", "cost": i + 0.5} for i in range(1, 251)]
+
+    def do_GET(self) -> None:
+        query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        headers: dict[str, str] = {}
+        if self.shape == "github":  # page/per_page capped at 100, Link rel="next"
+            size, page = min(int(query.get("per_page", 30)), 100), int(query.get("page", 1))
+            body: Any = self.records[(page - 1) * size : page * size]
+            if page * size < len(self.records):
+                headers["Link"] = f'<http://{self.headers["Host"]}/items?page={page + 1}&per_page={size}>; rel="next"'
+        elif self.shape == "spotify":  # {items, total, limit, offset, next}
+            offset, limit = int(query.get("offset", 0)), min(int(query.get("limit", 20)), 50)
+            body = {"items": self.records[offset : offset + limit], "total": len(self.records), "limit": limit,
+                    "offset": offset, "next": None}  # fmt: skip
+        else:  # "filters": every query parameter filters the records by that field
+            body = [r for r in self.records if all(str(r.get(k)) == v for k, v in query.items())]
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        for name, value in {**headers, "Content-Type": "application/json"}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api():
+    servers = []
+
+    def serve(shape: str) -> str:
+        handler = type("Handler", (_API,), {"shape": shape})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/items"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _run_auto(tmp_path: Path, url: str, page_size: int) -> tuple[subprocess.CompletedProcess[str], list[Any]]:
+    (tmp_path / "g.yaml").write_text(
+        f"version: 1\nrun: {{deadline: 30s}}\nnodes:\n"
+        f"  src: {{pipe: [{{paginate: {{url: \"{url}\", style: auto, page_size: {page_size}}}}}, "
+        "{rate_limit: {rate: 50/s}}, fetch, parse, {normalize: {map: auto}}]}\n"
+        "  out: {from: src, pipe: [{summary_json: {path: summary.json}}]}\n"
+    )
+    result = flow("run", "g.yaml", "--out", "o", "--no-progress", cwd=tmp_path)
+    summary = tmp_path / "o" / "summary.json"
+    return result, json.loads(summary.read_text())["products"] if summary.exists() else []
+
+
+def test_a_link_header_api_capping_the_page_size_is_walked_whole(tmp_path, api):
+    """GitHub-style: page/per_page with Link rel="next", per_page capped at
+    100: asked for 200 a page, the first page of 100 is a cap, not the end."""
+    result, products = _run_auto(tmp_path, api("github"), 200)
+    assert result.returncode == 0, result.stderr
+    assert 'src: paginate: style page, from a Link header (rel="next" with page)' in result.stderr
+    assert sorted(p["source_id"] for p in products) == [str(i) for i in sorted(range(1, 251), key=str)]
+
+
+def test_an_offset_envelope_with_a_limit_key_is_offset_paged(tmp_path, api):
+    result, products = _run_auto(tmp_path, api("spotify"), 20)
+    assert result.returncode == 0, result.stderr
+    assert "src: paginate: style offset (items: items, total: total), from total and offset" in result.stderr
+    assert len(products) == 250 and len({p["id"] for p in products}) == 250
+
+
+def test_an_api_taking_paging_parameters_as_filters_is_refused_not_read_as_empty(tmp_path, api):
+    result, products = _run_auto(tmp_path, api("filters"), 20)
+    assert result.returncode == 1 and products == []
+    assert "250 records without paging parameters but none with them" in result.stderr + json.dumps(
+        json.loads((tmp_path / "o" / "run.json").read_text())["errors"])  # fmt: skip
