@@ -295,8 +295,24 @@ async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> Produc
         products, dead = normalize_batch(batch, fields, cents, params.currency, source, params.extra)
     for letter in dead:
         await ctx.dead_letter(**letter)
+    if params.map == "auto" and len(dead) * 2 > len(batch.raws) >= 4:
+        await _doubtful(batch, len(dead), ctx)
     ctx.count("products", len(products), on=batch.endpoint)
     return ProductBatch(batch.endpoint, batch.page, products)
+
+
+async def _doubtful(batch: Records, dead: int, ctx: Any) -> None:
+    """`map: auto`: a batch the inferred mapping rejects most of is a sign it
+    was read from unrepresentative first records: an error (once per source,
+    so the run fails loudly), the records already dead letters with why."""
+    told: set[str] = ctx.resource(("normalize.doubtful", ctx.node, ctx.index), set)
+    if batch.endpoint in told:
+        return
+    told.add(batch.endpoint)
+    mapping = ctx.resource(("normalize.auto", ctx.node, ctx.index), dict)[batch.endpoint]
+    why = (f"map: auto ({mapping.describe()}, read from the source's first records) rejected {dead} of "
+           f"{len(batch.raws)} records of page {batch.page}; check them and set `map:`")  # fmt: skip
+    await ctx.error("mapping_doubtful", why, endpoint=batch.endpoint, page=batch.page)
 
 
 def _inferred(batch: Records, ctx: Any) -> Inferred | str | None:

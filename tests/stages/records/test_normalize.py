@@ -152,3 +152,20 @@ def test_batches_in_flight_default_to_one_on_the_loop_and_to_a_pools_size(params
 
     config = {"preset": "dummyjson", **yaml.safe_load(params)}
     assert msgspec.convert(config, NormalizeParams).in_flight == in_flight
+
+
+def test_map_auto_fails_loudly_when_its_mapping_rejects_most_of_a_later_page(tmp_path):
+    """Read from first records that are not typical (no price, a sale price),
+    the mapping takes `sale_price`; a later page without one would be all
+    dead letters: they are, with why, and an error makes the run fail."""
+    first = Records.of("shop", 0, [(i, {"id": i, "name": f"n{i}", "price": None, "sale_price": 2.5})
+                                   for i in range(5)])  # fmt: skip
+    later = Records.of("shop", 1, [(i, {"id": 10 + i, "name": f"m{i}", "price": 9.5}) for i in range(10)])
+    sinks: dict[str, list[Any]] = {}
+    result = run_graph(GRAPH.replace("NORMALIZE", "{normalize: {map: auto}}"), sinks=sinks, out_dir=tmp_path,
+                       kinds=[typed_source("batches", Records, [first, later])])  # fmt: skip
+    assert [p.price for batch in sinks["out"] for p in batch.products] == [2.5] * 5
+    assert len(sinks["dead"]) == 10 and all(d.reason == "price missing" for d in sinks["dead"])
+    [error] = [e for e in result.errors if e["error"] == "mapping_doubtful"]
+    assert "price: sale_price" in error["detail"] and "rejected 10 of 10 records of page 1" in error["detail"]
+    assert result.lost  # the run does not pass for whole
