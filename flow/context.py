@@ -160,8 +160,14 @@ class StageContext:
 
     def output_path(self, path: str) -> Path:
         """`path` resolved against the run's output directory (and noted as
-        one of the run's outputs)."""
-        target = Path(path) if os.path.isabs(path) else self.out_dir / path
+        one of the run's outputs); an absolute path stays as it is, but in a
+        confined run (`flow test`), which writes nothing outside it."""
+        if not os.path.isabs(path):
+            target = self.out_dir / path
+        elif self.run.confined:
+            target = self.out_dir / path.lstrip(os.sep)
+        else:
+            target = Path(path)
         if str(target) not in self.run.outputs:
             self.run.outputs.append(str(target))
         return target

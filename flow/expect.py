@@ -11,7 +11,7 @@
       samples:                         # records the output must hold (these fields equal)
         - {id: "shop_a:1", price: 9.99}
       ledger: balanced                 # every page and record accounted for, nothing lost
-      ignore: [processed_at]           # fields the snapshot leaves out (they change every run)
+      ignore: [timestamp]              # fields the snapshot leaves out, besides processed_at
 
 Besides these, `flow test` compares the output records with the snapshot
 beside the recording (`flow test --update` writes it), as a diff.
@@ -49,8 +49,18 @@ class TestsSpec(_Base):
     fields: list[str] = []
     samples: list[dict[str, Any]] = []
     ledger: Literal["balanced", "any"] = "balanced"
-    ignore: list[str] = msgspec.field(default_factory=lambda: ["processed_at"])
+    ignore: list[str] = []  # besides IGNORED
 
+    def __post_init__(self) -> None:
+        counts = [("dead_letters", self.dead_letters), ("errors", self.errors)]
+        for source, wanted in self.sources.items():
+            counts += [(f"sources.{source}.{f}", getattr(wanted, f)) for f in wanted.__struct_fields__]
+        for where, count in counts:
+            if isinstance(count, tuple) and count[0] > count[1]:
+                raise ValueError(f"{where}: [min, max] with min above max: {list(count)}")
+
+
+IGNORED = ("processed_at",)  # left out of every snapshot: it changes every run
 
 def records_of(item: Any) -> list[Any]:
     """The records an item holds (`records()`, for batches), else the item."""
@@ -58,13 +68,17 @@ def records_of(item: Any) -> list[Any]:
     return list(each()) if callable(each) else [item]
 
 
+def plain(record: Any) -> Any:
+    """A record as JSON values (a Struct, raw JSON text, ... as JSON has it)."""
+    return msgspec.json.decode(msgspec.json.encode(record))
+
+
 def canonical(records: Iterable[Any], ignore: Iterable[str]) -> list[str]:
-    """Records as JSON lines without the ignored fields, `id` first and the
-    other keys sorted, the lines sorted (so by id): a snapshot."""
-    drop = set(ignore)
+    """Records (JSON values) as JSON lines without the ignored fields, `id`
+    first and the other keys sorted, the lines sorted (so by id): a snapshot."""
+    drop = {*IGNORED, *ignore}
     lines = []
-    for record in records:
-        built = msgspec.to_builtins(record)
+    for built in records:
         if isinstance(built, dict):
             keys = sorted(k for k in built if k not in drop and k != "id")
             built = {**({"id": built["id"]} if "id" in built else {}), **{k: built[k] for k in keys}}

@@ -109,6 +109,9 @@ class StageKind:
     # `flow plan`: what this kind tells of a source's walk, into a
     # flow.plan.SourcePlan (params, source) -> an awaitable, or None.
     plan: Callable[[Any, Any], Any] | None = None
+    # A sink that writes over the network (a database server): `flow test`,
+    # which opens no connection, leaves its node out.
+    network: bool = False
 
     @property
     def is_source(self) -> bool:
@@ -179,6 +182,7 @@ def stage(
     store: bool = False,
     replay: Callable[[list[Any]], list[Any]] | None = None,
     plan: Callable[[Any, Any], Any] | None = None,
+    network: bool = False,
 ) -> Callable[[Operator], StageKind]:
     """Decorator: the generator becomes a StageKind named `name`.
 
@@ -199,7 +203,8 @@ def stage(
     `plan(params, source)`: what the kind adds to `flow plan`'s picture of a
     source walking through it (a flow.plan.SourcePlan: pages, rate,
     concurrency); may return an awaitable (one first request), awaited
-    after every hook of the source was called."""
+    after every hook of the source was called. `network=True`: a sink that
+    writes over the network (`flow test` leaves its node out)."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
     accepted = None if consumes is None else consumes if isinstance(consumes, tuple) else (consumes,)
@@ -211,7 +216,7 @@ def stage(
         doc = (run.__doc__ or "").strip()
         return StageKind(
             name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), check, doc,
-            whole=whole, store=store, replay=replay, plan=plan,
+            whole=whole, store=store, replay=replay, plan=plan, network=network,
         )
 
     return register

@@ -30,7 +30,7 @@ import msgspec
 
 from ._interpolate import interpolate, overrides_from_env, references, scalar, scrub, set_path
 from ._yaml import Locator, Path, YAMLError, load
-from .expect import TestsSpec
+from .expect import SourceExpectation, TestsSpec
 from .problems import OVERRIDE, Problem, SpecError, decode, format_problem
 from .registry import Params, Registry, StageKind
 from .units import Duration
@@ -211,6 +211,7 @@ def parse_spec(
     overridden: dict[tuple[str, ...], str] = {}  # path -> the override that set it
     secrets: dict[str, str] = {}  # values taken from the environment -> ${NAME}
     data = _prepare(data, env, sets, refs, problems, overridden, secrets)
+    _check_test_sources(data, problems)
     if problems:
         raise fail()
     top = decode(data, GraphSpec, (), problems, unknown_hint="top-level keys starting with 'x-' are free for "
@@ -237,6 +238,16 @@ def parse_spec(
         raise fail()
     telemetry = {k: v for k, v in msgspec.structs.asdict(top.telemetry).items() if v is not None}
     return Spec(file, top.run, mocks, telemetry, nodes, locator, secrets=secrets, tests=top.tests)
+
+
+def _check_test_sources(data: Any, problems: list[Problem]) -> None:
+    """`tests.sources` entry by entry: msgspec names no key of a dict in its
+    errors, so a whole-block decode could not say which source is wrong."""
+    tests = data.get("tests") if isinstance(data, dict) else None
+    sources = tests.get("sources") if isinstance(tests, dict) else None
+    if isinstance(sources, dict):
+        for name, expected in sources.items():
+            decode(expected, SourceExpectation, ("tests", "sources", name), problems)
 
 
 def _at_override(problem: Problem, overridden: dict[tuple[str, ...], str]) -> Problem:

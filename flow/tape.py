@@ -12,8 +12,11 @@ one exchange per line with its key: readable with `zcat`, small in git. A
 key names what was asked (fetch: the endpoint, path and query, not the host,
 so that recordings from the embedded mocks play whatever their port).
 Secrets never reach the file: every value the graph took from the
-environment is replaced by its `${NAME}` (keys included), and headers that
-carry credentials are redacted by name.
+environment is replaced by its `${NAME}` wherever it appears (keys, URLs,
+header values, bodies), and headers that carry credentials are redacted by
+name. Values shorter than 6 characters are not taken for secrets (as in
+every report: see flow._interpolate); a test must then run with the value
+it was recorded with.
 
 Recording appends each exchange as it settles (a line per write, from the
 event loop); a key recorded twice keeps its last exchange. Playing loads
@@ -38,6 +41,16 @@ REDACTED = "<redacted>"
 
 class TapeError(Exception):
     """A recording that cannot be read; the message names the file and line."""
+
+
+def _check(entry: Any) -> None:
+    """An exchange as `record` writes it: a key, and an answer (status and a
+    body) or a failure (error); else ValueError, saying what is missing."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+        raise ValueError("no 'key'")
+    answered = isinstance(entry.get("status"), int) and ("body" in entry or "body_base64" in entry)
+    if "error" not in entry and not answered:
+        raise ValueError("neither 'error' nor 'status' with 'body'")
 
 
 class Tape:
@@ -65,6 +78,7 @@ class Tape:
                 with gzip.open(path, "rt", encoding="utf-8") as f:
                     for line_number, line in enumerate(f, 1):  # noqa: B007 (read in the message)
                         entry = json.loads(line)
+                        _check(entry)
                         exchanges[entry["key"]] = entry
             except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
                 where = f"{path}:{line_number}" if line_number else str(path)
@@ -89,14 +103,21 @@ class Tape:
         f.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def redacted(self, exchange: dict[str, Any]) -> dict[str, Any]:
+        """The exchange with credential headers redacted and every value
+        taken from the environment named, wherever it appears (a server may
+        echo a key in a Link header or the body)."""
         out = dict(exchange)
         headers = out.get("headers")
         if isinstance(headers, dict):
-            out["headers"] = {k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
-        for field in ("url", "detail"):
-            if isinstance(out.get(field), str) and self.secrets:
-                out[field] = scrub(out[field], self.secrets)
+            out["headers"] = {k: REDACTED if k.lower() in SECRET_HEADERS else self._scrubbed(v)
+                              for k, v in headers.items()}  # fmt: skip
+        for field in ("url", "detail", "body"):
+            if isinstance(out.get(field), str):
+                out[field] = self._scrubbed(out[field])
         return out
+
+    def _scrubbed(self, text: str) -> str:
+        return scrub(text, self.secrets) if self.secrets else text
 
     @property
     def exchanges(self) -> int:

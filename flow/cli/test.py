@@ -1,13 +1,14 @@
 """`flow test GRAPH`: run the graph offline on recorded traffic and check it.
 
 Every page comes from the recording `flow run GRAPH --record DIR` wrote
-(flow.tape); nothing is fetched, the graph's mocks are not started, and
-telemetry is off: the run opens no network connection. A page the
+(flow.tape); nothing is fetched, the graph's mocks are not started,
+telemetry is off, and nodes whose sink writes over the network (a database
+server) are left out: the run opens no network connection. Its outputs go
+to a temporary directory (or `--out`), absolute paths included. A page the
 recording lacks fails as `not_recorded` (and the test with it). Then the
 `tests:` block is checked (flow.expect) and the output records compared
 with the snapshot `DIR/snapshot.jsonl` (`--update` writes it). Exit 0:
 every check held; 1: a check failed, shown as a diff; 2: bad usage or graph.
-The sinks write into a temporary directory (or `--out`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..registry import ANY, Params, StageKind, stage
 from ._load import add_graph_arguments, load_checked
-from ._output import Abort, out
+from ._output import Abort, info, out
+
+if TYPE_CHECKING:
+    from ..expect import TestsSpec
+    from ..spec import Spec
+    from ..tape import Tape
+
+ERRORS_SHOWN = 5  # error records printed with a failed test
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,48 +43,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..expect import TestsSpec, canonical, check, records_of
+    from ..expect import TestsSpec, canonical, check, plain, records_of
     from ..tape import Tape, TapeError
 
     spec = load_checked(args)  # checked with its ${mocks...} unfilled; then filled, never started:
     spec = load_checked(args, refs={name: f"http://{name}.mock.invalid" for name in spec.mocks})
     tests = spec.tests or TestsSpec()
     inputs = _output_inputs(spec, tests)
-    output = " + ".join(inputs)
     try:
         tape = Tape(args.fixtures, "play", spec.secrets)
     except TapeError as err:
         raise Abort(str(err)) from None
     if not tape.exchanges:
         raise Abort(f"{args.fixtures}: the recording holds no exchanges (flow run {args.graph} --record DIR)")
+    for name in _offline(spec):
+        info(f"flow test: node '{name}' left out: its sink writes over the network")
     items: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="flow-test-") as scratch:
         report = asyncio.run(_run(spec, Path(args.out or scratch), tape, inputs, items))
-    records = [r for item in items for r in records_of(item)]
-    snapshot = canonical(records, tests.ignore)
-    built = [_builtin(r) for r in records]
-    failures = check(tests, report, built)
+    records = [plain(r) for item in items for r in records_of(item)]
+    failures = check(tests, report, records)
     if tape.missing:
         failures.append(f"recording: {len(tape.missing)} requests not recorded, e.g. {tape.missing[0][1]!r}")
+    snapshot = canonical(records, tests.ignore)
     failures += _snapshot(Path(args.fixtures) / "snapshot.jsonl", snapshot, args.update)
+    what = f"{len(records)} records of '{' + '.join(inputs)}'"
     name = os.path.basename(args.graph)
-    if failures:
-        out(f"flow test {name}: FAILED ({len(failures)} checks), {len(records)} records of '{output}'")
-        for failure in failures:
-            out("  " + failure.replace("\n", "\n    "))
-        return 1
-    out(f"flow test {name}: passed: {len(records)} records of '{output}', {tape.exchanges} exchanges played")
-    return 0
+    if not failures:
+        out(f"flow test {name}: passed: {what}, {tape.exchanges} exchanges played")
+        return 0
+    out(f"flow test {name}: FAILED ({len(failures)} checks), {what}")
+    for failure in failures:
+        out("  " + failure.replace("\n", "\n    "))
+    errors = report["errors"]
+    for error in errors[:ERRORS_SHOWN]:  # what the run itself reported, to tell why
+        out(f"  error: {error['node']}/{error['stage']}: {error['error']}: {error['detail']}")
+    if len(errors) > ERRORS_SHOWN:
+        out(f"  ... {len(errors) - ERRORS_SHOWN} more errors")
+    return 1
 
 
-def _output_inputs(spec: Any, tests: Any) -> list[str]:
+def _output_inputs(spec: Spec, tests: TestsSpec) -> list[str]:
     """The nodes whose records are checked: `tests.output`, or the main
-    inputs of the graph's first sink node (in file order)."""
+    inputs of the graph's first sink node (in file order). Sources named in
+    `tests.sources` must be nodes."""
+    unknown = [s for s in tests.sources if s not in spec.nodes]
+    if unknown:
+        raise Abort(f"{spec.file}: tests.sources: no node {', '.join(map(repr, unknown))}"
+                    f" (nodes: {', '.join(spec.nodes)})")  # fmt: skip
     if tests.output is not None:
         if tests.output not in spec.nodes:
             nodes = ", ".join(spec.nodes)
             raise Abort(f"{spec.file}: tests.output: no node '{tests.output}' (nodes: {nodes})")
-        return [str(tests.output)]
+        return [tests.output]
     for node in spec.nodes.values():
         main = [i for i in node.inputs if "." not in i and "*" not in i]
         if node.stages[-1].kind.is_sink and main:
@@ -84,17 +103,25 @@ def _output_inputs(spec: Any, tests: Any) -> list[str]:
     raise Abort(f"{spec.file}: tests.output: name the node whose records to check")
 
 
-async def _run(spec: Any, out_dir: Path, tape: Any, inputs: list[str], items: list[Any]) -> dict[str, Any]:
+def _offline(spec: Spec) -> list[str]:
+    """Leave out the nodes whose sink writes over the network; their names."""
+    gone = [name for name, node in spec.nodes.items() if node.stages[-1].kind.network]
+    for name in gone:
+        del spec.nodes[name]
+    return gone
+
+
+async def _run(spec: Spec, out_dir: Path, tape: Tape, inputs: list[str], items: list[Any]) -> dict[str, Any]:
     """The graph on the recording, with a collector reading `inputs`."""
     from ..runtime import Runtime
     from ..spec import Node, StageSpec
 
-    os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)  # telemetry off: nothing leaves the process
-    spec.telemetry = {"traces": "none", "metrics": "none"}
+    spec.telemetry = {"traces": "none", "metrics": "none"}  # the graph's choice beats the environment's
     collector = StageSpec(_collector(items), TestOutputParams(), ("tests",))
     spec.nodes["__test__"] = Node("__test__", inputs, [collector], 8, ("tests",))
     runtime = Runtime(spec, out_dir=out_dir)
     runtime.resources.tape = tape
+    runtime.resources.confined = True  # absolute output paths land in out_dir too
     result = await runtime.run()
     del result.nodes["__test__"]
     return result.report()
@@ -103,24 +130,19 @@ async def _run(spec: Any, out_dir: Path, tape: Any, inputs: list[str], items: li
 def _snapshot(path: Path, snapshot: list[str], update: bool) -> list[str]:
     from ..expect import snapshot_diff
 
+    # UTF-8 and "\n" only: a record's text may hold U+2028, which splitlines() would cut.
     if update:
-        path.write_text("".join(line + "\n" for line in snapshot))
+        path.write_text("".join(line + "\n" for line in snapshot), encoding="utf-8")
         out(f"snapshot written: {path} ({len(snapshot)} records)")
         return []
     if not path.exists():
         out(f"no snapshot at {path}: `flow test --update` writes one")
         return []
-    expected = path.read_text().splitlines()
+    expected = path.read_text(encoding="utf-8").split("\n")[:-1]
     if expected == snapshot:
         return []
     diff = "\n".join(snapshot_diff(expected, snapshot))
     return [f"snapshot: the output records differ from {path} (--update accepts them):\n{diff}"]
-
-
-def _builtin(record: Any) -> Any:
-    import msgspec
-
-    return msgspec.to_builtins(record)
 
 
 class TestOutputParams(Params):

@@ -129,17 +129,17 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
 
     pager = request.pager
     key = _page_key(request) if ctx.keeping and not request.probe else ""
-    if key:
-        kept = ctx.recall(key)  # a resumed run: the page as the run before it fetched it
-        if kept is not None:
-            return _recalled(request, kept, ctx)
+    kept = ctx.recall(key) if key else None  # a resumed run: the page as the run before it fetched it
     taping = ctx.taping
-    if taping == "play":  # flow test: the recorded exchange, never the network
+    if kept is not None:
+        result = _recalled(request, kept)
+        ctx.count(ledger.FROM_STATE, on=request.endpoint)
+    elif taping == "play":  # flow test: the recorded exchange, never the network
         result = _played(request, ctx)
     else:
         result = await _fetched(request, params, ctx)
-        if taping == "record":
-            ctx.tape(_page_key(request), _exchange(request, result))
+    if taping == "record":  # a recalled page too: a resumed run records the whole walk
+        ctx.tape(_tape_key(request), _exchange(request, result))
     if request.probe:  # paginate's style: auto probe: told to its planner, passed on to nobody
         if isinstance(result, Fetched):
             pager.observe(request, result.body, dict(result.headers))
@@ -148,7 +148,7 @@ async def fetch(request: PageRequest, params: FetchParams, ctx: Any) -> PageResp
         return None
     if isinstance(result, Fetched):
         headers = dict(result.headers)
-        if key:  # durable before it goes on: a kill costs at most the pages in flight
+        if key and kept is None:  # durable before it goes on: a kill costs at most the pages in flight
             ctx.keep(key, _encode_kept((result.status, headers, result.body)))
         return _delivered(request, result.status, headers, result.body, result.attempts, result.decoded, ctx)
     if pager is not None:
@@ -207,7 +207,7 @@ def _played(request: PageRequest, ctx: Any) -> Fetched | FetchFailed:
     """flow test: the page's exchange as recorded; not recorded: a failure."""
     from .outcomes import Fetched, FetchFailed
 
-    key = _page_key(request)
+    key = _tape_key(request)
     exchange = ctx.played(key)
     if exchange is None:
         return FetchFailed(request.url, "not_recorded", 0, None, f"no exchange recorded for {key}")
@@ -217,11 +217,19 @@ def _played(request: PageRequest, ctx: Any) -> Fetched | FetchFailed:
         return FetchFailed(request.url, exchange["error"], attempts, exchange.get("status"), detail)
     text = exchange.get("body")
     body = text.encode() if text is not None else base64.b64decode(exchange.get("body_base64", ""))
-    decoded = None
-    if request.pager is not None and request.pager.decode is not None:
-        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            decoded = request.pager.decode(body)
-    return Fetched(request.url, exchange["status"], body, exchange.get("headers", {}), attempts, decoded)
+    headers = exchange.get("headers", {})
+    return Fetched(request.url, exchange["status"], body, headers, attempts, _decoded(request, body))
+
+
+def _decoded(request: PageRequest, body: bytes) -> Any:
+    """A page taken from a journal or a recording, decoded here, once, as
+    fetch does, for its planner and parse to reuse (None: not decodable)."""
+    decode = request.pager.decode if request.pager is not None else None
+    if decode is None:
+        return None
+    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return decode(body)
+    return None
 
 
 _encode_kept = msgspec.msgpack.Encoder().encode
@@ -236,16 +244,19 @@ def _page_key(request: PageRequest) -> str:
     return f"{request.endpoint} {path}?{urlencode(sorted(request.params.items()))}"
 
 
-def _recalled(request: PageRequest, kept: bytes, ctx: Any) -> PageResponse:
-    """A page the run being resumed fetched: told to its planner and counted
-    as fetched (and as from the state file), with no request sent."""
+def _tape_key(request: PageRequest) -> str:
+    """A page's key in a recording; a style: auto probe's apart from the
+    page that asks the same query (json-server's page 0)."""
+    return ("probe " if request.probe else "") + _page_key(request)
+
+
+def _recalled(request: PageRequest, kept: bytes) -> Fetched:
+    """A page the run being resumed fetched, as fetched again (no attempt:
+    no request is sent)."""
+    from .outcomes import Fetched
+
     status, headers, body = _decode_kept(kept)
-    decoded = None
-    if request.pager is not None:  # decoded here, once, as fetch does, for parse to reuse
-        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            decoded = request.pager.decode(body)
-    ctx.count(ledger.FROM_STATE, on=request.endpoint)
-    return _delivered(request, status, headers, body, 0, decoded, ctx)
+    return Fetched(request.url, status, body, headers, 0, _decoded(request, body))
 
 
 def _delivered(request: PageRequest, status: int, headers: dict[str, str], body: bytes, attempts: int,

@@ -217,6 +217,7 @@ async def upsert_run(db: Any, run_id: str, node: str, values: dict[str, Any]) ->
     produces=None,
     fan_in=True,
     store=True,
+    network=True,
 )
 async def postgres(source: AsyncIterator[Any], params: PostgresParams, ctx: Any) -> AsyncIterator[Any]:
     """Write products (upsert by id, or append), dead letters, errors and windows

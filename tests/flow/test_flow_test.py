@@ -164,3 +164,45 @@ def test_no_recording_is_a_clear_usage_error(tmp_path):
     result = flow("test", "g.yaml", "--fixtures", "nowhere", cwd=tmp_path)
     assert result.returncode == 2
     assert "nowhere: no recording here (flow run GRAPH --record nowhere)" in result.stderr
+
+
+def test_flow_test_writes_nothing_outside_its_directory_and_leaves_network_sinks_out(tmp_path):
+    """A graph that also writes to PostgreSQL and to an absolute path: the
+    test connects to no database and writes nothing outside its --out."""
+    _recorded(tmp_path)
+    elsewhere = tmp_path / "elsewhere" / "prod.db"
+    extra = (
+        "  warehouse:\n    from: products\n    pipe: [{postgres: {dsn: \"postgresql://flow@127.0.0.1:9/flow\"}}]\n"
+        f"  local:\n    from: products\n    pipe: [{{sqlite: {{path: \"{elsewhere}\"}}}}]\n"
+    )
+    _write(tmp_path, tests=extra + TESTS)
+    result = flow("test", "g.yaml", "--out", "t", cwd=tmp_path, audit=tmp_path / "sockets.log")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "flow test: node 'warehouse' left out: its sink writes over the network" in result.stderr
+    assert not elsewhere.exists() and (tmp_path / "t" / str(elsewhere).lstrip("/")).exists()
+    assert not (tmp_path / "sockets.log").exists() or not (tmp_path / "sockets.log").read_text()
+
+
+def test_the_recording_names_secrets_a_server_echoes_and_snapshots_keep_any_text(tmp_path):
+    from flow.cli.test import _snapshot
+    from flow.tape import Tape
+
+    tape = Tape(tmp_path / "rec", "record", {"s3cr3t-key-value": "${SHOP_KEY}"})
+    exchange = {"url": "http://h/p?token=s3cr3t-key-value", "status": 200,
+                "headers": {"Link": "<http://h/p?page=2&token=s3cr3t-key-value>; rel=next", "X-Api-Key": "k"},
+                "body": '{"echo": "s3cr3t-key-value"}'}  # fmt: skip
+    assert "s3cr3t" not in json.dumps(tape.redacted(exchange))
+    assert tape.redacted(exchange)["headers"]["X-Api-Key"] == "<redacted>"
+    lines = ['{"id": "a", "title": "line\\u2028separator \u2028 and \u0085 next line"}']
+    path = tmp_path / "snapshot.jsonl"
+    assert _snapshot(path, lines, update=True) == [] and _snapshot(path, lines, update=False) == []
+
+
+def test_a_wrong_tests_block_is_a_located_error(tmp_path):
+    _write(tmp_path, TESTS.replace("bare: {records: 70}", "bare: {recordz: 70}"))
+    result = flow("validate", "g.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "g.yaml:30:12: unknown key 'recordz'; hint: did you mean 'records'?\n"
+    _write(tmp_path, TESTS.replace("errors: 0", "errors: [5, 1]"))
+    result = flow("validate", "g.yaml", cwd=tmp_path)
+    assert result.stderr == "g.yaml:31:11: errors: [min, max] with min above max: [5, 1]\n"
