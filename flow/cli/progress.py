@@ -82,6 +82,15 @@ class Live:
         self.stream.flush()
         self._drawn = text.count("\n")
 
+    def say(self, text: str) -> None:
+        """A line above the table: the table is cleared, the line written,
+        the table drawn again below it (so the next redraw keeps it)."""
+        if self._drawn:
+            self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = 0
+        self.stream.write(text + "\n")
+        self.draw()
+
     async def run(self) -> None:
         try:
             while True:

@@ -105,12 +105,7 @@ async def _run(
         from ._status import serve_status  # (aiohttp only with --status-port)
 
         status = await serve_status(runtime, args.status_port)  # None without --status-port
-        if not args.quiet:
-            runtime.resources.announce = info  # choices made for the user (ctx.say), as they are made
-        if args.record:
-            from ..tape import Tape
-
-            runtime.resources.tape = Tape(args.record, "record", spec.secrets)
+        live_display = _equip(runtime, args, spec, live)
         if facts is not None:
             facts["run_id"] = runtime.telemetry.run_id
         # Recorded before anything is fetched: a kill leaves it `running`.
@@ -129,11 +124,7 @@ async def _run(
             loop.add_signal_handler(sig, interrupt)
         if PRESSES.count:  # pressed during start-up: the run starts stopped, and drains at once
             runtime.stop("interrupted")
-        display = None
-        if live:
-            from .progress import Live
-
-            display = asyncio.create_task(Live(runtime).run(), name="progress")
+        display = None if live_display is None else asyncio.create_task(live_display.run(), name="progress")
         try:
             result = await runtime.run()
         finally:
@@ -156,6 +147,25 @@ async def _run(
     for leftover in pending:
         info(f"flow: warning: task still pending after the run: {leftover.get_name()}")
     return result, final_rows
+
+
+def _equip(runtime: Any, args: argparse.Namespace, spec: Any, live: bool) -> Any:
+    """What the command adds to the runtime: the recording (--record), and
+    where choices made for the user (ctx.say) go as they are made: above
+    the live display's table, or to stderr (none with -q). The live
+    display (flow.cli.progress.Live), or None."""
+    display = None
+    if live:
+        from .progress import Live
+
+        display = Live(runtime)
+    if not args.quiet:
+        runtime.resources.announce = display.say if display is not None else info
+    if args.record:
+        from ..tape import Tape
+
+        runtime.resources.tape = Tape(args.record, "record", spec.secrets)
+    return display
 
 
 @contextlib.asynccontextmanager
