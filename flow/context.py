@@ -18,6 +18,9 @@ One documented surface, used by every stage kind, built-in or not:
                     doing the work again (fetch: pages); ctx.keeping: whether the run keeps them
     recordings      ctx.taping, ctx.tape(key, exchange), ctx.played(key): traffic recorded by
                     `flow run --record` and played by `flow test` (flow.tape)
+    serving         ctx.route(method, path, handler), ctx.serving, ctx.service_url: HTTP
+                    routes while the graph runs under `flow serve` (flow.serving)
+                    (these three groups: flow.outside)
     run facts       ctx.deadline_at, ctx.started_at (loop time), ctx.out_dir, ctx.open_output(),
                     ctx.run_id, ctx.graph; ctx.at_run_end(callback): the run's status and ledger
 
@@ -40,6 +43,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._interpolate import scrub
 from .items import DeadLetter, ErrorRecord, utc_now
+from .outside import Outside
 from .run_state import RunState
 from .spans import Current
 
@@ -91,7 +95,7 @@ class _Off:
 _OFF = _Off()
 
 
-class StageContext:
+class StageContext(Outside):
     """What a stage may ask of the engine (see the module doc)."""
 
     def __init__(self, node: str, stage: str, index: int, out_dir: Path, run: RunState | None = None) -> None:
@@ -375,41 +379,3 @@ class StageContext:
         key naming the owner (`("fetch", node, index)`) for private state, a
         shared one (`"http.sessions"`) for what several stages share."""
         return self.run.resource(key, factory, close)
-
-    # --- resuming -------------------------------------------------------------------------
-    @property
-    def keeping(self) -> bool:
-        """Whether the run keeps a journal (flow.journal): `keep` and `recall` do something."""
-        return self.run.journal is not None
-
-    def keep(self, key: str, value: bytes) -> None:
-        """Keep what this stage obtained at a cost under `key` (e.g. a page,
-        by its URL), for a resumed run; safe from a kill once it returns (one
-        write to the journal's log: call it on the loop, before passing the
-        result on, so that a kill costs at most the work in flight). Scoped to
-        this node and stage kind. No-op without a journal."""
-        if self.run.journal is not None:
-            self.run.journal.keep(f"{self.node}/{self.stage}", key, value)
-
-    # --- recorded traffic (flow.tape) ---------------------------------------------------
-    @property
-    def taping(self) -> str | None:
-        """"record" (flow run --record), "play" (flow test: take every exchange
-        from the recording, never the network) or None."""
-        return None if self.run.tape is None else self.run.tape.mode
-
-    def played(self, key: str) -> dict[str, Any] | None:
-        """Playing: the exchange recorded under `key` in this node, or None
-        (not recorded: a failure of the test, never a request)."""
-        return self.run.tape.played(self.node, key) if self.run.tape is not None else None
-
-    def tape(self, key: str, exchange: dict[str, Any]) -> None:
-        """Recording: keep `exchange` (JSON values) under `key` in this node's
-        recording, secrets redacted. No-op otherwise."""
-        if self.run.tape is not None and self.run.tape.mode == "record":
-            self.run.tape.record(self.node, key, exchange)
-
-    def recall(self, key: str) -> bytes | None:
-        """What the run being resumed kept under `key`, or None (do the work)."""
-        journal = self.run.journal
-        return None if journal is None else journal.recall(f"{self.node}/{self.stage}", key)

@@ -50,6 +50,8 @@ class RunState:
         # Where ctx.say's lines go (the CLI: stderr, unless quiet); None: the report only.
         self.announce: Callable[[str], None] | None = None
         self.confined = False  # every output under the output directory, absolute paths too (flow test)
+        self.routes: Any = None  # flow.serving.Routes under `flow serve` (ctx.route), else None
+        self.service_url = ""  # the service's base URL under `flow serve`
         self.tape: Any = None  # flow.tape.Tape: traffic recorded (flow run --record) or played (flow test)
         self.journal: Any = None  # flow.journal.Journal: pages kept for a resumed run, dead letters
         # (series, key) -> counts per second since the start (ctx.tick): bounded by the deadline.

@@ -17,6 +17,7 @@ from ._signals import PRESSES
 
 COMMANDS = {
     "run": ("run", "run a graph: start its mocks, stream it to the sinks, write the run report"),
+    "serve": ("serve", "run a graph as a long-running service: its stages serve HTTP (a job API, webhooks)"),
     "replay": ("replay", "pass the stored dead letters through the graph again, into its database sinks"),
     "validate": ("validate", "check a graph file: every problem, located; nothing runs"),
     "plan": ("plan", "predict each source's pages, requests and time before running; "

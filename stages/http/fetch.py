@@ -75,7 +75,9 @@ def _close_sessions(sessions: Any) -> Any:
     return sessions.close()
 
 
-def _fetcher(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
+def fetcher_for(endpoint: str, params: FetchParams, ctx: Any) -> Fetcher:
+    """A Fetcher for `endpoint` with `params`' timeouts, retries and breaker;
+    its events counted on `endpoint` (also used by the jobs family's `vendor`)."""
     from .breaker import CircuitBreaker
     from .fetcher import Fetcher, Timeouts
     from .retry import RetryPolicy
@@ -174,7 +176,7 @@ async def _fetched(request: PageRequest, params: FetchParams, ctx: Any) -> Fetch
     fetchers: dict[str, Fetcher] = ctx.resource(("fetch", ctx.node, ctx.index), dict)
     fetcher = fetchers.get(request.endpoint)
     if fetcher is None:
-        fetcher = fetchers[request.endpoint] = _fetcher(request.endpoint, params, ctx)
+        fetcher = fetchers[request.endpoint] = fetcher_for(request.endpoint, params, ctx)
     pager = request.pager
     return await fetcher.fetch(
         request.url,

@@ -128,8 +128,10 @@ class Fetcher:
         headers: Mapping[str, str] | None = None,
         limiter: SlidingWindowLimiter | Unlimited | None = None,
         decode: Callable[[bytes], Any] | None = None,
+        body: bytes | None = None,
     ) -> Fetched | FetchFailed:
-        """GET `url`; every attempt takes a slot of `limiter` first. With
+        """GET `url` (POST `body` as JSON, if given: a redirect then ends it,
+        as a failure); every attempt takes a slot of `limiter` first. With
         `check_json`, a 2xx body is checked by decoding it with `decode` (the
         result is `Fetched.decoded`: a page is decoded once), else to Raw."""
         limiter = limiter or self.limiter or UNLIMITED
@@ -148,7 +150,8 @@ class Fetcher:
             if isinstance(permit, str):  # why no permit will come
                 return FetchFailed(url, "circuit_open", attempt, last.status, permit)
             try:
-                outcome = await self._attempt(url, params, headers, attempt + 1, permit, limiter, decode)
+                sent = (url, params, headers, attempt + 1, permit, limiter, decode, body)
+                outcome = await self._attempt(*sent)
             except Stopped:  # while it waited for a send slot: nothing was sent
                 why = f"{ENDED['stopped']} while the request waited for a send slot"
                 return FetchFailed(url, "stopped", attempt, last.status, why)
@@ -176,7 +179,7 @@ class Fetcher:
 
     async def _attempt(
         self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str] | None, attempt: int,
-        permit: Permit, limiter: Any, decode: Callable[[bytes], Any] | None,
+        permit: Permit, limiter: Any, decode: Callable[[bytes], Any] | None, sent: bytes | None = None,
     ) -> Fetched | FetchFailed | Retry | Hop | None:  # fmt: skip
         """One attempt, from the bound on requests in flight to the verdict:
         the page, a failure for good, a retry, a redirect to follow, or None
@@ -189,7 +192,7 @@ class Fetcher:
                 if slot is None:
                     return None
                 sending = Sending(limiter, slot, self.stop)
-                status, body, response_headers = await self._get(url, params, headers, attempt, sending)
+                status, body, response_headers = await self._get(url, params, headers, attempt, sending, sent)
         except (asyncio.CancelledError, Stopped):
             permit.neutral(clock())
             raise
@@ -206,7 +209,7 @@ class Fetcher:
             permit.failure(clock())
             self._event("connection_error", error=type(exc).__name__)
             return Retry("connection_error", None, f"{type(exc).__name__}: {exc}", None)
-        hop = redirect_target(status, response_headers, url, params, headers)
+        hop = redirect_target(status, response_headers, url, params, headers) if sent is None else None
         if hop is not None:
             permit.neutral(clock())
             return Hop(hop, status, f"HTTP {status} to {safe_url(hop[0])}")
@@ -323,6 +326,7 @@ class Fetcher:
         headers: Mapping[str, str] | None,
         attempt: int = 1,
         sending: Sending | None = None,
+        body: bytes | None = None,
     ) -> tuple[int, bytes, Mapping[str, str]]:
         timeout = self._timeout
         if not self._spans:
@@ -330,14 +334,14 @@ class Fetcher:
         else:
             attributes = http_attributes(url, params, attempt)
             attributes["url.full"] = self.telemetry.scrub(attributes["url.full"])
-            span_cm = self.telemetry.client_span("GET", attributes)
+            span_cm = self.telemetry.client_span("GET" if body is None else "POST", attributes)
         loop = asyncio.get_running_loop()
         started, outcome = loop.time(), ""
         try:
             with span_cm as span:
-                get = self._session(sending).get(
-                    url, params=params, headers=headers, timeout=timeout, allow_redirects=False,
-                    trace_request_ctx=sending,
+                get = self._session(sending).request(
+                    "GET" if body is None else "POST", url, params=params, headers=headers, data=body,
+                    timeout=timeout, allow_redirects=False, trace_request_ctx=sending,
                 )  # fmt: skip
                 async with get as response:
                     outcome = str(response.status)

@@ -1,6 +1,12 @@
 """`redact`: trim text fields and remove personal data (e-mail addresses and
 phone numbers) from them, replacing each with `[redacted]`; each removal is
-counted."""
+counted.
+
+Products: the `fields` named are cleaned. Job results (the jobs family):
+every string of the result is, and every member whose key names personal
+data (`keys`: name, email, phone, address, ...; matched ignoring case, `_`
+and `-`) is removed whole, at any depth. `clean_value` does the same for
+any JSON value (the `jobs` intake cleans payloads with it)."""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ from typing import Any
 
 import msgspec
 
-from flow.registry import Params, stage
+from flow.registry import SAME, Params, stage
+from stages.jobs.items import JobResult
 
 from .items import ProductBatch
 
@@ -20,9 +27,46 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 PHONE = re.compile(r"(?<![\w.-])\+?\(?\d[\d\s().-]{5,}\d(?![\w.])")
 
 
+PERSONAL_KEYS = ("name", "full_name", "first_name", "last_name", "email", "phone", "telephone", "mobile",
+                 "address", "street", "postcode", "zip", "ssn", "date_of_birth", "dob", "birthdate",
+                 "password", "iban", "card_number")  # fmt: skip
+
+
 class RedactParams(Params):
     fields: list[str] = msgspec.field(default_factory=lambda: ["title"])  # Product text fields to clean
     replacement: str = "[redacted]"
+    # Job results: members with these keys are removed whole, at any depth
+    keys: list[str] = msgspec.field(default_factory=lambda: list(PERSONAL_KEYS))
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def personal(keys: list[str] | tuple[str, ...]) -> frozenset[str]:
+    """The keys to remove, normalised as `clean_value` compares them."""
+    return frozenset(map(_key, keys))
+
+
+def clean_value(value: Any, keys: frozenset[str], replacement: str = "[redacted]") -> tuple[Any, int]:
+    """A JSON value cleaned: members under personal `keys` removed, strings
+    trimmed with e-mail addresses and phone numbers replaced; (the value,
+    how many removals)."""
+    if isinstance(value, str):
+        return redact_text(value, replacement)
+    if isinstance(value, list):
+        cleaned = [clean_value(v, keys, replacement) for v in value]
+        return [v for v, _ in cleaned], sum(n for _, n in cleaned)
+    if isinstance(value, dict):
+        out, removed = {}, 0
+        for k, v in value.items():
+            if isinstance(k, str) and _key(k) in keys:
+                removed += 1
+                continue
+            out[k], n = clean_value(v, keys, replacement)
+            removed += n
+        return out, removed
+    return value, 0
 
 
 def redact_text(text: str, replacement: str = "[redacted]") -> tuple[str, int]:
@@ -42,10 +86,18 @@ def redact_text(text: str, replacement: str = "[redacted]") -> tuple[str, int]:
     return " ".join(text.split()), removed + emails
 
 
-@stage("redact", RedactParams, consumes=ProductBatch, produces=ProductBatch, spans=False)
+@stage("redact", RedactParams, consumes=(ProductBatch, JobResult), produces=SAME, spans=False)
 async def redact(source: AsyncIterator[Any], params: RedactParams, ctx: Any) -> AsyncIterator[Any]:
-    """Trim text fields; replace e-mail addresses and phone numbers in them."""
+    """Trim text fields; replace e-mail addresses and phone numbers; drop personal keys of job results."""
+    keys = personal(params.keys)
     async for batch in source:
+        if isinstance(batch, JobResult):
+            result, removed = clean_value(batch.result, keys, params.replacement)
+            error, more = redact_text(batch.error, params.replacement) if batch.error else (batch.error, 0)
+            if removed + more:
+                ctx.count("redacted", removed + more)
+            yield msgspec.structs.replace(batch, result=result, error=error)
+            continue
         cleaned = []
         for product in batch.products:
             changes = {}

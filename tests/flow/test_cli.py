@@ -34,7 +34,8 @@ def graph(tmp_path: Path) -> Path:
 
 # The built-in stage kinds, in the order `flow stages` and the schema list them.
 BUILT_IN = sorted(
-    "collect csv dedupe fetch jsonl merge normalize paginate parse parquet postgres quality rate_limit redact report sequence sqlite summary_json window".split()
+    "collect csv dedupe fetch job_store jobs jsonl merge normalize paginate parse parquet postgres quality rate_limit"
+    " redact report sequence sqlite summary_json vendor window".split()
 )
 
 
