@@ -31,7 +31,10 @@ from flow.units import Duration
 
 from .items import Job
 
-CLAIM = 32  # jobs taken from the store at a time
+# Jobs taken from the store at a time: held by the source until the graph
+# takes them, so they count against no bound; small, so that the intake's
+# bound (pending rows) stays close to what waits.
+CLAIM = 8
 
 
 class JobsParams(Params):
