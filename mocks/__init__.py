@@ -1,4 +1,5 @@
-"""Mock e-commerce APIs that behave like the real ones, faults included.
+"""Mock e-commerce APIs that behave like the real ones, faults included, and
+mock vendors of a fetch service (sync, and async with signed callbacks).
 
     from mocks import MockServer, ServerSpec, serve
 
@@ -20,6 +21,7 @@ _WHERE = {
     "parse_rate": "flow.units",
     "Catalogue": "._catalogue",
     "Slot": "._catalogue",
+    "make_server": "._group",
     "serve": "._group",
     "SlidingWindowLimit": "._ratelimit",
     "LoopClock": "._server",
@@ -27,8 +29,11 @@ _WHERE = {
     "MockServer": "._server",
     "SystemClock": "._server",
     "STYLES": "._spec",
+    "VENDOR_STYLES": "._spec",
     "ServerSpec": "._spec",
     "parse_range": "._spec",
+    "VendorServer": ".vendors",
+    "callback_signature": ".vendors",
     "max_per_window": ".evidence",
     "windows_over_limit": ".evidence",
 }
@@ -45,6 +50,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "STYLES",
+    "VENDOR_STYLES",
     "Catalogue",
     "LoopClock",
     "ManualClock",
@@ -53,6 +59,9 @@ __all__ = [
     "SlidingWindowLimit",
     "Slot",
     "SystemClock",
+    "VendorServer",
+    "callback_signature",
+    "make_server",
     "max_per_window",
     "parse_duration",
     "parse_range",

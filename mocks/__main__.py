@@ -1,4 +1,4 @@
-"""`python -m mocks` (also `flow mocks`): run mock APIs on 127.0.0.1 until Ctrl-C."""
+"""`python -m mocks` (also `flow mocks`): run mock APIs and vendors on 127.0.0.1 until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ import msgspec
 
 from flow.units import parse_duration, parse_rate
 
-from ._spec import STYLES, ServerSpec, parse_range
+from ._spec import STYLES, VENDOR_STYLES, ServerSpec, parse_range
 
 EPILOG = """\
 examples:
   python -m mocks --style dummyjson --style platzi --products 150
   python -m mocks --style reqres --error-rate 0.1 --latency 50ms..400ms --seed 7
+  python -m mocks --style sync_vendor --style async_vendor --callback-duplicate-rate 0.1
   python -m mocks --config graph.yaml            # the servers of its 'mocks:' block
   python -m mocks --config graph.yaml --rate-limit off   # flags override every server
 
@@ -59,7 +60,8 @@ def build_parser(prog: str = "python -m mocks") -> argparse.ArgumentParser:
     p = _Parser(
         prog=prog,
         description="Run mock e-commerce APIs (paginated JSON, real rate "
-        "limits, injected faults) on 127.0.0.1.",
+        "limits, injected faults) and mock vendors of a fetch service (sync, or "
+        "async with signed callbacks) on 127.0.0.1.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -77,7 +79,7 @@ def build_parser(prog: str = "python -m mocks") -> argparse.ArgumentParser:
     g.add_argument(
         "--style",
         action="append",
-        choices=STYLES,
+        choices=(*STYLES, *VENDOR_STYLES),
         help="API to imitate; repeat for several servers (default: dummyjson)",
     )
     g.add_argument(
@@ -150,6 +152,30 @@ def build_parser(prog: str = "python -m mocks") -> argparse.ArgumentParser:
         metavar="SHARE",
         help="records repeated from an earlier page (default: 0.02)",
     )
+    v = p.add_argument_group("vendors (sync_vendor, async_vendor; shares are 0..1 of jobs)")
+    v.add_argument(
+        "--secret",
+        metavar="KEY",
+        help="HMAC-SHA256 key of the async vendor's callback signatures (default: vendor-secret)",
+    )
+    v.add_argument(
+        "--callback-delay",
+        type=_checked(parse_range, "duration range"),
+        metavar="DURATION[..DURATION]",
+        help="wait between accepting a job and its callback (default: 50ms..500ms)",
+    )
+    v.add_argument(
+        "--callback-duplicate-rate", type=_share, metavar="SHARE", help="callbacks sent twice (default: 0)"
+    )
+    v.add_argument(
+        "--callback-loss-rate", type=_share, metavar="SHARE", help="callbacks never sent (default: 0)"
+    )
+    v.add_argument(
+        "--failure-rate",
+        type=_share,
+        metavar="SHARE",
+        help="jobs the vendor completes with status failed (default: 0)",
+    )
     return p
 
 
@@ -173,6 +199,11 @@ _FLAG_FIELDS = {
     "heterogeneity": "heterogeneity",
     "defect_rate": "defect_rate",
     "duplicate_rate": "duplicate_rate",
+    "secret": "secret",
+    "callback_delay": "callback_delay",
+    "callback_duplicate_rate": "callback_duplicate_rate",
+    "callback_loss_rate": "callback_loss_rate",
+    "failure_rate": "failure_rate",
 }
 
 
@@ -213,11 +244,13 @@ async def run(specs: dict[str, ServerSpec], host: str, out: Callable[[str], None
     try:
         async with serve(specs, host=host) as servers:
             width = max(map(len, servers))
+            styles = max(10, *(len(server.spec.style) for server in servers.values()))
             for name, server in servers.items():
                 spec = server.spec
+                what = "a vendor" if spec.style in VENDOR_STYLES else f"{spec.products} products"
                 out(
-                    f"{name:<{width}}  {spec.style:<10}  {server.api_url}  "
-                    f"({spec.products} products, rate limit {spec.rate_limit})"
+                    f"{name:<{width}}  {spec.style:<{styles}}  {server.api_url}  "
+                    f"({what}, rate limit {spec.rate_limit})"
                 )
             out("serving; Ctrl-C stops")
             sys.stdout.flush()
@@ -231,12 +264,15 @@ async def run(specs: dict[str, ServerSpec], host: str, out: Callable[[str], None
 def dump(specs: dict[str, ServerSpec]) -> str:
     """Every server's whole catalogue, rendered as its style serves records
     (defects and duplicates included, as configured), under the last part of
-    its path (`/api/v1/products` -> `products`); one server: its name too."""
+    its path (`/api/v1/products` -> `products`); one server: its name too.
+    Vendors have no catalogue: they are left out."""
     from ._catalogue import Catalogue
     from .styles import make_style
 
     collections: dict[str, Any] = {}
     for name, spec in specs.items():
+        if spec.style in VENDOR_STYLES:
+            continue
         style = make_style(spec.style, spec.seed)
         catalogue = Catalogue(
             spec.products,

@@ -22,14 +22,19 @@ from flow.units import parse_duration, parse_rate
 __all__ = [
     "DEFAULT_API_KEY",
     "STYLES",
+    "VENDOR_STYLES",
     "FaultRates",
     "ServerSpec",
     "parse_range",
 ]
 
+# The catalogue styles (mocks/styles: paginated product APIs) and the
+# vendors of a fetch service (mocks/vendors.py); `style` takes either, and a
+# test holds `Style` equal to STYLES + VENDOR_STYLES.
 STYLES = ("dummyjson", "platzi", "reqres", "jsonserver", "cursor")
+VENDOR_STYLES = ("sync_vendor", "async_vendor")
 T = TypeVar("T")
-Style = Literal["dummyjson", "platzi", "reqres", "jsonserver", "cursor"]
+Style = Literal["dummyjson", "platzi", "reqres", "jsonserver", "cursor", "sync_vendor", "async_vendor"]
 DEFAULT_API_KEY = "reqres-free-v1"  # the public key reqres.in documents
 
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -82,6 +87,7 @@ class Timing(NamedTuple):
     latency: tuple[float, float]
     hang: float
     outages: list[tuple[float, float]]
+    callback_delay: tuple[float, float]  # vendors: wait before an async vendor's callback
 
 
 class ServerSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, dict=True):
@@ -113,6 +119,13 @@ class ServerSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
     defect_rate: Rate = 0.03
     duplicate_rate: Rate = 0.02
     api_key: str | None = None
+    # Vendors only (sync_vendor, async_vendor); the catalogue styles ignore
+    # these, and the vendors ignore the catalogue's (products, page_size...).
+    secret: str = "vendor-secret"  # HMAC-SHA256 key signing the async vendor's callbacks
+    callback_delay: Duration = "50ms..500ms"
+    callback_duplicate_rate: Rate = 0.0  # callbacks sent twice (same body, same signature)
+    callback_loss_rate: Rate = 0.0  # callbacks never sent
+    failure_rate: Rate = 0.0  # jobs the vendor completes with status "failed"
 
     def __post_init__(self) -> None:
         # ValueErrors raised here reach the user with the server's path; the
@@ -123,6 +136,7 @@ class ServerSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
             _parsed("latency", parse_range, self.latency),
             _parsed("hang", parse_duration, self.hang),
             [_parsed("outages", _outage, window) for window in self.outages],
+            _parsed("callback_delay", parse_range, self.callback_delay),
         )
         if self.page_size > self.max_page_size:
             raise ValueError(f"page_size {self.page_size} exceeds max_page_size {self.max_page_size}")
@@ -133,6 +147,11 @@ class ServerSpec(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_field
             )
         if self.defect_rate + self.duplicate_rate > 1.0 + 1e-9:
             raise ValueError("defect_rate + duplicate_rate must be <= 1")
+        if self.callback_duplicate_rate + self.callback_loss_rate > 1.0 + 1e-9:
+            raise ValueError(
+                "callback_duplicate_rate + callback_loss_rate must be <= 1: a callback is sent "
+                "once, twice or never"
+            )
 
     @property
     def timing(self) -> Timing:

@@ -219,7 +219,7 @@ BROKEN = [
     ),
     pytest.param(
         "version: 1\nmocks:\n  shop_a: {style: shopify}\nnodes: {a: {pipe: [sequence, collect]}}\n",
-        "graph.yaml:3:19: invalid enum value 'shopify'; hint: choose one of: cursor, dummyjson, jsonserver, platzi, reqres",
+        "graph.yaml:3:19: invalid enum value 'shopify'; hint: choose one of: async_vendor, cursor, dummyjson, jsonserver, platzi, reqres, sync_vendor",
         id="mock-bad-style",
     ),
     pytest.param(

@@ -74,7 +74,7 @@ def test_bad_options_get_one_line_and_exit_2(args, message):
         (
             "mocks:\n  a: {style: shopify}\n",
             "cfg.yaml:2:14: invalid enum value 'shopify'; "
-            "hint: choose one of: cursor, dummyjson, jsonserver, platzi, reqres",
+            "hint: choose one of: async_vendor, cursor, dummyjson, jsonserver, platzi, reqres, sync_vendor",
         ),
         (
             "mocks:\n  a: {latency: [\n",

@@ -1,0 +1,473 @@
+"""Mock vendors of a multi-vendor fetch service: `sync_vendor` answers a job
+in the request; `async_vendor` accepts it (202) and answers later with a
+signed POST to the client's webhook. docs/mocks.md gives the protocol.
+
+    arrive -> log -> rate limit (429) -> route (404, 405) -> API key (401)
+           -> outage (503) -> body (400) -> fault draw -> latency -> the job
+
+Data structures: `jobs` maps request_id -> Job in arrival order. A job is
+made once, when a request for a new request_id gets past every check and the
+error, html and reset faults; a later request with that id is answered from
+it (idempotent) and counted as a repeat. A job's failure, vendor job id,
+callback fate and delay are functions of (seed, request_id), its records of
+(seed, payload); fault draws are the catalogue servers' (mocks/_faults.py)
+keyed by request_id. So one seed gives the same answers whatever the order
+of requests; only `processed_at` and the callback timestamp are wall time.
+
+Concurrency: one event loop; jobs and logs change between awaits only. Each
+callback copy (two for a duplicated callback) is a task in `_deliveries`,
+sleeping on the server's clock; `reset()` cancels them, `close()` cancels
+and awaits them, so none outlives the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import time
+import unicodedata
+from collections import Counter
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from flow._tls import import_deferring_ca_store
+
+from ._faults import HTML_PAGE, FaultPlan, invalid_json, truncated
+from ._hashing import stream_key, text_draw, unit
+from ._ratelimit import SlidingWindowLimit, retry_after_header
+from ._server import Clock, MockServer, SystemClock
+from ._spec import ServerSpec
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp import web
+else:  # plain HTTP on loopback: no CA store loaded at import (flow/_tls.py)
+    aiohttp = import_deferring_ca_store("aiohttp")
+    web = import_deferring_ca_store("aiohttp.web")
+
+__all__ = ["CALLBACK_ATTEMPTS", "VendorServer", "callback_signature", "vendor_records"]
+
+PATHS = {"sync_vendor": "/v1/process", "async_vendor": "/v1/jobs"}
+CALLBACK_ATTEMPTS = 3  # per copy; a connection error or a 5xx is retried, a 4xx is not
+CALLBACK_BACKOFF = 0.5  # seconds before the 2nd attempt, doubled before each later one
+CALLBACK_TIMEOUT = 5.0  # seconds for one attempt
+DUPLICATE_GAP = 0.1  # seconds between the two copies of a duplicated callback
+LOOPBACK = {"127.0.0.1", "localhost"}
+_LOG_FIELDS = ("t", "method", "path", "request_id", "status", "fault", "latency")
+_JOB_FIELDS = ("request_id", "t", "status", "repeats", "vendor_job_id", "callback", "delay")  # last 3: async
+
+FIRST = ("Ana", "Björn", "Chloé", "Dmitri", "Eve", "Farah", "Goran", "Hana", "Iñigo", "Jun", "Kofi", "Lena")
+LAST = ("García", "Olsen", "Dubois", "Petrov", "Smith", "Haddad", "Novák", "Sato", "Ivanova", "Chen",
+        "Mensah", "Müller")  # fmt: skip
+DOMAINS = ("example.com", "mail.example.org", "example.net")  # RFC 2606: never anyone's
+PHONES = ("+1-555-{a:03d}-{b:04d}", "(555) {a:03d}-{b:04d}", "555.{a:03d}.{b:04d}", "+44 20 7946 {b:04d}")
+PADS = ("{}", "{}", "{}", "{}", " {}", "{}  ")  # stray whitespace on a third of the names
+_FIELDS = ((0, 255), (8, 255), (16, 255), (24, 255), (32, 3), (34, 1023), (44, 16383), (58, 1))  # shift, mask
+REASONS = ("payload rejected: unsupported region", "no match for the subject",
+           "quota for this account exhausted", "upstream source unavailable")  # fmt: skip
+
+
+def callback_signature(secret: str, timestamp: str | int, body: bytes) -> str:
+    """`sha256=` + hex HMAC-SHA256(secret, "<timestamp>." + body): X-Flow-Signature."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return msgspec.json.encode(value, order="sorted").decode()
+
+
+def _score(key: int, value: Any) -> float:
+    return round(unit(text_draw(key, _canonical(value), 0)), 3)
+
+
+def vendor_records(payload: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
+    """A job's records, a function of payload and seed: the payload's
+    `records` echoed with a `score`, else 1 to 3 made-up customers whose
+    names, e-mails and phone numbers are deliberately personal data."""
+    key = stream_key(seed, "vendor.records")
+    if isinstance(payload.get("records"), list):
+        return [
+            {**r, "score": _score(key, r)} if isinstance(r, dict) else {"value": r, "score": _score(key, r)}
+            for r in payload["records"]
+        ]
+    text = _canonical(payload)
+    records = []
+    for i in range(1 + text_draw(key, text, 0) % 3):
+        # One draw per customer, cut into disjoint bit fields: 8 bits each for
+        # first and last name, domain, padding; 2 for the phone's format, 10
+        # and 14 for its numbers, 1 for the e-mail's case.
+        bits = text_draw(key, text, i + 1)
+        field = [(bits >> shift) & mask for shift, mask in _FIELDS]
+        first, last = FIRST[field[0] % 12], LAST[field[1] % 12]
+        ascii_name = unicodedata.normalize("NFKD", f"{first}.{last}").encode("ascii", "ignore").decode()
+        email = f"{ascii_name}@{DOMAINS[field[2] % 3]}"
+        records.append({
+            "id": f"cus_{text_draw(key, text, 200 + i) & 0xFFFFFFFF:08x}",
+            "name": PADS[field[3] % 6].format(f"{first} {last}"),
+            "email": email if field[7] else email.lower(),
+            "phone": PHONES[field[4]].format(a=field[5] % 1000, b=field[6] % 10_000),
+            "score": round(unit(text_draw(key, text, 100 + i)), 3),
+        })  # fmt: skip
+    return records
+
+
+class JobRequest(msgspec.Struct):
+    """A job as POSTed; anything else in the body is ignored."""
+
+    request_id: Annotated[str, msgspec.Meta(min_length=1)]
+    payload: dict[str, Any]
+    callback_url: str | None = None  # async_vendor: required, http:// on loopback
+
+
+def _job_request(body: bytes, callback: bool) -> JobRequest:
+    """The body's job; ValueError (400) with the reason when it is none."""
+    try:
+        job = msgspec.json.decode(body, type=JobRequest)
+    except msgspec.DecodeError as err:
+        raise ValueError(f"bad job: {err}") from None
+    if callback:
+        url = urlsplit(job.callback_url or "")
+        if url.scheme != "http" or url.hostname not in LOOPBACK:
+            where = f"got {job.callback_url!r}" if job.callback_url else "it is missing"
+            raise ValueError(f"callback_url must be http://127.0.0.1... or http://localhost...: {where}")
+    return job
+
+
+@dataclasses.dataclass(slots=True)
+class Job:
+    request_id: str
+    t: float  # arrival, seconds since start
+    reply: dict[str, Any]  # sync: the 200 body; async: the callback body
+    vendor_job_id: str | None = None
+    callback: str | None = None  # async: "once", "twice" or "lost"
+    delay: float = 0.0  # async: seconds from acceptance to the first copy
+    repeats: int = 0
+    signed: tuple[bytes, dict[str, str]] | None = None  # body and headers, made at the first send
+
+    @property
+    def status(self) -> str:
+        return self.reply["status"]  # type: ignore[no-any-return]
+
+
+@dataclasses.dataclass(slots=True)
+class Delivery:
+    """One copy of a callback: its attempts and how it ended."""
+
+    request_id: str
+    vendor_job_id: str
+    copy: int  # 0, or 1 for the duplicate
+    due: float  # seconds since start
+    outcome: str = "pending"  # delivered (2xx), refused (other non-5xx), gave_up, cancelled
+    attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {t, status, error}
+
+
+class VendorServer:
+    """A mock vendor on 127.0.0.1. Use `async with VendorServer(spec) as vendor:`."""
+
+    def __init__(
+        self, spec: ServerSpec, *, name: str = "vendor", host: str = "127.0.0.1", clock: Clock | None = None
+    ) -> None:
+        if spec.style not in PATHS:
+            raise ValueError(f"style {spec.style!r} is not a vendor; choose one of: {', '.join(PATHS)}")
+        self.spec, self.name, self.host = spec, name, host
+        self.clock: Clock = clock or SystemClock()
+        self.path = PATHS[spec.style]
+        self.asynchronous = spec.style == "async_vendor"
+        rate = spec.timing.rate
+        self.limiter = SlidingWindowLimit(*rate) if rate else None
+        self.faults = FaultPlan(spec)
+        self._api_key = spec.api_key or None
+        self._keys = {s: stream_key(spec.seed, f"vendor.{s}") for s in ("failure", "callback", "delay")}
+        self._job_key = stream_key(spec.seed, f"vendor.job.{name}")
+        self._encode = msgspec.json.Encoder().encode
+        self._runner: web.ServerRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self.port = 0
+        self._reset_state()
+
+    def __repr__(self) -> str:
+        state = "running" if self._runner else "stopped"
+        return (
+            f"<VendorServer {self.name} {self.spec.style} {state} url={self.url or '-'} "
+            f"jobs={len(self.jobs)} callbacks_pending={len(self._deliveries)} limiter={self.limiter!r}>"
+        )
+
+    # --- lifecycle -----------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}" if self.port else ""
+
+    @property
+    def api_url(self) -> str:
+        """Where jobs go, e.g. `http://127.0.0.1:8001/v1/jobs`."""
+        return self.url + self.path
+
+    async def start(self) -> str:
+        if self.asynchronous:  # the callbacks' client, there before the first job
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT))
+        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.spec.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._reset_state()
+        return self.url
+
+    async def close(self) -> None:
+        """Stop serving, then cancel the callbacks still to be sent (no handler
+        is left to schedule one), then close the callbacks' client session."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        await self._cancel_deliveries()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> VendorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _reset_state(self) -> None:
+        self._started = self.clock.now()
+        self._cpu_started = time.process_time()
+        self._log: list[list[Any]] = []
+        self.jobs: dict[str, Job] = {}
+        self.callbacks: list[Delivery] = []
+        if self.limiter:
+            self.limiter.reset()
+        self.faults.reset()
+
+    def reset(self) -> None:
+        """Forget everything observed; callbacks not yet sent are cancelled."""
+        for task in self._deliveries:
+            task.cancel()
+        self._reset_state()
+
+    async def _cancel_deliveries(self) -> None:
+        for task in self._deliveries:
+            task.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Return once every callback scheduled so far has been delivered, refused or given up."""
+        while self._deliveries:
+            await asyncio.gather(*self._deliveries, return_exceptions=True)
+
+    # --- the request pipeline ------------------------------------------------
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path.startswith("/__"):
+            return await self._admin(request)
+        t = self.clock.now() - self._started
+        entry: list[Any] = [t, request.method, request.path, None, None, None, 0.0]
+        self._log.append(entry)
+        try:
+            response = await self._answer(request, t, entry)
+        except asyncio.CancelledError:
+            entry[4] = 499  # the client gave up (a hang, usually)
+            raise
+        if response is None:  # connection reset: no status at all
+            return web.Response()
+        entry[4] = response.status
+        return response
+
+    async def _answer(self, request: web.BaseRequest, t: float, entry: list[Any]) -> web.Response | None:
+        # Admitted or not at arrival (no await before), as the log's order says.
+        refused = self.limiter is not None and not self.limiter.admit(t)
+        wait = self.limiter.retry_after(t) if refused and self.limiter else None
+        try:  # read first, so that the log names the request_id of every request carrying one
+            job_request: JobRequest | None = _job_request(await request.read(), self.asynchronous)
+            bad = ""
+        except ValueError as err:
+            job_request, bad = None, str(err)
+        entry[3] = job_request and job_request.request_id
+        refusal = self._refusal(request, t, wait)
+        if refusal is not None or job_request is None:
+            entry[5], response = refusal or ("bad_request", self._json({"error": bad}, 400))
+            return response
+        rid = job_request.request_id
+        decision = self.faults.decide(self.path, "request_id=" + rid)
+        entry[5], entry[6] = decision.fault, decision.latency
+        if decision.latency > 0:
+            await self.clock.sleep(decision.latency)
+        if decision.fault == "error":
+            return self._json({"error": "Internal Server Error"}, decision.status)
+        if decision.fault == "reset":
+            MockServer._reset_connection(request)
+            return None
+        if decision.fault == "html":
+            return web.Response(body=HTML_PAGE, content_type="text/html", charset="utf-8")
+        # The vendor does the job: truncate and invalid_json mangle an answer
+        # to a job that was made (a retry is then a repeat).
+        job = self._job(job_request, t)
+        if self.asynchronous:
+            body = self._encode({"request_id": rid, "vendor_job_id": job.vendor_job_id})
+        else:
+            body = self._encode(job.reply)
+        if decision.fault == "truncate":
+            body = truncated(body)
+        elif decision.fault == "invalid_json":
+            body = invalid_json(body)
+        status = 202 if self.asynchronous else 200
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    def _refusal(
+        self, request: web.BaseRequest, t: float, wait: float | None
+    ) -> tuple[str, web.Response] | None:
+        """The checks before the body's, in order: (fault, answer) of the first that refuses;
+        `wait`: the limiter refused the request, for that long."""
+        if wait is not None and self.limiter is not None:
+            wait_header = retry_after_header(wait)
+            headers = {"Retry-After": wait_header, "RateLimit-Limit": str(self.limiter.limit),
+                       "RateLimit-Remaining": "0", "RateLimit-Reset": wait_header}  # fmt: skip
+            message = f"Too many requests: at most {self.limiter.limit} per {self.limiter.window:g}s"
+            return "rate_limited", self._json({"error": message}, 429, headers)
+        if request.path != self.path:
+            message = f"no route {request.path}; jobs go to POST {self.path}"
+            return "not_found", self._json({"error": message}, 404)
+        if request.method != "POST":
+            message = f"{request.method} not allowed; jobs go to POST {self.path}"
+            return "bad_method", self._json({"error": message}, 405, {"Allow": "POST"})
+        if self._api_key is not None and request.headers.get("x-api-key") != self._api_key:
+            return "unauthorized", self._json({"error": "Missing or invalid API key (x-api-key)"}, 401)
+        if self.faults.outages and self.faults.in_outage(t):
+            return "outage", self._json({"error": "Service Unavailable"}, self.faults.outage_status)
+        return None
+
+    def _job(self, request: JobRequest, t: float) -> Job:
+        """The job for its request_id: the one made before (a repeat), else a
+        new one, its callback scheduled."""
+        rid = request.request_id
+        job = self.jobs.get(rid)
+        if job is not None:
+            job.repeats += 1
+            return job
+        failure = text_draw(self._keys["failure"], rid, 0)
+        reply: dict[str, Any] = {"request_id": rid, "vendor": self.name}
+        if unit(failure) < self.spec.failure_rate:
+            reply.update(status="failed", result=None, error=REASONS[failure % len(REASONS)])
+        else:
+            records = vendor_records(request.payload, self.spec.seed)
+            processed_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            reply.update(status="complete", result={"records": records, "processed_at": processed_at})
+        if not self.asynchronous:
+            job = self.jobs[rid] = Job(rid, t, reply)
+            return job
+        vendor_job_id = f"vj_{text_draw(self._job_key, rid, 0):016x}"
+        reply = {"request_id": rid, "vendor_job_id": vendor_job_id, **reply, "error": reply.get("error")}
+        u = unit(text_draw(self._keys["callback"], rid, 0))  # loss and duplicate: bands on [0, 1)
+        lost = u < self.spec.callback_loss_rate
+        twice = not lost and u < self.spec.callback_loss_rate + self.spec.callback_duplicate_rate
+        low, high = self.spec.timing.callback_delay
+        delay = low + (high - low) * unit(text_draw(self._keys["delay"], rid, 0))
+        fate = "lost" if lost else "twice" if twice else "once"
+        job = self.jobs[rid] = Job(rid, t, reply, vendor_job_id, fate, delay)
+        for copy in range(0 if lost else 2 if twice else 1):
+            delivery = Delivery(rid, vendor_job_id, copy, t + delay + copy * DUPLICATE_GAP)
+            self.callbacks.append(delivery)
+            sending = self._deliver(job, request.callback_url or "", delivery)
+            task = asyncio.create_task(sending, name=f"callback {rid} copy {copy}")
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        return job
+
+    # --- callbacks -----------------------------------------------------------
+    def _signed(self, job: Job) -> tuple[bytes, dict[str, str]]:
+        """The callback's body and headers, made once, at its first send: every
+        attempt and both copies of a duplicate carry the same signature."""
+        if job.signed is None:
+            body, timestamp = self._encode(job.reply), str(int(time.time()))
+            headers = {"Content-Type": "application/json", "X-Flow-Timestamp": timestamp,
+                       "X-Flow-Signature": callback_signature(self.spec.secret, timestamp, body)}  # fmt: skip
+            job.signed = (body, headers)
+        return job.signed
+
+    async def _deliver(self, job: Job, url: str, delivery: Delivery) -> None:
+        try:
+            await self.clock.sleep(max(0.0, delivery.due - (self.clock.now() - self._started)))
+            for attempt in range(CALLBACK_ATTEMPTS):
+                if attempt:
+                    await self.clock.sleep(CALLBACK_BACKOFF * 2 ** (attempt - 1))
+                sent: dict[str, Any] = {"t": self.clock.now() - self._started, "status": None, "error": None}
+                delivery.attempts.append(sent)
+                body, headers = self._signed(job)
+                assert self._session is not None
+                try:
+                    async with self._session.post(
+                        url, data=body, headers=headers, allow_redirects=False
+                    ) as response:
+                        sent["status"] = response.status
+                        await response.read()
+                except (aiohttp.ClientError, TimeoutError) as err:
+                    sent["error"] = f"{type(err).__name__}: {err}".rstrip(": ")
+                    continue
+                if response.status < 500:
+                    delivery.outcome = "delivered" if response.status < 300 else "refused"
+                    return
+            delivery.outcome = "gave_up"
+        except asyncio.CancelledError:
+            delivery.outcome = "cancelled"
+            raise
+
+    # --- observation ---------------------------------------------------------
+    def _json(self, body: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(
+            body=self._encode(body), status=status, headers=headers, content_type="application/json"
+        )
+
+    async def _admin(self, request: web.BaseRequest) -> web.Response:
+        if request.path == "/__stats" and request.method == "GET":
+            summary = request.query.get("summary", "") not in {"", "0", "false"}
+            return self._json(self.stats(summary=summary), 200)
+        if request.path == "/__reset" and request.method == "POST":
+            self.reset()
+            return self._json({"ok": True}, 200)
+        if request.path == "/__health":
+            return self._json({"ok": True, "name": self.name, "style": self.spec.style}, 200)
+        return self._json({"error": f"no admin route {request.method} {request.path}"}, 404)
+
+    def stats(self, *, summary: bool = False) -> dict[str, Any]:
+        """What `/__stats` returns; docs/mocks.md describes every field."""
+        spec, jobs = self.spec, self.jobs.values()
+        server = {"name": self.name, "style": spec.style, "url": self.url, "path": self.path,
+                  "seed": spec.seed, "rate_limit": spec.rate_limit, "failure_rate": spec.failure_rate,
+                  "uptime": self.clock.now() - self._started,
+                  "cpu_seconds": time.process_time() - self._cpu_started}  # fmt: skip
+        counts: dict[str, Any] = {
+            "requests": len(self._log),
+            "by_status": dict(Counter(str(e[4]) for e in self._log)),
+            "by_fault": dict(Counter(e[5] for e in self._log if e[5])),
+            "jobs": len(self.jobs),
+            "failed": sum(job.status == "failed" for job in jobs),
+            "repeats": sum(job.repeats for job in jobs),
+        }
+        if self.asynchronous:
+            server.update(callback_delay=spec.callback_delay, callback_loss_rate=spec.callback_loss_rate,
+                          callback_duplicate_rate=spec.callback_duplicate_rate)  # fmt: skip
+            fates = Counter(job.callback for job in jobs)
+            outcomes = Counter(d.outcome for d in self.callbacks)
+            counts["callbacks"] = {
+                "scheduled": fates["once"] + fates["twice"], "duplicated": fates["twice"],
+                "lost": fates["lost"],
+                "copies": len(self.callbacks), "attempts": sum(len(d.attempts) for d in self.callbacks),
+                **{k: outcomes[k] for k in ("pending", "delivered", "refused", "gave_up", "cancelled")},
+            }  # fmt: skip
+        out: dict[str, Any] = {"server": server, "counts": counts}
+        if not summary:
+            out["requests"] = [dict(zip(_LOG_FIELDS, entry, strict=True)) for entry in self._log]
+            kept = _JOB_FIELDS[: None if self.asynchronous else 4]
+            out["jobs"] = [{k: getattr(job, k) for k in kept} for job in jobs]
+            if self.asynchronous:
+                out["callbacks"] = [dataclasses.asdict(d) for d in self.callbacks]
+        return out
