@@ -171,7 +171,7 @@ async def collect(
     order = topological({name: [e.source for e in wiring[name]] for name in spec.nodes})
     plans, waits = [], []
     for name, node in spec.nodes.items():
-        if not node.stages[0].kind.is_source:
+        if not node.stages[0].kind.is_source or node.stages[0].kind.serves:  # a service intake walks no pages
             continue
         plan = SourcePlan(name, offline, declared_at)
         reached = downstream(readers, {name})

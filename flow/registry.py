@@ -112,6 +112,9 @@ class StageKind:
     # A sink that writes over the network (a database server): `flow test`,
     # which opens no connection, leaves its node out.
     network: bool = False
+    # A kind that serves HTTP (ctx.route): its graph runs under `flow serve`,
+    # which `flow run` says instead of starting it.
+    serves: bool = False
 
     @property
     def is_source(self) -> bool:
@@ -183,6 +186,7 @@ def stage(
     replay: Callable[[list[Any]], list[Any]] | None = None,
     plan: Callable[[Any, Any], Any] | None = None,
     network: bool = False,
+    serves: bool = False,
 ) -> Callable[[Operator], StageKind]:
     """Decorator: the generator becomes a StageKind named `name`.
 
@@ -204,7 +208,8 @@ def stage(
     source walking through it (a flow.plan.SourcePlan: pages, rate,
     concurrency); may return an awaitable (one first request), awaited
     after every hook of the source was called. `network=True`: a sink that
-    writes over the network (`flow test` leaves its node out)."""
+    writes over the network (`flow test` leaves its node out). `serves=True`:
+    a kind that serves HTTP (`ctx.route`): its graph runs under `flow serve`."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
     accepted = None if consumes is None else consumes if isinstance(consumes, tuple) else (consumes,)
@@ -216,7 +221,7 @@ def stage(
         doc = (run.__doc__ or "").strip()
         return StageKind(
             name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), check, doc,
-            whole=whole, store=store, replay=replay, plan=plan, network=network,
+            whole=whole, store=store, replay=replay, plan=plan, network=network, serves=serves,
         )
 
     return register

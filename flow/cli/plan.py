@@ -87,7 +87,10 @@ async def _collect(args: argparse.Namespace, spec: Any, started: float) -> tuple
 def _declared(mocks: dict[str, Any], servers: dict[str, Any]) -> Callable[[str], Any]:
     """The mock a source's URL points at (`${mocks.NAME.url}...`, or a
     running mock's URL), as a flow.plan.Declared; None for other URLs."""
-    declared = {name: _declare(name, spec) for name, spec in mocks.items()}
+    from mocks import VENDOR_STYLES
+
+    # Vendors serve jobs, not pages: no source walks them, so none is declared.
+    declared = {name: _declare(name, spec) for name, spec in mocks.items() if spec.style not in VENDOR_STYLES}
 
     def declared_at(url: str) -> Any:
         named = _MOCK_URL.match(url)
@@ -95,7 +98,7 @@ def _declared(mocks: dict[str, Any], servers: dict[str, Any]) -> Callable[[str],
             return declared.get(named[1])
         for name, server in servers.items():
             if server.url and (url == server.url or url.startswith(server.url + "/")):
-                return declared[name]
+                return declared.get(name)
         return None
 
     return declared_at

@@ -263,6 +263,11 @@ def run(args: argparse.Namespace) -> int:
     if not PRESSES.holding:  # called without `main`: no press before this run is its
         PRESSES.count = 0
     spec = load_checked(args)
+    nodes = spec.nodes.items()
+    serving = [f"node '{n}' ({s.kind.name})" for n, node in nodes for s in node.stages if s.kind.serves]
+    if serving:
+        info(f"flow: error: {', '.join(serving)} serves HTTP: run this graph with `flow serve {args.graph}`")
+        return 2
     _quiet_exporter_logs()
     out_dir = Path(args.out or spec.run.out)
     live = not args.no_progress and not args.quiet and sys.stderr.isatty()

@@ -46,7 +46,7 @@ class JobsParams(Params):
     keys: list[str] | None = None  # personal keys removed from payloads (default: redact's)
 
 
-@stage("jobs", JobsParams, consumes=None, produces=Job)
+@stage("jobs", JobsParams, consumes=None, produces=Job, serves=True)
 async def jobs(source: None, params: JobsParams, ctx: Any) -> AsyncIterator[Job]:
     """Take jobs over HTTP (POST /jobs, GET /jobs/{id}) into the store, and into the graph."""
     from stages.records.redact import PERSONAL_KEYS, clean_value, personal

@@ -267,3 +267,13 @@ def test_a_stop_drains_answers_503_meanwhile_and_leaves_the_rest_pending(tmp_pat
     assert code == 0, stderr
     assert set(rows) == set(ids)
     assert set(rows.values()) <= {"complete", "failed", "pending"} and "pending" in rows.values()
+
+
+def test_flow_run_of_a_service_graph_says_to_serve_it(tmp_path):
+    (tmp_path / "s.yaml").write_text(GRAPH.replace("QUICK", "http://127.0.0.1:9/v1/process").replace(
+        "LATER", "http://127.0.0.1:9/v1/jobs").replace("SECRET", SECRET).replace("MAX", "10").replace("CONC", "1"))
+    result = subprocess.run([sys.executable, "-m", "flow", "run", "s.yaml"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, env=ENV)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == "flow: error: node 'jobs' (jobs) serves HTTP: run this graph with `flow serve s.yaml`\n"
+    assert not (tmp_path / "out").exists()  # nothing ran
