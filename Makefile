@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/rate_floor.py
 	$(BIN)/python bench/sinks.py
+	$(BIN)/python bench/serve_load.py
 
 screenshot: $(STAMP)  # docs/report.png, the README's picture of the report: the default graph's run
 	$(BIN)/python tests/browser.py --run graph.yaml --out docs/report.png
