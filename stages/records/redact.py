@@ -10,6 +10,7 @@ any JSON value (the `jobs` intake cleans payloads with it)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,7 @@ from stages.jobs.items import JobResult
 
 from .items import ProductBatch
 
+_DIGIT = re.compile(r"\d")
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # International or national numbers: 7+ digits with optional +, spaces, dots,
 # dashes and parentheses between them.
@@ -39,7 +41,10 @@ class RedactParams(Params):
     keys: list[str] = msgspec.field(default_factory=lambda: list(PERSONAL_KEYS))
 
 
+@functools.lru_cache(maxsize=4096)
 def _key(name: str) -> str:
+    """A key as personal keys are compared: lower case, letters and digits
+    (memoised: a payload's keys come again and again)."""
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
@@ -72,6 +77,8 @@ def clean_value(value: Any, keys: frozenset[str], replacement: str = "[redacted]
 def redact_text(text: str, replacement: str = "[redacted]") -> tuple[str, int]:
     """(cleaned text, number of removals). A phone number needs 7+ digits, so
     model numbers and prices stay."""
+    if "@" not in text and _DIGIT.search(text) is None:  # neither an address nor a number can be there
+        return " ".join(text.split()), 0
     removed = 0
 
     def phone(match: re.Match[str]) -> str:
