@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
     parser.add_argument("--out", metavar="DIR", help="output directory (default: run.out of the graph)")
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the service's URL as others reach it, for callbacks (default: http://HOST:PORT; "
+        "a wildcard HOST is reached as 127.0.0.1)",
+    )
     parser.add_argument("-q", "--quiet", action="count", default=0, help="only errors")
 
 
@@ -39,13 +45,28 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or spec.run.out)
     try:
         result = asyncio.run(_serve(args, spec, out_dir))
-    except OSError as exc:  # the port is taken, or the address is not this machine's
-        info(f"flow: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    except CannotListen as exc:
+        info(f"flow: error: cannot listen on {args.host}:{args.port}: {exc}")
         return 2
     write_json_atomically(out_dir / "serve.json", result.report())
+    if not PRESSES.count:  # nobody stopped it: the graph ended on its own, which a service must not
+        info(f"flow serve: the service ended by itself; report: {out_dir / 'serve.json'}")
+        for error in result.errors[:5]:
+            info(f"  {error['node']}/{error['stage']}: {error['error']}: {error['detail']}")
+        return 1
     if not args.quiet:
         info(f"flow serve: stopped; report: {out_dir / 'serve.json'}")
     return 130 if PRESSES.count > 1 else 0
+
+
+class CannotListen(Exception):
+    pass
+
+
+def public_url(host: str, port: int) -> str:
+    """How callbacks reach a service listening on host:port."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def _serve(args: argparse.Namespace, spec: Any, out_dir: Path) -> Any:
@@ -65,7 +86,11 @@ async def _serve(args: argparse.Namespace, spec: Any, out_dir: Path) -> Any:
         routes = Routes()
         runtime.resources.routes = routes
         server = ServiceServer(runtime, routes, args.host, args.port)
-        runtime.resources.service_url = await server.start()
+        try:
+            await server.start()
+        except OSError as exc:  # the port is taken, or the address is not this machine's
+            raise CannotListen(exc.strerror or str(exc)) from None
+        runtime.resources.service_url = args.public_url or public_url(args.host, server.port)
         if not args.quiet:
             runtime.resources.announce = info
             info(f"serving: {server.url} (GET /health; Ctrl-C stops)")

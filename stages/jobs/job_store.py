@@ -8,12 +8,16 @@ Results are stored as they come (`redact` before this stage cleans them);
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
 from flow.registry import Params, stage
 
 from .items import JobResult
+
+TRIES = 5  # a locked store is tried this often for one result; the job then stays running (resumed at start)
 
 
 class JobStoreParams(Params):
@@ -27,7 +31,17 @@ async def job_store(source: AsyncIterator[JobResult], params: JobStoreParams, ct
 
     store = store_for(ctx, params.store)
     async for result in source:
-        ctx.count(f"jobs_{result.status}" if store.finish(result) else "duplicate")
+        for attempt in range(TRIES):
+            try:
+                ended = store.finish(result)
+            except sqlite3.OperationalError as err:  # the store locked a moment: try again, then say so
+                if attempt == TRIES - 1:
+                    await ctx.error("store_busy", f"job {result.request_id} not ended: {err}")
+                    break
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
+            ctx.count(f"jobs_{result.status}" if ended else "duplicate")
+            break
     return
     yield  # a sink
 

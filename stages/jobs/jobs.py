@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -73,10 +74,16 @@ async def jobs(source: None, params: JobsParams, ctx: Any) -> AsyncIterator[Job]
         except msgspec.DecodeError as err:
             return json_response({"error": f"the body is not JSON: {err}"}, 400)
         if params.clean:
-            payload, removed = clean_value(payload, keys)
+            try:
+                payload, removed = clean_value(payload, keys)
+            except ValueError as err:  # nested too deep to clean (and to pass on)
+                return json_response({"error": f"the payload is {err}"}, 400)
             if removed:
                 ctx.count("redacted", removed)
-        request_id = store.submit(payload)
+        try:
+            request_id = store.submit(payload)
+        except sqlite3.OperationalError as err:  # the store is locked or full: the client may retry
+            return json_response({"error": f"busy: the job store: {err}"}, 503, {"Retry-After": retry_after})
         ctx.count("jobs_submitted")
         arrived.set()
         return json_response({"request_id": request_id}, 202)
@@ -92,7 +99,12 @@ async def jobs(source: None, params: JobsParams, ctx: Any) -> AsyncIterator[Job]
     ctx.route("POST", "/jobs", submit)
     ctx.route("GET", "/jobs/{request_id}", status)
     while not ctx.stopping.is_set():
-        claimed = store.claim(CLAIM)
+        try:
+            claimed = store.claim(CLAIM)
+        except sqlite3.OperationalError as err:  # locked a moment: the jobs wait in the store
+            ctx.record_event("store_busy", detail=str(err))
+            await asyncio.sleep(0.5)
+            continue
         if not claimed:
             arrived.clear()
             await _either(arrived, ctx.stopping)

@@ -40,13 +40,34 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 ENDED = ("complete", "failed")
+RESUMES = 3  # times a job found running at start is resumed, then failed
+
+
+class StoreInUse(Exception):
+    """Another service holds the store."""
+
+
+def _exclusive(path: Path) -> Any:
+    """An exclusive lock on `path`.lock for the store's life: two services on
+    one store would resume and release each other's running jobs."""
+    import fcntl
+
+    lock = open(path.with_name(path.name + ".lock"), "w")  # noqa: SIM115 (held open while the store is)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise StoreInUse(f"{path}: another flow serve uses this job store") from None
+    return lock
 
 
 class JobStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = _exclusive(path)
+        # A short busy wait: every call runs on the event loop (a locked store answers 503, not a stall).
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0.2)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
@@ -57,8 +78,15 @@ class JobStore:
 
     def recover(self, resume: bool) -> int:
         """Jobs a stopped service left running: back to pending (`resume`), or
-        failed with the reason. How many."""
+        failed with the reason; a job resumed RESUMES times already is failed
+        (it may be what stops the service). How many."""
         now = utc_now()
+        poison = f"the service stopped {RESUMES + 1} times while the job ran; not resumed again"
+        self.db.execute(
+            "UPDATE jobs SET status = 'failed', error = ?, updated_at = ?"
+            " WHERE status = 'running' AND attempts >= ?",
+            (poison, now, RESUMES),
+        )
         if resume:
             cursor = self.db.execute(
                 "UPDATE jobs SET status = 'pending', updated_at = ?, attempts = attempts + 1"
@@ -143,6 +171,7 @@ class JobStore:
     def close(self) -> None:
         self.release()
         self.db.close()
+        self._lock.close()
 
 
 def store_for(ctx: Any, path: str) -> JobStore:

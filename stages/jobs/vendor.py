@@ -96,8 +96,11 @@ class Vendors:
         found = self.fetchers.get(name)
         if found is None:
             spec = self.params.vendors[name]
-            fetch = FetchParams(timeout=spec.timeout, retry=spec.retry, breaker=spec.breaker,
-                                concurrency=self.params.concurrency)  # fmt: skip
+            # An async vendor's 202 may carry any body, or none: only a sync answer must be JSON.
+            fetch = FetchParams(
+                timeout=spec.timeout, retry=spec.retry, breaker=spec.breaker,
+                concurrency=self.params.concurrency, expect_json=spec.mode == "sync",
+            )  # fmt: skip
             found = self.fetchers[name] = fetcher_for(name, fetch, self.ctx)
         return found
 
@@ -131,7 +134,7 @@ class Vendors:
 
 
 @stage("vendor", VendorParams, consumes=Job, produces=JobResult, per_item=True)
-async def vendor(job: Job, params: VendorParams, ctx: Any) -> JobResult:
+async def vendor(job: Job, params: VendorParams, ctx: Any) -> JobResult | None:
     """Send a job to its vendor (sync answer, or async webhook), within the vendor's limits."""
     vendors: Vendors = ctx.resource(("vendor", ctx.node, ctx.index), lambda: Vendors(params, ctx))
     named = job.payload.get(params.route) if isinstance(job.payload, dict) else None
@@ -141,32 +144,51 @@ async def vendor(job: Job, params: VendorParams, ctx: Any) -> JobResult:
         why = f"no vendor {name!r}: the payload's '{params.route}' names one of {', '.join(params.vendors)}"
         return JobResult(job.request_id, "failed", name, None, why)
     ctx.count("jobs", on=name)
+    if job.resumed:
+        ctx.count("jobs_resent", on=name)  # found running at start: sent again, with its request id
+    try:
+        return await _call(job, name, spec, vendors, ctx)
+    except Exception as exc:  # a bug or an answer no branch foresaw: the job fails, with why; the rest go on
+        return _failed(job, name, f"internal: {type(exc).__name__}: {exc}", ctx)
+    finally:
+        vendors.callbacks.forget(job.request_id)
+
+
+async def _call(job: Job, name: str, spec: VendorSpec, vendors: Vendors, ctx: Any) -> JobResult | None:
+    """The vendor's answer, or None: the service stopped before the job was
+    sent (it stays running, and the store puts it back to pending)."""
     message: dict[str, Any] = {"request_id": job.request_id, "payload": job.payload}
     waiting = None
     if spec.mode == "async":
         message["callback_url"] = f"{ctx.service_url}/vendor-webhook/{name}"
         waiting = vendors.callbacks.expect(job.request_id)  # before the call: a callback may beat its 202
+    headers = {**spec.headers, "Content-Type": "application/json", "Idempotency-Key": job.request_id}
+    outcome = await vendors.fetcher(name).fetch(
+        spec.url, headers=headers, limiter=vendors.limiters[name], body=_encode(message)
+    )
+    if waiting is not None and waiting.done():  # the callback came, whatever became of the call
+        return _called_back(waiting.result(), name, ctx)
+    if isinstance(outcome, FetchFailed):  # retries spent, the breaker open, a 4xx; or the service stopping
+        if ctx.stopping.is_set() and outcome.error in ("stopped", "deadline", "circuit_open"):
+            return None
+        return _failed(job, name, f"{outcome.error}: {outcome.detail}", ctx)
+    if waiting is None:
+        return _answered(job, name, outcome.body, ctx)
     try:
-        headers = {**spec.headers, "Content-Type": "application/json", "Idempotency-Key": job.request_id}
-        outcome = await vendors.fetcher(name).fetch(
-            spec.url, headers=headers, limiter=vendors.limiters[name], body=_encode(message)
-        )
-        if isinstance(outcome, FetchFailed):  # retries spent, the breaker open, a 4xx
-            return _failed(job, name, f"{outcome.error}: {outcome.detail}", ctx)
-        if waiting is None:
-            return _answered(job, name, outcome.body, ctx)
-        try:
-            result = await asyncio.wait_for(waiting, float(spec.callback_timeout))
-        except TimeoutError:
-            return _failed(job, name, f"no callback within {float(spec.callback_timeout):g} s", ctx)
-        ctx.count(f"jobs_{result.status}", on=name)
-        return result
-    finally:
-        vendors.callbacks.forget(job.request_id)
+        return _called_back(await asyncio.wait_for(waiting, float(spec.callback_timeout)), name, ctx)
+    except TimeoutError:
+        return _failed(job, name, f"no callback within {float(spec.callback_timeout):g} s", ctx)
+
+
+def _called_back(result: JobResult, name: str, ctx: Any) -> JobResult:
+    ctx.count(f"jobs_{result.status}", on=name)
+    return result
 
 
 def _answered(job: Job, name: str, body: bytes, ctx: Any) -> JobResult:
     """A sync vendor's answer as the job's result."""
+    from .webhooks import reason
+
     try:
         data = _decode(body)
     except msgspec.DecodeError:
@@ -175,9 +197,7 @@ def _answered(job: Job, name: str, body: bytes, ctx: Any) -> JobResult:
     if status not in ("complete", "failed"):
         return _failed(job, name, f"the vendor's answer is not a result: {body[:120]!r}", ctx)
     ctx.count(f"jobs_{status}", on=name)
-    error = data.get("error")
-    why = str(error) if error is not None else None
-    return JobResult(job.request_id, status, name, data.get("result"), why)
+    return JobResult(job.request_id, status, name, data.get("result"), reason(status, data.get("error")))
 
 
 def _failed(job: Job, name: str, why: str, ctx: Any) -> JobResult:

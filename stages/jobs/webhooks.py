@@ -30,7 +30,7 @@ import msgspec
 
 from .items import JobResult
 
-KEPT = 10_000  # callbacks that came before their call, kept for it
+KEPT = 1_000  # callbacks that came before their call, kept for it
 _decode = msgspec.json.Decoder().decode
 
 
@@ -44,7 +44,8 @@ def verify(secret: str, headers: Any, body: bytes, max_skew: float, now: float |
     timestamp, signed = headers.get("X-Flow-Timestamp"), headers.get("X-Flow-Signature")
     if not timestamp or not signed:
         return "unsigned: X-Flow-Timestamp and X-Flow-Signature are required"
-    if not hmac.compare_digest(signature(secret, timestamp, body), signed):
+    expected = signature(secret, timestamp, body).encode()
+    if not hmac.compare_digest(expected, signed.encode("utf-8", "replace")):  # bytes: any text compares
         return "the signature does not verify"
     try:
         age = (time.time() if now is None else now) - int(timestamp)
@@ -98,6 +99,12 @@ def result_of(vendor: str, body: bytes) -> JobResult | str:
     status = data.get("status")
     if status not in ("complete", "failed"):
         return f"status {status!r} is neither complete nor failed"
-    error = data.get("error")
-    return JobResult(data["request_id"], status, vendor, data.get("result"),
-                     str(error) if error is not None else None)  # fmt: skip
+    why = reason(status, data.get("error"))
+    return JobResult(data["request_id"], status, vendor, data.get("result"), why)
+
+
+def reason(status: str, error: Any) -> str | None:
+    """A job's error as stored: the vendor's, or for a failure without one, that it gave none."""
+    if error is not None:
+        return str(error)
+    return "the vendor reported the job failed and gave no reason" if status == "failed" else None

@@ -27,10 +27,15 @@ EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # International or national numbers: 7+ digits with optional +, spaces, dots,
 # dashes and parentheses between them.
 PHONE = re.compile(r"(?<![\w.-])\+?\(?\d[\d\s().-]{5,}\d(?![\w.])")
+# What the phone pattern matches that is no phone number: a date, an IPv4 address.
+NOT_PHONE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,3}(?:\.\d{1,3}){3}")
+DEPTH = 64  # nesting a job's value may have (deeper: refused, not cleaned by recursion)
 
 
-PERSONAL_KEYS = ("name", "full_name", "first_name", "last_name", "email", "phone", "telephone", "mobile",
-                 "address", "street", "postcode", "zip", "ssn", "date_of_birth", "dob", "birthdate",
+PERSONAL_KEYS = ("name", "full_name", "first_name", "last_name", "user_name", "username", "email",
+                 "email_address", "phone", "phone_number", "telephone", "mobile", "mobile_number", "address",
+                 "address_line1", "address_line2", "billing_address", "shipping_address", "street",
+                 "postcode", "postal_code", "zip", "zip_code", "ssn", "date_of_birth", "dob", "birthdate",
                  "password", "iban", "card_number")  # fmt: skip
 
 
@@ -53,44 +58,64 @@ def personal(keys: list[str] | tuple[str, ...]) -> frozenset[str]:
     return frozenset(map(_key, keys))
 
 
-def clean_value(value: Any, keys: frozenset[str], replacement: str = "[redacted]") -> tuple[Any, int]:
-    """A JSON value cleaned: members under personal `keys` removed, strings
-    trimmed with e-mail addresses and phone numbers replaced; (the value,
-    how many removals)."""
+def clean_value(
+    value: Any, keys: frozenset[str], replacement: str = "[redacted]", depth: int = 0
+) -> tuple[Any, int]:
+    """A JSON value cleaned: members under personal `keys`, or whose key
+    holds an e-mail address or phone number, removed; strings trimmed (their
+    inner spacing kept) with e-mail addresses and phone numbers replaced;
+    (the value, how many removals). ValueError past DEPTH levels."""
+    if depth > DEPTH:
+        raise ValueError(f"nested deeper than {DEPTH} levels")
     if isinstance(value, str):
-        return redact_text(value, replacement)
+        return redact_text(value, replacement, collapse=False)
     if isinstance(value, list):
-        cleaned = [clean_value(v, keys, replacement) for v in value]
+        cleaned = [clean_value(v, keys, replacement, depth + 1) for v in value]
         return [v for v, _ in cleaned], sum(n for _, n in cleaned)
     if isinstance(value, dict):
         out, removed = {}, 0
         for k, v in value.items():
-            if isinstance(k, str) and _key(k) in keys:
+            if _key(k) in keys or redact_text(k, replacement)[1]:
                 removed += 1
                 continue
-            out[k], n = clean_value(v, keys, replacement)
+            out[k], n = clean_value(v, keys, replacement, depth + 1)
             removed += n
         return out, removed
     return value, 0
 
 
-def redact_text(text: str, replacement: str = "[redacted]") -> tuple[str, int]:
+def redact_text(text: str, replacement: str = "[redacted]", collapse: bool = True) -> tuple[str, int]:
     """(cleaned text, number of removals). A phone number needs 7+ digits, so
-    model numbers and prices stay."""
+    model numbers and prices stay, and dates and IPv4 addresses are none.
+    `collapse`: runs of spacing become one space (else only the ends are trimmed)."""
     if "@" not in text and _DIGIT.search(text) is None:  # neither an address nor a number can be there
-        return " ".join(text.split()), 0
+        return (" ".join(text.split()) if collapse else text.strip()), 0
     removed = 0
 
     def phone(match: re.Match[str]) -> str:
         nonlocal removed
-        if sum(c.isdigit() for c in match[0]) < 7:
+        if sum(c.isdigit() for c in match[0]) < 7 or NOT_PHONE.fullmatch(match[0].strip()):
             return match[0]
         removed += 1
         return replacement
 
     text, emails = EMAIL.subn(replacement, text)
     text = PHONE.sub(phone, text)
-    return " ".join(text.split()), removed + emails
+    return (" ".join(text.split()) if collapse else text.strip()), removed + emails
+
+
+def _cleaned_result(job: JobResult, keys: frozenset[str], replacement: str, ctx: Any) -> JobResult:
+    """A job's result and error cleaned; a result that cannot be cleaned (too
+    deep) is dropped and the job failed, never stored as it came."""
+    try:
+        result, removed = clean_value(job.result, keys, replacement)
+    except ValueError as err:
+        why = f"the vendor's result could not be cleaned ({err}), so it was not kept"
+        return msgspec.structs.replace(job, status="failed", result=None, error=why)
+    error, more = redact_text(job.error, replacement, collapse=False) if job.error else (job.error, 0)
+    if removed + more:
+        ctx.count("redacted", removed + more)
+    return msgspec.structs.replace(job, result=result, error=error)
 
 
 @stage("redact", RedactParams, consumes=(ProductBatch, JobResult), produces=SAME, spans=False)
@@ -99,11 +124,7 @@ async def redact(source: AsyncIterator[Any], params: RedactParams, ctx: Any) -> 
     keys = personal(params.keys)
     async for batch in source:
         if isinstance(batch, JobResult):
-            result, removed = clean_value(batch.result, keys, params.replacement)
-            error, more = redact_text(batch.error, params.replacement) if batch.error else (batch.error, 0)
-            if removed + more:
-                ctx.count("redacted", removed + more)
-            yield msgspec.structs.replace(batch, result=result, error=error)
+            yield _cleaned_result(batch, keys, params.replacement, ctx)
             continue
         cleaned = []
         for product in batch.products:

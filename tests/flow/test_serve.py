@@ -234,6 +234,7 @@ def test_personal_data_never_reaches_the_store_or_an_answer(tmp_path):
     with vendors("--rate-limit", "50/s", "--callback-delay", "10ms..50ms") as urls:
         service = Service(tmp_path, urls).start()
         ids = [service.submit({"vendor": vendor, "customer": {**PII}, "note": f"reach me at {PII['email']}",
+                               "contacts": {PII["email"]: "primary", PII["phone"]: "mobile"},  # in keys too
                                "records": [{"id": 1, **PII}]}) for vendor in ("quick", "later")]  # fmt: skip
         answers = [json.dumps(job) for job in service.wait_all(ids).values()]
         health = json.dumps(_request(service.url + "/health")[1])
@@ -278,3 +279,62 @@ def test_flow_run_of_a_service_graph_says_to_serve_it(tmp_path):
     assert result.returncode == 2
     assert result.stderr == "flow: error: node 'jobs' (jobs) serves HTTP: run this graph with `flow serve s.yaml`\n"
     assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_a_stop_fails_no_job_that_waits_for_its_vendor_and_a_restart_ends_them(tmp_path):
+    """30 jobs against an 8/s limit: at the stop most wait for a send slot.
+    They are not failed (nothing was sent): back to pending, ended by the
+    next start."""
+    with vendors("--latency", "5ms..20ms", "--rate-limit", "20/s") as urls:
+        service = Service(tmp_path, urls).start()
+        ids = [service.submit({"vendor": "quick", "order": i}) for i in range(30)]
+        time.sleep(0.6)
+        code, stderr = service.stop(signal.SIGTERM)
+        states = [r[1] for r in service.rows()]
+        assert code == 0, stderr
+        assert "failed" not in states and states.count("pending") >= 10 and "complete" in states
+        service.start()
+        done = service.wait_all(ids)
+        service.stop()
+    assert all(job["status"] == "complete" for job in done.values())
+
+
+def test_a_payload_too_deep_to_clean_is_refused_and_a_result_too_deep_fails_its_job_only(tmp_path):
+    from stages.jobs.items import JobResult
+    from stages.records.redact import PERSONAL_KEYS, _cleaned_result, personal
+
+    deep: Any = "x"
+    for _ in range(200):
+        deep = {"a": deep}
+    with vendors("--rate-limit", "50/s") as urls:
+        service = Service(tmp_path, urls).start()
+        status, body, _ = _request(service.url + "/jobs", {"vendor": "quick", "records": [deep]})
+        after = service.submit({"vendor": "quick", "order": 1})  # the service carries on
+        assert service.wait_all([after])[after]["status"] == "complete"
+        service.stop()
+    assert status == 400 and body["error"] == "the payload is nested deeper than 64 levels"
+
+    class Counting:
+        def count(self, *args: Any) -> None:
+            pass
+
+    failed = _cleaned_result(JobResult("r", "complete", "v", {"records": [deep]}), personal(PERSONAL_KEYS), "-",
+                             Counting())  # fmt: skip
+    assert failed.status == "failed" and failed.result is None
+    assert failed.error == "the vendor's result could not be cleaned (nested deeper than 64 levels), so it was not kept"
+
+
+def test_a_second_service_on_one_store_refuses_and_a_service_that_ends_by_itself_exits_1(tmp_path):
+    with vendors("--rate-limit", "50/s") as urls:
+        first = Service(tmp_path, urls).start()
+        second = Service(tmp_path, urls)
+        assert second.port != first.port
+        second.process = subprocess.Popen(
+            [sys.executable, "-m", "flow", "serve", "s.yaml", "--port", str(second.port)], cwd=tmp_path,
+            stderr=subprocess.PIPE, text=True, env=ENV,
+        )  # fmt: skip
+        _, stderr = second.process.communicate(timeout=30)
+        first.stop()
+    assert second.process.returncode == 1
+    assert "flow serve: the service ended by itself" in stderr
+    assert "another flow serve uses this job store" in stderr
