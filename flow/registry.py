@@ -115,6 +115,9 @@ class StageKind:
     # A kind that serves HTTP (ctx.route): its graph runs under `flow serve`,
     # which `flow run` says instead of starting it.
     serves: bool = False
+    # What a node using this kind shares and must run with, when a graph is
+    # split into shards (flow.placement): params -> keys (`limiter:NAME`).
+    affinity: Callable[[Any], list[str]] | None = None
 
     @property
     def is_source(self) -> bool:
@@ -187,6 +190,7 @@ def stage(
     plan: Callable[[Any, Any], Any] | None = None,
     network: bool = False,
     serves: bool = False,
+    affinity: Callable[[Any], list[str]] | None = None,
 ) -> Callable[[Operator], StageKind]:
     """Decorator: the generator becomes a StageKind named `name`.
 
@@ -209,7 +213,9 @@ def stage(
     concurrency); may return an awaitable (one first request), awaited
     after every hook of the source was called. `network=True`: a sink that
     writes over the network (`flow test` leaves its node out). `serves=True`:
-    a kind that serves HTTP (`ctx.route`): its graph runs under `flow serve`."""
+    a kind that serves HTTP (`ctx.route`): its graph runs under `flow serve`.
+    `affinity(params)`: keys naming what a node using the kind shares (a
+    limiter, a server): nodes with a key in common run in one shard."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
     accepted = None if consumes is None else consumes if isinstance(consumes, tuple) else (consumes,)
@@ -222,6 +228,7 @@ def stage(
         return StageKind(
             name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), check, doc,
             whole=whole, store=store, replay=replay, plan=plan, network=network, serves=serves,
+            affinity=affinity,
         )
 
     return register

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ._load import add_graph_arguments, load_checked
-from ._output import error, out, warning
+from ._output import Abort, error, out, warning
 
 # The paging style each mock style speaks (mocks/styles), for `style: auto` offline.
 PAGING = {"dummyjson": "skip_limit", "platzi": "offset", "reqres": "page", "jsonserver": "link",
@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=("text", "json"), default="text", help="json: one object, per-source fields"
     )
+    parser.add_argument(
+        "--shards", type=int, metavar="N",
+        help="also place the sources over N shards, weighted by their predicted time (flow.placement)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,15 +59,30 @@ def run(args: argparse.Namespace) -> int:
     from ..plan import predict
 
     report = _report(spec, plans, predict(plans), start_up, args.offline)
+    placement = _placement(spec, report, args.shards) if args.shards else None
+    if placement is not None:
+        report["placement"] = placement.to_json()
     if args.format == "json":
         out(scrub(json.dumps(report, indent=2, ensure_ascii=False), spec.secrets))
     else:
         out(scrub(_text(report), spec.secrets))
+        if placement is not None:
+            out(f"placement over {args.shards} shards (weighted by predicted time):")
+            out("\n".join(f"  {line}" for line in placement.describe()))
     for text in report["warnings"]:
         warning(f"flow: warning: {scrub(text, spec.secrets)}")
     for failure in report["failures"]:
         error(scrub(failure, spec.secrets))
     return 1 if report["failures"] else 0
+
+
+def _placement(spec: Any, report: dict[str, Any], shards: int) -> Any:
+    from ..placement import place
+
+    if shards < 1:
+        raise Abort(f"--shards {shards}: a cluster has at least one shard")
+    weights = {name: float(source.get("seconds") or 1.0) for name, source in report["sources"].items()}
+    return place(spec, shards, weights)
 
 
 async def _collect(args: argparse.Namespace, spec: Any, started: float) -> tuple[list[Any], float, Any]:

@@ -32,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=("text", "json"), default="text", help="json: one object, every problem located"
     )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="also show where the sources would run over N shards: sources sharing a named rate "
+        "limit or a server stay together (flow.placement)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +47,18 @@ def run(args: argparse.Namespace) -> int:
     spec = load_checked(args, strict=args.strict)
     stages = sum(len(node.stages) for node in spec.nodes.values())
     out(f"{args.graph}: valid ({len(spec.nodes)} nodes, {stages} stages, {len(spec.mocks)} mock servers)")
+    if args.shards:
+        for line in _placement(spec, args.shards).describe():
+            out(f"  {line}")
     return 0
+
+
+def _placement(spec: Any, shards: int) -> Any:
+    from ..placement import place
+
+    if shards < 1:
+        raise Abort(f"--shards {shards}: a cluster has at least one shard")
+    return place(spec, shards)
 
 
 def _json(args: argparse.Namespace) -> int:
@@ -67,6 +85,8 @@ def _json(args: argparse.Namespace) -> int:
         report["nodes"], report["mock_servers"] = len(spec.nodes), len(spec.mocks)
         report["stages"] = sum(len(node.stages) for node in spec.nodes.values())
         report["problems"] = []
+        if args.shards:
+            report["placement"] = _placement(spec, args.shards).to_json()
         for p in check(spec):  # located from the Problem itself
             if p.path and p.path[0] == OVERRIDE:
                 where, line, column = str(p.path[1]), None, None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -71,7 +72,15 @@ def _pager(params: PaginateParams, endpoint: str, detected: Detected | None = No
     )
 
 
-@stage("paginate", PaginateParams, consumes=None, produces=PageRequest, plan=plan_paginate)
+def _server(params: PaginateParams) -> list[str]:
+    """flow.placement: the server this source walks (its budget counts every
+    client of it), by its mock's name before the mocks start."""
+    if params.url.startswith("${mocks."):
+        return [f"mock:{params.url[len('${mocks.') :].split('.', 1)[0]}"]
+    return [f"host:{urlsplit(params.url).netloc}"]
+
+
+@stage("paginate", PaginateParams, consumes=None, produces=PageRequest, plan=plan_paginate, affinity=_server)
 async def paginate(source: None, params: PaginateParams, ctx: Any) -> AsyncIterator[PageRequest]:
     """Plan page requests for one endpoint, concurrently where the style allows."""
     detected = None

@@ -60,6 +60,7 @@ def _one_budget(uses: list[tuple[str, Any]]) -> list[Problem]:
     spans=False,
     check=_one_budget,
     plan=plan_rate_limit,
+    affinity=lambda params: [f"limiter:{params.name}"] if params.name else [],
 )
 async def rate_limit(
     source: AsyncIterator[PageRequest], params: RateLimitParams, ctx: Any
