@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit 1 when anything was lost even if the graph says run.on_loss: warn",
     )
     parser.add_argument(
+        "--cluster",
+        metavar="local[:N]",
+        help="run the sources over N shards (default 2), each a Ray actor running flow's runtime, on a Ray "
+        "cluster flow starts on this machine (needs flow[ray]); outputs in OUT/shard-I/",
+    )
+    parser.add_argument(
         "--record",
         metavar="DIR",
         help="write every page's HTTP exchange to DIR (one NODE.jsonl.gz per source, secrets "
@@ -268,6 +274,10 @@ def run(args: argparse.Namespace) -> int:
     if serving:
         info(f"flow: error: {', '.join(serving)} serves HTTP: run this graph with `flow serve {args.graph}`")
         return 2
+    if args.cluster:
+        from .cluster import run_cluster
+
+        return run_cluster(args, spec)
     _quiet_exporter_logs()
     out_dir = Path(args.out or spec.run.out)
     live = not args.no_progress and not args.quiet and sys.stderr.isatty()

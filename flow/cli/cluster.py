@@ -1,0 +1,126 @@
+"""`flow run GRAPH --cluster local[:N]`: the graph's sources over N shards
+(default 2), each a Ray async actor running flow's runtime (flow.cluster).
+
+flow owns the cluster: it starts Ray on this machine for the run (no
+dashboard, usage statistics off, the node's address 127.0.0.1) and stops it
+after. The graph's mocks run in the driver, as for `flow run`. Ctrl-C or
+SIGTERM asks every shard to stop and drain within `run.grace`; a second
+one ends the shards at once. The driver writes `OUT/run.json` from the
+shards' reports, and its exit code is flow run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ._output import Abort, info, out
+from ._signals import PRESSES, SIGNALS
+
+MAX_RESTARTS = 2  # a shard's process that dies is started again this often, its part run again
+
+
+def shards_of(target: str) -> int:
+    """`local` -> 2, `local:N` -> N; anything else is refused."""
+    found = re.fullmatch(r"local(?::(\d+))?", target)
+    if found is None:
+        raise Abort(f"--cluster {target}: expected local or local:N (Ray started on this machine)")
+    shards = int(found[1] or 2)
+    if not 1 <= shards <= 64:
+        raise Abort(f"--cluster {target}: 1 to 64 shards")
+    return shards
+
+
+def run_cluster(args: argparse.Namespace, spec: Any) -> int:
+    from ..cluster import exit_code, merge, restarts
+    from ..placement import place
+    from .run import write_json_atomically
+
+    shards = shards_of(args.cluster)
+    out_dir = Path(args.out or spec.run.out)
+    placement = place(spec, shards)
+    used = [(i, sources) for i, sources in enumerate(placement.shards) if sources]
+    for line in placement.describe():
+        info(f"flow: {line}")
+    text = Path(args.graph).read_text(encoding="utf-8")  # each shard parses it, with the mocks' URLs
+    reports = asyncio.run(_drive(args, spec, text, out_dir, used))
+    merged = merge(reports, [s for _, s in used], [restarts(out_dir / f"shard-{i}") for i, _ in used])
+    write_json_atomically(out_dir / "run.json", merged)
+    for shard in merged["shards"]:
+        again = f", restarted {shard['restarts']}x" if shard["restarts"] else ""
+        took = f"{shard['status']} in {shard['seconds']:.2f}s{again}"
+        out(f"shard {shard['shard']}: {', '.join(shard['sources'])}: {took}")
+    errors = len(merged["errors"])
+    out(f"{merged['status']}: {errors} errors; outputs: {out_dir}/shard-*/, {out_dir / 'run.json'}")
+    if merged["lost"] and not args.quiet:
+        info("flow: lost: " + "; ".join(merged["lost"]))
+    return exit_code(merged, spec.run.on_loss)
+
+
+async def _drive(
+    args: argparse.Namespace, spec: Any, text: str, out_dir: Path, used: list[tuple[int, list[str]]]
+) -> list[dict[str, Any]]:
+    from .run import _no_mocks
+
+    if spec.mocks:
+        from mocks import serve
+    else:
+        serve = _no_mocks
+    async with serve(spec.mocks) as servers:
+        refs = {name: server.url for name, server in servers.items()}
+        ray = _start_ray(len(used))
+        try:
+            return await _shards(ray, args, text, refs, out_dir, used)
+        finally:
+            ray.shutdown()
+
+
+def _start_ray(shards: int) -> Any:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    ray.init(address="local", num_cpus=shards, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False, configure_logging=False)  # fmt: skip
+    return ray
+
+
+async def _shards(ray: Any, args: argparse.Namespace, text: str, refs: dict[str, str], out_dir: Path,
+                  used: list[tuple[int, list[str]]]) -> list[dict[str, Any]]:  # fmt: skip
+    from ..cluster import actor_class
+
+    shard = actor_class(MAX_RESTARTS)
+    actors = [shard.remote() for _ in used]
+    env, sets = dict(os.environ), list(args.sets)
+    runs = [actor.run.remote(text, args.graph, sets, env, refs, sources, str(out_dir / f"shard-{i}"))
+            for actor, (i, sources) in zip(actors, used, strict=True)]  # fmt: skip
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        PRESSES.count += 1
+        for actor in actors:
+            if PRESSES.count > 1:
+                ray.kill(actor, no_restart=True)
+            else:
+                actor.stop.remote()
+
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, stop)
+    try:
+        done = await asyncio.gather(*runs, return_exceptions=True)
+    finally:
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
+    return [r if isinstance(r, dict) else _died(r, s) for r, (_, s) in zip(done, used, strict=True)]
+
+
+def _died(exc: BaseException, sources: list[str]) -> dict[str, Any]:
+    """The report of a shard that never reported (killed past its restarts)."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    why = f"the shard ended without a report ({type(exc).__name__}: {first})"
+    status = "interrupted" if PRESSES.count else "completed"  # ended by a second signal, or died
+    return {"status": status, "lost": [why, *(f"source '{s}' produced nothing" for s in sources)],
+            "ledger": {}, "errors": [], "seconds": 0.0}  # fmt: skip

@@ -1,0 +1,92 @@
+"""Run `flow run --cluster` in a network namespace of its own (Ray binds
+every interface; inside a fresh namespace only loopback exists, brought up
+here), beside mock servers in a process of their own, and write what a
+test judges: the run's exit code and output, the servers' /__stats.
+
+    unshare -n python tests/cluster_netns.py WORKDIR [--interrupt S] [--kill-shard S]
+
+WORKDIR holds mocks.yaml (a mocks: block) and g.yaml (whose URLs are
+http://127.0.0.1:PORT, PORT from 18100 on, one per server in mocks.yaml
+order). --interrupt S: SIGINT to the run after S seconds; --kill-shard S:
+SIGKILL to shard 1's process after S seconds (its pid is in
+o/shard-1/.attempts). Writes WORKDIR/result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BASE_PORT = 18100
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--interrupt", type=float)
+    parser.add_argument("--kill-shard", type=float)
+    args = parser.parse_args()
+    _loopback_up()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOW__"))}
+    mocks = subprocess.Popen([sys.executable, "-m", "mocks", "--config", "mocks.yaml", "--port", str(BASE_PORT)],
+                             cwd=args.work, stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    assert mocks.stdout is not None
+    urls = []
+    for line in mocks.stdout:
+        if line.startswith("serving"):
+            break
+        urls.append(line.split()[2])
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "flow", "run", "g.yaml", "--cluster", "local:2", "--out", "o"],
+                               cwd=args.work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        _disturb(run, args)
+        stdout, stderr = run.communicate(timeout=120)
+        stats = [_get(f"http://{urlsplit(url).netloc}", "/__stats") for url in urls]
+    finally:
+        mocks.send_signal(signal.SIGINT)
+        mocks.communicate(timeout=10)
+    result = {"code": run.returncode, "stdout": stdout, "stderr": stderr, "urls": urls, "stats": stats}
+    (args.work / "result.json").write_text(json.dumps(result))
+    return 0
+
+
+def _loopback_up() -> None:
+    """`ip link set lo up`, without needing iproute2: the interface's flags by ioctl."""
+    import fcntl
+    import socket
+    import struct
+
+    get_flags, set_flags, up = 0x8913, 0x8914, 0x1  # SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sh", fcntl.ioctl(s, get_flags, struct.pack("16sh", b"lo", 0)))[1]
+        fcntl.ioctl(s, set_flags, struct.pack("16sh", b"lo", flags | up))
+
+
+def _disturb(run: subprocess.Popen[str], args: argparse.Namespace) -> None:
+    if args.interrupt is not None:
+        time.sleep(args.interrupt)
+        run.send_signal(signal.SIGINT)
+    if args.kill_shard is not None:
+        attempts = args.work / "o" / "shard-1" / ".attempts"
+        deadline = time.monotonic() + 30
+        while not attempts.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(args.kill_shard)
+        os.kill(int(attempts.read_text().split()[0]), signal.SIGKILL)
+
+
+def _get(base: str, path: str) -> object:
+    with urllib.request.urlopen(base + path, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
