@@ -81,7 +81,7 @@ class ShardRunner:
         self.runtime: Any = None
 
     async def run(self, text: str, file: str, sets: list[str], env: dict[str, str], refs: dict[str, str],
-                  sources: list[str], out_dir: str) -> dict[str, Any]:  # fmt: skip
+                  sources: list[str], out_dir: str, cluster: str) -> dict[str, Any]:  # fmt: skip
         from .registry import default_registry
         from .runtime import Runtime
         from .spec import parse_spec
@@ -90,6 +90,7 @@ class ShardRunner:
         _started(out)
         spec = part(parse_spec(text, default_registry(), file=file, env=env, sets=sets, refs=refs), sources)
         self.runtime = Runtime(spec, out_dir=out)
+        self.runtime.resources.cluster = cluster
         result = await self.runtime.run()
         report: dict[str, Any] = result.report()
         report["pid"] = os.getpid()

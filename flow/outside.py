@@ -55,6 +55,13 @@ class Outside:
         journal = self.run.journal
         return None if journal is None else journal.recall(f"{self.node}/{self.stage}", key)
 
+    # --- clusters (flow run --cluster) --------------------------------------------------
+    @property
+    def cluster(self) -> str | None:
+        """The cluster run's id when this graph runs as a shard of one
+        (flow.cluster), for what the shards share (a budget's actor); else None."""
+        return self.run.cluster
+
     # --- serving (flow serve) ---------------------------------------------------------
     @property
     def serving(self) -> bool:

@@ -50,6 +50,7 @@ class RunState:
         # Where ctx.say's lines go (the CLI: stderr, unless quiet); None: the report only.
         self.announce: Callable[[str], None] | None = None
         self.confined = False  # every output under the output directory, absolute paths too (flow test)
+        self.cluster: str | None = None  # the cluster run's id when this runs as a shard (flow.cluster)
         self.routes: Any = None  # flow.serving.Routes under `flow serve` (ctx.route), else None
         self.service_url = ""  # the service's base URL under `flow serve`
         self.tape: Any = None  # flow.tape.Tape: traffic recorded (flow run --record) or played (flow test)

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,8 @@ async def _shards(ray: Any, args: argparse.Namespace, text: str, refs: dict[str,
 
     shard = actor_class(MAX_RESTARTS)
     actors = [shard.remote() for _ in used]
-    env, sets = dict(os.environ), list(args.sets)
-    runs = [actor.run.remote(text, args.graph, sets, env, refs, sources, str(out_dir / f"shard-{i}"))
+    env, sets, cluster = dict(os.environ), list(args.sets), uuid.uuid4().hex[:12]
+    runs = [actor.run.remote(text, args.graph, sets, env, refs, sources, str(out_dir / f"shard-{i}"), cluster)
             for actor, (i, sources) in zip(actors, used, strict=True)]  # fmt: skip
     loop = asyncio.get_running_loop()
 

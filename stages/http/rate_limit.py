@@ -25,10 +25,15 @@ class RateLimitParams(Params):
     rate: Rate = Rate.default("5/s")  # at most this many requests in any sliding window, retries included
     name: str | None = None  # nodes naming the same limiter share one budget (default: the node)
     margin: Duration = Duration.default(0.05)  # spacing beyond the window, for network jitter
+    # flow run --cluster: the named budget may span shards (each send leased from one place,
+    # stages.http.leases), so its sources need not share a shard; in one process: no change
+    across_shards: bool = False
 
     def __post_init__(self) -> None:
         if self.rate.unlimited:
             raise ValueError("rate: 'off' is not a limit; remove the rate_limit stage instead")
+        if self.across_shards and not self.name:
+            raise ValueError("across_shards: a budget that spans shards is named (name: ...)")
 
 
 def _one_budget(uses: list[tuple[str, Any]]) -> list[Problem]:
@@ -40,16 +45,24 @@ def _one_budget(uses: list[tuple[str, Any]]) -> list[Problem]:
         name = params.name or node
         seen = first.setdefault(name, (node, params))
         other_node, other = seen
-        if (params.rate, params.margin) != (other.rate, other.margin):
+        def budget(p: RateLimitParams) -> tuple[Any, ...]:
+            return (p.rate, p.margin, p.across_shards)
+
+        if budget(params) != budget(other):
             problems.append(
                 Problem(
                     use.path,
-                    f"limiter '{name}' is {params.rate} (margin {params.margin}) here but {other.rate} "
-                    f"(margin {other.margin}) in node '{other_node}'; a shared limiter has one budget",
-                    "give every use the same rate and margin, or different names",
+                    f"limiter '{name}' is {_budget(params)} here but {_budget(other)} in node"
+                    f" '{other_node}'; a shared limiter has one budget",
+                    "give every use the same rate, margin and across_shards, or different names",
                 )
             )
     return problems
+
+
+def _budget(params: RateLimitParams) -> str:
+    spans = ", across shards" if params.across_shards else ""
+    return f"{params.rate} (margin {params.margin}{spans})"
 
 
 @stage(
@@ -60,7 +73,8 @@ def _one_budget(uses: list[tuple[str, Any]]) -> list[Problem]:
     spans=False,
     check=_one_budget,
     plan=plan_rate_limit,
-    affinity=lambda params: [f"limiter:{params.name}"] if params.name else [],
+    # A named budget keeps its nodes in one shard, unless it spans shards (leased).
+    affinity=lambda params: [f"limiter:{params.name}"] if params.name and not params.across_shards else [],
 )
 async def rate_limit(
     source: AsyncIterator[PageRequest], params: RateLimitParams, ctx: Any
@@ -72,7 +86,13 @@ async def rate_limit(
     limiters = ctx.resource("http.limiters", Limiters)
     assert params.rate.count is not None  # 'off' is rejected when decoded
     rate = params.rate
-    limiter = limiters.get(params.name or ctx.node, rate.count, rate.window, margin=params.margin)
+    if params.across_shards and ctx.cluster:
+        from .leases import lease_limiter
+
+        limiter: Any = ctx.resource(("http.lease", params.name), lambda: lease_limiter(
+            ctx.cluster, params.name, rate.count, rate.window, float(params.margin)))  # fmt: skip
+    else:
+        limiter = limiters.get(params.name or ctx.node, rate.count, rate.window, margin=params.margin)
     replace = msgspec.structs.replace
     seen: set[str] = set()
     async for request in source:

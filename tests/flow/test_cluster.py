@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,3 +115,32 @@ def test_a_shard_killed_mid_run_is_restarted_and_its_part_delivered_once(tmp_pat
     assert [s["restarts"] for s in report["shards"]] == [0, 1]
     ids = _ids(tmp_path)
     assert len(ids) == len(set(ids)) and set(ids) == _valid(result)
+
+
+@pytest.mark.parametrize("leased", [True, False])
+def test_one_budget_leased_across_two_shards_holds_at_the_servers(tmp_path, leased):
+    """Two shops, one budget of 5/s spanning both shards (across_shards):
+    about 60 requests, and no sliding second holds a 6th, counted over
+    both servers' logs together. The control, a budget of 5/s per shop
+    in each shard, goes over it: the check can fail."""
+    mocks = {"s1": {"style": "dummyjson", "products": 600, "rate_limit": "50/s"},
+             "s2": {"style": "platzi", "products": 560, "rate_limit": "50/s"}}  # fmt: skip
+    (tmp_path / "mocks.yaml").write_text(yaml.safe_dump({"version": 1, "mocks": mocks}))
+    budget: Any = {"rate_limit": {"name": "shared", "rate": "5/s", "across_shards": True}} if leased else {
+        "rate_limit": {"rate": "5/s"}}  # fmt: skip
+    nodes = {
+        "s1": {"pipe": [{"paginate": {"url": "http://127.0.0.1:18100/products", "style": "skip_limit"}}, budget,
+                        "fetch", {"parse": {"schema": "dummyjson"}}, {"normalize": {"preset": "dummyjson"}}]},
+        "s2": {"pipe": [{"paginate": {"url": "http://127.0.0.1:18101/api/v1/products", "style": "offset"}},
+                        budget, "fetch", {"parse": {"schema": "platzi"}}, {"normalize": {"preset": "platzi"}}]},
+        "out": {"from": ["s1", "s2"], "pipe": ["merge", {"summary_json": {"path": "summary.json"}}]},
+    }  # fmt: skip
+    graph = {"version": 1, "run": {"deadline": "60s"}, "nodes": nodes}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(graph, sort_keys=False))
+    result = _run(tmp_path)
+    assert result["code"] == 0, result["stderr"]
+    assert "flow: shard 0: s1" in result["stderr"] and "flow: shard 1: s2" in result["stderr"]
+    # Both servers' logs on one clock: each `t` is seconds since its server started, `uptime` now.
+    sends = [r["t"] - s["server"]["uptime"] for s in result["stats"] for r in s["requests"]]
+    assert 58 <= len(sends) <= 66
+    assert (_busiest_second(sends) <= 5) is leased
