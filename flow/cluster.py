@@ -20,6 +20,7 @@ Ray is imported only here, and only when a graph runs on a cluster.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ def merge(reports: list[dict[str, Any]], shards: list[list[str]], restarts: list
         merged["lost"] += [f"shard {i}: {loss}" for loss in report["lost"]]
         merged["errors"] += [{**e, "shard": i} for e in report["errors"]]
         merged["shards"].append({"shard": i, "sources": sources, "status": report["status"],
-                                 "seconds": report["seconds"], "restarts": restarts[i]})  # fmt: skip
+                                 "seconds": report["seconds"], "cpu_seconds": report.get("cpu_seconds"),
+                                 "restarts": restarts[i]})  # fmt: skip
     merged["seconds"] = max((r["seconds"] for r in reports), default=0.0)
     return merged
 
@@ -91,9 +93,10 @@ class ShardRunner:
         spec = part(parse_spec(text, default_registry(), file=file, env=env, sets=sets, refs=refs), sources)
         self.runtime = Runtime(spec, out_dir=out)
         self.runtime.resources.cluster = cluster
+        cpu = time.process_time()
         result = await self.runtime.run()
         report: dict[str, Any] = result.report()
-        report["pid"] = os.getpid()
+        report["pid"], report["cpu_seconds"] = os.getpid(), round(time.process_time() - cpu, 3)
         return report
 
     async def stop(self) -> None:
@@ -112,6 +115,40 @@ def _started(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with (out / ".attempts").open("a") as f:
         f.write(f"{os.getpid()}\n")
+
+
+# What marks a Ray process in its command line.
+RAY_PROCESSES = (b"raylet", b"gcs_server", b"ray::", b"ray/_private", b"ray/dashboard")
+
+
+def ray_memory_mb() -> float:
+    """The resident memory of this machine's Ray processes (its servers and
+    workers), in MB: what a local cluster costs besides the shards' work."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(mark in cmdline for mark in RAY_PROCESSES):
+            rss = next((line.split()[1] for line in text.splitlines() if line.startswith("VmRSS:")), "0")
+            total += int(rss)
+    return round(total / 1024, 1)
+
+
+def loopback_up() -> None:
+    """`ip link set lo up` without iproute2 (the flags by ioctl): for a local
+    cluster in a network namespace of its own (`unshare -n`), where only a
+    loopback that is down exists. Ray's servers listen on every interface."""
+    import fcntl
+    import socket
+    import struct
+
+    get_flags, set_flags, up = 0x8913, 0x8914, 0x1  # SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sh", fcntl.ioctl(s, get_flags, struct.pack("16sh", b"lo", 0)))[1]
+        fcntl.ioctl(s, set_flags, struct.pack("16sh", b"lo", flags | up))
 
 
 def restarts(out_dir: Path) -> int:

@@ -25,6 +25,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from flow.cluster import loopback_up
+
 BASE_PORT = 18100
 
 
@@ -34,7 +36,7 @@ def main() -> int:
     parser.add_argument("--interrupt", type=float)
     parser.add_argument("--kill-shard", type=float)
     args = parser.parse_args()
-    _loopback_up()
+    loopback_up()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOW__"))}
     mocks = subprocess.Popen([sys.executable, "-m", "mocks", "--config", "mocks.yaml", "--port", str(BASE_PORT)],
                              cwd=args.work, stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
@@ -56,18 +58,6 @@ def main() -> int:
     result = {"code": run.returncode, "stdout": stdout, "stderr": stderr, "urls": urls, "stats": stats}
     (args.work / "result.json").write_text(json.dumps(result))
     return 0
-
-
-def _loopback_up() -> None:
-    """`ip link set lo up`, without needing iproute2: the interface's flags by ioctl."""
-    import fcntl
-    import socket
-    import struct
-
-    get_flags, set_flags, up = 0x8913, 0x8914, 0x1  # SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        flags = struct.unpack("16sh", fcntl.ioctl(s, get_flags, struct.pack("16sh", b"lo", 0)))[1]
-        fcntl.ioctl(s, set_flags, struct.pack("16sh", b"lo", flags | up))
 
 
 def _disturb(run: subprocess.Popen[str], args: argparse.Namespace) -> None:

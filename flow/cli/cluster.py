@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,10 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
     for line in placement.describe():
         info(f"flow: {line}")
     text = Path(args.graph).read_text(encoding="utf-8")  # each shard parses it, with the mocks' URLs
-    reports = asyncio.run(_drive(args, spec, text, out_dir, used))
+    costs: dict[str, float] = {}
+    reports = asyncio.run(_drive(args, spec, text, out_dir, used, costs))
     merged = merge(reports, [s for _, s in used], [restarts(out_dir / f"shard-{i}") for i, _ in used])
+    merged["cluster"] = costs  # the cluster's start (Ray and the actors ready) and its processes' memory
     write_json_atomically(out_dir / "run.json", merged)
     for shard in merged["shards"]:
         again = f", restarted {shard['restarts']}x" if shard["restarts"] else ""
@@ -63,7 +66,8 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
 
 
 async def _drive(
-    args: argparse.Namespace, spec: Any, text: str, out_dir: Path, used: list[tuple[int, list[str]]]
+    args: argparse.Namespace, spec: Any, text: str, out_dir: Path, used: list[tuple[int, list[str]]],
+    costs: dict[str, float],
 ) -> list[dict[str, Any]]:
     from .run import _no_mocks
 
@@ -73,9 +77,10 @@ async def _drive(
         serve = _no_mocks
     async with serve(spec.mocks) as servers:
         refs = {name: server.url for name, server in servers.items()}
+        started = time.monotonic()
         ray = _start_ray(len(used))
         try:
-            return await _shards(ray, args, text, refs, out_dir, used)
+            return await _shards(ray, args, text, refs, out_dir, used, lambda: _costs(costs, started))
         finally:
             ray.shutdown()
 
@@ -90,7 +95,7 @@ def _start_ray(shards: int) -> Any:
 
 
 async def _shards(ray: Any, args: argparse.Namespace, text: str, refs: dict[str, str], out_dir: Path,
-                  used: list[tuple[int, list[str]]]) -> list[dict[str, Any]]:  # fmt: skip
+                  used: list[tuple[int, list[str]]], ready: Any) -> list[dict[str, Any]]:  # fmt: skip
     from ..cluster import actor_class
 
     shard = actor_class(MAX_RESTARTS)
@@ -111,11 +116,20 @@ async def _shards(ray: Any, args: argparse.Namespace, text: str, refs: dict[str,
     for sig in SIGNALS:
         loop.add_signal_handler(sig, stop)
     try:
+        await asyncio.gather(*(actor.__ray_ready__.remote() for actor in actors))
+        ready()
         done = await asyncio.gather(*runs, return_exceptions=True)
     finally:
         for sig in SIGNALS:
             loop.remove_signal_handler(sig)
     return [r if isinstance(r, dict) else _died(r, s) for r, (_, s) in zip(done, used, strict=True)]
+
+
+def _costs(costs: dict[str, float], started: float) -> None:
+    from ..cluster import ray_memory_mb
+
+    costs["start_seconds"] = round(time.monotonic() - started, 3)
+    costs["ray_memory_mb"] = ray_memory_mb()
 
 
 def _died(exc: BaseException, sources: list[str]) -> dict[str, Any]:
