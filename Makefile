@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/rate_floor.py
 	$(BIN)/python bench/sinks.py
 	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/cluster.py  # in a network namespace of its own (unshare -n, as root): Ray listens widely
 
 screenshot: $(STAMP)  # docs/report.png, the README's picture of the report: the default graph's run
 	$(BIN)/python tests/browser.py --run graph.yaml --out docs/report.png
