@@ -76,6 +76,17 @@ class TelemetrySpec(Base):
     stage_spans: Literal["eventful", "all"] | None = None
 
 
+class ClusterSpec(Base):
+    """`cluster:`: run the graph's sources over shards (flow run --cluster beats it)."""
+
+    shards: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2  # Ray actors, each running flow's runtime
+    address: Literal["local"] = "local"  # local: Ray started on this machine for the run
+
+    @property
+    def target(self) -> str:
+        return f"{self.address}:{self.shards}"
+
+
 class GraphSpec(Base):
     version: Literal[1]
     run: RunSpec = msgspec.field(default_factory=RunSpec)
@@ -83,6 +94,7 @@ class GraphSpec(Base):
     telemetry: TelemetrySpec = TelemetrySpec()
     nodes: dict[str, Any] = {}
     tests: TestsSpec | None = None  # what `flow test` checks (flow.expect)
+    cluster: ClusterSpec | None = None  # where it runs: shards on Ray (flow.cluster)
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,7 @@ class Spec:
     warnings: list[str] = field(default_factory=list)
     secrets: dict[str, str] = field(default_factory=dict)  # env values -> ${NAME}, scrubbed from outputs
     tests: TestsSpec | None = None  # the `tests:` block, for `flow test`
+    cluster: ClusterSpec | None = None  # the `cluster:` block, for `flow run`
 
     def where(self, problem: Problem) -> str:
         return scrub(format_problem(self.file, self.locator, problem), self.secrets)
@@ -237,7 +250,8 @@ def parse_spec(
     if problems:
         raise fail()
     telemetry = {k: v for k, v in msgspec.structs.asdict(top.telemetry).items() if v is not None}
-    return Spec(file, top.run, mocks, telemetry, nodes, locator, secrets=secrets, tests=top.tests)
+    return Spec(file, top.run, mocks, telemetry, nodes, locator, secrets=secrets, tests=top.tests,
+                cluster=top.cluster)  # fmt: skip
 
 
 def _check_test_sources(data: Any, problems: list[Problem]) -> None:

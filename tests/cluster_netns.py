@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("work", type=Path)
     parser.add_argument("--interrupt", type=float)
     parser.add_argument("--kill-shard", type=float)
+    parser.add_argument("--graph-says", action="store_true", help="no --cluster flag: the graph's cluster: block")
     args = parser.parse_args()
     loopback_up()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOW__"))}
@@ -47,7 +48,8 @@ def main() -> int:
             break
         urls.append(line.split()[2])
     try:
-        run = subprocess.Popen([sys.executable, "-m", "flow", "run", "g.yaml", "--cluster", "local:2", "--out", "o"],
+        flag = [] if args.graph_says else ["--cluster", "local:2"]
+        run = subprocess.Popen([sys.executable, "-m", "flow", "run", "g.yaml", *flag, "--out", "o"],
                                cwd=args.work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
         _disturb(run, args)
         stdout, stderr = run.communicate(timeout=120)

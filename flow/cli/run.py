@@ -274,9 +274,10 @@ def run(args: argparse.Namespace) -> int:
     if serving:
         info(f"flow: error: {', '.join(serving)} serves HTTP: run this graph with `flow serve {args.graph}`")
         return 2
-    if args.cluster:
+    if args.cluster or spec.cluster is not None:  # the flag beats the graph's cluster: block
         from .cluster import run_cluster
 
+        args.cluster = args.cluster or spec.cluster.target
         return run_cluster(args, spec)
     _quiet_exporter_logs()
     out_dir = Path(args.out or spec.run.out)

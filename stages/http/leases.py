@@ -109,7 +109,9 @@ def lease_limiter(cluster: str, name: str, rate: int, window: float, margin: flo
     """The shard's limiter for budget `name` of cluster run `cluster`."""
     import ray
 
+    # Detached: the shard that made it may finish first; it lives as long as the
+    # cluster (flow's local cluster is stopped at the end of the run).
     book = ray.remote(num_cpus=0)(BudgetBook).options(
-        name=f"flow-budget-{cluster}-{name}", get_if_exists=True
+        name=f"flow-budget-{cluster}-{name}", get_if_exists=True, lifetime="detached"
     ).remote(rate, window, margin)
     return LeaseLimiter(book, rate, window, margin, name)

@@ -135,9 +135,10 @@ def test_one_budget_leased_across_two_shards_holds_at_the_servers(tmp_path, leas
                         budget, "fetch", {"parse": {"schema": "platzi"}}, {"normalize": {"preset": "platzi"}}]},
         "out": {"from": ["s1", "s2"], "pipe": ["merge", {"summary_json": {"path": "summary.json"}}]},
     }  # fmt: skip
-    graph = {"version": 1, "run": {"deadline": "60s"}, "nodes": nodes}
+    # The cluster named by the graph itself (`cluster:`), not by the --cluster flag.
+    graph = {"version": 1, "run": {"deadline": "60s"}, "cluster": {"shards": 2}, "nodes": nodes}
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(graph, sort_keys=False))
-    result = _run(tmp_path)
+    result = _run(tmp_path, "--graph-says")
     assert result["code"] == 0, result["stderr"]
     assert "flow: shard 0: s1" in result["stderr"] and "flow: shard 1: s2" in result["stderr"]
     # Both servers' logs on one clock: each `t` is seconds since its server started, `uptime` now.
