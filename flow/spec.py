@@ -80,11 +80,16 @@ class ClusterSpec(Base):
     """`cluster:`: run the graph's sources over shards (flow run --cluster beats it)."""
 
     shards: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2  # Ray actors, each running flow's runtime
-    address: Literal["local"] = "local"  # local: Ray started on this machine for the run
+    # local: Ray started on this machine for the run; ray://HOST:PORT: a cluster that runs
+    address: str = "local"
+
+    def __post_init__(self) -> None:
+        if self.address != "local" and not self.address.startswith("ray://"):
+            raise ValueError(f"address: local or ray://HOST:PORT, not {self.address!r}")
 
     @property
     def target(self) -> str:
-        return f"{self.address}:{self.shards}"
+        return f"local:{self.shards}" if self.address == "local" else self.address
 
 
 class GraphSpec(Base):

@@ -36,6 +36,7 @@ def main() -> int:
     parser.add_argument("--interrupt", type=float)
     parser.add_argument("--kill-shard", type=float)
     parser.add_argument("--graph-says", action="store_true", help="no --cluster flag: the graph's cluster: block")
+    parser.add_argument("--ray-head", action="store_true", help="join a cluster started with `ray start --head`")
     args = parser.parse_args()
     loopback_up()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOW__"))}
@@ -49,6 +50,13 @@ def main() -> int:
         urls.append(line.split()[2])
     try:
         flag = [] if args.graph_says else ["--cluster", "local:2"]
+        if args.ray_head:  # a cluster that runs already, with token authentication, joined as a client
+            env.update(RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
+            ray = str(Path(sys.executable).with_name("ray"))
+            subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", "6380",
+                            "--ray-client-server-port", "10001", "--include-dashboard", "false", "--num-cpus", "2",
+                            "--disable-usage-stats"], env=env, check=True, capture_output=True)  # fmt: skip
+            flag = ["--cluster", "ray://127.0.0.1:10001"]
         run = subprocess.Popen([sys.executable, "-m", "flow", "run", "g.yaml", *flag, "--out", "o"],
                                cwd=args.work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
         _disturb(run, args)
@@ -57,6 +65,9 @@ def main() -> int:
     finally:
         mocks.send_signal(signal.SIGINT)
         mocks.communicate(timeout=10)
+        if args.ray_head:
+            ray = str(Path(sys.executable).with_name("ray"))
+            subprocess.run([ray, "stop", "--force"], env=env, check=False, capture_output=True)
     result = {"code": run.returncode, "stdout": stdout, "stderr": stderr, "urls": urls, "stats": stats}
     (args.work / "result.json").write_text(json.dumps(result))
     return 0

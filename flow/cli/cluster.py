@@ -23,18 +23,24 @@ from typing import Any
 from ._output import Abort, info, out
 from ._signals import PRESSES, SIGNALS
 
+JOIN_TRIES = 3  # connections to a running cluster's client server
 MAX_RESTARTS = 2  # a shard's process that dies is started again this often, its part run again
 
 
-def shards_of(target: str) -> int:
-    """`local` -> 2, `local:N` -> N; anything else is refused."""
+def shards_of(target: str, default: int = 2) -> tuple[str, int]:
+    """(`local` or a `ray://HOST:PORT` address, shards): `local` -> 2, `local:N`
+    -> N; an address -> `default` (the graph's cluster: shards); else refused."""
+    if target.startswith("ray://"):
+        if not re.fullmatch(r"ray://[^/:\s]+:\d+", target):
+            raise Abort(f"--cluster {target}: expected ray://HOST:PORT (a Ray client server)")
+        return target, default
     found = re.fullmatch(r"local(?::(\d+))?", target)
     if found is None:
-        raise Abort(f"--cluster {target}: expected local or local:N (Ray started on this machine)")
+        raise Abort(f"--cluster {target}: expected local, local:N or ray://HOST:PORT")
     shards = int(found[1] or 2)
     if not 1 <= shards <= 64:
         raise Abort(f"--cluster {target}: 1 to 64 shards")
-    return shards
+    return "local", shards
 
 
 def run_cluster(args: argparse.Namespace, spec: Any) -> int:
@@ -42,15 +48,15 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
     from ..placement import place
     from .run import write_json_atomically
 
-    shards = shards_of(args.cluster)
-    out_dir = Path(args.out or spec.run.out)
+    address, shards = shards_of(args.cluster, spec.cluster.shards if spec.cluster is not None else 2)
+    out_dir = Path(args.out or spec.run.out).resolve()  # absolute: a joined cluster's workers start elsewhere
     placement = place(spec, shards)
     used = [(i, sources) for i, sources in enumerate(placement.shards) if sources]
     for line in placement.describe():
         info(f"flow: {line}")
     text = Path(args.graph).read_text(encoding="utf-8")  # each shard parses it, with the mocks' URLs
     costs: dict[str, float] = {}
-    reports = asyncio.run(_drive(args, spec, text, out_dir, used, costs))
+    reports = asyncio.run(_drive(args, spec, text, out_dir, used, costs, address))
     merged = merge(reports, [s for _, s in used], [restarts(out_dir / f"shard-{i}") for i, _ in used])
     merged["cluster"] = costs  # the cluster's start (Ray and the actors ready) and its processes' memory
     write_json_atomically(out_dir / "run.json", merged)
@@ -67,7 +73,7 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
 
 async def _drive(
     args: argparse.Namespace, spec: Any, text: str, out_dir: Path, used: list[tuple[int, list[str]]],
-    costs: dict[str, float],
+    costs: dict[str, float], address: str = "local",
 ) -> list[dict[str, Any]]:
     from .run import _no_mocks
 
@@ -77,30 +83,57 @@ async def _drive(
         serve = _no_mocks
     async with serve(spec.mocks) as servers:
         refs = {name: server.url for name, server in servers.items()}
-        started = time.monotonic()
-        ray = _start_ray(len(used))
+        started, cluster = time.monotonic(), uuid.uuid4().hex[:12]
+        ray = _start_ray(len(used), address)
         try:
-            return await _shards(ray, args, text, refs, out_dir, used, lambda: _costs(costs, started))
+            ready = lambda: _costs(costs, started)  # noqa: E731 (called once the actors are up)
+            return await _shards(ray, args, text, refs, out_dir, used, cluster, ready)
         finally:
-            ray.shutdown()
+            _leave(ray, address, cluster)
 
 
-def _start_ray(shards: int) -> Any:
+def _start_ray(shards: int, address: str) -> Any:
+    """flow's own cluster on this machine (`local`), or a connection to one
+    that runs (`ray://HOST:PORT`, through its client server)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    ray.init(address="local", num_cpus=shards, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, configure_logging=False)  # fmt: skip
+    if address == "local":
+        ray.init(address="local", num_cpus=shards, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False, configure_logging=False)  # fmt: skip
+        return ray
+    for attempt in range(JOIN_TRIES):  # the client server may fail to start a session: try again
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            return ray
+        except ConnectionError as exc:
+            if attempt == JOIN_TRIES - 1:
+                raise Abort(f"--cluster {address}: cannot join ({type(exc).__name__}: {exc})", 1) from None
+            time.sleep(1.0)
     return ray
 
 
-async def _shards(ray: Any, args: argparse.Namespace, text: str, refs: dict[str, str], out_dir: Path,
-                  used: list[tuple[int, list[str]]], ready: Any) -> list[dict[str, Any]]:  # fmt: skip
+def _leave(ray: Any, address: str, cluster: str) -> None:
+    """Stop flow's own cluster; from one that runs on, take away what this
+    run left there (its budgets' detached actors) and disconnect."""
+    if address != "local":
+        from ray.util import list_named_actors
+
+        for name in list_named_actors():
+            if name.startswith(f"flow-budget-{cluster}-"):
+                ray.kill(ray.get_actor(name))
+    ray.shutdown()
+
+
+async def _shards(
+    ray: Any, args: argparse.Namespace, text: str, refs: dict[str, str], out_dir: Path,
+    used: list[tuple[int, list[str]]], cluster: str, ready: Any,
+) -> list[dict[str, Any]]:  # fmt: skip
     from ..cluster import actor_class
 
     shard = actor_class(MAX_RESTARTS)
     actors = [shard.remote() for _ in used]
-    env, sets, cluster = dict(os.environ), list(args.sets), uuid.uuid4().hex[:12]
+    env, sets = dict(os.environ), list(args.sets)
     runs = [actor.run.remote(text, args.graph, sets, env, refs, sources, str(out_dir / f"shard-{i}"), cluster)
             for actor, (i, sources) in zip(actors, used, strict=True)]  # fmt: skip
     loop = asyncio.get_running_loop()

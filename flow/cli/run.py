@@ -59,9 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cluster",
-        metavar="local[:N]",
+        metavar="local[:N]|ray://HOST:PORT",
         help="run the sources over N shards (default 2), each a Ray actor running flow's runtime, on a Ray "
-        "cluster flow starts on this machine (needs flow[ray]); outputs in OUT/shard-I/",
+        "cluster flow starts on this machine, or one that runs (its client server; shards: the graph's "
+        "cluster: block); needs flow[ray]; outputs in OUT/shard-I/",
     )
     parser.add_argument(
         "--record",

@@ -95,6 +95,19 @@ def test_four_shops_over_two_shards_within_every_limit_and_nothing_lost(tmp_path
     assert report["status"] == "completed" and report["lost"] == []
 
 
+def test_joining_a_cluster_that_runs(tmp_path):
+    """`--cluster ray://HOST:PORT`: a cluster started apart (`ray start
+    --head`, token authentication on) is joined as a client; the shards run
+    there and the run delivers as on flow's own cluster."""
+    _graph(tmp_path)
+    result = _run(tmp_path, "--ray-head")
+    assert result["code"] == 0, result["stderr"]
+    report = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert len(report["shards"]) == 2 and report["status"] == "completed"
+    ids = _ids(tmp_path)
+    assert len(ids) == len(set(ids)) and set(ids) == _valid(result)
+
+
 def test_sigint_stops_every_shard_with_a_valid_partial_report(tmp_path):
     _graph(tmp_path, products=4.0, rate="4/s")  # ~25 s of pages: the signal lands mid-run
     result = _run(tmp_path, "--interrupt", "7")
