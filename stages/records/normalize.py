@@ -49,7 +49,18 @@ MAPPED = ("id", "title", "price", "category", "timestamp")  # the Product fields
 
 
 class Processes(Params):
-    processes: Annotated[int, msgspec.Meta(ge=1, le=64)]  # worker processes
+    """`{processes: N}` worker processes, or `{ray: N}` actors of the cluster (flow run --cluster)."""
+
+    processes: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None  # worker processes
+    ray: Annotated[int, msgspec.Meta(ge=1, le=256)] | None = None  # Ray actors
+
+    def __post_init__(self) -> None:
+        if (self.processes is None) == (self.ray is None):
+            raise ValueError("workers: give processes: N or ray: N")
+
+    @property
+    def count(self) -> int:
+        return self.processes or self.ray or 1
 
 
 class NormalizeParams(ConcurrentParams):
@@ -60,13 +71,14 @@ class NormalizeParams(ConcurrentParams):
     extra: dict[str, str] = {}  # extra output field -> dotted path, kept as is (e.g. {brand: brand})
     price_in_cents: bool | None = None  # integer prices are cents (default: true for the cursor preset)
     currency: str = "USD"  # when the price names none
-    workers: Annotated[int, msgspec.Meta(ge=0, le=64)] | Processes = 0  # N threads or {processes: N}; 0: none
+    # N threads, {processes: N}, or {ray: N} actors of the cluster (flow run --cluster); 0: none
+    workers: Annotated[int, msgspec.Meta(ge=0, le=64)] | Processes = 0
     concurrency: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0  # 0: 1 on the loop, the pool size with workers
 
     @property
     def in_flight(self) -> int:
         workers = self.workers
-        return self.concurrency or max(1, workers.processes if isinstance(workers, Processes) else workers)
+        return self.concurrency or max(1, workers.count if isinstance(workers, Processes) else workers)
 
     def __post_init__(self) -> None:
         if self.map == "auto":
@@ -240,6 +252,34 @@ def _in_process(packed: tuple[str, int, list[int], bytes], *args: Any) -> tuple[
     return msgspec.json.encode(products), dead
 
 
+class _Normalizer:
+    """A Ray actor's body: batches in, products out (as a worker process does)."""
+
+    def normalize(self, packed: tuple[str, int, list[int], bytes], *args: Any) -> tuple[bytes, list[Any]]:
+        return _in_process(packed, *args)
+
+
+class _Actors:
+    """`workers: {ray: N}`: N actors of the cluster the shard runs on, taken in turn."""
+
+    def __init__(self, workers: Processes, ctx: Any) -> None:
+        if not ctx.cluster:
+            raise RuntimeError("workers: {ray: N} runs on a cluster: flow run --cluster")
+        import ray
+
+        actor = ray.remote(num_cpus=0)(_Normalizer)
+        self.actors = [actor.remote() for _ in range(workers.count)]
+        self.turn = 0
+
+    async def call(self, *args: Any) -> Any:
+        self.turn = (self.turn + 1) % len(self.actors)
+        return await self.actors[self.turn].normalize.remote(*args)
+
+
+def _actors(workers: Processes, ctx: Any) -> _Actors:
+    return _Actors(workers, ctx)
+
+
 def _ignore_sigint() -> None:
     import signal
 
@@ -279,7 +319,12 @@ async def normalize(batch: Records, params: NormalizeParams, ctx: Any) -> Produc
         fields, cents = inferred
     if params.price_in_cents is not None:
         cents = params.price_in_cents
-    if params.workers:
+    if isinstance(params.workers, Processes) and params.workers.ray:
+        pool = ctx.resource(("normalize.ray", ctx.node, ctx.index), lambda: _actors(params.workers, ctx))
+        args = (fields, cents, params.currency, source, params.extra)
+        packed, dead = await pool.call(_pack(batch), *args)
+        products = _PRODUCTS.decode(packed)
+    elif params.workers:
         import asyncio  # here: the pool is opt-in, and flow validate needs only the params
 
         key = ("normalize", ctx.node, ctx.index)

@@ -27,7 +27,7 @@ SHOPS = {  # name -> (style, path, products)
 }
 
 
-def _graph(work: Path, products: float = 1.0, rate: str = "5/s") -> None:
+def _graph(work: Path, products: float = 1.0, rate: str = "5/s", workers: Any = 0) -> None:
     mocks = {name: {"style": style, "products": int(n * products), "error_rate": 0.05, "rate_limit": rate}
              for name, (style, _, n) in SHOPS.items()}  # fmt: skip
     (work / "mocks.yaml").write_text(yaml.safe_dump({"version": 1, "mocks": mocks}))
@@ -39,7 +39,8 @@ def _graph(work: Path, products: float = 1.0, rate: str = "5/s") -> None:
             paging["headers"] = {"x-api-key": "reqres-free-v1"}
         nodes[name] = {"pipe": [{"paginate": paging}, {"rate_limit": {"rate": rate}},
                                 {"fetch": {"retry": {"retries": 5, "backoff": "0.05s", "max": "0.3s"}}},
-                                {"parse": {"schema": style}}, {"normalize": {"preset": style}}]}  # fmt: skip
+                                {"parse": {"schema": style}},
+                                {"normalize": {"preset": style, "workers": workers}}]}  # fmt: skip
     nodes["products"] = {"from": list(SHOPS), "pipe": ["merge", {"dedupe": {"key": "id"}}]}
     nodes["out"] = {"from": ["products", "*.errors"], "pipe": [{"summary_json": {"path": "summary.json"}}]}
     nodes["db"] = {"from": ["products"], "pipe": [{"sqlite": {"path": "products.db"}}]}
@@ -93,6 +94,16 @@ def test_four_shops_over_two_shards_within_every_limit_and_nothing_lost(tmp_path
         # Dead letters and duplicates counted: as many as the server served malformed and repeated records.
         assert (records["dead_letters"], records["duplicates"]) == (len(served["malformed"]), len(served["duplicates"]))
     assert report["status"] == "completed" and report["lost"] == []
+
+
+def test_normalization_on_a_pool_of_actors_delivers_the_same(tmp_path):
+    """`normalize: {workers: {ray: 2}}`: every batch normalized by one of two
+    actors of the cluster; the output is the valid ids served, once."""
+    _graph(tmp_path, workers={"ray": 2})
+    result = _run(tmp_path)
+    assert result["code"] == 0, result["stderr"]
+    ids = _ids(tmp_path)
+    assert len(ids) == len(set(ids)) and set(ids) == _valid(result)
 
 
 def test_joining_a_cluster_that_runs(tmp_path):
