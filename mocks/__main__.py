@@ -266,7 +266,7 @@ def dump(specs: dict[str, ServerSpec]) -> str:
     (defects and duplicates included, as configured), under the last part of
     its path (`/api/v1/products` -> `products`); one server: its name too.
     Vendors have no catalogue: they are left out."""
-    from ._catalogue import Catalogue
+    from ._server import catalogue_of
     from .styles import make_style
 
     collections: dict[str, Any] = {}
@@ -274,14 +274,7 @@ def dump(specs: dict[str, ServerSpec]) -> str:
         if spec.style in VENDOR_STYLES:
             continue
         style = make_style(spec.style, spec.seed)
-        catalogue = Catalogue(
-            spec.products,
-            spec.seed,
-            page_size=spec.page_size,
-            heterogeneity=spec.heterogeneity,
-            defect_rate=spec.defect_rate,
-            duplicate_rate=spec.duplicate_rate,
-        )
+        catalogue = catalogue_of(spec)
         key = style.path.rstrip("/").rsplit("/", 1)[-1]
         key = key if key not in collections else f"{key}_{name}"
         collections[key] = msgspec.json.decode(bytes(style.render_page(catalogue, 0, spec.products)))

@@ -92,7 +92,77 @@ class ManualClock:
         await asyncio.sleep(0)
 
 
-class MockServer:
+def catalogue_of(spec: ServerSpec) -> Catalogue:
+    """The catalogue a spec describes (its size, seed and defects)."""
+    return Catalogue(
+        spec.products,
+        spec.seed,
+        page_size=spec.page_size,
+        heterogeneity=spec.heterogeneity,
+        defect_rate=spec.defect_rate,
+        duplicate_rate=spec.duplicate_rate,
+    )
+
+
+class Listening:
+    """What every mock server shares: its address, an aiohttp low-level server
+    on it (handler cancellation on, no access log), JSON answers, and use as
+    `async with`. A subclass sets `spec`, `host`, `path`, `_encode`, `_handle`,
+    and resets its state in `start` once listening."""
+
+    spec: ServerSpec
+    host: str
+    path: str  # the API's own path, e.g. /products
+    _encode: Any
+
+    def __init__(self) -> None:
+        self._runner: web.ServerRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}" if self.port else ""
+
+    @property
+    def api_url(self) -> str:
+        """The API's URL, e.g. `http://127.0.0.1:8001/products`."""
+        return self.url + self.path
+
+    async def _listen(self) -> None:
+        # handler_cancellation: a client that gives up on a hung request
+        # cancels its handler, so hangs do not pile up after client timeouts.
+        server = web.Server(self._handle, handler_cancellation=True, access_log=None)  # type: ignore[attr-defined]
+        self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.spec.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _stop_listening(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def start(self) -> str:
+        raise NotImplementedError  # listen, then reset the subclass's state
+
+    async def close(self) -> None:
+        await self._stop_listening()
+
+    async def __aenter__(self) -> Any:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _json(self, body: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(
+            body=self._encode(body), status=status, headers=headers, content_type="application/json"
+        )
+
+
+class MockServer(Listening):
     """A mock API on 127.0.0.1. Use `async with MockServer(spec) as server:`."""
 
     def __init__(
@@ -108,21 +178,14 @@ class MockServer:
         self.host = host
         self.clock: Clock = clock or SystemClock()
         self.style = make_style(self.spec.style, self.spec.seed)
-        self.catalogue = Catalogue(
-            self.spec.products,
-            self.spec.seed,
-            page_size=self.spec.page_size,
-            heterogeneity=self.spec.heterogeneity,
-            defect_rate=self.spec.defect_rate,
-            duplicate_rate=self.spec.duplicate_rate,
-        )
+        self.path = self.style.path
+        self.catalogue = catalogue_of(self.spec)
         rate = self.spec.timing.rate
         self.limiter = SlidingWindowLimit(*rate) if rate else None
         self.faults = FaultPlan(self.spec)
         self._api_key = self.spec.required_api_key
         self._encode = msgspec.json.Encoder().encode
-        self._runner: web.ServerRunner | None = None
-        self.port = 0
+        super().__init__()
         self._in_flight = 0  # API requests being answered (hangs and latency included)
         self._idle = asyncio.Event()
         self._reset_state()
@@ -135,38 +198,10 @@ class MockServer:
         )
 
     # --- lifecycle -----------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}" if self.port else ""
-
-    @property
-    def api_url(self) -> str:
-        """The collection's URL, e.g. `http://127.0.0.1:8001/products`."""
-        return self.url + self.style.path
-
     async def start(self) -> str:
-        # handler_cancellation: a client that gives up on a hung request
-        # cancels its handler, so hangs do not pile up after client timeouts.
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.spec.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self._listen()
         self._reset_state()
         return self.url
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> MockServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def _reset_state(self) -> None:
         """Forget everything observed: log, served ids, limiter, attempts, start time."""
@@ -271,11 +306,6 @@ class MockServer:
                 self._served[page.offset : stop] = b"\x01" * (stop - page.offset)
                 self._served_records += stop - page.offset
         return web.Response(body=body, headers={**reply.headers, **_JSON_HEADERS})
-
-    def _json(self, body: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(
-            body=self._encode(body), status=status, headers=headers, content_type="application/json"
-        )
 
     def _too_many(self, t: float) -> web.Response:
         assert self.limiter is not None

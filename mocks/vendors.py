@@ -36,7 +36,7 @@ from flow._tls import import_deferring_ca_store
 from ._faults import HTML_PAGE, FaultPlan, invalid_json, truncated
 from ._hashing import stream_key, text_draw, unit
 from ._ratelimit import SlidingWindowLimit, retry_after_header
-from ._server import Clock, MockServer, SystemClock
+from ._server import Clock, Listening, MockServer, SystemClock
 from ._spec import ServerSpec
 from ._vendor_jobs import REASONS, Delivery, Job, JobRequest, callback_signature, parse_job, vendor_records
 
@@ -57,7 +57,7 @@ DUPLICATE_GAP = 0.1  # seconds between the two copies of a duplicated callback
 _LOG_FIELDS = ("t", "method", "path", "request_id", "status", "fault", "latency")
 _JOB_FIELDS = ("request_id", "t", "status", "repeats", "vendor_job_id", "callback", "delay")  # last 3: async
 
-class VendorServer:
+class VendorServer(Listening):
     """A mock vendor on 127.0.0.1. Use `async with VendorServer(spec) as vendor:`."""
 
     def __init__(
@@ -76,10 +76,9 @@ class VendorServer:
         self._keys = {s: stream_key(spec.seed, f"vendor.{s}") for s in ("failure", "callback", "delay")}
         self._job_key = stream_key(spec.seed, f"vendor.job.{name}")
         self._encode = msgspec.json.Encoder().encode
-        self._runner: web.ServerRunner | None = None
+        super().__init__()
         self._session: aiohttp.ClientSession | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
-        self.port = 0
         self._reset_state()
 
     def __repr__(self) -> str:
@@ -90,44 +89,21 @@ class VendorServer:
         )
 
     # --- lifecycle -----------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}" if self.port else ""
-
-    @property
-    def api_url(self) -> str:
-        """Where jobs go, e.g. `http://127.0.0.1:8001/v1/jobs`."""
-        return self.url + self.path
-
     async def start(self) -> str:
         if self.asynchronous:  # the callbacks' client, there before the first job
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT))
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        self._runner = web.ServerRunner(server, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.spec.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self._listen()
         self._reset_state()
         return self.url
 
     async def close(self) -> None:
         """Stop serving, then cancel the callbacks still to be sent (no handler
         is left to schedule one), then close the callbacks' client session."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self._stop_listening()
         await self._cancel_deliveries()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
-
-    async def __aenter__(self) -> VendorServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def _reset_state(self) -> None:
         self._started = self.clock.now()
@@ -311,11 +287,6 @@ class VendorServer:
             raise
 
     # --- observation ---------------------------------------------------------
-    def _json(self, body: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(
-            body=self._encode(body), status=status, headers=headers, content_type="application/json"
-        )
-
     async def _admin(self, request: web.BaseRequest) -> web.Response:
         if request.path == "/__stats" and request.method == "GET":
             summary = request.query.get("summary", "") not in {"", "0", "false"}

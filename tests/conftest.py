@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mocks import MockServer, ServerSpec
+from mocks import MockServer, ServerSpec, make_server
 
 StartServer = Callable[..., Awaitable[MockServer]]
 
@@ -26,12 +26,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 async def start_mock() -> AsyncIterator[StartServer]:
     """`await start_mock(style=..., products=..., clock=...)` starts a mock server
-    on an ephemeral loopback port; every server started is closed afterwards."""
-    servers: list[MockServer] = []
+    (a catalogue API or a vendor, by its style) on an ephemeral loopback port;
+    every server started is closed afterwards."""
+    servers: list[Any] = []
 
-    async def start(*, clock: Any = None, **fields: Any) -> MockServer:
+    async def start(*, clock: Any = None, name: str = "mock", **fields: Any) -> Any:
         fields.setdefault("rate_limit", "off")
-        server = MockServer(ServerSpec(**fields), clock=clock)
+        server = make_server(ServerSpec(**fields), name=name, clock=clock)
         await server.start()
         servers.append(server)
         return server

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -55,3 +55,30 @@ class Presses:
 
 
 PRESSES = Presses()
+
+
+def stopper(runtime: Any) -> Callable[[], None]:
+    """A run's handler: a press stops it (what is in flight drains), a second cancels at once."""
+
+    def stop() -> None:
+        PRESSES.count += 1
+        runtime.stop("interrupted")
+        if PRESSES.count > 1:
+            runtime.cancel_all()
+
+    return stop
+
+
+@contextlib.contextmanager
+def on_signals(handler: Callable[[], None]) -> Iterator[None]:
+    """`handler` on SIGINT and SIGTERM, on the running loop, while the block runs."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, handler)
+    try:
+        yield
+    finally:
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ._output import Abort, info, out
-from ._signals import PRESSES, SIGNALS
+from ._signals import PRESSES, on_signals
 
 JOIN_TRIES = 3  # connections to a running cluster's client server
 MAX_RESTARTS = 2  # a shard's process that dies is started again this often, its part run again
@@ -136,8 +136,6 @@ async def _shards(
     env, sets = dict(os.environ), list(args.sets)
     runs = [actor.run.remote(text, args.graph, sets, env, refs, sources, str(out_dir / f"shard-{i}"), cluster)
             for actor, (i, sources) in zip(actors, used, strict=True)]  # fmt: skip
-    loop = asyncio.get_running_loop()
-
     def stop() -> None:
         PRESSES.count += 1
         for actor in actors:
@@ -146,15 +144,10 @@ async def _shards(
             else:
                 actor.stop.remote()
 
-    for sig in SIGNALS:
-        loop.add_signal_handler(sig, stop)
-    try:
+    with on_signals(stop):
         await asyncio.gather(*(actor.__ray_ready__.remote() for actor in actors))
         ready()
         done = await asyncio.gather(*runs, return_exceptions=True)
-    finally:
-        for sig in SIGNALS:
-            loop.remove_signal_handler(sig)
     return [r if isinstance(r, dict) else _died(r, s) for r, (_, s) in zip(done, used, strict=True)]
 
 

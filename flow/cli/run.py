@@ -23,7 +23,7 @@ from typing import Any
 from ..items import utc_now
 from ._load import add_graph_arguments, load_checked
 from ._output import info, out
-from ._signals import PRESSES, SIGNALS
+from ._signals import PRESSES, SIGNALS, stopper
 
 TELEMETRY = """\
 telemetry: OpenTelemetry traces and metrics go out over OTLP when
@@ -120,15 +120,9 @@ async def _run(
         _keep(state, "started", runtime.telemetry.run_id, _graph_id(spec), utc_now(), mode)
         task = asyncio.current_task()
         assert task is not None
-
-        def interrupt() -> None:
-            PRESSES.count += 1
-            runtime.stop("interrupted")
-            if PRESSES.count > 1:
-                runtime.cancel_all()
-
+        stop = stopper(runtime)
         for sig in SIGNALS:
-            loop.add_signal_handler(sig, interrupt)
+            loop.add_signal_handler(sig, stop)
         if PRESSES.count:  # pressed during start-up: the run starts stopped, and drains at once
             runtime.stop("interrupted")
         display = None if live_display is None else asyncio.create_task(live_display.run(), name="progress")

@@ -19,7 +19,7 @@ from typing import Any
 
 from ._load import add_graph_arguments, load_checked
 from ._output import info
-from ._signals import PRESSES, SIGNALS
+from ._signals import PRESSES, on_signals, stopper
 
 SERVICE_DEADLINE = 10 * 365 * 86400.0  # "until stopped": the runtime's deadline, ten years away
 
@@ -94,19 +94,8 @@ async def _serve(args: argparse.Namespace, spec: Any, out_dir: Path) -> Any:
         if not args.quiet:
             runtime.resources.announce = info
             info(f"serving: {server.url} (GET /health; Ctrl-C stops)")
-        loop = asyncio.get_running_loop()
-
-        def stop() -> None:
-            PRESSES.count += 1
-            runtime.stop("interrupted")
-            if PRESSES.count > 1:
-                runtime.cancel_all()
-
-        for sig in SIGNALS:
-            loop.add_signal_handler(sig, stop)
         try:
-            return await runtime.run()
+            with on_signals(stopper(runtime)):
+                return await runtime.run()
         finally:
-            for sig in SIGNALS:
-                loop.remove_signal_handler(sig)
             await server.close()

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mocks.evidence import max_per_window
+
 ROOT = Path(__file__).resolve().parents[2]
 SHOPS = {  # name -> (style, path, products)
     "s1": ("dummyjson", "/products", 140),
@@ -54,15 +56,6 @@ def _run(work: Path, *flags: str) -> dict[str, Any]:
     return json.loads((work / "result.json").read_text())
 
 
-def _busiest_second(times: list[float]) -> int:
-    times, best, start = sorted(times), 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= 1.0:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def _ids(work: Path) -> list[str]:
     """Every product id in the shards' SQLite outputs (one row per id and shard)."""
     ids: list[str] = []
@@ -85,7 +78,7 @@ def test_four_shops_over_two_shards_within_every_limit_and_nothing_lost(tmp_path
     assert [sorted(s["sources"]) for s in report["shards"]] == [["s1", "s3"], ["s2", "s4"]]
     for name, stats in zip(SHOPS, result["stats"], strict=True):
         sends = [r["t"] for r in stats["requests"]]
-        assert sends and _busiest_second(sends) <= 5, name
+        assert sends and max_per_window(sends) <= 5, name
     ids = _ids(tmp_path)
     assert len(ids) == len(set(ids)) and set(ids) == _valid(result)  # every valid id served, once
     for (source, row), stats in zip(sorted(report["ledger"].items()), result["stats"], strict=True):
@@ -168,4 +161,4 @@ def test_one_budget_leased_across_two_shards_holds_at_the_servers(tmp_path, leas
     # Both servers' logs on one clock: each `t` is seconds since its server started, `uptime` now.
     sends = [r["t"] - s["server"]["uptime"] for s in result["stats"] for r in s["requests"]]
     assert 58 <= len(sends) <= 66
-    assert (_busiest_second(sends) <= 5) is leased
+    assert (max_per_window(sends) <= 5) is leased

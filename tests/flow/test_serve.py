@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mocks.evidence import max_per_window
 from tests.json_server import free_port
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -135,15 +136,6 @@ def _stats(url: str) -> dict[str, Any]:
     return _request(base + "/__stats")[1]
 
 
-def _busiest_second(times: list[float]) -> int:
-    times, best, start = sorted(times), 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= 1.0:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def test_every_job_ends_once_and_each_vendors_limit_holds_at_the_vendor(tmp_path):
     with vendors("--error-rate", "0.15", "--failure-rate", "0.1", "--callback-duplicate-rate", "0.3",
                  "--callback-loss-rate", "0.1", "--callback-delay", "20ms..300ms", "--latency", "5ms..30ms",
@@ -170,7 +162,7 @@ def test_every_job_ends_once_and_each_vendors_limit_holds_at_the_vendor(tmp_path
     assert sink.get("jobs_complete", 0) == sum(job["status"] == "complete" for job in done.values())
     for stats, limit in ((quick, 8), (later, 5)):
         sends = [r["t"] for r in stats["requests"] if r["path"].startswith("/v1/")]
-        assert sends and _busiest_second(sends) <= limit, (limit, _busiest_second(sends))
+        assert sends and max_per_window(sends) <= limit, (limit, max_per_window(sends))
         assert all(r["status"] != 429 for r in stats["requests"])  # the limiter kept under it
 
 

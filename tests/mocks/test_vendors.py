@@ -73,20 +73,13 @@ class Receiver:
 
 
 @pytest.fixture
-async def start_vendor():
-    """`await start_vendor(style=..., clock=..., **fields)`: a vendor on loopback, closed afterwards."""
-    vendors: list[VendorServer] = []
+def start_vendor(start_mock: Any) -> Any:
+    """`await start_vendor(style=..., clock=..., **fields)`: conftest's start_mock, named `acme`."""
 
-    async def start(*, clock: Any = None, name: str = "acme", **fields: Any) -> VendorServer:
-        fields.setdefault("rate_limit", "off")
-        vendor = VendorServer(ServerSpec(**fields), name=name, clock=clock)
-        await vendor.start()
-        vendors.append(vendor)
-        return vendor
+    async def start(*, name: str = "acme", **fields: Any) -> Any:
+        return await start_mock(name=name, **fields)
 
-    yield start
-    for vendor in vendors:
-        await vendor.close()
+    return start
 
 
 async def post(http: Any, url: str, body: Any, **kw: Any) -> tuple[int, Any, Any]:
