@@ -77,27 +77,46 @@ def exit_code(report: dict[str, Any], on_loss: str) -> int:
 
 
 class ShardRunner:
-    """A shard's body (the Ray actor's class, decorated in `actor_class`)."""
+    """A shard's body (the Ray actor's class, decorated in `actor_class`).
+    Its methods run on the actor's one event loop: `pull` (the driver
+    taking what the relays put in the channel, flow.relay) and `stop`
+    interleave with `run` there."""
 
     def __init__(self) -> None:
+        from .relay import Channel
+
         self.runtime: Any = None
+        self.channel = Channel()
 
     async def run(self, text: str, file: str, sets: list[str], env: dict[str, str], refs: dict[str, str],
                   sources: list[str], out_dir: str, cluster: str) -> dict[str, Any]:  # fmt: skip
         from .registry import default_registry
+        from .relay import figures, renamed, with_relays
         from .runtime import Runtime
         from .spec import parse_spec
 
         out = Path(out_dir)
         _started(out)
         spec = part(parse_spec(text, default_registry(), file=file, env=env, sets=sets, refs=refs), sources)
-        self.runtime = Runtime(spec, out_dir=out)
+        self.runtime = Runtime(with_relays(spec, self.channel), out_dir=out)
         self.runtime.resources.cluster = cluster
-        cpu = time.process_time()
-        result = await self.runtime.run()
+        cpu, began = time.process_time(), time.time()
+        try:
+            result = await self.runtime.run()
+        finally:
+            await self.channel.close()
         report: dict[str, Any] = result.report()
         report["pid"], report["cpu_seconds"] = os.getpid(), round(time.process_time() - cpu, 3)
+        report["figures"] = figures(self.runtime, began)
+        report["ledger"] = {s: renamed(row) for s, row in report["ledger"].items()}
+        report["channel_most"] = self.channel.most
         return report
+
+    async def pull(self, most: int) -> tuple[int, list[tuple[str, Any]], bool]:
+        """What the relays put in the channel (waiting for some), and whether
+        the channel has ended; with this process's id (flow.relay.Spool)."""
+        items, ended = await self.channel.take(most)
+        return os.getpid(), items, ended
 
     async def stop(self) -> None:
         if self.runtime is not None:

@@ -118,6 +118,11 @@ class StageKind:
     # What a node using this kind shares and must run with, when a graph is
     # split into shards (flow.placement): params -> keys (`limiter:NAME`).
     affinity: Callable[[Any], list[str]] | None = None
+    # A sink that reports on the whole run: in a cluster run its node runs in
+    # the driver, fed by what the shards relay (flow.relay), each item
+    # through `digest` (item -> the item that crosses: a tally of a batch).
+    driver: bool = False
+    digest: Callable[[Any], Any] | None = None
 
     @property
     def is_source(self) -> bool:
@@ -191,6 +196,8 @@ def stage(
     network: bool = False,
     serves: bool = False,
     affinity: Callable[[Any], list[str]] | None = None,
+    driver: bool = False,
+    digest: Callable[[Any], Any] | None = None,
 ) -> Callable[[Operator], StageKind]:
     """Decorator: the generator becomes a StageKind named `name`.
 
@@ -215,7 +222,11 @@ def stage(
     writes over the network (`flow test` leaves its node out). `serves=True`:
     a kind that serves HTTP (`ctx.route`): its graph runs under `flow serve`.
     `affinity(params)`: keys naming what a node using the kind shares (a
-    limiter, a server): nodes with a key in common run in one shard."""
+    limiter, a server): nodes with a key in common run in one shard.
+    `driver=True`: a sink reporting on the whole run; in a cluster run its
+    node runs in the driver, on what the shards relay to it through bounded
+    channels, each item passed through `digest(item)` in the shard (what of
+    it the report needs: counts of a batch, not its records)."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
     accepted = None if consumes is None else consumes if isinstance(consumes, tuple) else (consumes,)
@@ -228,7 +239,7 @@ def stage(
         return StageKind(
             name, params, run, accepted, produces, fan_in, per_item, spans, dict(outputs or {}), check, doc,
             whole=whole, store=store, replay=replay, plan=plan, network=network, serves=serves,
-            affinity=affinity,
+            affinity=affinity, driver=driver, digest=digest,
         )
 
     return register

@@ -107,6 +107,7 @@ class Runtime:
         if self.telemetry.tracing:
             self.resources.lineage = Lineage()
         self._stopping = self.resources.stopping
+        self.began_before = 0.0  # seconds the run began before this runtime did (a cluster's driver part)
 
     @property
     def status(self) -> str:
@@ -139,7 +140,7 @@ class Runtime:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._started_at = asyncio.get_running_loop().time()
         self.resources.deadline_at = self._started_at + self.deadline
-        self.resources.started_at = self._started_at
+        self.resources.started_at = self._started_at - self.began_before
         tasks = self._tasks
         observe_runtime(self.telemetry, self)
         if self.resources.journal is not None:

@@ -46,6 +46,7 @@ def shards_of(target: str, default: int = 2) -> tuple[str, int]:
 def run_cluster(args: argparse.Namespace, spec: Any) -> int:
     from ..cluster import exit_code, merge, restarts
     from ..placement import place
+    from ..relay import Spool, driver_nodes
     from .run import write_json_atomically
 
     address, shards = shards_of(args.cluster, spec.cluster.shards if spec.cluster is not None else 2)
@@ -56,9 +57,17 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
         info(f"flow: {line}")
     text = Path(args.graph).read_text(encoding="utf-8")  # each shard parses it, with the mocks' URLs
     costs: dict[str, float] = {}
-    reports = asyncio.run(_drive(args, spec, text, out_dir, used, costs, address))
+    spools = [Spool(out_dir / ".relay" / f"shard-{i}") for i, _ in used]
+    began = time.time()
+    shards = list(zip(used, spools, strict=True))
+    reports = asyncio.run(_drive(args, spec, text, out_dir, shards, costs, address))
     merged = merge(reports, [s for _, s in used], [restarts(out_dir / f"shard-{i}") for i, _ in used])
     merged["cluster"] = costs  # the cluster's start (Ray and the actors ready) and its processes' memory
+    _relayed(merged, spools, reports)
+    if driver_nodes(spec):  # the whole run's reports, on what the shards relayed (flow.relay)
+        asyncio.run(_driver_part(spec, spools, reports, began, merged, out_dir))
+    for spool in spools:
+        spool.discard()
     write_json_atomically(out_dir / "run.json", merged)
     for shard in merged["shards"]:
         again = f", restarted {shard['restarts']}x" if shard["restarts"] else ""
@@ -72,8 +81,8 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
 
 
 async def _drive(
-    args: argparse.Namespace, spec: Any, text: str, out_dir: Path, used: list[tuple[int, list[str]]],
-    costs: dict[str, float], address: str = "local",
+    args: argparse.Namespace, spec: Any, text: str, out_dir: Path,
+    used: list[tuple[tuple[int, list[str]], Any]], costs: dict[str, float], address: str = "local",
 ) -> list[dict[str, Any]]:
     from .run import _no_mocks
 
@@ -127,15 +136,20 @@ def _leave(ray: Any, address: str, cluster: str) -> None:
 
 async def _shards(
     ray: Any, args: argparse.Namespace, text: str, refs: dict[str, str], out_dir: Path,
-    used: list[tuple[int, list[str]]], cluster: str, ready: Any,
+    shards: list[tuple[tuple[int, list[str]], Any]], cluster: str, ready: Any,
 ) -> list[dict[str, Any]]:  # fmt: skip
     from ..cluster import actor_class
+    from ..relay import pull
 
     shard = actor_class(MAX_RESTARTS)
+    used = [place for place, _ in shards]
     actors = [shard.remote() for _ in used]
     env, sets = dict(os.environ), list(args.sets)
     runs = [actor.run.remote(text, args.graph, sets, env, refs, sources, str(out_dir / f"shard-{i}"), cluster)
             for actor, (i, sources) in zip(actors, used, strict=True)]  # fmt: skip
+    # Each shard's channel taken as it fills, while the shards run (flow.relay).
+    spools = [spool for _, spool in shards]
+    pulls = [asyncio.ensure_future(pull(actor, spool)) for actor, spool in zip(actors, spools, strict=True)]
     def stop() -> None:
         PRESSES.count += 1
         for actor in actors:
@@ -148,7 +162,37 @@ async def _shards(
         await asyncio.gather(*(actor.__ray_ready__.remote() for actor in actors))
         ready()
         done = await asyncio.gather(*runs, return_exceptions=True)
+        await asyncio.gather(*pulls)
     return [r if isinstance(r, dict) else _died(r, s) for r, (_, s) in zip(done, used, strict=True)]
+
+
+def _relayed(merged: dict[str, Any], spools: list[Any], reports: list[dict[str, Any]]) -> None:
+    """What each shard relayed to the driver, and a relay that ended early: a loss."""
+    for i, (shard, spool, report) in enumerate(zip(merged["shards"], spools, reports, strict=True)):
+        most = report.get("channel_most")
+        shard["relayed"] = {"items": spool.items, "processes": spool.processes, "channel_most": most}
+        if spool.broken:
+            merged["lost"].append(f"shard {i}: its relay to the driver ended early ({spool.broken})")
+
+
+async def _driver_part(
+    spec: Any, spools: list[Any], reports: list[dict[str, Any]], began: float, merged: dict[str, Any],
+    out_dir: Path,
+) -> None:  # fmt: skip
+    """Run the driver's nodes (the whole run's reports) on what the shards
+    relayed, seeing the run through the shards' figures (flow.relay)."""
+    import copy
+
+    from ..relay import driver_nodes, driver_part, install
+    from ..runtime import Runtime
+
+    runtime = Runtime(driver_part(copy.copy(spec), spools), out_dir=out_dir)
+    install(runtime, spec, [r["figures"] for r in reports if "figures" in r], began, merged["status"])
+    result = (await runtime.run()).report()
+    merged["driver"] = {"nodes": driver_nodes(spec), "status": result["status"], "seconds": result["seconds"]}
+    merged["errors"] += [{**e, "shard": "driver"} for e in result["errors"]]
+    merged["lost"] += [f"driver: {loss}" for loss in result["lost"]]
+
 
 
 def _costs(costs: dict[str, float], started: float) -> None:

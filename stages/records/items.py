@@ -65,4 +65,19 @@ class ProductBatch(msgspec.Struct, frozen=True):
         return {first: len(products)}
 
 
-__all__ = ["Product", "ProductBatch", "Records"]
+class ProductTally(msgspec.Struct, frozen=True):
+    """What a report needs of a product batch: products per category and per
+    source. It crosses from a shard to the driver in a batch's place
+    (`report`'s digest, flow.relay); it holds no records, so no ledger counts
+    it (the shard's relay counted the batch's records)."""
+
+    categories: dict[str, int]
+    sources: dict[str, int]
+
+    @classmethod
+    def of(cls, batch: ProductBatch) -> ProductTally:
+        products = batch.products
+        return cls(dict(Counter(p.category for p in products)), dict(Counter(map(SOURCE, products))))
+
+
+__all__ = ["Product", "ProductBatch", "ProductTally", "Records"]

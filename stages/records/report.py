@@ -36,7 +36,7 @@ from flow.registry import Params, stage
 
 from ._files import written_whole
 from .charts import PALETTE, bar_chart, change, line_chart, timeline_chart
-from .items import SOURCE, ProductBatch
+from .items import SOURCE, ProductBatch, ProductTally
 from .windows import WindowStats
 
 _STYLE = """
@@ -64,8 +64,9 @@ class _Gathered:
     def __init__(self) -> None:
         self.categories: Counter[str] = Counter()
         self.products: Counter[str] = Counter()
-        # (window name, key) -> (start: Unix seconds or product number, average price, count)
-        self.windows: defaultdict[tuple[str, str | None], list[tuple[float, float, int]]] = defaultdict(list)
+        # (window name, key) -> start (Unix seconds or product number) -> [sum of prices, count]; one
+        # window closed in several shards (a cluster run) is one point, their figures added
+        self.windows: defaultdict[tuple[str, str | None], dict[float, list[float]]] = defaultdict(dict)
         self.kinds: dict[str, str] = {}  # window name -> its time: an event-time field, processing, count
         self.errors: Counter[str] = Counter()
         self.dead: Counter[str] = Counter()
@@ -74,18 +75,28 @@ class _Gathered:
         if isinstance(item, ProductBatch):
             self.categories.update(map(_CATEGORY, item.products))  # counted in C, not per product here
             self.products.update(map(SOURCE, item.products))
+        elif isinstance(item, ProductTally):  # a batch's counts, from a shard (cluster runs)
+            self.categories.update(item.categories)
+            self.products.update(item.sources)
         elif isinstance(item, WindowStats):
             if item.price is not None:  # a point: where it starts, its average, how many
                 self.kinds[item.name] = item.time
-                self.windows[(item.name, item.key)].append((_position(item), item.price.avg, item.count))
+                point = self.windows[(item.name, item.key)].setdefault(_position(item), [0.0, 0])
+                point[0] += item.price.avg * item.price.count
+                point[1] += item.price.count
         elif isinstance(item, DeadLetter):
             self.dead[item.reason.split(" (")[0]] += 1
         elif isinstance(item, ErrorRecord):
             self.errors[item.error] += 1
 
 
-@stage("report", ReportParams, consumes=(ProductBatch, WindowStats, ErrorRecord, DeadLetter), produces=None,
-       fan_in=True, whole=True)  # fmt: skip
+def _digest(item: Any) -> Any:
+    """What of an item crosses from a shard to the driver: a batch's counts."""
+    return ProductTally.of(item) if isinstance(item, ProductBatch) else item
+
+
+@stage("report", ReportParams, consumes=(ProductBatch, ProductTally, WindowStats, ErrorRecord, DeadLetter),
+       produces=None, fan_in=True, whole=True, driver=True, digest=_digest)  # fmt: skip
 async def report(source: AsyncIterator[Any], params: ReportParams, ctx: Any) -> AsyncIterator[Any]:
     """Write the run as one HTML page: price trends, categories, sources, errors, requests."""
     gathered = _Gathered()
@@ -145,7 +156,7 @@ def _trends(g: _Gathered) -> str:
         parts.append(f"<h3>{heading}</h3><div class='grid'>")
         keys = sorted((key for n, key in g.windows if n == name), key=lambda k: k or "")
         for i, key in enumerate(keys):
-            windows = g.windows[(name, key)]
+            windows = [(at, total / n, n) for at, (total, n) in sorted(g.windows[(name, key)].items())]
             origin = 0.0 if event or kind == "count" else windows[0][0]
             points = [(at - origin, avg, _tip(kind, at, avg, n)) for at, avg, n in windows]
             label = key or "all"

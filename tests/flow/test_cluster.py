@@ -9,6 +9,7 @@ killed mid-run is restarted and its part delivered whole, once."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -43,8 +44,12 @@ def _graph(work: Path, products: float = 1.0, rate: str = "5/s", workers: Any = 
                                 {"fetch": {"retry": {"retries": 5, "backoff": "0.05s", "max": "0.3s"}}},
                                 {"parse": {"schema": style}},
                                 {"normalize": {"preset": style, "workers": workers}}]}  # fmt: skip
-    nodes["products"] = {"from": list(SHOPS), "pipe": ["merge", {"dedupe": {"key": "id"}}]}
+    window = {"name": "w", "time": "timestamp", "every": "28d", "by": "category", "lateness": "365d"}
+    nodes["products"] = {"from": list(SHOPS), "pipe": ["merge", {"dedupe": {"key": "id"}}, {"window": window}]}
     nodes["out"] = {"from": ["products", "*.errors"], "pipe": [{"summary_json": {"path": "summary.json"}}]}
+    # The whole run's report: in the driver, on what the shards relay (flow.relay).
+    nodes["page"] = {"from": ["products", "products.windows", "*.errors", "*.dead_letters"],
+                     "pipe": [{"report": {"path": "report.html"}}]}  # fmt: skip
     nodes["db"] = {"from": ["products"], "pipe": [{"sqlite": {"path": "products.db"}}]}
     graph = {"version": 1, "run": {"deadline": "60s", "grace": "5s"}, "nodes": nodes}
     (work / "g.yaml").write_text(yaml.safe_dump(graph, sort_keys=False))
@@ -65,6 +70,16 @@ def _ids(work: Path) -> list[str]:
     return ids
 
 
+def _report_rows(work: Path) -> dict[str, list[int]]:
+    """The sources table of the driver's report.html: per source, failed
+    pages, records, products that reached the report, dead letters, duplicates."""
+    html = (work / "o" / "report.html").read_text()
+    table = re.search(r"<section id='sources'>.*?</section>", html, re.S)
+    assert table is not None
+    rows = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table[0])]
+    return {cells[0]: [int(c) for c in cells[2:7]] for cells in rows if cells}
+
+
 def _valid(result: dict[str, Any]) -> set[str]:
     return {f"{name}:{sid}" for name, stats in zip(SHOPS, result["stats"], strict=True)
             for sid in stats["truth"]["served"]["valid"]}  # fmt: skip
@@ -83,10 +98,16 @@ def test_four_shops_over_two_shards_within_every_limit_and_nothing_lost(tmp_path
     assert len(ids) == len(set(ids)) and set(ids) == _valid(result)  # every valid id served, once
     for (source, row), stats in zip(sorted(report["ledger"].items()), result["stats"], strict=True):
         records, served = row["records"], stats["truth"]["served"]
-        assert records["unaccounted"] == {"db": 0, "out": 0}, (source, row)
+        assert records["unaccounted"] == {"db": 0, "out": 0, "page": 0}, (source, row)
         # Dead letters and duplicates counted: as many as the server served malformed and repeated records.
         assert (records["dead_letters"], records["duplicates"]) == (len(served["malformed"]), len(served["duplicates"]))
+        # The driver's report, from what the shards relayed: the same figures, each product once.
+        dead, dupes = len(served["malformed"]), len(served["duplicates"])
+        assert _report_rows(tmp_path)[source] == [0, records["received"], len(served["valid"]), dead, dupes]
     assert report["status"] == "completed" and report["lost"] == []
+    assert report["driver"]["nodes"] == ["page"] and report["driver"]["status"] == "completed"
+    assert all(s["relayed"]["items"] > 0 and 0 < s["relayed"]["channel_most"] <= 256 for s in report["shards"])
+    assert not list((tmp_path / "o").glob("shard-*/report.html")) and not (tmp_path / "o" / ".relay").exists()
 
 
 def test_normalization_on_a_pool_of_actors_delivers_the_same(tmp_path):
@@ -132,6 +153,12 @@ def test_a_shard_killed_mid_run_is_restarted_and_its_part_delivered_once(tmp_pat
     assert [s["restarts"] for s in report["shards"]] == [0, 1]
     ids = _ids(tmp_path)
     assert len(ids) == len(set(ids)) and set(ids) == _valid(result)
+    # What the killed process relayed to the driver (it had: two processes relayed) was dropped: its
+    # part is counted once in the report.
+    assert [s["relayed"]["processes"] for s in report["shards"]] == [1, 2]
+    rows = _report_rows(tmp_path)
+    for name, stats in zip(SHOPS, result["stats"], strict=True):
+        assert rows[name][2] == len(stats["truth"]["served"]["valid"]), name
 
 
 @pytest.mark.parametrize("leased", [True, False])
