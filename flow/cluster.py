@@ -19,6 +19,7 @@ Ray is imported only here, and only when a graph runs on a cluster.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -67,13 +68,14 @@ def merge(reports: list[dict[str, Any]], shards: list[list[str]], restarts: list
     return merged
 
 
-def exit_code(report: dict[str, Any], on_loss: str) -> int:
-    """As flow run's: 130 interrupted, 1 deadline or a loss (unless on_loss: warn), else 0."""
+def exit_code(report: dict[str, Any], on_loss: str, fail_on_error: bool = False) -> int:
+    """As flow run's: 130 interrupted, 1 deadline or a loss (unless on_loss:
+    warn without --fail-on-error), else 0."""
     if report["status"] == "interrupted":
         return 130
     if report["status"] == "deadline":
         return 1
-    return 1 if report["lost"] and on_loss == "fail" else 0
+    return 1 if report["lost"] and (on_loss == "fail" or fail_on_error) else 0
 
 
 class ShardRunner:
@@ -91,7 +93,7 @@ class ShardRunner:
     async def run(self, text: str, file: str, sets: list[str], env: dict[str, str], refs: dict[str, str],
                   sources: list[str], out_dir: str, cluster: str) -> dict[str, Any]:  # fmt: skip
         from .registry import default_registry
-        from .relay import figures, renamed, with_relays
+        from .relay import figures, publish, renamed, with_relays
         from .runtime import Runtime
         from .spec import parse_spec
 
@@ -101,9 +103,12 @@ class ShardRunner:
         self.runtime = Runtime(with_relays(spec, self.channel), out_dir=out)
         self.runtime.resources.cluster = cluster
         cpu, began = time.process_time(), time.time()
+        publishing = asyncio.ensure_future(publish(self.runtime, self.channel))
         try:
             result = await self.runtime.run()
         finally:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
             await self.channel.close()
         report: dict[str, Any] = result.report()
         report["pid"], report["cpu_seconds"] = os.getpid(), round(time.process_time() - cpu, 3)

@@ -42,6 +42,8 @@ from .spec import Node, Spec, StageSpec
 ROOM = 256  # items a shard's channel holds before its relays wait
 PULL = 256  # items the driver takes from a channel per call
 RELAY, GATHER = "_relay_", "_gather_"  # node-name prefixes: no graph's node starts with "_"
+STATUS = "_status"  # a shard's status (flow.status) in its channel, for the driver's --status-port
+EVERY = 1.0  # seconds between a shard's statuses
 
 
 def driver_nodes(spec: Spec) -> list[str]:
@@ -57,9 +59,16 @@ class Channel:
     def __init__(self, room: int = ROOM) -> None:
         self.room = room
         self._items: list[tuple[str, Any]] = []
+        self._latest: Any = None  # the shard's newest status, replaced by the next (never waits)
         self._closed = False
         self._changed = asyncio.Condition()
         self.most = 0  # the most items it held at once: what the bound was tested by
+
+    async def offer(self, status: Any) -> None:
+        """The shard's status as of now (flow.status), in place of one not yet taken."""
+        async with self._changed:
+            self._latest = status
+            self._changed.notify_all()
 
     async def put(self, to: str, item: Any) -> None:
         async with self._changed:
@@ -69,12 +78,19 @@ class Channel:
             self._changed.notify_all()
 
     async def take(self, most: int = PULL) -> tuple[list[tuple[str, Any]], bool]:
-        """Up to `most` items, waiting for one; and whether none will follow."""
+        """Up to `most` items (and the newest status, as (STATUS, it)),
+        waiting for one; and whether none will follow."""
         async with self._changed:
-            await self._changed.wait_for(lambda: bool(self._items) or self._closed)
+            await self._changed.wait_for(self._ready)
             taken, self._items = self._items[:most], self._items[most:]
+            if self._latest is not None:
+                taken.append((STATUS, self._latest))
+                self._latest = None
             self._changed.notify_all()
-            return taken, self._closed and not self._items
+            return taken, self._closed and not self._items and self._latest is None
+
+    def _ready(self) -> bool:
+        return bool(self._items) or self._latest is not None or self._closed
 
     async def close(self) -> None:
         """Nothing more will be put (the shard's run has ended)."""
@@ -133,6 +149,7 @@ class Spool:
         self.path = path
         self.pid: int | None = None
         self.items = self.processes = 0
+        self.status: dict[str, Any] | None = None  # the shard's newest (flow.status.Status, as JSON data)
         self.broken = ""  # why pulling ended before the shard's channel did
         self._file: BinaryIO | None = None
 
@@ -179,10 +196,30 @@ async def pull(actor: Any, spool: Spool) -> None:
             spool.broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             spool.close()
             return
-        spool.add(pid, items)
+        statuses = [item for to, item in items if to == STATUS]
+        if statuses:
+            spool.status = statuses[-1]
+        spool.add(pid, [(to, item) for to, item in items if to != STATUS])
         if ended:
             spool.close()
             return
+
+
+async def publish(runtime: Any, channel: Channel, every: float = EVERY) -> None:
+    """Offer the shard's status every `every` seconds until cancelled, and once
+    more then: its nodes' counters (pages, records: the ledger's figures)."""
+    import msgspec
+
+    from .status import View
+
+    view = View(runtime)
+    try:
+        while True:
+            await channel.offer(msgspec.to_builtins(view.status()))
+            await asyncio.sleep(every)
+    finally:
+        view.ended = True
+        await channel.offer(msgspec.to_builtins(view.status()))
 
 
 class GatherParams(Params):

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -37,6 +38,7 @@ def main() -> int:
     parser.add_argument("--kill-shard", type=float)
     parser.add_argument("--graph-says", action="store_true", help="no --cluster flag: the graph's cluster: block")
     parser.add_argument("--ray-head", action="store_true", help="join a cluster started with `ray start --head`")
+    parser.add_argument("--status-port", type=int, help="--status-port for the run; its /status polled, flow top once")
     args = parser.parse_args()
     loopback_up()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOW__"))}
@@ -57,8 +59,13 @@ def main() -> int:
                             "--ray-client-server-port", "10001", "--include-dashboard", "false", "--num-cpus", "2",
                             "--disable-usage-stats"], env=env, check=True, capture_output=True)  # fmt: skip
             flag = ["--cluster", "ray://127.0.0.1:10001"]
+        if args.status_port is not None:
+            flag += ["--status-port", str(args.status_port)]
         run = subprocess.Popen([sys.executable, "-m", "flow", "run", "g.yaml", *flag, "--out", "o"],
                                cwd=args.work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        watched: dict[str, list[object]] = {"statuses": [], "top": []}
+        if args.status_port is not None:
+            threading.Thread(target=_watch, args=(run, args.status_port, watched), daemon=True).start()
         _disturb(run, args)
         stdout, stderr = run.communicate(timeout=120)
         stats = [_get(f"http://{urlsplit(url).netloc}", "/__stats") for url in urls]
@@ -68,7 +75,7 @@ def main() -> int:
         if args.ray_head:
             ray = str(Path(sys.executable).with_name("ray"))
             subprocess.run([ray, "stop", "--force"], env=env, check=False, capture_output=True)
-    result = {"code": run.returncode, "stdout": stdout, "stderr": stderr, "urls": urls, "stats": stats}
+    result = {"code": run.returncode, "stdout": stdout, "stderr": stderr, "urls": urls, "stats": stats, **watched}
     (args.work / "result.json").write_text(json.dumps(result))
     return 0
 
@@ -84,6 +91,25 @@ def _disturb(run: subprocess.Popen[str], args: argparse.Namespace) -> None:
             time.sleep(0.05)
         time.sleep(args.kill_shard)
         os.kill(int(attempts.read_text().split()[0]), signal.SIGKILL)
+
+
+def _watch(run: subprocess.Popen[str], port: int, watched: dict[str, list[object]]) -> None:
+    """The run's /status every 0.5 s while it runs (each node's counters), and
+    `flow top --once` on it once a shard has fetched pages."""
+    url = f"http://127.0.0.1:{port}"
+    while run.poll() is None:
+        time.sleep(0.5)
+        try:
+            status = _get(url, "/status")
+        except OSError:  # not listening yet, or gone
+            continue
+        assert isinstance(status, dict)
+        nodes = {name: node["counters"] for name, node in status["nodes"].items()}
+        watched["statuses"].append({"state": status["state"], "elapsed": status["elapsed"], "nodes": nodes})
+        if not watched["top"] and any(c.get("pages") for c in nodes.values()):
+            top = subprocess.run([sys.executable, "-m", "flow", "top", url, "--once"], capture_output=True,
+                                 text=True, timeout=30)  # fmt: skip
+            watched["top"].append(top.stdout)
 
 
 def _get(base: str, path: str) -> object:

@@ -16,9 +16,13 @@ async def serve_status(runtime: Any, port: int | None) -> Any:
         return None
     from ..status import StatusServer
 
+    return await listen(StatusServer(runtime, port), port)
+
+
+async def listen(server: Any, port: int) -> Any:
+    """Start a status server (flow.status's, or a cluster run's) on `port`."""
     if not 0 <= port <= 65535:
         raise Abort(f"--status-port {port}: a port from 0 (any free one) to 65535")
-    server = StatusServer(runtime, port)
     try:
         url = await server.start()
     except OSError as exc:

@@ -49,6 +49,9 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
     from ..relay import Spool, driver_nodes
     from .run import write_json_atomically
 
+    for flag, given in (("--resume", args.resume), ("--record", args.record)):
+        if given:
+            raise Abort(f"{flag} runs in one process: leave out --cluster (and the graph's cluster: block)")
     address, shards = shards_of(args.cluster, spec.cluster.shards if spec.cluster is not None else 2)
     out_dir = Path(args.out or spec.run.out).resolve()  # absolute: a joined cluster's workers start elsewhere
     placement = place(spec, shards)
@@ -77,7 +80,7 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
     out(f"{merged['status']}: {errors} errors; outputs: {out_dir}/shard-*/, {out_dir / 'run.json'}")
     if merged["lost"] and not args.quiet:
         info("flow: lost: " + "; ".join(merged["lost"]))
-    return exit_code(merged, spec.run.on_loss)
+    return exit_code(merged, spec.run.on_loss, args.fail_on_error)
 
 
 async def _drive(
@@ -93,12 +96,29 @@ async def _drive(
     async with serve(spec.mocks) as servers:
         refs = {name: server.url for name, server in servers.items()}
         started, cluster = time.monotonic(), uuid.uuid4().hex[:12]
-        ray = _start_ray(len(used), address)
+        status = await _status_server(args, used, cluster, spec.file)
         try:
-            ready = lambda: _costs(costs, started)  # noqa: E731 (called once the actors are up)
-            return await _shards(ray, args, text, refs, out_dir, used, cluster, ready)
+            ray = _start_ray(len(used), address)
+            try:
+                ready = lambda: _costs(costs, started)  # noqa: E731 (called once the actors are up)
+                return await _shards(ray, args, text, refs, out_dir, used, cluster, ready)
+            finally:
+                _leave(ray, address, cluster)
         finally:
-            _leave(ray, address, cluster)
+            if status is not None:
+                await status.close()
+
+
+async def _status_server(args: argparse.Namespace, used: list[Any], cluster: str, graph: str) -> Any:
+    """--status-port: the shards' statuses as one (flow.cluster_status), or None."""
+    if args.status_port is None:
+        return None
+    from ..cluster_status import ClusterStatusServer
+    from ._status import listen
+
+    shards = [i for (i, _), _ in used]
+    server = ClusterStatusServer([spool for _, spool in used], shards, cluster, graph, args.status_port)
+    return await listen(server, args.status_port)
 
 
 def _start_ray(shards: int, address: str) -> Any:

@@ -134,9 +134,17 @@ def test_joining_a_cluster_that_runs(tmp_path):
 
 
 def test_sigint_stops_every_shard_with_a_valid_partial_report(tmp_path):
+    """Also the driver's --status-port while the shards run: their newest
+    statuses as one, every node named by its shard, the pages counted
+    growing; `flow top` shows it."""
     _graph(tmp_path, products=4.0, rate="4/s")  # ~25 s of pages: the signal lands mid-run
-    result = _run(tmp_path, "--interrupt", "7")
+    result = _run(tmp_path, "--interrupt", "7", "--status-port", "18190")
     assert result["code"] == 130, result["stderr"]
+    running = [s for s in result["statuses"] if s["state"] == "running" and s["nodes"]]
+    assert {name.split("/")[0] for name in running[-1]["nodes"]} == {"shard-0", "shard-1"}
+    pages = [sum(c.get("pages", 0) for c in s["nodes"].values()) for s in running]
+    assert pages[0] < pages[-1] and pages == sorted(pages), pages
+    assert "shard-0/s1" in result["top"][0] and "shard-1/s2" in result["top"][0]
     report = json.loads((tmp_path / "o" / "run.json").read_text())
     assert report["status"] == "interrupted" and len(report["shards"]) == 2
     assert all(s["status"] == "interrupted" for s in report["shards"])

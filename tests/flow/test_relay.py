@@ -209,3 +209,31 @@ async def test_a_pull_from_an_actor_gone_says_why(tmp_path):
     spool = Spool(tmp_path / "s")
     await pull(Gone(), spool)
     assert spool.broken == "RuntimeError: The actor died unexpectedly before finishing this task."
+
+
+async def test_a_shard_status_never_waits_and_only_the_newest_is_taken():
+    """Statuses (for the driver's --status-port) take no room: offered to a
+    full channel they do not wait, and one not yet taken is replaced."""
+    channel = Channel(room=1)
+    await channel.put("page", "item")
+    for second in range(3):
+        await asyncio.wait_for(channel.offer({"elapsed": second}), timeout=1)
+    assert await channel.take() == ([("page", "item"), ("_status", {"elapsed": 2})], False)
+    await channel.close()
+    assert await channel.take() == ([], True)
+
+
+def test_the_cluster_status_names_each_node_by_its_shard(tmp_path):
+    from flow.cluster_status import merged
+
+    def status(state: str, elapsed: float, pages: int) -> dict[str, Any]:
+        node = {"counters": {"pages": pages}, "items_out": pages}
+        return {"state": state, "stopped": None, "elapsed": elapsed, "nodes": {"a": node, "products": node},
+                "endpoints": {f"http://x/{pages}": {"breaker": "closed"}}}  # fmt: skip
+
+    spools = [Spool(tmp_path / "0"), Spool(tmp_path / "1"), Spool(tmp_path / "2")]
+    spools[0].status, spools[1].status = status("running", 3.0, 4), status("stopping", 2.5, 7)
+    whole = merged(spools, [0, 1, 2], "run", "g.yaml", "running")  # shard 2 has sent nothing yet
+    assert list(whole["nodes"]) == ["shard-0/a", "shard-0/products", "shard-1/a", "shard-1/products"]
+    assert whole["nodes"]["shard-1/a"]["counters"] == {"pages": 7}
+    assert (whole["state"], whole["elapsed"], len(whole["endpoints"])) == ("stopping", 3.0, 2)
