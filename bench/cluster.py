@@ -13,9 +13,8 @@ and for the cluster runs each shard's CPU seconds, the cluster's start
 (Ray started and the actors ready) and the resident memory of Ray's
 processes while the shards run.
 
-Ray's servers listen on every interface, so the benchmark runs itself in a
-network namespace of its own (`unshare -n`, as root), whose loopback it
-brings up; nothing leaves the machine either way.
+flow's own cluster listens on loopback only (flow checks, and refuses to
+run otherwise), so the benchmark runs on the machine as a user would.
 
     python bench/cluster.py [--repeats 3] [--products 25000]
 """
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -45,12 +43,6 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--products", type=int, default=25_000, help="per shop")
     args = parser.parse_args()
-    if os.environ.get("FLOW_BENCH_NETNS") != "1":  # into a namespace of its own first
-        env = {**os.environ, "FLOW_BENCH_NETNS": "1"}
-        return subprocess.run(["unshare", "-n", sys.executable, *sys.argv], env=env, check=False).returncode
-    from flow.cluster import loopback_up
-
-    loopback_up()
     flags = ["--products", str(args.products), "--rate-limit", "off", "--page-size", "100",
              "--max-page-size", "100"]  # fmt: skip
     for style in STYLES.values():

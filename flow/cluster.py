@@ -3,10 +3,11 @@
 `flow run GRAPH --cluster local:N` (flow.cli.cluster) places the graph's
 sources over N shards (flow.placement), starts the graph's mocks and a Ray
 cluster on this machine, and gives each shard its part of the graph: its
-sources and every node they feed (`part`). A shard writes its outputs in
-`OUT/shard-I/` and returns its run report; the driver merges the reports
-(`merge`: the sources are disjoint, so their ledgers are too) into
-`OUT/run.json`.
+sources and every node they feed (`part`), but the whole run's reports,
+which run in the driver on what the shards relay (flow.relay). A shard
+writes its outputs in `OUT/shard-I/` and returns its run report; the
+driver merges the reports (`merge`: the sources are disjoint, so their
+ledgers are too) into `OUT/run.json`.
 
 Sources sharing a named limiter or a server are placed in one shard, so
 every budget stays an in-process limiter, exact. A shard whose process dies
@@ -161,10 +162,53 @@ def ray_memory_mb() -> float:
     return round(total / 1024, 1)
 
 
+def exposed(pids: set[int] | None = None) -> list[str]:
+    """The listening TCP sockets of this machine's Ray processes (and of
+    `pids`: the driver's own) that are bound to an address other than
+    loopback, as "ADDRESS:PORT (process)": what a local cluster must not have.
+    Read from the kernel's tables (/proc/net/tcp, tcp6: this network
+    namespace's) and each process's file descriptors."""
+    import ipaddress
+
+    listening: dict[str, str] = {}  # socket inode -> ADDRESS:PORT
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            host, port = fields[1].split(":")
+            raw = bytes.fromhex(host)  # 32-bit words in the host's (little-endian) order
+            address = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
+            mapped = getattr(address, "ipv4_mapped", None)
+            if not (address.is_loopback or (mapped is not None and mapped.is_loopback)):
+                at = f"[{address}]" if address.version == 6 else str(address)
+                listening[fields[9]] = f"{at}:{int(port, 16)}"
+    found = []
+    for proc in Path("/proc").glob("[0-9]*") if listening else ():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            if int(proc.name) not in (pids or set()) and not any(mark in cmdline for mark in RAY_PROCESSES):
+                continue
+            links = [_link(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+        name = cmdline.split(b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1]
+        found += [f"{listening[link[8:-1]]} ({name})" for link in links
+                  if link.startswith("socket:[") and link[8:-1] in listening]  # fmt: skip
+    return sorted(found)
+
+
+def _link(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:  # closed meanwhile
+        return ""
+
+
 def loopback_up() -> None:
-    """`ip link set lo up` without iproute2 (the flags by ioctl): for a local
-    cluster in a network namespace of its own (`unshare -n`), where only a
-    loopback that is down exists. Ray's servers listen on every interface."""
+    """`ip link set lo up` without iproute2 (the flags by ioctl): for a run
+    in a network namespace of its own (`unshare -n`: the cluster tests),
+    where only a loopback that is down exists."""
     import fcntl
     import socket
     import struct

@@ -1,7 +1,8 @@
-"""Run `flow run --cluster` in a network namespace of its own (Ray binds
-every interface; inside a fresh namespace only loopback exists, brought up
-here), beside mock servers in a process of their own, and write what a
-test judges: the run's exit code and output, the servers' /__stats.
+"""Run `flow run --cluster` in a network namespace of its own (fixed ports
+that no other run can take; only loopback exists there, brought up here),
+beside mock servers in a process of their own, and write what a test
+judges: the run's exit code and output, the servers' /__stats, and every
+socket listening beyond loopback while the run ran.
 
     unshare -n python tests/cluster_netns.py WORKDIR [--interrupt S] [--kill-shard S]
 
@@ -26,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flow.cluster import loopback_up
+from flow.cluster import exposed, loopback_up
 
 BASE_PORT = 18100
 
@@ -39,9 +40,17 @@ def main() -> int:
     parser.add_argument("--graph-says", action="store_true", help="no --cluster flag: the graph's cluster: block")
     parser.add_argument("--ray-head", action="store_true", help="join a cluster started with `ray start --head`")
     parser.add_argument("--status-port", type=int, help="--status-port for the run; its /status polled, flow top once")
+    parser.add_argument("--network", action="store_true",
+                        help="an address besides loopback's (10.77.0.2/24) and a default route from it")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="for the run")
     args = parser.parse_args()
     loopback_up()
+    if args.network:  # as on a host with a network: Ray finds an address besides loopback for its node
+        # (on lo itself, with a default route from it: no kernel module needed for a second device)
+        for command in ("addr add 10.77.0.2/24 dev lo", "route add default dev lo src 10.77.0.2"):
+            subprocess.run(["ip", *command.split()], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOW__"))}
+    env.update(item.split("=", 1) for item in args.env)
     mocks = subprocess.Popen([sys.executable, "-m", "mocks", "--config", "mocks.yaml", "--port", str(BASE_PORT)],
                              cwd=args.work, stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
     assert mocks.stdout is not None
@@ -63,7 +72,8 @@ def main() -> int:
             flag += ["--status-port", str(args.status_port)]
         run = subprocess.Popen([sys.executable, "-m", "flow", "run", "g.yaml", *flag, "--out", "o"],
                                cwd=args.work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
-        watched: dict[str, list[object]] = {"statuses": [], "top": []}
+        watched: dict[str, list[object]] = {"statuses": [], "top": [], "exposed": []}
+        threading.Thread(target=_listeners, args=(run, watched["exposed"]), daemon=True).start()
         if args.status_port is not None:
             threading.Thread(target=_watch, args=(run, args.status_port, watched), daemon=True).start()
         _disturb(run, args)
@@ -91,6 +101,15 @@ def _disturb(run: subprocess.Popen[str], args: argparse.Namespace) -> None:
             time.sleep(0.05)
         time.sleep(args.kill_shard)
         os.kill(int(attempts.read_text().split()[0]), signal.SIGKILL)
+
+
+def _listeners(run: subprocess.Popen[str], seen: list[object]) -> None:
+    """Every listening socket of the namespace bound beyond loopback, by any
+    process, read from the kernel every 0.2 s while the run runs."""
+    while run.poll() is None:
+        every = {int(p.name) for p in Path("/proc").glob("[0-9]*")}
+        seen.extend(found for found in exposed(every) if found not in seen)
+        time.sleep(0.2)
 
 
 def _watch(run: subprocess.Popen[str], port: int, watched: dict[str, list[object]]) -> None:

@@ -2,11 +2,13 @@
 (default 2), each a Ray async actor running flow's runtime (flow.cluster).
 
 flow owns the cluster: it starts Ray on this machine for the run (no
-dashboard, usage statistics off, the node's address 127.0.0.1) and stops it
-after. The graph's mocks run in the driver, as for `flow run`. Ctrl-C or
-SIGTERM asks every shard to stop and drain within `run.grace`; a second
-one ends the shards at once. The driver writes `OUT/run.json` from the
-shards' reports, and its exit code is flow run's.
+dashboard, usage statistics off, every server on 127.0.0.1: checked before
+anything runs) and stops it after. The graph's mocks run in the driver, as
+for `flow run`. While the shards run, the driver takes what they relay
+(flow.relay) and serves their statuses (--status-port). Ctrl-C or SIGTERM
+asks every shard to stop and drain within `run.grace`; a second one ends
+the shards at once. Then the driver runs the whole run's report nodes and
+writes `OUT/run.json` from the shards' reports; its exit code is flow run's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ._signals import PRESSES, on_signals
 
 JOIN_TRIES = 3  # connections to a running cluster's client server
 MAX_RESTARTS = 2  # a shard's process that dies is started again this often, its part run again
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a Ray node that never leaves 127.0.0.1
 
 
 def shards_of(target: str, default: int = 2) -> tuple[str, int]:
@@ -77,7 +80,8 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
         took = f"{shard['status']} in {shard['seconds']:.2f}s{again}"
         out(f"shard {shard['shard']}: {', '.join(shard['sources'])}: {took}")
     errors = len(merged["errors"])
-    out(f"{merged['status']}: {errors} errors; outputs: {out_dir}/shard-*/, {out_dir / 'run.json'}")
+    outputs = [f"{out_dir}/shard-*/", *merged.get("driver", {}).get("outputs", []), str(out_dir / "run.json")]
+    out(f"{merged['status']}: {errors} errors; outputs: {', '.join(outputs)}")
     if merged["lost"] and not args.quiet:
         info("flow: lost: " + "; ".join(merged["lost"]))
     return exit_code(merged, spec.run.on_loss, args.fail_on_error)
@@ -100,7 +104,7 @@ async def _drive(
         try:
             ray = _start_ray(len(used), address)
             try:
-                ready = lambda: _costs(costs, started)  # noqa: E731 (called once the actors are up)
+                ready = lambda: _costs(costs, started, address)  # noqa: E731 (called once the actors are up)
                 return await _shards(ray, args, text, refs, out_dir, used, cluster, ready)
             finally:
                 _leave(ray, address, cluster)
@@ -125,6 +129,10 @@ def _start_ray(shards: int, address: str) -> Any:
     """flow's own cluster on this machine (`local`), or a connection to one
     that runs (`ray://HOST:PORT`, through its client server)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address == "local":
+        # Read once, when Ray is imported: the node's address stays 127.0.0.1 (else Ray swaps it for the
+        # host's), and every server of Ray binds the node's address, so loopback only (checked: _costs).
+        os.environ.setdefault(LOOPBACK_ONLY, "0")
     import ray
 
     if address == "local":
@@ -164,6 +172,8 @@ async def _shards(
     shard = actor_class(MAX_RESTARTS)
     used = [place for place, _ in shards]
     actors = [shard.remote() for _ in used]
+    await asyncio.gather(*(actor.__ray_ready__.remote() for actor in actors))
+    ready()  # the cluster is up, the actors too; a local one listens on loopback only, or nothing runs
     env, sets = dict(os.environ), list(args.sets)
     runs = [actor.run.remote(text, args.graph, sets, env, refs, sources, str(out_dir / f"shard-{i}"), cluster)
             for actor, (i, sources) in zip(actors, used, strict=True)]  # fmt: skip
@@ -179,8 +189,6 @@ async def _shards(
                 actor.stop.remote()
 
     with on_signals(stop):
-        await asyncio.gather(*(actor.__ray_ready__.remote() for actor in actors))
-        ready()
         done = await asyncio.gather(*runs, return_exceptions=True)
         await asyncio.gather(*pulls)
     return [r if isinstance(r, dict) else _died(r, s) for r, (_, s) in zip(done, used, strict=True)]
@@ -209,17 +217,23 @@ async def _driver_part(
     runtime = Runtime(driver_part(copy.copy(spec), spools), out_dir=out_dir)
     install(runtime, spec, [r["figures"] for r in reports if "figures" in r], began, merged["status"])
     result = (await runtime.run()).report()
-    merged["driver"] = {"nodes": driver_nodes(spec), "status": result["status"], "seconds": result["seconds"]}
+    merged["driver"] = {"nodes": driver_nodes(spec), "status": result["status"], "seconds": result["seconds"],
+                        "outputs": runtime.resources.outputs}  # fmt: skip
     merged["errors"] += [{**e, "shard": "driver"} for e in result["errors"]]
     merged["lost"] += [f"driver: {loss}" for loss in result["lost"]]
 
 
 
-def _costs(costs: dict[str, float], started: float) -> None:
-    from ..cluster import ray_memory_mb
+def _costs(costs: dict[str, float], started: float, address: str) -> None:
+    """The cluster's start and memory; and for flow's own cluster, that no
+    process of it listens on an address other than loopback (else exit 2)."""
+    from ..cluster import exposed, ray_memory_mb
 
     costs["start_seconds"] = round(time.monotonic() - started, 3)
     costs["ray_memory_mb"] = ray_memory_mb()
+    if address == "local" and (found := exposed({os.getpid()})):
+        raise Abort(f"--cluster local: Ray listens beyond loopback: {', '.join(found)}; a local cluster must "
+                    f"not (is {LOOPBACK_ONLY}=0 overridden in the environment?)")  # fmt: skip
 
 
 def _died(exc: BaseException, sources: list[str]) -> dict[str, Any]:

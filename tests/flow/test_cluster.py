@@ -1,10 +1,11 @@
 """`flow run --cluster local:2`: four mock shops over two shards, each a Ray
-actor running flow's runtime, in a network namespace of their own (Ray
-binds every interface: tests/cluster_netns.py). Judged from the servers'
-own logs and ground truth: no sliding second over a shop's limit, every
-valid id served is in the shards' outputs once, the merged ledger adds up;
-a SIGINT stops every shard with a valid partial report (exit 130); a shard
-killed mid-run is restarted and its part delivered whole, once."""
+actor running flow's runtime, in a network namespace of their own
+(tests/cluster_netns.py). Judged from the servers' own logs and ground
+truth: no sliding second over a shop's limit, every valid id served is in
+the shards' outputs once, the merged ledger and the driver's report add
+up; a SIGINT stops every shard with a valid partial report (exit 130); a
+shard killed mid-run is restarted and its part delivered whole, once; the
+cluster listens on loopback only."""
 
 from __future__ import annotations
 
@@ -197,3 +198,22 @@ def test_one_budget_leased_across_two_shards_holds_at_the_servers(tmp_path, leas
     sends = [r["t"] - s["server"]["uptime"] for s in result["stats"] for r in s["requests"]]
     assert 58 <= len(sends) <= 66
     assert (max_per_window(sends) <= 5) is leased
+
+
+@pytest.mark.parametrize("loopback", [True, False])
+def test_a_local_cluster_listens_on_loopback_only_on_a_host_with_a_network(tmp_path, loopback):
+    """In a namespace with an address besides loopback's and a default route
+    from it (where Ray takes that address for its node and its servers bind
+    every interface), flow's own cluster listens on loopback only: the
+    kernel's listening sockets, read every 0.2 s through the run, show none
+    elsewhere. The control, Ray's setting turned back by the environment,
+    listens beyond loopback: flow says so and runs nothing (exit 2)."""
+    _graph(tmp_path, products=0.3)
+    result = _run(tmp_path, "--network", *([] if loopback else ["--env", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1"]))
+    if loopback:
+        assert result["code"] == 0, result["stderr"]
+        assert result["exposed"] == []
+    else:
+        assert result["code"] == 2 and "Ray listens beyond loopback: " in result["stderr"], result["stderr"]
+        assert any("gcs_server" in found for found in result["exposed"]), result["exposed"]
+        assert not (tmp_path / "o" / "shard-0").exists()  # nothing ran
