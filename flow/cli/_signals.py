@@ -82,3 +82,4 @@ def on_signals(handler: Callable[[], None]) -> Iterator[None]:
     finally:
         for sig in SIGNALS:
             loop.remove_signal_handler(sig)
+        PRESSES.hold_again()  # held again, as before the block (else a SIGTERM would end the process)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ._output import Abort, info, out
-from ._signals import PRESSES, on_signals
+from ._signals import PRESSES, on_signals, stopper
 
 JOIN_TRIES = 3  # connections to a running cluster's client server
 MAX_RESTARTS = 2  # a shard's process that dies is started again this often, its part run again
@@ -216,7 +216,8 @@ async def _driver_part(
 
     runtime = Runtime(driver_part(copy.copy(spec), spools), out_dir=out_dir)
     install(runtime, spec, [r["figures"] for r in reports if "figures" in r], began, merged["status"])
-    result = (await runtime.run()).report()
+    with on_signals(stopper(runtime)):  # a press drains it (a valid partial report), a second cancels
+        result = (await runtime.run()).report()
     merged["driver"] = {"nodes": driver_nodes(spec), "status": result["status"], "seconds": result["seconds"],
                         "outputs": runtime.resources.outputs}  # fmt: skip
     merged["errors"] += [{**e, "shard": "driver"} for e in result["errors"]]
