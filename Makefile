@@ -25,7 +25,7 @@ test: $(STAMP)
 	./.ci/postgres  # PostgreSQL's server programs, for the postgres sink's tests (apt-get as root if missing)
 	./.ci/chromium  # a headless browser, for the report's test (apt-get as root if missing)
 	./.ci/json-server  # json-server 0.17.4 from npm, a real API for the paging detection tests
-	./.ci/debian curl:curl ip:iproute2  # the README's curl examples; a cluster test's second interface
+	./.ci/debian curl:curl ip:iproute2 redis-server:redis-server  # the README's curl examples; a cluster test's second address; budgets kept in Redis
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

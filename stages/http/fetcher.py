@@ -54,7 +54,7 @@ import msgspec
 from flow._tls import import_deferring_ca_store
 
 from .breaker import CircuitBreaker, Permit
-from .limiter import SlidingWindowLimiter, Stopped, pause
+from .limiter import BudgetUnavailable, SlidingWindowLimiter, Stopped, pause
 from .outcomes import Fetched, FetchFailed, Hop, Retry, Timeouts
 from .retry import RetryPolicy, parse_retry_after, retryable_status
 from .session import UNLIMITED, Sending, Unlimited
@@ -199,6 +199,9 @@ class Fetcher:
         except _TooLarge:
             permit.neutral(clock())
             return FetchFailed(url, "body_too_large", attempt, None, f"over {self.max_bytes} bytes")
+        except BudgetUnavailable as exc:  # not sent: no send may go unaccounted in a shared budget
+            permit.neutral(clock())
+            return FetchFailed(url, "budget_unavailable", attempt, None, str(exc))
         except TimeoutError:
             permit.failure(clock())
             return Retry("timeout", None, f"no complete answer within {self.timeouts}", None)

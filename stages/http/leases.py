@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from bisect import bisect_right
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .limiter import SLACK, Stopped
@@ -68,10 +69,15 @@ class BudgetBook:
 
 
 class LeaseLimiter:
-    """A shard's limiter whose every send is leased from a BudgetBook actor."""
+    """A limiter whose every send is leased from a budget kept elsewhere:
+    `lease()` awaits 0.0 (go) or the seconds to wait (a BudgetBook actor's,
+    or stages.http.redis_budget's), `hold(seconds)` holds the whole budget."""
 
-    def __init__(self, book: Any, rate: int, window: float, margin: float, name: str) -> None:
-        self.book, self.rate, self.window, self.margin, self.name = book, rate, window, margin, name
+    def __init__(self, lease: Callable[[], Awaitable[float]], hold: Callable[[float], Any], rate: int,
+                 window: float, margin: float, name: str,
+                 closing: Callable[[], Awaitable[None]] | None = None) -> None:  # fmt: skip
+        self.lease, self.hold, self._closing = lease, hold, closing
+        self.rate, self.window, self.margin, self.name = rate, window, margin, name
         self.span = window + margin
         self.acquired, self.waited, self.stalls = 0, 0.0, 0
 
@@ -84,7 +90,7 @@ class LeaseLimiter:
         loop = asyncio.get_running_loop()
         started = loop.time()
         while True:
-            wait = await self.book.lease.remote()
+            wait = await self.lease()
             if wait <= 0:
                 self.waited += loop.time() - started
                 return loop.time()
@@ -102,7 +108,12 @@ class LeaseLimiter:
         """Nothing planned, nothing to give back: a lease is only taken at the write."""
 
     def hold_until(self, when: float) -> None:
-        self.book.hold_for.remote(max(0.0, when - asyncio.get_running_loop().time()))
+        self.hold(max(0.0, when - asyncio.get_running_loop().time()))
+
+    async def close(self) -> None:
+        """The run has ended: let go of the budget's connection, if any."""
+        if self._closing is not None:
+            await self._closing()
 
 
 def lease_limiter(cluster: str, name: str, rate: int, window: float, margin: float) -> LeaseLimiter:
@@ -114,4 +125,4 @@ def lease_limiter(cluster: str, name: str, rate: int, window: float, margin: flo
     book = ray.remote(num_cpus=0)(BudgetBook).options(
         name=f"flow-budget-{cluster}-{name}", get_if_exists=True, lifetime="detached"
     ).remote(rate, window, margin)
-    return LeaseLimiter(book, rate, window, margin, name)
+    return LeaseLimiter(book.lease.remote, book.hold_for.remote, rate, window, margin, name)

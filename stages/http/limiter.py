@@ -84,6 +84,11 @@ class Stopped(Exception):
     given back; nothing was sent)."""
 
 
+class BudgetUnavailable(Exception):
+    """The place a budget is kept cannot be asked (stages.http.redis_budget):
+    whether a send is allowed is unknown, so nothing was sent."""
+
+
 class SlidingWindowLimiter:
     def __init__(self, rate: int, window: float = 1.0, *, margin: float = 0.05, name: str = "") -> None:
         if rate < 1 or window <= 0 or margin < 0:

@@ -80,9 +80,9 @@ def test_one_limiter_name_with_two_budgets_does_not_validate():
     spec = parse_spec(graph, default_registry(plugins=False), env={})
     assert [spec.where(p) for p in check(spec)] == [
         "graph.yaml:4:72: limiter 'host' is 9/s (margin 50ms) here but 5/s (margin 50ms) in node 'a'; a "
-        "shared limiter has one budget; hint: give every use the same rate, margin and across_shards, or different names",
+        "shared limiter has one budget; hint: give every use the same rate, margin, across_shards and store, or different names",
         "graph.yaml:5:72: limiter 'host' is 5/s (margin 200ms) here but 5/s (margin 50ms) in node 'a'; a "
-        "shared limiter has one budget; hint: give every use the same rate, margin and across_shards, or different names",
+        "shared limiter has one budget; hint: give every use the same rate, margin, across_shards and store, or different names",
     ]
 
 
