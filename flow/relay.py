@@ -41,6 +41,7 @@ from .spec import Node, Spec, StageSpec
 
 ROOM = 256  # items a shard's channel holds before its relays wait
 PULL = 256  # items the driver takes from a channel per call
+PULL_TRIES = 5  # pulls in a row an actor may be unavailable for (0.2, 0.4, ... s apart), then it is gone
 RELAY, GATHER = "_relay_", "_gather_"  # node-name prefixes: no graph's node starts with "_"
 STATUS = "_status"  # a shard's status (flow.status) in its channel, for the driver's --status-port
 EVERY = 1.0  # seconds between a shard's statuses
@@ -147,21 +148,28 @@ class Spool:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.pid: int | None = None
+        self.token: str | None = None  # the mark of the process whose items it holds
         self.items = self.processes = 0
         self.status: dict[str, Any] | None = None  # the shard's newest (flow.status.Status, as JSON data)
         self.broken = ""  # why pulling ended before the shard's channel did
         self._file: BinaryIO | None = None
 
-    def add(self, pid: int, items: list[tuple[str, Any]]) -> None:
-        if pid != self.pid:  # a first pull, or a process started again: its part runs from the start
+    def add(self, token: str, items: list[tuple[str, Any]]) -> None:
+        """Keep `items`, sent by the process marked `token`. A file that cannot
+        be written makes the spool broken (the run's report says so); what
+        comes after is still taken from the shard, so that it never waits."""
+        try:
+            if token != self.token:  # a first pull, or a process started again: its part runs from the start
+                self.close()
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("wb")
+                self.token, self.items, self.processes = token, 0, self.processes + 1
+            if self._file is not None:
+                pickle.dump(items, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+                self.items += len(items)
+        except OSError as exc:
+            self.broken = self.broken or f"the spool could not be written ({exc})"
             self.close()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("wb")
-            self.pid, self.items, self.processes = pid, 0, self.processes + 1
-        assert self._file is not None
-        pickle.dump(items, self._file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.items += len(items)
 
     def close(self) -> None:
         if self._file is not None:
@@ -187,22 +195,37 @@ class Spool:
             self.path.parent.rmdir()
 
 
-async def pull(actor: Any, spool: Spool) -> None:
-    """Take what a shard relays until its channel ends (or its actor is gone)."""
+async def pull(actor: Any, spool: Spool, tries: int = PULL_TRIES, backoff: float = 0.1) -> None:
+    """Take what a shard relays until its channel ends, or its actor is gone
+    for good (a death past its restarts, a second Ctrl-C); an actor that is
+    only unavailable for a while is asked again, `tries` times in a row."""
+    failed = 0
     while True:
         try:
-            pid, items, ended = await actor.pull.remote(PULL)
-        except Exception as exc:  # the actor died for good, or was killed (a second Ctrl-C)
-            spool.broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            token, items, ended = await actor.pull.remote(PULL)
+        except Exception as exc:
+            failed += 1
+            if failed < tries and _passing(exc):
+                await asyncio.sleep(backoff * 2**failed)
+                continue
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            spool.broken = spool.broken or f"{type(exc).__name__}: {first}"
             spool.close()
             return
+        failed = 0
         statuses = [item for to, item in items if to == STATUS]
         if statuses:
             spool.status = statuses[-1]
-        spool.add(pid, [(to, item) for to, item in items if to != STATUS])
+        spool.add(token, [(to, item) for to, item in items if to != STATUS])
         if ended:
             spool.close()
             return
+
+
+def _passing(exc: BaseException) -> bool:
+    """Ray's ActorUnavailableError (the actor may answer again soon), by name:
+    the engine imports Ray only to start a cluster."""
+    return any(kind.__name__ == "ActorUnavailableError" for kind in type(exc).__mro__)
 
 
 async def publish(runtime: Any, channel: Channel, every: float = EVERY) -> None:

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flow.cluster import exposed, loopback_up
+from flow.procfs import exposed, loopback_up
 
 BASE_PORT = 18100
 

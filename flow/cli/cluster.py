@@ -28,6 +28,7 @@ from ._signals import PRESSES, on_signals, stopper
 JOIN_TRIES = 3  # connections to a running cluster's client server
 MAX_RESTARTS = 2  # a shard's process that dies is started again this often, its part run again
 LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a Ray node that never leaves 127.0.0.1
+PULL_GRACE = 30.0  # seconds a shard's channel has to end after its report (its last pull)
 
 
 def shards_of(target: str, default: int = 2) -> tuple[str, int]:
@@ -180,6 +181,7 @@ async def _shards(
     # Each shard's channel taken as it fills, while the shards run (flow.relay).
     spools = [spool for _, spool in shards]
     pulls = [asyncio.ensure_future(pull(actor, spool)) for actor, spool in zip(actors, spools, strict=True)]
+
     def stop() -> None:
         PRESSES.count += 1
         for actor in actors:
@@ -190,8 +192,25 @@ async def _shards(
 
     with on_signals(stop):
         done = await asyncio.gather(*runs, return_exceptions=True)
-        await asyncio.gather(*pulls)
+        await _pulled(pulls, spools, done)
     return [r if isinstance(r, dict) else _died(r, s) for r, (_, s) in zip(done, used, strict=True)]
+
+
+async def _pulled(pulls: list[asyncio.Future[None]], spools: list[Any], done: list[Any]) -> None:
+    """The pulls' ends, once the shards have reported. A shard's channel ends
+    with its run, so its last pull comes soon; one that does not (the
+    process that reported died, and a pull went to a fresh one) is given up
+    after PULL_GRACE seconds. A spool must hold what the reporting process sent."""
+    waiting = await asyncio.wait(pulls, timeout=PULL_GRACE) if pulls else (set(), set())
+    for task in waiting[1]:
+        task.cancel()
+    await asyncio.gather(*pulls, return_exceptions=True)
+    for pulling, spool, report in zip(pulls, spools, done, strict=True):
+        if pulling in waiting[1]:
+            spool.broken = spool.broken or f"its channel did not end within {PULL_GRACE:g}s of its report"
+        elif isinstance(report, dict) and spool.token not in (None, report.get("token")):
+            spool.broken = spool.broken or "it relayed from a process other than the one that reported"
+        spool.close()
 
 
 def _relayed(merged: dict[str, Any], spools: list[Any], reports: list[dict[str, Any]]) -> None:
@@ -214,25 +233,35 @@ async def _driver_part(
     from ..relay import driver_nodes, driver_part, install
     from ..runtime import Runtime
 
-    runtime = Runtime(driver_part(copy.copy(spec), spools), out_dir=out_dir)
+    # A shard that never reported ran its part partly: what it relayed is left out, as its ledger is.
+    reported = [spool for spool, report in zip(spools, reports, strict=True) if "figures" in report]
+    runtime = Runtime(driver_part(copy.copy(spec), reported), out_dir=out_dir)
     install(runtime, spec, [r["figures"] for r in reports if "figures" in r], began, merged["status"])
-    with on_signals(stopper(runtime)):  # a press drains it (a valid partial report), a second cancels
+    # The first press of the run (none stopped the shards) drains it, into a valid partial report;
+    # a second ends it at once.
+    with on_signals(stopper(runtime)):
         result = (await runtime.run()).report()
     merged["driver"] = {"nodes": driver_nodes(spec), "status": result["status"], "seconds": result["seconds"],
                         "outputs": runtime.resources.outputs}  # fmt: skip
+    if result["status"] == "interrupted":
+        merged["status"] = "interrupted"
+    failed = [e for e in result["errors"] if e.get("node")]  # its nodes' failures: a gather holds no records
     merged["errors"] += [{**e, "shard": "driver"} for e in result["errors"]]
-    merged["lost"] += [f"driver: {loss}" for loss in result["lost"]]
-
+    if failed:
+        merged["lost"].append(f"driver: {len(failed)} error records: the whole run's reports failed")
 
 
 def _costs(costs: dict[str, float], started: float, address: str) -> None:
     """The cluster's start and memory; and for flow's own cluster, that no
     process of it listens on an address other than loopback (else exit 2)."""
-    from ..cluster import exposed, ray_memory_mb
+    from ..procfs import exposed, family, memory_mb
 
     costs["start_seconds"] = round(time.monotonic() - started, 3)
-    costs["ray_memory_mb"] = ray_memory_mb()
-    if address == "local" and (found := exposed({os.getpid()})):
+    if address != "local":  # its processes are the cluster's, perhaps elsewhere
+        return
+    ours = family(os.getpid())  # this driver and what it started: Ray's servers and workers
+    costs["ray_memory_mb"] = memory_mb(ours - {os.getpid()})
+    if found := exposed(ours):
         raise Abort(f"--cluster local: Ray listens beyond loopback: {', '.join(found)}; a local cluster must "
                     f"not (is {LOOPBACK_ONLY}=0 overridden in the environment?)")  # fmt: skip
 

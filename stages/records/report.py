@@ -64,8 +64,8 @@ class _Gathered:
     def __init__(self) -> None:
         self.categories: Counter[str] = Counter()
         self.products: Counter[str] = Counter()
-        # (window name, key) -> start (Unix seconds or product number) -> [sum of prices, count]; one
-        # window closed in several shards (a cluster run) is one point, their figures added
+        # (window name, key) -> start (Unix seconds or product number) -> [sum of prices, prices, products];
+        # one window closed in several shards (a cluster run) is one point, their figures added
         self.windows: defaultdict[tuple[str, str | None], dict[float, list[float]]] = defaultdict(dict)
         self.kinds: dict[str, str] = {}  # window name -> its time: an event-time field, processing, count
         self.errors: Counter[str] = Counter()
@@ -81,9 +81,10 @@ class _Gathered:
         elif isinstance(item, WindowStats):
             if item.price is not None:  # a point: where it starts, its average, how many
                 self.kinds[item.name] = item.time
-                point = self.windows[(item.name, item.key)].setdefault(_position(item), [0.0, 0])
+                point = self.windows[(item.name, item.key)].setdefault(_position(item), [0.0, 0, 0])
                 point[0] += item.price.avg * item.price.count
                 point[1] += item.price.count
+                point[2] += item.count
         elif isinstance(item, DeadLetter):
             self.dead[item.reason.split(" (")[0]] += 1
         elif isinstance(item, ErrorRecord):
@@ -156,7 +157,8 @@ def _trends(g: _Gathered) -> str:
         parts.append(f"<h3>{heading}</h3><div class='grid'>")
         keys = sorted((key for n, key in g.windows if n == name), key=lambda k: k or "")
         for i, key in enumerate(keys):
-            windows = [(at, total / n, n) for at, (total, n) in sorted(g.windows[(name, key)].items())]
+            series = sorted(g.windows[(name, key)].items())
+            windows = [(at, total / n, int(count)) for at, (total, n, count) in series]
             origin = 0.0 if event or kind == "count" else windows[0][0]
             points = [(at - origin, avg, _tip(kind, at, avg, n)) for at, avg, n in windows]
             label = key or "all"

@@ -160,6 +160,8 @@ def test_a_shard_killed_mid_run_is_restarted_and_its_part_delivered_once(tmp_pat
     assert result["code"] == 0, result["stderr"]
     report = json.loads((tmp_path / "o" / "run.json").read_text())
     assert [s["restarts"] for s in report["shards"]] == [0, 1]
+    assert {name: row.get("restarts", 0) for name, row in report["ledger"].items()} == {
+        name: int(name in report["shards"][1]["sources"]) for name in SHOPS}  # the ledger says so too
     ids = _ids(tmp_path)
     assert len(ids) == len(set(ids)) and set(ids) == _valid(result)
     # What the killed process relayed to the driver (it had: two processes relayed) was dropped: its

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -237,3 +238,61 @@ def test_the_cluster_status_names_each_node_by_its_shard(tmp_path):
     assert list(whole["nodes"]) == ["shard-0/a", "shard-0/products", "shard-1/a", "shard-1/products"]
     assert whole["nodes"]["shard-1/a"]["counters"] == {"pages": 7}
     assert (whole["state"], whole["elapsed"], len(whole["endpoints"])) == ("stopping", 3.0, 2)
+
+
+async def test_a_shard_whose_part_cannot_start_still_ends_its_channel(tmp_path):
+    """A graph a shard cannot read (or an output it cannot make) raises in
+    `run`: the driver's pulls must still end, not wait on the channel."""
+    from flow.cluster import ShardRunner
+
+    shard = ShardRunner()
+    with pytest.raises(Exception, match="version"):
+        await shard.run("version: 7\nnodes: {}\n", "g.yaml", [], {}, {}, [], str(tmp_path / "s"), "c")
+    assert await asyncio.wait_for(shard.pull(10), timeout=1) == (shard.token, [], True)
+
+
+async def test_a_pull_that_never_ends_is_given_up_and_said(tmp_path, monkeypatch):
+    """The process that reported died and a pull went to a fresh one, whose
+    channel never ends: given up after the grace, and a loss; a spool whose
+    items came from another process than the reporting one is one too."""
+    from flow.cli import cluster
+
+    monkeypatch.setattr(cluster, "PULL_GRACE", 0.05)
+    hung, other, fine = Spool(tmp_path / "h"), Spool(tmp_path / "o"), Spool(tmp_path / "f")
+    other.add("earlier", [("page", 1)])
+    fine.add("same", [("page", 1)])
+    pulls = [asyncio.ensure_future(asyncio.Event().wait()), _done(), _done()]
+    reports = [{"token": "x"}, {"token": "later"}, {"token": "same"}]
+    await cluster._pulled(pulls, [hung, other, fine], reports)
+    assert "did not end within 0.05s" in hung.broken and "another" not in fine.broken
+    assert other.broken == "it relayed from a process other than the one that reported" and not fine.broken
+
+
+def _done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+async def test_an_actor_unavailable_for_a_while_is_asked_again(tmp_path):
+    class RayActorError(Exception):
+        pass
+
+    class ActorUnavailableError(RayActorError):  # as Ray names it
+        pass
+
+    answers: list[Any] = [ActorUnavailableError("busy"), ActorUnavailableError("busy"),
+                          ("t", [("page", 1)], False), ("t", [("page", 2)], True)]  # fmt: skip
+
+    class Flaky:
+        class pull:  # the shape of a Ray actor method
+            @staticmethod
+            async def remote(most: int) -> Any:
+                answer = answers.pop(0)
+                if isinstance(answer, Exception):
+                    raise answer
+                return answer
+
+    spool = Spool(tmp_path / "s")
+    await pull(Flaky(), spool, backoff=0.0)
+    assert list(spool.read("page")) == [1, 2] and not spool.broken
