@@ -10,7 +10,8 @@ driver merges the reports (`merge`: the sources are disjoint, so their
 ledgers are too) into `OUT/run.json`.
 
 Sources sharing a named limiter or a server are placed in one shard, so
-every budget stays an in-process limiter, exact. A shard whose process dies
+every budget not leased (stages.http.leases) stays an in-process limiter,
+exact. A shard whose process dies
 is restarted by Ray (`max_restarts`) and its part run again whole: pages are
 fetched again (at least once at the server), and its outputs are rewritten
 whole, so each record is in them once; the report counts the restarts.

@@ -199,34 +199,15 @@ def stage(
     driver: bool = False,
     digest: Callable[[Any], Any] | None = None,
 ) -> Callable[[Operator], StageKind]:
-    """Decorator: the generator becomes a StageKind named `name`.
+    """Decorator: the generator becomes a StageKind named `name`; each
+    keyword sets the StageKind field of its name (what each means is said
+    there).
 
     With `per_item=True` the function is a coroutine `run(item, params, ctx)`
     returning the output item (or None: nothing passed on), and its params
     must derive from ConcurrentParams: the engine maps it over the input with
     at most `params.in_flight` items in flight (its `concurrency`, unless
-    the kind derives it), never unbounded.
-    `spans=False`: no span per item when tracing (a kind that only passes
-    items on). `check`: a graph-wide check of the kind's uses (e.g. limiters
-    shared by name must agree on their rate). `whole=True`: a sink whose
-    output appears whole at its end (written under a temporary name and
-    renamed): the ledger counts its records as written only if it ends
-    without error. `store=True`: a sink that adds to what earlier runs wrote
-    (a database), the only kind `flow replay` writes to. `replay(letters)`:
-    the input items holding the records of dead letters this kind rejected
-    (flow.items.DeadLetter), for `flow replay` to pass through it again.
-    `plan(params, source)`: what the kind adds to `flow plan`'s picture of a
-    source walking through it (a flow.plan.SourcePlan: pages, rate,
-    concurrency); may return an awaitable (one first request), awaited
-    after every hook of the source was called. `network=True`: a sink that
-    writes over the network (`flow test` leaves its node out). `serves=True`:
-    a kind that serves HTTP (`ctx.route`): its graph runs under `flow serve`.
-    `affinity(params)`: keys naming what a node using the kind shares (a
-    limiter, a server): nodes with a key in common run in one shard.
-    `driver=True`: a sink reporting on the whole run; in a cluster run its
-    node runs in the driver, on what the shards relay to it through bounded
-    channels, each item passed through `digest(item)` in the shard (what of
-    it the report needs: counts of a batch, not its records)."""
+    the kind derives it), never unbounded."""
     if per_item and not issubclass(params, ConcurrentParams):
         raise TypeError(f"per-item stage '{name}' needs params derived from ConcurrentParams")
     accepted = None if consumes is None else consumes if isinstance(consumes, tuple) else (consumes,)

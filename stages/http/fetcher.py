@@ -28,6 +28,8 @@ what an endpoint does (only cancellation propagates). Per attempt, in order:
     body over the size cap   neutral; not retried (body_too_large)
     certificate refused      a failure for the breaker; not retried: the same
                              certificate is refused again (tls_certificate)
+    a leased budget's store  neutral; not sent, not retried: the store was asked
+    unreachable              several times already (budget_unavailable)
 
 No attempt starts, and no wait (a backoff, an open breaker) goes on, once
 the run is stopped (`stop` set: Ctrl-C; `stopped`) or past its deadline
