@@ -61,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cluster",
         metavar="local[:N]|ray://HOST:PORT",
         help="run the sources over N shards (default 2), each a Ray actor running flow's runtime, on a Ray "
-        "cluster flow starts on this machine, or one that runs (its client server; shards: the graph's "
-        "cluster: block); needs flow[ray]; outputs in OUT/shard-I/",
+        "cluster flow starts on this machine (on 127.0.0.1 only), or one that runs (its client server; "
+        "shards: the graph's cluster: block); needs flow[ray]; outputs in OUT/shard-I/, the whole run's "
+        "reports (report.html, run.json) in OUT/; not with --resume or --record",
     )
     parser.add_argument(
         "--record",
@@ -75,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="PORT",
         help="serve the run's live status (flow top URL) and taps (flow tap URL NODE) "
-        "on 127.0.0.1:PORT while it runs (0: any free port; the URL goes to stderr)",
+        "on 127.0.0.1:PORT while it runs (0: any free port; the URL goes to stderr); with --cluster, "
+        "every shard's nodes and no taps",
     )
 
 
