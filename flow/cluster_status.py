@@ -19,6 +19,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from .status import on_loopback
+
 
 def merged(spools: list[Any], shards: list[int], run_id: str, graph: str, state: str) -> dict[str, Any]:
     """One status from the shards' newest: nodes prefixed by their shard."""
@@ -56,14 +58,8 @@ class ClusterStatusServer:
         app.router.add_get("/status", self._status)
         app.router.add_get("/tap/{node}", self._tap)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        except OSError:
-            await runner.cleanup()
-            raise
+        self.port = await on_loopback(runner, self.port)
         self._runner = runner
-        self.port = runner.addresses[0][1]
         return f"http://127.0.0.1:{self.port}/"
 
     async def close(self) -> None:

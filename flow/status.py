@@ -194,6 +194,18 @@ def _unencodable(value: Any) -> Any:
     return repr(value)
 
 
+async def on_loopback(runner: web.AppRunner, port: int) -> int:
+    """Set `runner` up listening on 127.0.0.1:`port` only; the port it got
+    (the system's choice for 0). Nothing is left open if it cannot listen."""
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return int(runner.addresses[0][1])
+
+
 class StatusServer:
     """`start()` once the Runtime exists, `close()` when its run has ended."""
 
@@ -215,14 +227,8 @@ class StatusServer:
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN, handler_cancellation=True
         )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        except OSError:
-            await runner.cleanup()
-            raise
+        self.port = await on_loopback(runner, self.port)
         self._runner = runner
-        self.port = runner.addresses[0][1]
         return f"http://127.0.0.1:{self.port}/"
 
     async def close(self) -> None:
