@@ -17,6 +17,7 @@ placed the same way every time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ class Placement:
     shards: list[list[str]]  # source nodes per shard, in graph order
     groups: list[list[str]]  # sources that must run together
     keys: dict[str, list[str]] = field(default_factory=dict)  # source -> what it shares (its affinity)
+    driver: list[str] = field(default_factory=list)  # nodes that run in the driver (flow.relay)
 
     def shard_of(self, source: str) -> int:
         return next(i for i, members in enumerate(self.shards) if source in members)
@@ -38,6 +40,8 @@ class Placement:
             shared = sorted({k for m in members for k in self.keys.get(m, []) if self._shared(k)})
             note = f" (together: {', '.join(shared)})" if shared else ""
             lines.append(f"shard {i}: {', '.join(members) or '(none)'}{note}")
+        if self.driver:
+            lines.append(f"driver: {', '.join(self.driver)} (reports on the whole run, from the shards)")
         return lines
 
     def _shared(self, key: str) -> bool:
@@ -45,7 +49,7 @@ class Placement:
 
     def to_json(self) -> dict[str, Any]:
         shared = {source: keys for source, keys in self.keys.items() if keys}
-        return {"shards": self.shards, "groups": self.groups, "shared": shared}
+        return {"shards": self.shards, "groups": self.groups, "shared": shared, "driver": self.driver}
 
 
 def sources_of(spec: Any) -> list[str]:
@@ -65,9 +69,11 @@ def affinity(spec: Any, source: str) -> list[str]:
 
 def place(spec: Any, shards: int, weights: Mapping[str, float] | None = None) -> Placement:
     """The graph's sources over `shards` shards (see the module doc)."""
+    from .relay import driver_nodes
+
     sources = sources_of(spec)
     keys = {s: affinity(spec, s) for s in sources}
-    return place_groups(sources, keys, shards, weights)
+    return dataclasses.replace(place_groups(sources, keys, shards, weights), driver=driver_nodes(spec))
 
 
 def place_groups(sources: list[str], keys: Mapping[str, list[str]], shards: int,

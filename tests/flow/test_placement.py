@@ -61,7 +61,7 @@ def test_validate_shows_the_placement_of_a_graph(tmp_path, capsys):
     )
     assert main(["validate", str(tmp_path / "g.yaml"), "--shards", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
-    assert lines == ["  shard 0: a, b, c (together: limiter:shared, mock:m1)", "  shard 1: d"]
+    assert lines == ["  shard 0: a, b, c (together: limiter:shared, mock:m1)", "  shard 1: d"]  # no driver node
     assert main(["validate", str(tmp_path / "g.yaml"), "--shards", "3", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["placement"]["shards"] == [["a", "b", "c"], ["d"], []]
@@ -78,3 +78,4 @@ def test_plan_places_the_default_graph_by_predicted_time(capsys):
     shards = report["placement"]["shards"]
     assert sorted(s for members in shards for s in members) == sorted(seconds)
     assert [slowest] in shards  # the slowest source alone: the others together weigh about as much
+    assert report["placement"]["driver"] == ["page"]  # report.html: written by the driver
