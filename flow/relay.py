@@ -9,7 +9,7 @@ once the shards have ended, on everything they relayed:
             *.windows ─┼─> _relay_page ─> Channel ──pull──> Spool (a file) ─> _gather_page ─> page
             *.errors ──┘   (digest)        (ROOM items)      per shard
 
-- The relay passes each item through the node's kind's `digest` (a
+- The relay passes each item through the `digest` of the node's first kind (a
   product batch crosses as its counts: ProductTally) and awaits room in the
   shard's channel: a driver that falls behind slows the shard, never drops.
 - The relay is the shard's sink for the node: the shard's ledger counts the
@@ -17,7 +17,8 @@ once the shards have ended, on everything they relayed:
 - The driver pulls each channel as the shard runs and appends what comes
   to a spool on disk (memory holds one pull). A shard whose process died
   and was started again runs its part again from the start, so what its
-  earlier process relayed is dropped (the process id tells them apart).
+  earlier process relayed is dropped (each process sends a mark of its
+  own). A pull the driver cannot finish makes the spool broken: a loss.
 - Once every shard has ended, the driver runs its part: each driver node
   reads its spooled items, shard by shard, and sees the run through the
   shards' figures: their ledgers (as far as their relay for it was
