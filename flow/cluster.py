@@ -60,7 +60,8 @@ def merge(reports: list[dict[str, Any]], shards: list[list[str]], restarts: list
     were fetched N + 1 times at the server, its counts are the last run's."""
     order = ("interrupted", "deadline", "completed")
     status = min((r["status"] for r in reports), key=order.index, default="completed")
-    merged: dict[str, Any] = {"status": status, "lost": [], "ledger": {}, "errors": [], "shards": []}
+    merged: dict[str, Any] = {"status": status, "lost": [], "ledger": {}, "errors": [], "events": [],
+                              "shards": []}  # fmt: skip
     for i, (report, sources) in enumerate(zip(reports, shards, strict=True)):
         merged["ledger"].update(report["ledger"])
         for source in sources if restarts[i] else ():  # ran again whole: its counts are the last run's
@@ -68,6 +69,7 @@ def merge(reports: list[dict[str, Any]], shards: list[list[str]], restarts: list
                 merged["ledger"][source]["restarts"] = restarts[i]
         merged["lost"] += [f"shard {i}: {loss}" for loss in report["lost"]]
         merged["errors"] += [{**e, "shard": i} for e in report["errors"]]
+        merged["events"] += [{**e, "shard": i} for e in report.get("events", [])]
         merged["shards"].append({"shard": i, "sources": sources, "status": report["status"],
                                  "seconds": report["seconds"], "cpu_seconds": report.get("cpu_seconds"),
                                  "restarts": restarts[i]})  # fmt: skip
@@ -129,6 +131,7 @@ class ShardRunner:
         spec = part(parse_spec(text, default_registry(), file=file, env=env, sets=sets, refs=refs), sources)
         runtime = Runtime(with_relays(spec, self.channel), out_dir=out)
         runtime.resources.cluster = cluster
+        runtime.resources.announce = self.channel.say  # to the driver's stderr (ctx.say), as they are made
         return runtime, time.time()
 
     def _report(self, result: Any, cpu: float, began: float) -> dict[str, Any]:

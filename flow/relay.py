@@ -45,6 +45,7 @@ PULL = 256  # items the driver takes from a channel per call
 PULL_TRIES = 5  # pulls in a row an actor may be unavailable for (0.2, 0.4, ... s apart), then it is gone
 RELAY, GATHER = "_relay_", "_gather_"  # node-name prefixes: no graph's node starts with "_"
 STATUS = "_status"  # a shard's status (flow.status) in its channel, for the driver's --status-port
+SAY = "_say"  # a line said (ctx.say) in a shard, for the driver's stderr
 EVERY = 1.0  # seconds between a shard's statuses
 
 
@@ -62,6 +63,8 @@ class Channel:
         self.room = room
         self._items: list[tuple[str, Any]] = []
         self._latest: Any = None  # the shard's newest status, replaced by the next (never waits)
+        self._said: list[str] = []  # lines for the driver to show (ctx.say): few, and they never wait
+        self._saying: set[asyncio.Future[None]] = set()
         self._closed = False
         self._changed = asyncio.Condition()
         self.most = 0  # the most items it held at once: what the bound was tested by
@@ -72,6 +75,18 @@ class Channel:
             self._latest = status
             self._changed.notify_all()
 
+    def say(self, text: str) -> None:
+        """A line for the driver to show now (ctx.say: a choice made for the
+        user, `NODE: text`); it takes no room and never waits."""
+        saying = asyncio.ensure_future(self._say(text))
+        self._saying.add(saying)
+        saying.add_done_callback(self._saying.discard)
+
+    async def _say(self, text: str) -> None:
+        async with self._changed:
+            self._said.append(text)
+            self._changed.notify_all()
+
     async def put(self, to: str, item: Any) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: len(self._items) < self.room)
@@ -80,22 +95,25 @@ class Channel:
             self._changed.notify_all()
 
     async def take(self, most: int = PULL) -> tuple[list[tuple[str, Any]], bool]:
-        """Up to `most` items (and the newest status, as (STATUS, it)),
-        waiting for one; and whether none will follow."""
+        """Up to `most` items (after the lines said, as (SAY, text); and the
+        newest status, as (STATUS, it)), waiting for one; and whether none
+        will follow."""
         async with self._changed:
             await self._changed.wait_for(self._ready)
+            said, self._said = [(SAY, text) for text in self._said], []
             taken, self._items = self._items[:most], self._items[most:]
             if self._latest is not None:
                 taken.append((STATUS, self._latest))
                 self._latest = None
             self._changed.notify_all()
-            return taken, self._closed and not self._items and self._latest is None
+            return said + taken, self._closed and not self._items and self._latest is None
 
     def _ready(self) -> bool:
-        return bool(self._items) or self._latest is not None or self._closed
+        return bool(self._items) or bool(self._said) or self._latest is not None or self._closed
 
     async def close(self) -> None:
         """Nothing more will be put (the shard's run has ended)."""
+        await asyncio.gather(*self._saying)  # every line said reaches the channel first
         async with self._changed:
             self._closed = True
             self._changed.notify_all()
@@ -196,10 +214,14 @@ class Spool:
             self.path.parent.rmdir()
 
 
-async def pull(actor: Any, spool: Spool, tries: int = PULL_TRIES, backoff: float = 0.1) -> None:
+async def pull(
+    actor: Any, spool: Spool, said: Callable[[str], None] | None = None, tries: int = PULL_TRIES,
+    backoff: float = 0.1,
+) -> None:  # fmt: skip
     """Take what a shard relays until its channel ends, or its actor is gone
     for good (a death past its restarts, a second Ctrl-C); an actor that is
-    only unavailable for a while is asked again, `tries` times in a row."""
+    only unavailable for a while is asked again, `tries` times in a row.
+    The lines the shard says go to `said` as they come."""
     failed = 0
     while True:
         try:
@@ -217,7 +239,9 @@ async def pull(actor: Any, spool: Spool, tries: int = PULL_TRIES, backoff: float
         statuses = [item for to, item in items if to == STATUS]
         if statuses:
             spool.status = statuses[-1]
-        spool.add(token, [(to, item) for to, item in items if to != STATUS])
+        for text in (item for to, item in items if to == SAY and said is not None):
+            said(text)
+        spool.add(token, [(to, item) for to, item in items if to not in (STATUS, SAY)])
         if ended:
             spool.close()
             return

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import re
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -66,8 +67,8 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
     costs: dict[str, float] = {}
     spools = [Spool(out_dir / ".relay" / f"shard-{i}") for i, _ in used]
     began = time.time()
-    shards = list(zip(used, spools, strict=True))
-    reports = asyncio.run(_drive(args, spec, text, out_dir, shards, costs, address))
+    parts = list(zip(used, spools, strict=True))
+    reports = asyncio.run(_drive(args, spec, text, out_dir, parts, costs, address))
     merged = merge(reports, [s for _, s in used], [restarts(out_dir / f"shard-{i}") for i, _ in used])
     merged["cluster"] = costs  # the cluster's start (Ray and the actors ready) and its processes' memory
     _relayed(merged, spools, reports)
@@ -76,6 +77,10 @@ def run_cluster(args: argparse.Namespace, spec: Any) -> int:
     for spool in spools:
         spool.discard()
     write_json_atomically(out_dir / "run.json", merged)
+    if not args.quiet:  # each source's row, as the shards last said (flow run's final table)
+        from .progress import status_rows, table
+
+        out(table(status_rows(_status(parts, "", "ended"))).rstrip("\n"))
     for shard in merged["shards"]:
         again = f", restarted {shard['restarts']}x" if shard["restarts"] else ""
         took = f"{shard['status']} in {shard['seconds']:.2f}s{again}"
@@ -180,7 +185,8 @@ async def _shards(
             for actor, (i, sources) in zip(actors, used, strict=True)]  # fmt: skip
     # Each shard's channel taken as it fills, while the shards run (flow.relay).
     spools = [spool for _, spool in shards]
-    pulls = [asyncio.ensure_future(pull(actor, spool)) for actor, spool in zip(actors, spools, strict=True)]
+    said, display = _watching(args, shards, cluster)
+    pulls = [asyncio.ensure_future(pull(a, spool, said)) for a, spool in zip(actors, spools, strict=True)]
 
     def stop() -> None:
         PRESSES.count += 1
@@ -190,10 +196,35 @@ async def _shards(
             else:
                 actor.stop.remote()
 
-    with on_signals(stop):
-        done = await asyncio.gather(*runs, return_exceptions=True)
-        await _pulled(pulls, spools, done)
+    drawing = asyncio.ensure_future(display.run()) if display is not None else None
+    try:
+        with on_signals(stop):
+            done = await asyncio.gather(*runs, return_exceptions=True)
+            await _pulled(pulls, spools, done)
+    finally:
+        if drawing is not None:
+            drawing.cancel()
+            await asyncio.gather(drawing, return_exceptions=True)
     return [r if isinstance(r, dict) else _died(r, s) for r, (_, s) in zip(done, used, strict=True)]
+
+
+def _watching(args: argparse.Namespace, shards: list[Any], cluster: str) -> tuple[Any, Any]:
+    """Where the lines the shards say go (ctx.say: above the live table, or
+    to stderr; nowhere with -q), and the live table of the shards' sources
+    from their statuses (flow.cli.progress: on a terminal only), or None."""
+    display = None
+    if not args.no_progress and not args.quiet and sys.stderr.isatty():
+        from .progress import Live, status_rows
+
+        display = Live(lambda: status_rows(_status(shards, cluster)))
+    said = None if args.quiet else display.say if display is not None else info
+    return said, display
+
+
+def _status(shards: list[Any], cluster: str, state: str = "running") -> dict[str, Any]:
+    from ..cluster_status import merged
+
+    return merged([spool for _, spool in shards], [i for (i, _), _ in shards], cluster, "", state)
 
 
 async def _pulled(pulls: list[asyncio.Future[None]], spools: list[Any], done: list[Any]) -> None:

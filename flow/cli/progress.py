@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 COLUMNS = ("source", "pages", "records", "products", "dead", "retries", "errors", "breaker")
+Rows = list[tuple[str, ...]]
 
 
 def rows(runtime: Any) -> list[tuple[str, ...]]:
@@ -51,6 +53,25 @@ def rows(runtime: Any) -> list[tuple[str, ...]]:
     return out
 
 
+def status_rows(status: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The same rows from a status (flow.status, as JSON data): a cluster
+    run's, whose shards send theirs (flow.cluster_status), nodes named
+    `shard-I/NODE`."""
+    out = []
+    for name, node in status["nodes"].items():
+        first = node["stages"][0]
+        if first["items_in"] is not None:  # not a source
+            continue
+        c = node["counters"]
+        breakers = [e["breaker"] for e in node["endpoints"].values()]
+        breaker = next((b for b in ("open", "half_open") if b in breakers), "closed")
+        planned = first["items_out"] - c.get("probes", 0)
+        cells = (f"{c.get('pages', 0)}/{planned}", c.get("records", 0), c.get("products", 0),
+                 c.get("dead_letters", 0), c.get("retry", 0), node["errors"], breaker)  # fmt: skip
+        out.append((name.split("/", 1)[-1], *map(str, cells)))
+    return out
+
+
 def table(lines: list[tuple[str, ...]]) -> str:
     widths = [max(len(c), *(len(r[i]) for r in lines)) if lines else len(c) for i, c in enumerate(COLUMNS)]
 
@@ -64,15 +85,17 @@ def table(lines: list[tuple[str, ...]]) -> str:
 
 
 class Live:
-    """Redraws the rows in place on a terminal until stopped."""
+    """Redraws the rows (`rows_of()`: `rows(runtime)` or `status_rows(...)`)
+    in place on a terminal until stopped."""
 
-    def __init__(self, runtime: Any, stream: TextIO = sys.stderr, interval: float = 0.25) -> None:
-        self.runtime, self.stream, self.interval = runtime, stream, interval
+    def __init__(self, rows_of: Callable[[], Rows], stream: TextIO = sys.stderr, interval: float = 0.25
+                 ) -> None:  # fmt: skip
+        self.rows_of, self.stream, self.interval = rows_of, stream, interval
         self._drawn = 0
         self._started = time.monotonic()
 
     def draw(self) -> None:
-        lines = rows(self.runtime)
+        lines = self.rows_of()
         elapsed = max(1e-9, time.monotonic() - self._started)
         products = sum(int(r[3]) for r in lines)
         text = table(lines) + f"{elapsed:6.1f}s  {products / elapsed:8.1f} products/s\n"

@@ -159,9 +159,9 @@ def _equip(runtime: Any, args: argparse.Namespace, spec: Any, live: bool) -> Any
     display (flow.cli.progress.Live), or None."""
     display = None
     if live:
-        from .progress import Live
+        from .progress import Live, rows
 
-        display = Live(runtime)
+        display = Live(lambda: rows(runtime))
     if not args.quiet:
         runtime.resources.announce = display.say if display is not None else info
     if args.record:

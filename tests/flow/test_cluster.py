@@ -31,7 +31,7 @@ SHOPS = {  # name -> (style, path, products)
 }
 
 
-def _graph(work: Path, products: float = 1.0, rate: str = "5/s", workers: Any = 0) -> None:
+def _graph(work: Path, products: float = 1.0, rate: str = "5/s", workers: Any = 0, auto: bool = False) -> None:
     mocks = {name: {"style": style, "products": int(n * products), "error_rate": 0.05, "rate_limit": rate}
              for name, (style, _, n) in SHOPS.items()}  # fmt: skip
     (work / "mocks.yaml").write_text(yaml.safe_dump({"version": 1, "mocks": mocks}))
@@ -41,6 +41,8 @@ def _graph(work: Path, products: float = 1.0, rate: str = "5/s", workers: Any = 
                   "platzi": "offset", "reqres": "page", "jsonserver": "link"}[style]}  # fmt: skip
         if style == "reqres":
             paging["headers"] = {"x-api-key": "reqres-free-v1"}
+        if auto and style == "dummyjson":  # the paging style found by probing (style: auto)
+            paging["style"] = "auto"
         nodes[name] = {"pipe": [{"paginate": paging}, {"rate_limit": {"rate": rate}},
                                 {"fetch": {"retry": {"retries": 5, "backoff": "0.05s", "max": "0.3s"}}},
                                 {"parse": {"schema": style}},
@@ -107,6 +109,10 @@ def test_four_shops_over_two_shards_within_every_limit_and_nothing_lost(tmp_path
         assert _report_rows(tmp_path)[source] == [0, records["received"], len(served["valid"]), dead, dupes]
     assert report["status"] == "completed" and report["lost"] == []
     assert report["driver"]["nodes"] == ["page"] and report["driver"]["status"] == "completed"
+    # The final table on stdout, from the shards' last statuses: each source's records, as the ledger.
+    table = {line.split()[0]: line.split() for line in result["stdout"].splitlines() if line[:2] in SHOPS}
+    assert {name: int(row[2]) for name, row in table.items()} == {
+        name: row["records"]["received"] for name, row in report["ledger"].items()}
     assert all(s["relayed"]["items"] > 0 and 0 < s["relayed"]["channel_most"] <= 256 for s in report["shards"])
     assert not list((tmp_path / "o").glob("shard-*/report.html")) and not (tmp_path / "o" / ".relay").exists()
 
@@ -114,11 +120,17 @@ def test_four_shops_over_two_shards_within_every_limit_and_nothing_lost(tmp_path
 def test_normalization_on_a_pool_of_actors_delivers_the_same(tmp_path):
     """`normalize: {workers: {ray: 2}}`: every batch normalized by one of two
     actors of the cluster; the output is the valid ids served, once."""
-    _graph(tmp_path, workers={"ray": 2})
+    _graph(tmp_path, workers={"ray": 2}, auto=True)
     result = _run(tmp_path)
     assert result["code"] == 0, result["stderr"]
     ids = _ids(tmp_path)
     assert len(ids) == len(set(ids)) and set(ids) == _valid(result)
+    # Also: a choice a shard makes for the user (style: auto) is said on the driver's stderr, and is
+    # an event of the run, named by its shard.
+    assert "s1: paginate: style skip_limit" in result["stderr"]
+    report = json.loads((tmp_path / "o" / "run.json").read_text())
+    found = [e for e in report["events"] if e["event"] == "paging_detected"]
+    assert [(e["node"], e["shard"]) for e in found] == [("s1", 0)]
 
 
 def test_joining_a_cluster_that_runs(tmp_path):

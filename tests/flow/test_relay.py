@@ -296,3 +296,29 @@ async def test_an_actor_unavailable_for_a_while_is_asked_again(tmp_path):
     spool = Spool(tmp_path / "s")
     await pull(Flaky(), spool, backoff=0.0)
     assert list(spool.read("page")) == [1, 2] and not spool.broken
+
+
+async def test_a_line_said_in_a_shard_comes_first_and_never_waits():
+    """ctx.say in a shard (a choice made for the user) reaches the driver
+    even when the channel is full, ahead of the items; the channel ends
+    only after every line said."""
+    channel = Channel(room=1)
+    await channel.put("page", "item")
+    channel.say("s1: paginate: style skip_limit")
+    await channel.close()
+    items, ended = await channel.take()
+    assert items == [("_say", "s1: paginate: style skip_limit"), ("page", "item")] and ended
+
+
+def test_the_final_table_of_a_cluster_run_comes_from_the_statuses():
+    from flow.cli.progress import status_rows
+
+    def node(items_in: int | None, pages: int, breaker: str = "closed") -> dict[str, Any]:
+        return {"stages": [{"stage": "paginate", "items_in": items_in, "items_out": pages + 1}],
+                "counters": {"pages": pages, "records": pages * 20, "probes": 1}, "errors": 0,
+                "endpoints": {"http://x": {"breaker": breaker}}}  # fmt: skip
+
+    status = {"nodes": {"shard-0/a": node(None, 3), "shard-0/products": node(9, 0),
+                        "shard-1/b": node(None, 5, "open")}}  # fmt: skip
+    assert status_rows(status) == [("a", "3/3", "60", "0", "0", "0", "0", "closed"),
+                                   ("b", "5/5", "100", "0", "0", "0", "0", "open")]  # fmt: skip
