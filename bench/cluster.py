@@ -6,7 +6,9 @@ products each, pages of 100, no rate limit and no faults, in their own
 process (`python -m mocks`), so that flow's own work bounds the run. The
 graph is graph.yaml's chain (benchmarks measure the graph users run)
 without rate_limit stages. Each repeat runs, in turn: the plain run (one
-process, the baseline), one shard, two shards. Measured per run: wall
+process, the baseline), one shard, two shards, and two shards of the graph
+without its report node (`2, bare`): the report runs in the driver on what
+the shards relay, so the difference is what that fan-in costs. Measured per run: wall
 seconds from spawning `flow run` to its exit, products written (the
 ledger: records received less dead letters and duplicates), products/s,
 and for the cluster runs each shard's CPU seconds, the cluster's start
@@ -30,11 +32,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import FLOW, default_chain, spread, start_mocks, stop  # shared tools
 
 STYLES = {"shop_a": "dummyjson", "shop_b": "platzi", "shop_c": "reqres", "shop_d": "jsonserver"}
-SIDES = (("plain", []), ("1 shard", ["--cluster", "local:1"]), ("2 shards", ["--cluster", "local:2"]))
+# (name, flags, graph): "bare" is the graph without its report node, whose digests the shards relay
+# to the driver (flow.relay): the difference is what the fan-in costs.
+TWO = ["--cluster", "local:2"]
+SIDES = (("plain", [], "g"), ("1 shard", ["--cluster", "local:1"], "g"), ("2 shards", TWO, "g"),
+         ("2, bare", TWO, "bare"))  # fmt: skip
 
 
 def main() -> int:
@@ -56,15 +64,18 @@ def main() -> int:
 
 def measure(args: argparse.Namespace, bases: list[str]) -> int:
     shops = {name: (base, style) for (name, style), base in zip(STYLES.items(), bases, strict=True)}
-    results: dict[str, list[dict[str, Any]]] = {side: [] for side, _ in SIDES}
+    results: dict[str, list[dict[str, Any]]] = {side: [] for side, _, _ in SIDES}
     with tempfile.TemporaryDirectory(prefix="flow-bench-cluster-") as work:
-        graph = Path(work) / "g.yaml"
-        graph.write_text(default_chain(shops, 100, rate=None, deadline="600s"))
+        chain = default_chain(shops, 100, rate=None, deadline="600s")
+        (Path(work) / "g.yaml").write_text(chain)
+        bare = yaml.safe_load(chain)
+        del bare["nodes"]["page"]  # the report node: the only one that runs in the driver
+        (Path(work) / "bare.yaml").write_text(yaml.safe_dump(bare, sort_keys=False))
         expected = len(STYLES) * args.products
         for repeat in range(args.repeats):
-            for side, flags in SIDES:
-                out = Path(work) / f"{side.replace(' ', '-')}-{repeat}"
-                results[side].append(one_run(graph, out, flags))
+            for side, flags, graph in SIDES:
+                out = Path(work) / f"{side.replace(' ', '-').replace(',', '')}-{repeat}"
+                results[side].append(one_run(Path(work) / f"{graph}.yaml", out, flags))
                 got = results[side][-1]
                 print(f"repeat {repeat + 1} {side:9}: {got['wall']:.2f} s, {got['products']:,} products",
                       flush=True)  # fmt: skip
@@ -93,7 +104,7 @@ def report(results: dict[str, list[dict[str, Any]]], expected: int) -> None:
     print(f"\n{len(STYLES)} shops, {expected:,} catalogue products in all, pages of 100, no limits; "
           f"median (min..max) of {len(plain)}")  # fmt: skip
     print(f"{'':10} {'wall s':>20} {'products/s':>24} {'wall / plain':>18} {'CPU s per shard':>22}")
-    for side, _ in SIDES:
+    for side, _, _ in SIDES:
         runs = results[side]
         walls = [r["wall"] for r in runs]
         rates = [r["products"] / r["wall"] for r in runs]
@@ -101,11 +112,18 @@ def report(results: dict[str, list[dict[str, Any]]], expected: int) -> None:
         cpu = [c for r in runs for c in r["cpu"]]
         print(f"{side:10} {spread(walls, '.2f'):>20} {spread(rates):>24} {spread(ratios, '.2f'):>18} "
               f"{spread(cpu, '.2f') if cpu else '-':>22}")  # fmt: skip
-    for side, _ in SIDES[1:]:
+    for side, _, _ in SIDES[1:3]:
         starts = [r["start"] for r in results[side]]
         memory = [r["memory"] for r in results[side]]
         print(f"{side}: the cluster's start {spread(starts, '.2f')} s,"
               f" Ray's processes {spread(memory, ',.0f')} MB")  # fmt: skip
+    # The fan-in, within each repeat: 2 shards with the report node (relayed to the driver) / without.
+    fan_in = [w / b for w, b in zip([r["wall"] for r in results["2 shards"]],
+                                    [r["wall"] for r in results["2, bare"]], strict=True)]  # fmt: skip
+    pairs = zip(results["2 shards"], results["2, bare"], strict=True)
+    cpu = [sum(r["cpu"]) / sum(b["cpu"]) for r, b in pairs]
+    print(f"the fan-in (report.html in the driver, on what 2 shards relay): wall {spread(fan_in, '.2f')}x, "
+          f"the shards' CPU {spread(cpu, '.2f')}x the same run without the report node")  # fmt: skip
 
 
 if __name__ == "__main__":
