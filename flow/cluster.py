@@ -109,8 +109,8 @@ class ShardRunner:
 
         publishing: asyncio.Future[None] | None = None
         try:  # the channel ends whatever happens here: the driver's pulls must end
-            self.runtime, began = self._runtime(text, file, sets, env, refs, sources, Path(out_dir), cluster)
-            cpu = time.process_time()
+            self.runtime = self._runtime(text, file, sets, env, refs, sources, Path(out_dir), cluster)
+            cpu, began = time.process_time(), time.time()
             publishing = asyncio.ensure_future(publish(self.runtime, self.channel))
             result = await self.runtime.run()
         finally:
@@ -121,7 +121,7 @@ class ShardRunner:
         return self._report(result, cpu, began)
 
     def _runtime(self, text: str, file: str, sets: list[str], env: dict[str, str], refs: dict[str, str],
-                 sources: list[str], out: Path, cluster: str) -> tuple[Any, float]:  # fmt: skip
+                 sources: list[str], out: Path, cluster: str) -> Any:  # fmt: skip
         from .registry import default_registry
         from .relay import with_relays
         from .runtime import Runtime
@@ -132,13 +132,13 @@ class ShardRunner:
         runtime = Runtime(with_relays(spec, self.channel), out_dir=out)
         runtime.resources.cluster = cluster
         runtime.resources.announce = self.channel.say  # to the driver's stderr (ctx.say), as they are made
-        return runtime, time.time()
+        return runtime
 
     def _report(self, result: Any, cpu: float, began: float) -> dict[str, Any]:
         from .relay import figures, renamed
 
         report: dict[str, Any] = result.report()
-        report["pid"], report["token"] = os.getpid(), self.token
+        report["token"] = self.token
         report["cpu_seconds"] = round(time.process_time() - cpu, 3)
         report["figures"] = figures(self.runtime, began)
         report["ledger"] = {s: renamed(row) for s, row in report["ledger"].items()}

@@ -14,6 +14,7 @@ event loop, reading the spools' newest statuses between two pulls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -43,14 +44,15 @@ def merged(spools: list[Any], shards: list[int], run_id: str, graph: str, state:
 class ClusterStatusServer:
     """`start()` once the shards are placed, `close()` when they have ended."""
 
-    def __init__(self, spools: list[Any], shards: list[int], run_id: str, graph: str, port: int = 0) -> None:
-        self.spools, self.shards, self.run_id, self.graph, self.port = spools, shards, run_id, graph, port
+    def __init__(self, merging: Callable[[str], dict[str, Any]], port: int = 0) -> None:
+        """`merging(state)`: the shards' newest statuses as one (`merged`)."""
+        self.merging, self.port = merging, port
         self.state = "running"
         self._encode = msgspec.json.Encoder().encode
         self._runner: web.AppRunner | None = None
 
     def status(self) -> dict[str, Any]:
-        return merged(self.spools, self.shards, self.run_id, self.graph, self.state)
+        return self.merging(self.state)
 
     async def start(self) -> str:
         app = web.Application()

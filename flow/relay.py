@@ -146,13 +146,9 @@ def _relay_kind(channel: Channel, digest: Callable[[Any], Any] | None) -> StageK
     return StageKind("relay", RelayParams, relay, (object,), None, fan_in=True, spans=False)
 
 
-def relayed_rows(ledgers: Any, counters: dict[str, dict[str, int]], sources: list[str]) -> dict[str, Any]:
-    """Each source's ledger row in a shard, its relays named as the driver
-    nodes they stand for (what the driver's nodes read as their ledger)."""
-    return {source: renamed(ledgers.row(source, counters.get(source, {}))) for source in sources}
-
-
 def renamed(row: dict[str, Any]) -> dict[str, Any]:
+    """A shard's ledger row with its relays named as the driver nodes they
+    stand for (what the driver's nodes read as their ledger, and run.json)."""
     records = row["records"]
     for key in ("expected", "written", "unaccounted"):
         if isinstance(records.get(key), dict):
@@ -313,22 +309,23 @@ class _Ledgers:
         return self._inner.row(source, counters, sink)  # type: ignore[no-any-return]
 
 
-def install(runtime: Any, spec: Spec, figures: list[dict[str, Any]], began: float, status: str) -> None:
-    """Give the driver part the shards' view of the run: `figures` are the
-    shards' (`figures`), `began` the cluster run's wall time at its start
-    (the first shard's start counts instead: the report's second 0, as in a
-    run in one process), `spec` the whole graph (whose sources reach each node)."""
+def install(runtime: Any, spec: Spec, reports: list[dict[str, Any]], began: float, status: str) -> None:
+    """Give the driver part the shards' view of the run: `reports` are the
+    shards' that reported (their ledgers, renamed, and their `figures`),
+    `began` the cluster run's wall time at its start (the first shard's
+    start counts instead: the report's second 0, as in a run in one
+    process), `spec` the whole graph (whose sources reach each node)."""
     from .graph import edges
     from .topology import sources_upstream
 
     state = runtime.resources
+    figures = [report["figures"] for report in reports]
     began = min((shard["began"] for shard in figures), default=began)  # the first shard's start: second 0
     upstream = sources_upstream(spec.nodes, edges(spec))
     for name in driver_nodes(spec):
         state.sources[name] = upstream.get(name, [])
-    rows: dict[str, Any] = {}
+    rows = {source: row for report in reports for source, row in report["ledger"].items()}
     for shard in figures:
-        rows.update(shard["rows"])
         for node, counts in shard["counters"].items():
             mine = state.counters[node]
             for counter, n in counts.items():
@@ -350,14 +347,11 @@ def install(runtime: Any, spec: Spec, figures: list[dict[str, Any]], began: floa
 
 
 def figures(runtime: Any, began: float) -> dict[str, Any]:
-    """A shard's view of its run, for the driver's nodes (`install`); plain
-    data: it crosses to the driver."""
+    """A shard's view of its run besides its ledger, for the driver's nodes
+    (`install`); plain data: it crosses to the driver."""
     state = runtime.resources
-    counters = {node: dict(counts) for node, counts in state.counters.items()}
-    sources = [n for n, node in runtime.nodes.items() if node.stages[0].kind.is_source]
     return {
-        "rows": relayed_rows(state.ledgers, counters, sources),
-        "counters": counters,
+        "counters": {node: dict(counts) for node, counts in state.counters.items()},
         "timeline": [(series, key, list(counts)) for (series, key), counts in state.timeline.items()],
         "gauges": [(name, list(attrs), value) for (name, attrs), value in state.gauges.items()],
         "events": list(state.events),

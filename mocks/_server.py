@@ -105,19 +105,31 @@ def catalogue_of(spec: ServerSpec) -> Catalogue:
 
 
 class Listening:
-    """What every mock server shares: its address, an aiohttp low-level server
-    on it (handler cancellation on, no access log), JSON answers, and use as
-    `async with`. A subclass sets `spec`, `host`, `path`, `_encode`, `_handle`,
-    and resets its state in `start` once listening."""
+    """What every mock server shares: its spec, name, address and clock, its
+    rate limit and faults, an aiohttp low-level server on it (handler
+    cancellation on, no access log), JSON answers, and use as `async with`.
+    A subclass sets `path` and `_handle`, says what it holds (`_held`, for
+    its repr), and resets its state in `start` once listening."""
 
-    spec: ServerSpec
-    host: str
     path: str  # the API's own path, e.g. /products
-    _encode: Any
 
-    def __init__(self) -> None:
+    def __init__(self, spec: ServerSpec, name: str, host: str, clock: Clock | None) -> None:
+        self.spec, self.name, self.host = spec, name, host
+        self.clock: Clock = clock or SystemClock()
+        rate = spec.timing.rate
+        self.limiter = SlidingWindowLimit(*rate) if rate else None
+        self.faults = FaultPlan(spec)
+        self._encode = msgspec.json.Encoder().encode
         self._runner: web.ServerRunner | None = None
         self.port = 0
+
+    def __repr__(self) -> str:
+        state = "running" if self._runner else "stopped"
+        return (f"<{type(self).__name__} {self.name} {self.spec.style} {state} url={self.url or '-'} "
+                f"{self._held()} limiter={self.limiter!r}>")  # fmt: skip
+
+    def _held(self) -> str:
+        raise NotImplementedError  # what the server holds, for its repr: "requests=3"
 
     @property
     def url(self) -> str:
@@ -173,29 +185,17 @@ class MockServer(Listening):
         host: str = "127.0.0.1",
         clock: Clock | None = None,
     ) -> None:
-        self.spec = spec or ServerSpec()
-        self.name = name
-        self.host = host
-        self.clock: Clock = clock or SystemClock()
+        super().__init__(spec or ServerSpec(), name, host, clock)
         self.style = make_style(self.spec.style, self.spec.seed)
         self.path = self.style.path
         self.catalogue = catalogue_of(self.spec)
-        rate = self.spec.timing.rate
-        self.limiter = SlidingWindowLimit(*rate) if rate else None
-        self.faults = FaultPlan(self.spec)
         self._api_key = self.spec.required_api_key
-        self._encode = msgspec.json.Encoder().encode
-        super().__init__()
         self._in_flight = 0  # API requests being answered (hangs and latency included)
         self._idle = asyncio.Event()
         self._reset_state()
 
-    def __repr__(self) -> str:
-        state = "running" if self._runner else "stopped"
-        return (
-            f"<MockServer {self.name} {self.spec.style} {state} url={self.url or '-'} "
-            f"requests={len(self._log)} limiter={self.limiter!r}>"
-        )
+    def _held(self) -> str:
+        return f"requests={len(self._log)}"
 
     # --- lifecycle -----------------------------------------------------------
     async def start(self) -> str:

@@ -29,14 +29,12 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from flow._tls import import_deferring_ca_store
 
-from ._faults import HTML_PAGE, FaultPlan, invalid_json, truncated
+from ._faults import HTML_PAGE, invalid_json, truncated
 from ._hashing import stream_key, text_draw, unit
-from ._ratelimit import SlidingWindowLimit, retry_after_header
-from ._server import Clock, Listening, MockServer, SystemClock
+from ._ratelimit import retry_after_header
+from ._server import Clock, Listening, MockServer
 from ._spec import ServerSpec
 from ._vendor_jobs import REASONS, Delivery, Job, JobRequest, callback_signature, parse_job, vendor_records
 
@@ -65,28 +63,18 @@ class VendorServer(Listening):
     ) -> None:
         if spec.style not in PATHS:
             raise ValueError(f"style {spec.style!r} is not a vendor; choose one of: {', '.join(PATHS)}")
-        self.spec, self.name, self.host = spec, name, host
-        self.clock: Clock = clock or SystemClock()
+        super().__init__(spec, name, host, clock)
         self.path = PATHS[spec.style]
         self.asynchronous = spec.style == "async_vendor"
-        rate = spec.timing.rate
-        self.limiter = SlidingWindowLimit(*rate) if rate else None
-        self.faults = FaultPlan(spec)
         self._api_key = spec.api_key or None
         self._keys = {s: stream_key(spec.seed, f"vendor.{s}") for s in ("failure", "callback", "delay")}
         self._job_key = stream_key(spec.seed, f"vendor.job.{name}")
-        self._encode = msgspec.json.Encoder().encode
-        super().__init__()
         self._session: aiohttp.ClientSession | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._reset_state()
 
-    def __repr__(self) -> str:
-        state = "running" if self._runner else "stopped"
-        return (
-            f"<VendorServer {self.name} {self.spec.style} {state} url={self.url or '-'} "
-            f"jobs={len(self.jobs)} callbacks_pending={len(self._deliveries)} limiter={self.limiter!r}>"
-        )
+    def _held(self) -> str:
+        return f"jobs={len(self.jobs)} callbacks_pending={len(self._deliveries)}"
 
     # --- lifecycle -----------------------------------------------------------
     async def start(self) -> str:

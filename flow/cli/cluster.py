@@ -126,8 +126,7 @@ async def _status_server(args: argparse.Namespace, used: list[Any], cluster: str
     from ..cluster_status import ClusterStatusServer
     from ._status import listen
 
-    shards = [i for (i, _), _ in used]
-    server = ClusterStatusServer([spool for _, spool in used], shards, cluster, graph, args.status_port)
+    server = ClusterStatusServer(lambda state: _status(used, cluster, state, graph), args.status_port)
     return await listen(server, args.status_port)
 
 
@@ -221,10 +220,11 @@ def _watching(args: argparse.Namespace, shards: list[Any], cluster: str) -> tupl
     return said, display
 
 
-def _status(shards: list[Any], cluster: str, state: str = "running") -> dict[str, Any]:
+def _status(shards: list[Any], cluster: str, state: str = "running", graph: str = "") -> dict[str, Any]:
+    """The shards' newest statuses as one (flow.cluster_status)."""
     from ..cluster_status import merged
 
-    return merged([spool for _, spool in shards], [i for (i, _), _ in shards], cluster, "", state)
+    return merged([spool for _, spool in shards], [i for (i, _), _ in shards], cluster, graph, state)
 
 
 async def _pulled(pulls: list[asyncio.Future[None]], spools: list[Any], done: list[Any]) -> None:
@@ -267,7 +267,7 @@ async def _driver_part(
     # A shard that never reported ran its part partly: what it relayed is left out, as its ledger is.
     reported = [spool for spool, report in zip(spools, reports, strict=True) if "figures" in report]
     runtime = Runtime(driver_part(copy.copy(spec), reported), out_dir=out_dir)
-    install(runtime, spec, [r["figures"] for r in reports if "figures" in r], began, merged["status"])
+    install(runtime, spec, [r for r in reports if "figures" in r], began, merged["status"])
     # The first press of the run (none stopped the shards) drains it, into a valid partial report;
     # a second ends it at once.
     with on_signals(stopper(runtime)):

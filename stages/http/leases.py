@@ -31,7 +31,7 @@ from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .limiter import SLACK, Stopped
+from .limiter import SLACK, Stopped, reach
 
 
 class BudgetBook:
@@ -39,7 +39,7 @@ class BudgetBook:
 
     def __init__(self, rate: int, window: float, margin: float) -> None:
         self.rate, self.span = rate, window + margin
-        self.reach = self.span - min(SLACK, margin / 2)
+        self.reach = reach(self.span, margin)
         self.grants: list[float] = []
         self.hold = float("-inf")
         self.granted = 0

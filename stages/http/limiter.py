@@ -79,6 +79,12 @@ async def pause(seconds: float, stop: asyncio.Event | None) -> bool:
     return True
 
 
+def reach(span: float, margin: float) -> float:
+    """How far back the check right before a write counts sends: the span
+    (window + margin) but a hair, so a send exactly a span ago has left."""
+    return span - min(SLACK, margin / 2)
+
+
 class Stopped(Exception):
     """The run stopped while a request waited for its send slot (the slot is
     given back; nothing was sent)."""
@@ -95,7 +101,7 @@ class SlidingWindowLimiter:
             raise ValueError("a limiter needs rate >= 1, window > 0 and margin >= 0")
         self.rate, self.window, self.margin, self.name = rate, window, margin, name
         self.span = window + margin
-        self._reach = self.span - min(SLACK, margin / 2)  # the check counts sends in (now - reach, now]
+        self._reach = reach(self.span, margin)  # the check counts sends in (now - reach, now]
         self._plans: list[float] = []  # planned send times (slots), ascending
         self._sends: list[float] = []  # actual send times within the last span, ascending
         self._hold_until = float("-inf")

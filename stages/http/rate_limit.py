@@ -100,11 +100,12 @@ async def rate_limit(
     assert params.rate.count is not None  # 'off' is rejected when decoded
     rate = params.rate
     if params.store is not None:
+        from .leases import LeaseLimiter
         from .redis_budget import redis_limiter
 
         store, name, margin = params.store, params.name or ctx.node, float(params.margin)
         limiter: Any = ctx.resource(("http.redis_budget", name, store), lambda: redis_limiter(
-            store, name, rate.count, rate.window, margin), close=_close)  # fmt: skip
+            store, name, rate.count, rate.window, margin), close=LeaseLimiter.close)  # fmt: skip
     elif params.across_shards and ctx.cluster:
         from .leases import lease_limiter
 
@@ -119,10 +120,6 @@ async def rate_limit(
             seen.add(request.endpoint)
             ctx.gauge("flow.rate_limit", rate.count / rate.window, **{"flow.endpoint": request.endpoint})
         yield replace(request, limiter=limiter)
-
-
-async def _close(limiter: Any) -> None:
-    await limiter.close()
 
 
 KIND = rate_limit

@@ -31,11 +31,13 @@ budget give it one rate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
 from .leases import LeaseLimiter
-from .limiter import SLACK, BudgetUnavailable
+from .limiter import SLACK, BudgetUnavailable, reach
+from .urls import safe_url
 
 LEASE = """
 local t = redis.call('TIME')
@@ -80,12 +82,12 @@ class RedisBook:
     def __init__(self, url: str, name: str, rate: int, window: float, margin: float) -> None:
         import redis.asyncio as redis  # the `redis` extra: only graphs that keep a budget there need it
 
-        self.name, self.where = name, _safe(url)
+        self.name, self.where = name, safe_url(url)  # no password in messages
         self.client = redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         key = f"flow:budget:{{{name}}}"  # {name}: the three keys in one hash slot
         self.keys = [f"{key}:grants", f"{key}:hold", f"{key}:seq"]
         span = window + margin
-        self.args = [rate, span, span - min(SLACK, margin / 2), SLACK]
+        self.args = [rate, span, reach(span, margin), SLACK]
         self._lease = self.client.register_script(LEASE)
         self._hold = self.client.register_script(HOLD)
         self._holding: set[asyncio.Task[Any]] = set()
@@ -94,15 +96,15 @@ class RedisBook:
         """0.0: go now (recorded); else the seconds to wait before asking again."""
         from redis.exceptions import RedisError
 
-        for wait in (*PATIENCE, None):
-            try:
+        for wait in PATIENCE:
+            with contextlib.suppress(RedisError, OSError):
                 return float(await self._lease(keys=self.keys, args=self.args))
-            except (RedisError, OSError) as exc:
-                if wait is None:
-                    why = f"budget '{self.name}': its store {self.where} cannot be reached ({exc})"
-                    raise BudgetUnavailable(why) from None
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable")
+            await asyncio.sleep(wait)
+        try:
+            return float(await self._lease(keys=self.keys, args=self.args))
+        except (RedisError, OSError) as exc:
+            why = f"budget '{self.name}': its store {self.where} cannot be reached ({exc})"
+            raise BudgetUnavailable(why) from None
 
     def hold_for(self, seconds: float) -> None:
         """No grant for `seconds` (a server's Retry-After), for every sender.
@@ -126,10 +128,3 @@ def redis_limiter(url: str, name: str, rate: int, window: float, margin: float) 
     book = RedisBook(url, name, rate, window, margin)
     return LeaseLimiter(book.lease, book.hold_for, rate, window, margin, name, closing=book.close)
 
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()

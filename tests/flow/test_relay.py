@@ -9,6 +9,7 @@ import asyncio
 import copy
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -54,18 +55,14 @@ nodes:
 """
 
 
-class _Actor:
+def _actor(channel: Channel, token: str) -> Any:
     """What the driver calls on a shard's actor: `pull.remote(n)`."""
 
-    def __init__(self, channel: Channel, pid: int) -> None:
-        channel_, pid_ = channel, pid
+    async def remote(most: int) -> tuple[str, list[Any], bool]:
+        items, ended = await channel.take(most)
+        return token, items, ended
 
-        class _Pull:
-            async def remote(self, most: int) -> tuple[int, list[Any], bool]:
-                items, ended = await channel_.take(most)
-                return pid_, items, ended
-
-        self.pull = _Pull()
+    return SimpleNamespace(pull=SimpleNamespace(remote=remote))
 
 
 def _spec(servers: dict[str, Any]) -> Any:
@@ -86,14 +83,16 @@ async def _cluster_run(servers: dict[str, Any], out: Path, room: int) -> tuple[l
             result = await runtime.run()
         finally:
             await channel.close()
-        return {**result.report(), "figures": figures(runtime, began), "most": channel.most}
+        report = result.report()  # as a shard reports (flow.cluster.ShardRunner)
+        ledger = {source: renamed(row) for source, row in report["ledger"].items()}
+        return {**report, "ledger": ledger, "figures": figures(runtime, began), "most": channel.most}
 
     runs = [shard(r, c) for r, c in shards]
-    pulls = [pull(_Actor(c, 100 + i), spool) for i, ((_, c), spool) in enumerate(zip(shards, spools, strict=True))]
+    pulls = [pull(_actor(c, f"shard-{i}"), spool) for i, ((_, c), spool) in enumerate(zip(shards, spools, strict=True))]
     reports = (await asyncio.gather(*runs, *pulls))[:2]
     spec = _spec(servers)
     driver = Runtime(driver_part(copy.copy(spec), spools), out_dir=out)
-    install(driver, spec, [r["figures"] for r in reports], began, "completed")
+    install(driver, spec, reports, began, "completed")
     await driver.run()
     return reports, spools
 
